@@ -1,0 +1,143 @@
+//! Storage buffers with their limits checked up front, and async readback.
+
+use super::{Gpu, GpuError, Result};
+
+/// A storage buffer on the device (also a copy source and destination).
+#[derive(Clone, Debug)]
+pub struct GpuBuffer {
+    pub buffer: wgpu::Buffer,
+    /// Size in bytes.
+    pub size: u64,
+    pub label: String,
+}
+
+impl GpuBuffer {
+    /// Check `size` against the device's binding limit before asking for it.
+    fn check(gpu: &Gpu, label: &str, size: u64) -> Result<()> {
+        let limit = gpu.limits.max_storage_buffer_binding_size as u64;
+        if size > limit {
+            return Err(GpuError::TooLarge {
+                label: label.into(),
+                size,
+                limit,
+                limit_name: "max_storage_buffer_binding_size",
+            });
+        }
+        if size > gpu.limits.max_buffer_size {
+            return Err(GpuError::TooLarge {
+                label: label.into(),
+                size,
+                limit: gpu.limits.max_buffer_size,
+                limit_name: "max_buffer_size",
+            });
+        }
+        Ok(())
+    }
+
+    fn usage() -> wgpu::BufferUsages {
+        wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST
+    }
+
+    /// A zero-filled buffer of `size` bytes (at least 4).
+    pub fn zeroed(gpu: &Gpu, label: &str, size: u64) -> Result<GpuBuffer> {
+        let size = size.max(4).next_multiple_of(4);
+        Self::check(gpu, label, size)?;
+        let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: Self::usage(),
+            mapped_at_creation: false,
+        });
+        Ok(GpuBuffer { buffer, size, label: label.into() })
+    }
+
+    /// A buffer holding `data` (padded to 4 bytes; an empty slice gives a 4-byte buffer).
+    pub fn from_bytes(gpu: &Gpu, label: &str, data: &[u8]) -> Result<GpuBuffer> {
+        let buf = Self::zeroed(gpu, label, data.len() as u64)?;
+        if !data.is_empty() {
+            let mut padded;
+            let bytes = if data.len() % 4 == 0 {
+                data
+            } else {
+                padded = data.to_vec();
+                padded.resize(data.len().next_multiple_of(4), 0);
+                &padded
+            };
+            gpu.queue.write_buffer(&buf.buffer, 0, bytes);
+        }
+        Ok(buf)
+    }
+
+    /// A buffer holding a slice of plain values.
+    pub fn from_slice<T: bytemuck::Pod>(gpu: &Gpu, label: &str, data: &[T]) -> Result<GpuBuffer> {
+        Self::from_bytes(gpu, label, bytemuck::cast_slice(data))
+    }
+
+    /// Overwrite part of the buffer (queued; visible to the next submission).
+    pub fn write<T: bytemuck::Pod>(&self, gpu: &Gpu, offset_bytes: u64, data: &[T]) {
+        gpu.queue.write_buffer(&self.buffer, offset_bytes, bytemuck::cast_slice(data));
+    }
+}
+
+/// Read `len` bytes at `offset` (both multiples of 4) back to the host.
+async fn read_bytes(gpu: &Gpu, src: &GpuBuffer, offset: u64, len: u64) -> Result<Vec<u8>> {
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    if offset + len > src.size {
+        return Err(GpuError::Readback(format!(
+            "asked for bytes {offset}..{} of '{}', which has {}",
+            offset + len,
+            src.label,
+            src.size
+        )));
+    }
+    let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("readback"),
+        size: len,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let mut encoder = gpu.device.create_command_encoder(&Default::default());
+    encoder.copy_buffer_to_buffer(&src.buffer, offset, &staging, 0, len);
+    gpu.queue.submit([encoder.finish()]);
+    let slice = staging.slice(..);
+    let (tx, rx) = futures_channel::oneshot::channel();
+    slice.map_async(wgpu::MapMode::Read, move |r| {
+        let _ = tx.send(r);
+    });
+    // Natively, wgpu completes map_async when the device is polled; in the browser the event
+    // loop does it and the future below resolves on its own.
+    #[cfg(not(target_arch = "wasm32"))]
+    gpu.device
+        .poll(wgpu::PollType::wait_indefinitely())
+        .map_err(|e| GpuError::Readback(e.to_string()))?;
+    rx.await
+        .map_err(|_| GpuError::Readback("the device was lost".into()))?
+        .map_err(|e| GpuError::Readback(e.to_string()))?;
+    let data = slice.get_mapped_range().map_err(|e| GpuError::Readback(e.to_string()))?.to_vec();
+    staging.unmap();
+    Ok(data)
+}
+
+/// Read `count` f32 values starting at element `offset`.
+pub async fn read_buffer_f32(
+    gpu: &Gpu,
+    src: &GpuBuffer,
+    offset: usize,
+    count: usize,
+) -> Result<Vec<f32>> {
+    let bytes = read_bytes(gpu, src, offset as u64 * 4, count as u64 * 4).await?;
+    Ok(bytemuck::pod_collect_to_vec(&bytes))
+}
+
+/// Read `count` u32 values starting at element `offset`.
+pub async fn read_buffer_u32(
+    gpu: &Gpu,
+    src: &GpuBuffer,
+    offset: usize,
+    count: usize,
+) -> Result<Vec<u32>> {
+    let bytes = read_bytes(gpu, src, offset as u64 * 4, count as u64 * 4).await?;
+    Ok(bytemuck::pod_collect_to_vec(&bytes))
+}

@@ -1,0 +1,244 @@
+//! Adapter selection and the [`Gpu`] context.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use super::pipeline::CachedPipeline;
+use super::{GpuError, PipelineKey, Result};
+
+/// Which graphics API to reach the GPU through.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Backend {
+    /// Every backend compiled in (Vulkan, Metal, DX12, GL natively; WebGPU in browsers).
+    #[default]
+    Auto,
+    Vulkan,
+    Metal,
+    Dx12,
+    Gl,
+    /// The browser's WebGPU.
+    WebGpu,
+}
+
+impl Backend {
+    /// Parse a user-supplied name (`auto`, `vulkan`, `metal`, `dx12`, `gl`, `webgpu`).
+    pub fn parse(name: &str) -> Option<Backend> {
+        Some(match name.to_ascii_lowercase().as_str() {
+            "auto" => Backend::Auto,
+            "vulkan" | "vk" => Backend::Vulkan,
+            "metal" | "mtl" => Backend::Metal,
+            "dx12" | "d3d12" => Backend::Dx12,
+            "gl" | "gles" | "opengl" => Backend::Gl,
+            "webgpu" | "browser" => Backend::WebGpu,
+            _ => return None,
+        })
+    }
+
+    fn backends(self) -> wgpu::Backends {
+        match self {
+            Backend::Auto => wgpu::Backends::all(),
+            Backend::Vulkan => wgpu::Backends::VULKAN,
+            Backend::Metal => wgpu::Backends::METAL,
+            Backend::Dx12 => wgpu::Backends::DX12,
+            Backend::Gl => wgpu::Backends::GL,
+            Backend::WebGpu => wgpu::Backends::BROWSER_WEBGPU,
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self {
+            Backend::Auto => "auto",
+            Backend::Vulkan => "vulkan",
+            Backend::Metal => "metal",
+            Backend::Dx12 => "dx12",
+            Backend::Gl => "gl",
+            Backend::WebGpu => "webgpu",
+        };
+        f.write_str(name)
+    }
+}
+
+/// How to pick the adapter.
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {
+    pub backend: Backend,
+    /// Index into [`list_adapters`]; `None` picks the best (a discrete GPU first).
+    pub adapter_index: Option<usize>,
+}
+
+/// What a user needs to know about one adapter.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AdapterSummary {
+    pub index: usize,
+    pub name: String,
+    pub backend: String,
+    pub vendor: String,
+    pub device_type: String,
+    pub driver: String,
+    pub features: Vec<String>,
+    pub max_storage_buffer_binding_size: u64,
+    pub max_buffer_size: u64,
+    pub max_compute_workgroup_storage_size: u32,
+    pub max_compute_invocations_per_workgroup: u32,
+    pub max_compute_workgroups_per_dimension: u32,
+}
+
+/// Features afinador can use when the adapter offers them.
+const OPTIONAL_FEATURES: [wgpu::Features; 3] =
+    [wgpu::Features::SHADER_F16, wgpu::Features::SUBGROUP, wgpu::Features::TIMESTAMP_QUERY];
+
+fn vendor_name(id: u32) -> String {
+    match id {
+        0x10de => "NVIDIA".into(),
+        0x1002 | 0x1022 => "AMD".into(),
+        0x8086 => "Intel".into(),
+        0x106b => "Apple".into(),
+        0x5143 => "Qualcomm".into(),
+        0x13b5 => "ARM".into(),
+        0x10005 => "Mesa".into(),
+        0 => "unknown".into(),
+        other => format!("0x{other:04x}"),
+    }
+}
+
+fn summarize(index: usize, adapter: &wgpu::Adapter) -> AdapterSummary {
+    let info = adapter.get_info();
+    let limits = adapter.limits();
+    let features = adapter.features();
+    let mut names: Vec<String> = OPTIONAL_FEATURES
+        .iter()
+        .chain(std::iter::once(&wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX))
+        .filter(|f| features.contains(**f))
+        .flat_map(|f| f.iter_names().map(|(n, _)| n.to_ascii_lowercase()))
+        .collect();
+    names.dedup();
+    AdapterSummary {
+        index,
+        name: info.name.clone(),
+        backend: format!("{:?}", info.backend).to_ascii_lowercase(),
+        vendor: vendor_name(info.vendor),
+        device_type: format!("{:?}", info.device_type),
+        driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+        features: names,
+        max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size as u64,
+        max_buffer_size: limits.max_buffer_size,
+        max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
+        max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
+        max_compute_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
+    }
+}
+
+fn instance(backend: Backend) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = backend.backends();
+    wgpu::Instance::new(desc)
+}
+
+/// Rank adapters: discrete GPUs first, then integrated, virtual, CPU.
+fn rank(info: &wgpu::AdapterInfo) -> u8 {
+    match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    }
+}
+
+async fn adapters(backend: Backend) -> Vec<wgpu::Adapter> {
+    let instance = instance(backend);
+    if cfg!(target_arch = "wasm32") {
+        let opts = wgpu::RequestAdapterOptions {
+            power_preference: wgpu::PowerPreference::HighPerformance,
+            ..Default::default()
+        };
+        return instance.request_adapter(&opts).await.into_iter().collect();
+    }
+    let mut list = instance.enumerate_adapters(backend.backends()).await;
+    list.sort_by_key(|a| rank(&a.get_info()));
+    list
+}
+
+/// Every adapter reachable through `backend`, best first.
+pub async fn list_adapters(backend: Backend) -> Vec<AdapterSummary> {
+    adapters(backend).await.iter().enumerate().map(|(i, a)| summarize(i, a)).collect()
+}
+
+/// The GPU context: device, queue, what the adapter offers, and the pipeline cache.
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub adapter: AdapterSummary,
+    pub features: wgpu::Features,
+    pub limits: wgpu::Limits,
+    pub(super) pipelines: Mutex<HashMap<PipelineKey, CachedPipeline>>,
+}
+
+impl std::fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gpu").field("adapter", &self.adapter.name).finish()
+    }
+}
+
+impl Gpu {
+    /// Open the chosen adapter with its full limits and the optional features it offers.
+    pub async fn new(options: &GpuOptions) -> Result<Gpu> {
+        let list = adapters(options.backend).await;
+        if list.is_empty() {
+            return Err(GpuError::NoAdapter { backend: options.backend.to_string() });
+        }
+        let index = options.adapter_index.unwrap_or(0);
+        let adapter = list
+            .get(index)
+            .ok_or(GpuError::BadAdapterIndex { index, count: list.len() })?;
+        let summary = summarize(index, adapter);
+        let offered = adapter.features();
+        let features = OPTIONAL_FEATURES
+            .iter()
+            .fold(wgpu::Features::empty(), |acc, f| if offered.contains(*f) { acc | *f } else { acc });
+        let limits = adapter.limits();
+        let desc = wgpu::DeviceDescriptor {
+            label: Some("afinador"),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        };
+        let (device, queue) = adapter.request_device(&desc).await.map_err(|e| {
+            GpuError::RequestDevice { adapter: summary.name.clone(), message: e.to_string() }
+        })?;
+        Ok(Gpu {
+            device,
+            queue,
+            adapter: summary,
+            features,
+            limits,
+            pipelines: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Whether the device was opened with `feature`.
+    pub fn has(&self, feature: wgpu::Features) -> bool {
+        self.features.contains(feature)
+    }
+
+    /// Run `f` inside validation and out-of-memory error scopes and turn what they catch into
+    /// errors naming `context`.
+    pub async fn checked<T>(&self, context: &str, f: impl FnOnce() -> T) -> Result<T> {
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let value = f();
+        let validation = validation.pop().await;
+        let oom = oom.pop().await;
+        if let Some(e) = validation {
+            return Err(GpuError::Validation { context: context.into(), message: e.to_string() });
+        }
+        if let Some(e) = oom {
+            return Err(GpuError::OutOfMemory { context: context.into(), message: e.to_string() });
+        }
+        Ok(value)
+    }
+}

@@ -1,0 +1,131 @@
+//! Batched command recording: kernels are queued with their params and buffers, then encoded
+//! into one compute pass with one uniform buffer and submitted together.
+
+use super::pipeline::CachedPipeline;
+use super::{Gpu, GpuBuffer, KernelLayout, Result};
+
+/// A buffer argument of a dispatch, in binding order after the params (binding 0).
+pub type Arg<'a> = &'a GpuBuffer;
+
+struct Op {
+    pipeline: CachedPipeline,
+    buffers: Vec<wgpu::Buffer>,
+    params_offset: u64,
+    params_size: u64,
+    groups: [u32; 3],
+}
+
+/// Collects dispatches and submits them as one command buffer.
+pub struct Recorder<'g> {
+    gpu: &'g Gpu,
+    ops: Vec<Op>,
+    params: Vec<u8>,
+}
+
+impl<'g> Recorder<'g> {
+    pub fn new(gpu: &'g Gpu) -> Self {
+        Recorder { gpu, ops: Vec::new(), params: Vec::new() }
+    }
+
+    pub fn gpu(&self) -> &'g Gpu {
+        self.gpu
+    }
+
+    /// Number of dispatches queued so far.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Queue one dispatch of `layout` built with `defines`.
+    pub async fn dispatch<P: bytemuck::Pod>(
+        &mut self,
+        layout: &KernelLayout,
+        defines: &[&'static str],
+        params: &P,
+        buffers: &[Arg<'_>],
+        groups: [u32; 3],
+    ) -> Result<()> {
+        debug_assert_eq!(buffers.len() + 1, layout.bindings.len(), "{:?}", layout.shader);
+        let pipeline = self.gpu.pipeline(layout, defines).await?;
+        let align = self.gpu.limits.min_uniform_buffer_offset_alignment as usize;
+        let offset = self.params.len().next_multiple_of(align.max(16));
+        let bytes = bytemuck::bytes_of(params);
+        self.params.resize(offset, 0);
+        self.params.extend_from_slice(bytes);
+        self.params.resize(self.params.len().next_multiple_of(16), 0);
+        self.ops.push(Op {
+            pipeline,
+            buffers: buffers.iter().map(|b| b.buffer.clone()).collect(),
+            params_offset: offset as u64,
+            params_size: bytes.len().next_multiple_of(16) as u64,
+            groups,
+        });
+        Ok(())
+    }
+
+    /// Encode everything queued into one compute pass and submit it.
+    pub async fn submit(self) -> Result<()> {
+        if self.ops.is_empty() {
+            return Ok(());
+        }
+        let gpu = self.gpu;
+        let ops = self.ops;
+        let params = self.params;
+        gpu.checked("running kernels", move || {
+            let uniform = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("params"),
+                size: params.len() as u64,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            gpu.queue.write_buffer(&uniform, 0, &params);
+            let groups: Vec<wgpu::BindGroup> = ops
+                .iter()
+                .map(|op| {
+                    let mut entries = vec![wgpu::BindGroupEntry {
+                        binding: 0,
+                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: &uniform,
+                            offset: op.params_offset,
+                            size: wgpu::BufferSize::new(op.params_size),
+                        }),
+                    }];
+                    for (i, b) in op.buffers.iter().enumerate() {
+                        entries.push(wgpu::BindGroupEntry {
+                            binding: i as u32 + 1,
+                            resource: b.as_entire_binding(),
+                        });
+                    }
+                    gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                        label: None,
+                        layout: &op.pipeline.layout,
+                        entries: &entries,
+                    })
+                })
+                .collect();
+            let mut encoder = gpu.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = encoder.begin_compute_pass(&Default::default());
+                for (op, bg) in ops.iter().zip(&groups) {
+                    pass.set_pipeline(&op.pipeline.pipeline);
+                    pass.set_bind_group(0, bg, &[]);
+                    let [x, y, z] = op.groups;
+                    pass.dispatch_workgroups(x, y, z);
+                }
+            }
+            gpu.queue.submit([encoder.finish()]);
+        })
+        .await
+    }
+}
+
+/// Split `n` workgroups over x and y so neither exceeds the per-dimension limit (65535).
+/// Kernels using it compute their flat index as `gid.x + gid.y · num_workgroups.x · size`.
+pub fn grid_1d(n: u32) -> [u32; 3] {
+    const MAX: u32 = 32768;
+    if n <= MAX { [n.max(1), 1, 1] } else { [MAX, n.div_ceil(MAX), 1] }
+}

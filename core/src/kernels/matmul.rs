@@ -1,0 +1,211 @@
+//! Tiled GEMM (`matmul.wgsl`): `C[M, N] = α · A[M, K] · B[K, N] (+ C)`, with B either a strided
+//! f32 matrix or a model weight `W[N, K]` (so `C = A · Wᵀ`, the linear layer).
+
+use afinador_shaders::Shader;
+
+use super::{GpuWeight, assert_params_size};
+use crate::gpu::{Binding, GpuBuffer, KernelLayout, Recorder, Result};
+
+/// Mirrors `Params` in matmul.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct MatmulParams {
+    pub m: u32,
+    pub n: u32,
+    pub k: u32,
+    pub accumulate: u32,
+    pub a_off: u32,
+    pub a_sm: u32,
+    pub a_sk: u32,
+    pub b_off: u32,
+    pub b_sk: u32,
+    pub b_sn: u32,
+    pub c_off: u32,
+    pub c_sm: u32,
+    pub alpha: f32,
+    pub _pad: [u32; 3],
+}
+assert_params_size!(MatmulParams, 64);
+
+pub const LAYOUT: KernelLayout = KernelLayout {
+    shader: Shader::Matmul,
+    bindings: &[Binding::Uniform, Binding::Read, Binding::Read, Binding::Read, Binding::ReadWrite],
+};
+
+const TILE: u32 = 64;
+
+/// A strided view of an f32 matrix: element (i, j) at `off + i·s0 + j·s1`.
+#[derive(Clone, Copy, Debug)]
+pub struct MatView<'a> {
+    pub buf: &'a GpuBuffer,
+    pub off: u32,
+    pub s0: u32,
+    pub s1: u32,
+}
+
+impl<'a> MatView<'a> {
+    /// A row-major matrix with `cols` columns starting at `off`.
+    pub fn rows(buf: &'a GpuBuffer, off: u32, cols: u32) -> Self {
+        MatView { buf, off, s0: cols, s1: 1 }
+    }
+
+    /// The transpose of a row-major matrix with `cols` columns.
+    pub fn transposed(buf: &'a GpuBuffer, off: u32, cols: u32) -> Self {
+        MatView { buf, off, s0: 1, s1: cols }
+    }
+}
+
+/// `c[M, N] (+)= α · a[M, K] · b[K, N]`, all f32 with any strides (`c` row-major, row stride
+/// `c.s0`). `=` when `accumulate` is false, `+=` otherwise.
+#[allow(clippy::too_many_arguments)]
+pub async fn matmul(
+    rec: &mut Recorder<'_>,
+    a: MatView<'_>,
+    b: MatView<'_>,
+    c: MatView<'_>,
+    (m, n, k): (u32, u32, u32),
+    alpha: f32,
+    accumulate: bool,
+) -> Result<()> {
+    debug_assert_eq!(c.s1, 1, "c must be row-major");
+    let params = MatmulParams {
+        m,
+        n,
+        k,
+        accumulate: accumulate as u32,
+        a_off: a.off,
+        a_sm: a.s0,
+        a_sk: a.s1,
+        b_off: b.off,
+        b_sk: b.s0,
+        b_sn: b.s1,
+        c_off: c.off,
+        c_sm: c.s0,
+        alpha,
+        _pad: [0; 3],
+    };
+    let groups = [n.div_ceil(TILE), m.div_ceil(TILE), 1];
+    rec.dispatch(&LAYOUT, &["B_STRIDED"], &params, &[a.buf, b.buf, b.buf, c.buf], groups).await
+}
+
+/// `y[M, N] (+)= α · x[M, K] · Wᵀ` for a weight `W[N, K]` (x and y row-major at offsets).
+#[allow(clippy::too_many_arguments)]
+pub async fn matmul_weight(
+    rec: &mut Recorder<'_>,
+    x: &GpuBuffer,
+    x_off: u32,
+    w: &GpuWeight,
+    y: &GpuBuffer,
+    y_off: u32,
+    y_stride: u32,
+    m: u32,
+    alpha: f32,
+    accumulate: bool,
+) -> Result<()> {
+    let (n, k) = (w.rows as u32, w.cols as u32);
+    debug_assert_eq!(k as usize % w.format.k_multiple(), 0);
+    let params = MatmulParams {
+        m,
+        n,
+        k,
+        accumulate: accumulate as u32,
+        a_off: x_off,
+        a_sm: k,
+        a_sk: 1,
+        c_off: y_off,
+        c_sm: y_stride,
+        alpha,
+        ..Default::default()
+    };
+    let groups = [n.div_ceil(TILE), m.div_ceil(TILE), 1];
+    rec.dispatch(&LAYOUT, &[w.format.define()], &params, &[x, &w.q, &w.s, y], groups).await
+}
+
+/// CPU reference: `c = α · a · b (+ c)` with a [m, k], b [k, n], c [m, n], all row-major.
+pub fn matmul_ref(a: &[f32], b: &[f32], c: &mut [f32], (m, n, k): (usize, usize, usize), alpha: f32, accumulate: bool) {
+    for i in 0..m {
+        for j in 0..n {
+            let mut s = 0.0f64;
+            for l in 0..k {
+                s += a[i * k + l] as f64 * b[l * n + j] as f64;
+            }
+            let v = alpha * s as f32;
+            c[i * n + j] = if accumulate { c[i * n + j] + v } else { v };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::testing::{assert_close, gpu, random_blocks};
+    use crate::kernels::{WeightFormat, testing::dequant};
+    use crate::gpu::read_buffer_f32;
+    use crate::util::Rng;
+
+    fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+        let mut t = vec![0.0; x.len()];
+        for r in 0..rows {
+            for c in 0..cols {
+                t[c * rows + r] = x[r * cols + c];
+            }
+        }
+        t
+    }
+
+    #[test]
+    fn strided_matmul_matches_cpu_for_odd_and_round_shapes_and_transposes() {
+        let gpu = gpu();
+        let mut rng = Rng::new(1);
+        for &(m, n, k) in &[(1, 1, 1), (7, 13, 5), (64, 64, 64), (65, 130, 33), (3, 200, 127)] {
+            for (ta, tb, acc) in [(false, false, false), (true, false, true), (false, true, false), (true, true, true)] {
+                let a = rng.vec_uniform(m * k, -1.0, 1.0);
+                let b = rng.vec_uniform(k * n, -1.0, 1.0);
+                let c0 = rng.vec_uniform(m * n, -1.0, 1.0);
+                let mut want = c0.clone();
+                matmul_ref(&a, &b, &mut want, (m, n, k), 0.5, acc);
+                // Store A (and B) transposed in memory when asked, and read them through strides.
+                let a_mem = if ta { transpose(&a, m, k) } else { a.clone() };
+                let b_mem = if tb { transpose(&b, k, n) } else { b.clone() };
+                let ga = GpuBuffer::from_slice(gpu, "a", &a_mem).unwrap();
+                let gb = GpuBuffer::from_slice(gpu, "b", &b_mem).unwrap();
+                let gc = GpuBuffer::from_slice(gpu, "c", &c0).unwrap();
+                let av = if ta { MatView::transposed(&ga, 0, m as u32) } else { MatView::rows(&ga, 0, k as u32) };
+                let bv = if tb { MatView::transposed(&gb, 0, k as u32) } else { MatView::rows(&gb, 0, n as u32) };
+                pollster::block_on(async {
+                    let mut rec = Recorder::new(gpu);
+                    let cv = MatView::rows(&gc, 0, n as u32);
+                    matmul(&mut rec, av, bv, cv, (m as u32, n as u32, k as u32), 0.5, acc).await.unwrap();
+                    rec.submit().await.unwrap();
+                });
+                let got = pollster::block_on(read_buffer_f32(gpu, &gc, 0, m * n)).unwrap();
+                assert_close(&format!("matmul {m}x{n}x{k} ta={ta} tb={tb}"), &got, &want, 1e-4, 1e-4);
+            }
+        }
+    }
+
+    #[test]
+    fn weight_matmul_matches_cpu_for_every_format() {
+        let gpu = gpu();
+        let mut rng = Rng::new(2);
+        for format in [WeightFormat::F32, WeightFormat::Q4_0, WeightFormat::Q4_1, WeightFormat::Q8_0] {
+            for &(m, n, k) in &[(1, 1, 32), (5, 33, 64), (70, 67, 96), (64, 128, 576)] {
+                let raw = random_blocks(format, n * k, &mut rng);
+                let w = dequant(format, &raw, n * k);
+                let x = rng.vec_uniform(m * k, -1.0, 1.0);
+                let mut want = vec![0.0; m * n];
+                matmul_ref(&x, &transpose(&w, n, k), &mut want, (m, n, k), 1.0, false);
+                let gw = GpuWeight::upload(gpu, "w", format, &raw, n, k).unwrap();
+                let gx = GpuBuffer::from_slice(gpu, "x", &x).unwrap();
+                let gy = GpuBuffer::zeroed(gpu, "y", (m * n * 4) as u64).unwrap();
+                pollster::block_on(async {
+                    let mut rec = Recorder::new(gpu);
+                    matmul_weight(&mut rec, &gx, 0, &gw, &gy, 0, n as u32, m as u32, 1.0, false).await.unwrap();
+                    rec.submit().await.unwrap();
+                });
+                let got = pollster::block_on(read_buffer_f32(gpu, &gy, 0, m * n)).unwrap();
+                assert_close(&format!("{format:?} {m}x{n}x{k}"), &got, &want, 1e-4, 1e-4);
+            }
+        }
+    }
+}

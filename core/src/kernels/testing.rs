@@ -1,0 +1,88 @@
+//! Test helpers: one shared GPU, random data, tolerances.
+
+use std::sync::OnceLock;
+
+use crate::gpu::{Gpu, GpuOptions};
+
+/// The test GPU (lavapipe on machines without one). A test that finds no adapter fails.
+pub fn gpu() -> &'static Gpu {
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    GPU.get_or_init(|| {
+        pollster::block_on(Gpu::new(&GpuOptions::default()))
+            .unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"))
+    })
+}
+
+/// Assert `|got − want| ≤ atol + rtol·|want|` element-wise, naming the first failure.
+#[track_caller]
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let mut worst = (0usize, 0.0f32);
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let err = (g - w).abs();
+        let tol = atol + rtol * w.abs();
+        assert!(
+            err <= tol && g.is_finite() == w.is_finite(),
+            "{what}: element {i}: got {g}, want {w} (|err| {err} > tol {tol})"
+        );
+        if err > worst.1 {
+            worst = (i, err);
+        }
+    }
+}
+
+/// Random GGUF blocks of `format` for `n` values: every quant value appears, scales random.
+pub fn random_blocks(format: super::WeightFormat, n: usize, rng: &mut crate::util::Rng) -> Vec<u8> {
+    use super::WeightFormat::*;
+    let f16 = |x: f32| half::f16::from_f32(x).to_le_bytes();
+    let mut out = Vec::new();
+    match format {
+        F32 => (0..n).for_each(|_| out.extend(rng.uniform(-1.0, 1.0).to_le_bytes())),
+        Q4_0 | Q4_1 | Q8_0 => {
+            for _ in 0..n / 32 {
+                out.extend(f16(rng.uniform(-0.1, 0.1)));
+                if format == Q4_1 {
+                    out.extend(f16(rng.uniform(-0.5, 0.5)));
+                }
+                let nq = if format == Q8_0 { 32 } else { 16 };
+                (0..nq).for_each(|_| out.push(rng.next_u32() as u8));
+            }
+        }
+    }
+    out
+}
+
+/// CPU dequantization of GGUF blocks (the reference for the GPU loaders).
+pub fn dequant(format: super::WeightFormat, raw: &[u8], n: usize) -> Vec<f32> {
+    use crate::formats::GgmlType;
+    let ty = match format {
+        super::WeightFormat::F32 => GgmlType::F32,
+        super::WeightFormat::Q4_0 => GgmlType::Q4_0,
+        super::WeightFormat::Q4_1 => GgmlType::Q4_1,
+        super::WeightFormat::Q8_0 => GgmlType::Q8_0,
+    };
+    crate::formats::quant::dequantize(ty, raw, n).expect("valid blocks")
+}
+
+/// Run `f` on a fresh recorder, submit, and wait.
+pub fn run<F>(f: F)
+where
+    F: for<'r> AsyncFnOnce(&'r mut crate::gpu::Recorder<'static>),
+{
+    pollster::block_on(async {
+        let mut rec = crate::gpu::Recorder::new(gpu());
+        f(&mut rec).await;
+        rec.submit().await.expect("submit");
+    })
+}
+
+/// Read a whole f32 buffer back.
+pub fn read(buf: &crate::gpu::GpuBuffer) -> Vec<f32> {
+    pollster::block_on(crate::gpu::read_buffer_f32(gpu(), buf, 0, (buf.size / 4) as usize))
+        .expect("readback")
+}
+
+/// An f32 buffer holding `data`.
+pub fn upload(data: &[f32]) -> crate::gpu::GpuBuffer {
+    crate::gpu::GpuBuffer::from_slice(gpu(), "test", data).expect("upload")
+}

@@ -1,0 +1,10 @@
+//! afinador-core: everything that is neither file system nor UI — GGUF and safetensors formats,
+//! the tokenizer, the WGSL kernels and their dispatchers, the Llama model on wgpu.
+//!
+//! The core never touches the file system, the clock or the terminal: callers hand it bytes and
+//! drive its async API (pollster natively, wasm-bindgen-futures in the browser).
+
+pub mod formats;
+pub mod gpu;
+pub mod kernels;
+pub mod util;

@@ -1,0 +1,5 @@
+//! Small helpers shared across the core.
+
+mod rng;
+
+pub use rng::Rng;

@@ -1,0 +1,131 @@
+#!/usr/bin/env python3
+"""Expected token ids for the SmolLM2 GGUF tokenizer, produced by llama.cpp.
+
+Uses llama-cpp-python with `vocab_only=True` (no weights are loaded) and writes
+tests/data/tokenizer_cases.json. For every case:
+
+  ids             llm.tokenize(text, add_bos=False, special=True)
+                  (special/control tokens such as <|im_start|> are parsed)
+  ids_no_special  the same with special=False (special-token text is then
+                  tokenized as ordinary text)
+
+The model's add_bos flag is recorded as well (it is false for SmolLM2, so no
+BOS is ever prepended).
+
+Run from the repository root:
+
+    python scripts/reference/tokenizer_cases.py
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from common import sha256_file, write_json
+
+GENERATOR = "scripts/reference/tokenizer_cases.py"
+DEFAULT_MODEL = "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_OUT = "tests/data/tokenizer_cases.json"
+
+CASES: list[tuple[str, str]] = [
+    ("empty", ""),
+    ("single_space", " "),
+    ("single_newline", "\n"),
+    ("english_prose",
+     "The quick brown fox jumps over the lazy dog. Meanwhile, in a quiet "
+     "village by the sea, an old fisherman mended his nets."),
+    ("capital_of_france", "The capital of France is"),
+    ("portuguese_accents",
+     "Ação, coração e informação: não é fácil! Você já comeu pão com "
+     "manteiga? As eleições são úteis; a avó está à janela, põe o chá."),
+    ("mixed_case", "HELLO World hello WORLD HeLLo wOrLd iPhone McDonald's camelCaseName SCREAMING_SNAKE"),
+    ("contractions", "don't I'll we've they're she'd it's you'RE I'M WE'VE can't"),
+    ("punctuation_runs", "Wait... what?!?! No way!!! (really) [yes] {maybe} -- ok; fine: done... ---> <=> ***"),
+    ("leading_spaces", "   leading spaces and  double  spaces   inside"),
+    ("trailing_spaces", "trailing spaces   \nnext line  \t\n"),
+    ("multiple_blank_lines", "first paragraph\n\n\n\nsecond paragraph\n\n\n  \n\nthird\n"),
+    ("crlf_line_endings", "line one\r\nline two\r\n\r\nline four\r\n"),
+    ("digits_and_numbers", "1234567 3.14159 2026-11-23 0x1F 1,000,000 -42 +7 1e-5 007 12:30"),
+    ("python_code",
+     "import os\n\n\nclass Greeter:\n    def __init__(self, name: str) -> None:\n"
+     "        self.name = name\n\n    def greet(self):\n        if not self.name:\n"
+     "            return None\n        return f\"Hello, {self.name}!\"  # comment\n"),
+    ("python_tabs", "def f(x):\n\tif x > 0:\n\t\treturn x * 2\n\treturn -x\n"),
+    ("rust_code",
+     "fn main() {\n    let v: Vec<u32> = (0..10).map(|x| x * x).collect();\n"
+     "    println!(\"{:?}\", v);\n    if let Some(&last) = v.last() {\n"
+     "        assert_eq!(last, 81);\n    }\n}\n"),
+    ("json",
+     '{"name": "afinador", "version": "0.1.0", "layers": [1, 2, 3],\n'
+     ' "nested": {"ok": true, "value": null, "pi": 3.14}, "emoji": "\\u00e9"}'),
+    ("urls",
+     "See https://huggingface.co/HuggingFaceTB/SmolLM2-135M-Instruct?x=1&y=2#top "
+     "or http://example.com/path/to/file.html and mailto:someone@example.org"),
+    ("emoji",
+     "I love it 😀😂🎉 👍🏽 family: 👨‍👩‍👧‍👦 rainbow flag: 🏳️‍🌈 flags: 🇧🇷🇵🇹🇯🇵 heart ❤️"),
+    ("chinese", "我爱自然语言处理。今天天气很好，我们去公园散步吧！"),
+    ("japanese", "こんにちは、世界。東京は日本の首都です。カタカナとひらがな。"),
+    ("korean", "안녕하세요, 세계! 저는 한국어를 공부하고 있습니다."),
+    ("arabic", "مرحبا بالعالم! اللغة العربية جميلة جدا."),
+    ("mixed_scripts", "Hello мир Κόσμε שלום नमस्ते 世界 ñandú naïve café Straße"),
+    ("very_long_word",
+     "Supercalifragilisticexpialidocious pneumonoultramicroscopicsilicovolcanoconiosis "
+     "Rindfleischetikettierungsüberwachungsaufgabenübertragungsgesetz"),
+    ("repeated_chars", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa ==================== ____"),
+    ("chatml",
+     "<|im_start|>user\nOlá!<|im_end|>\n<|im_start|>assistant\n"),
+    ("chatml_full",
+     "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by "
+     "Hugging Face<|im_end|>\n<|im_start|>user\nWhat is 2+2?<|im_end|>\n"
+     "<|im_start|>assistant\n2+2 is 4.<|im_end|>\n"),
+    ("special_tokens_adjacent", "<|endoftext|><|im_start|><|im_end|>text<|im_end|> <|im_start|> spaced"),
+    ("special_tokens_other", "<repo_name>afinador<file_sep>src/main.rs<gh_stars>100\n<jupyter_code>x = 1"),
+    ("whitespace_mix", " \t \n\t\n  \u00a0nbsp\u3000ideographic space\u2003em space"),
+]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=DEFAULT_MODEL)
+    ap.add_argument("--out", default=DEFAULT_OUT)
+    args = ap.parse_args()
+
+    import llama_cpp
+    from llama_cpp import Llama
+
+    model_path = Path(args.model)
+    llm = Llama(model_path=str(model_path), vocab_only=True, verbose=False)
+    add_bos = bool(llama_cpp.llama_vocab_get_add_bos(llm._model.vocab))
+
+    names = [name for name, _ in CASES]
+    assert len(names) == len(set(names)), "duplicate case names"
+
+    cases = []
+    for name, text in CASES:
+        raw = text.encode("utf-8")
+        ids = llm.tokenize(raw, add_bos=False, special=True)
+        ids_no_special = llm.tokenize(raw, add_bos=False, special=False)
+        # Round trip: detokenizing must give the original bytes back.
+        assert llm.detokenize(ids, special=True) == raw, name
+        cases.append({"name": name, "text": text, "ids": ids,
+                      "ids_no_special": ids_no_special})
+        print(f"{name:24s} {len(ids):4d} ids")
+
+    out = {
+        "generator": GENERATOR,
+        "llama_cpp_python": llama_cpp.__version__,
+        "model": model_path.name,
+        "model_sha256": sha256_file(model_path),
+        "add_bos": add_bos,
+        "bos_id": llm.token_bos(),
+        "eos_id": llm.token_eos(),
+        "cases": cases,
+    }
+    out_path = Path(args.out)
+    write_json(out_path, out)
+    print(f"wrote {out_path} ({len(cases)} cases, add_bos={add_bos})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+//! afinador's WGSL kernels and the small preprocessor that makes their variants.
+//!
+//! Every kernel family is one `.wgsl` file under `wgsl/`. Variants (weight formats, f16,
+//! subgroups, …) are selected with `#ifdef NAME` / `#ifndef NAME` / `#else` / `#endif` blocks and
+//! shared code is pulled in with `#include "file.wgsl"`; `#define NAME` sets a flag from inside a
+//! file. Shapes never appear in shader text: they travel in each kernel's uniform `Params`.
+//!
+//! [`VARIANTS`] lists every (shader, defines) pair the engine can ask for, so the tests validate
+//! each of them offline with naga.
+
+mod preprocess;
+
+pub use preprocess::{PreprocessError, preprocess};
+
+/// One kernel family: one `.wgsl` file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Shader {
+    /// Tiled GEMM `C[M,N] (+)= A[M,K] · B[K,N]` with f32 or quantized B.
+    Matmul,
+    /// Matrix–vector products for decode: `y[N] (+)= W[N,K] · x[K]`.
+    Gemv,
+    /// Row gather from an f32 or quantized embedding table.
+    Embedding,
+    /// RMSNorm over the last dimension.
+    RmsNorm,
+    /// Rotary position embedding (adjacent pairs, GGUF llama convention).
+    Rope,
+    /// Causal flash attention with grouped-query heads.
+    Attention,
+    /// Element-wise kernels (SwiGLU, add).
+    Elementwise,
+    /// Per-row log-softmax statistics of logits: log-sum-exp, argmax, target log-probability,
+    /// entropy.
+    Logits,
+}
+
+impl Shader {
+    /// Every kernel family.
+    pub const ALL: [Shader; 8] = [
+        Shader::Matmul,
+        Shader::Gemv,
+        Shader::Embedding,
+        Shader::RmsNorm,
+        Shader::Rope,
+        Shader::Attention,
+        Shader::Elementwise,
+        Shader::Logits,
+    ];
+
+    /// The file name under `wgsl/`.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Shader::Matmul => "matmul.wgsl",
+            Shader::Gemv => "gemv.wgsl",
+            Shader::Embedding => "embedding.wgsl",
+            Shader::RmsNorm => "rmsnorm.wgsl",
+            Shader::Rope => "rope.wgsl",
+            Shader::Attention => "attention.wgsl",
+            Shader::Elementwise => "elementwise.wgsl",
+            Shader::Logits => "logits.wgsl",
+        }
+    }
+
+    /// The raw (not yet preprocessed) text of this shader.
+    pub fn raw_source(self) -> &'static str {
+        source_file(self.file_name()).expect("every shader file is embedded")
+    }
+
+    /// The preprocessed WGSL for this shader with the given flags defined.
+    pub fn source(self, defines: &[&str]) -> Result<String, PreprocessError> {
+        preprocess(self.file_name(), defines, &source_file)
+    }
+}
+
+/// The text of an embedded `.wgsl` file (shaders and their includes) by name.
+pub fn source_file(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "matmul.wgsl" => include_str!("../wgsl/matmul.wgsl"),
+        "gemv.wgsl" => include_str!("../wgsl/gemv.wgsl"),
+        "embedding.wgsl" => include_str!("../wgsl/embedding.wgsl"),
+        "rmsnorm.wgsl" => include_str!("../wgsl/rmsnorm.wgsl"),
+        "rope.wgsl" => include_str!("../wgsl/rope.wgsl"),
+        "attention.wgsl" => include_str!("../wgsl/attention.wgsl"),
+        "elementwise.wgsl" => include_str!("../wgsl/elementwise.wgsl"),
+        "logits.wgsl" => include_str!("../wgsl/logits.wgsl"),
+        "weights.wgsl" => include_str!("../wgsl/weights.wgsl"),
+        _ => return None,
+    })
+}
+
+/// The weight-format flags a kernel that reads model weights can be built with.
+pub const WEIGHT_FORMATS: [&str; 4] = ["W_F32", "W_Q4_0", "W_Q4_1", "W_Q8_0"];
+
+/// Every (shader, defines) variant the engine may build; validated offline by the tests.
+pub fn variants() -> Vec<(Shader, Vec<&'static str>)> {
+    let mut out = Vec::new();
+    for w in WEIGHT_FORMATS {
+        out.push((Shader::Matmul, vec![w]));
+        out.push((Shader::Gemv, vec![w]));
+        out.push((Shader::Embedding, vec![w]));
+    }
+    out.push((Shader::Matmul, vec!["B_STRIDED"]));
+    out.push((Shader::RmsNorm, vec![]));
+    out.push((Shader::Rope, vec![]));
+    out.push((Shader::Attention, vec![]));
+    out.push((Shader::Elementwise, vec!["OP_SWIGLU"]));
+    out.push((Shader::Elementwise, vec!["OP_ADD"]));
+    out.push((Shader::Logits, vec![]));
+    out
+}
+
+#[cfg(test)]
+mod tests;

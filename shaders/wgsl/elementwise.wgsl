@@ -1,0 +1,32 @@
+// elementwise.wgsl — element-wise kernels over n values.
+//   OP_SWIGLU  out[i] = silu(gate[i]) · up[i],  silu(g) = g / (1 + e^(−g))
+//              gate(i) = a[a_off + i], up(i) = b[b_off + i]
+//   OP_ADD     out[i] = a[a_off + i] + b[b_off + i]
+// out(i) = out[out_off + i].
+// Bindings: 0 params (uniform), 1 a (read), 2 b (read), 3 out (read_write).
+// One thread per element. Dispatch: (min(ceil(n / 256), 32768), ceil(n / 256 / 32768), 1).
+
+struct Params {
+    n: u32, a_off: u32, b_off: u32, out_off: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 256u;
+    if (i >= p.n) {
+        return;
+    }
+    let x = a[p.a_off + i];
+    let y = b[p.b_off + i];
+#ifdef OP_SWIGLU
+    out[p.out_off + i] = x / (1.0 + exp(-x)) * y;
+#endif
+#ifdef OP_ADD
+    out[p.out_off + i] = x + y;
+#endif
+}

@@ -1,0 +1,33 @@
+// embedding.wgsl — row gather: out[t, c] = W[ids[t], c] for t < T, c < C.
+//
+// W is an embedding table [V, C] in one of the formats of weights.wgsl.
+// Bindings: 0 params (uniform), 1 ids (read, u32), 2 w_q (read), 3 w_s (read), 4 out (read_write).
+// Each thread writes 4 channels. Dispatch: (ceil(C / 256), T, 1).
+
+struct Params {
+    C: u32, T: u32, V: u32, out_off: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> ids: array<u32>;
+@group(0) @binding(2) var<storage, read> w_q: array<u32>;
+@group(0) @binding(3) var<storage, read> w_s: array<u32>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+
+#include "weights.wgsl"
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let t = wg.y;
+    let c = (wg.x * 64u + lid) * 4u;
+    if (t >= p.T || c >= p.C) {
+        return;
+    }
+    let id = min(ids[t], p.V - 1u);
+    let v = w_load4(id, c, p.C);
+    let o = p.out_off + t * p.C + c;
+    out[o] = v.x;
+    out[o + 1u] = v.y;
+    out[o + 2u] = v.z;
+    out[o + 3u] = v.w;
+}

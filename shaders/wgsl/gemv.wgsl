@@ -1,0 +1,58 @@
+// gemv.wgsl — matrix–vector products for decode: y[m, n] = alpha · Σ_k x[m, k] · W[n, k]
+//             (+ y[m, n] when accumulate = 1), for a few rows m of x.
+//
+// W is a model weight in one of the formats of weights.wgsl (K % 32 == 0 for quantized ones).
+// x(m, k) = x[x_off + m·K + k]; y(m, n) = y[y_off + m·y_sm + n].
+// Bindings: 0 params (uniform), 1 x (read), 2 w_q (read), 3 w_s (read), 4 y (read_write).
+// Each workgroup of 256 threads computes 8 rows n with 32 threads each.
+// Dispatch: (ceil(N / 8), M, 1).
+
+struct Params {
+    N: u32, K: u32, x_off: u32, y_off: u32,
+    y_sm: u32, accumulate: u32, alpha: f32, _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> w_q: array<u32>;
+@group(0) @binding(3) var<storage, read> w_s: array<u32>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+
+#include "weights.wgsl"
+
+const LANES: u32 = 32u;
+const ROWS: u32 = 8u;
+
+var<workgroup> partial: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let lane = t % LANES;
+    let group = t / LANES;
+    let n = wg.x * ROWS + group;
+    let m = wg.y;
+    var acc = 0.0;
+    if (n < p.N) {
+        let xb = p.x_off + m * p.K;
+        for (var k = lane * 4u; k < p.K; k += LANES * 4u) {
+            let xv = vec4<f32>(x[xb + k], x[xb + k + 1u], x[xb + k + 2u], x[xb + k + 3u]);
+            acc += dot(xv, w_load4(n, k, p.K));
+        }
+    }
+    partial[t] = acc;
+    workgroupBarrier();
+    for (var s = LANES / 2u; s > 0u; s >>= 1u) {
+        if (lane < s) {
+            partial[t] += partial[t + s];
+        }
+        workgroupBarrier();
+    }
+    if (lane == 0u && n < p.N) {
+        let idx = p.y_off + m * p.y_sm + n;
+        var v = p.alpha * partial[t];
+        if (p.accumulate != 0u) {
+            v += y[idx];
+        }
+        y[idx] = v;
+    }
+}

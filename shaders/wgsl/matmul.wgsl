@@ -1,0 +1,113 @@
+// matmul.wgsl — tiled GEMM: C[M, N] = alpha · A[M, K] · B[K, N]  (+ C when accumulate = 1)
+//
+// A(m, k) = a[a_off + m·a_sm + k·a_sk]            (any strides: plain or transposed)
+// B(k, n):
+//   B_STRIDED   = b[b_off + k·b_sk + n·b_sn]      (f32, any strides)
+//   W_*         = W[n, k] of a model weight (see weights.wgsl): C = A · Wᵀ, the linear layer
+// C(m, n) = c[c_off + m·c_sm + n]
+//
+// Bindings: 0 params (uniform), 1 a (read), 2 b / w_q (read), 3 w_s (read), 4 c (read_write).
+// Tiles: 64×64 outputs per workgroup of 16×16 threads, each thread 4×4; K in steps of 16.
+// Dispatch: (ceil(N / 64), ceil(M / 64), 1).
+
+struct Params {
+    M: u32, N: u32, K: u32, accumulate: u32,
+    a_off: u32, a_sm: u32, a_sk: u32, b_off: u32,
+    b_sk: u32, b_sn: u32, c_off: u32, c_sm: u32,
+    alpha: f32, _pad0: u32, _pad1: u32, _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+#ifdef B_STRIDED
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+#else
+@group(0) @binding(2) var<storage, read> w_q: array<u32>;
+#endif
+@group(0) @binding(3) var<storage, read> w_s: array<u32>;
+@group(0) @binding(4) var<storage, read_write> c: array<f32>;
+
+#include "weights.wgsl"
+
+const BM: u32 = 64u;
+const BN: u32 = 64u;
+const BK: u32 = 16u;
+
+// k-major tiles of vec4 so the inner loop reads four m (or n) at once.
+var<workgroup> a_tile: array<vec4<f32>, 256>; // [BK][BM / 4]
+var<workgroup> b_tile: array<vec4<f32>, 256>; // [BK][BN / 4]
+
+fn load_a(m: u32, k: u32) -> f32 {
+    if (m < p.M && k < p.K) {
+        return a[p.a_off + m * p.a_sm + k * p.a_sk];
+    }
+    return 0.0;
+}
+
+// B(k..k+4, n) as a vec4 over k.
+fn load_b4(k: u32, n: u32) -> vec4<f32> {
+#ifdef B_STRIDED
+    var v = vec4<f32>(0.0);
+    for (var i = 0u; i < 4u; i++) {
+        if (n < p.N && k + i < p.K) {
+            v[i] = b[p.b_off + (k + i) * p.b_sk + n * p.b_sn];
+        }
+    }
+    return v;
+#else
+    if (n < p.N && k < p.K) {
+        return w_load4(n, k, p.K);
+    }
+    return vec4<f32>(0.0);
+#endif
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let m0 = wg.y * BM;
+    let n0 = wg.x * BN;
+    let tx = t % 16u; // n group
+    let ty = t / 16u; // m group
+    // Loader mapping: one row (m or n) and four consecutive k per thread.
+    let lr = t / 4u;
+    let lk = (t % 4u) * 4u;
+
+    var acc: array<vec4<f32>, 4>;
+    for (var k0 = 0u; k0 < p.K; k0 += BK) {
+        for (var i = 0u; i < 4u; i++) {
+            a_tile[(lk + i) * 16u + lr / 4u][lr % 4u] = load_a(m0 + lr, k0 + lk + i);
+        }
+        let bv = load_b4(k0 + lk, n0 + lr);
+        for (var i = 0u; i < 4u; i++) {
+            b_tile[(lk + i) * 16u + lr / 4u][lr % 4u] = bv[i];
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < BK; kk++) {
+            let av = a_tile[kk * 16u + ty];
+            let bw = b_tile[kk * 16u + tx];
+            acc[0] += av.x * bw;
+            acc[1] += av.y * bw;
+            acc[2] += av.z * bw;
+            acc[3] += av.w * bw;
+        }
+        workgroupBarrier();
+    }
+
+    for (var i = 0u; i < 4u; i++) {
+        let m = m0 + ty * 4u + i;
+        if (m >= p.M) {
+            break;
+        }
+        for (var j = 0u; j < 4u; j++) {
+            let n = n0 + tx * 4u + j;
+            if (n < p.N) {
+                let idx = p.c_off + m * p.c_sm + n;
+                var v = p.alpha * acc[i][j];
+                if (p.accumulate != 0u) {
+                    v += c[idx];
+                }
+                c[idx] = v;
+            }
+        }
+    }
+}

@@ -1,0 +1,43 @@
+// rmsnorm.wgsl — out[r, :] = x[r, :] · rstd[r] · w,  rstd[r] = 1 / sqrt(mean(x[r, :]²) + eps)
+//
+// Rows r < R of C channels, contiguous. rstd is saved for the backward pass.
+// Bindings: 0 params (uniform), 1 x (read), 2 w (read), 3 out (read_write), 4 rstd (read_write).
+// One workgroup of 256 threads per row. Dispatch: (R, 1, 1).
+
+struct Params {
+    C: u32, R: u32, eps: f32, _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<storage, read_write> rstd: array<f32>;
+
+var<workgroup> partial: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let r = wg.x;
+    let base = r * p.C;
+    var ss = 0.0;
+    for (var c = t; c < p.C; c += 256u) {
+        let v = x[base + c];
+        ss += v * v;
+    }
+    partial[t] = ss;
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s >>= 1u) {
+        if (t < s) {
+            partial[t] += partial[t + s];
+        }
+        workgroupBarrier();
+    }
+    let inv = inverseSqrt(partial[0] / f32(p.C) + p.eps);
+    for (var c = t; c < p.C; c += 256u) {
+        out[base + c] = x[base + c] * inv * w[c];
+    }
+    if (t == 0u) {
+        rstd[r] = inv;
+    }
+}

@@ -1,0 +1,41 @@
+// rope.wgsl — rotary position embedding, in place, on adjacent pairs (GGUF llama convention:
+// llama.cpp's converter permutes Q/K rows so that the pairs (2i, 2i+1) rotate together).
+//
+// x holds T tokens of H heads of HS values: element (t, h, d) at x[off + t·row_stride + h·HS + d].
+// Token t is at position pos0 + t; pair i rotates by θ = pos · base^(−2i / HS).
+// sign = +1 rotates (forward); sign = −1 rotates back (the backward pass).
+// Bindings: 0 params (uniform), 1 x (read_write). One thread per pair.
+// Dispatch: (ceil(T·H·HS/2 / 256), 1, 1).
+
+struct Params {
+    T: u32, H: u32, HS: u32, pos0: u32,
+    off: u32, row_stride: u32, theta_base: f32, sign: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> x: array<f32>;
+
+const TAU: f32 = 6.283185307179586;
+
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = gid.x + gid.y * nwg.x * 256u;
+    let half = p.HS / 2u;
+    if (idx >= p.T * p.H * half) {
+        return;
+    }
+    let i = idx % half;
+    let h = (idx / half) % p.H;
+    let t = idx / (half * p.H);
+    let pos = f32(p.pos0 + t);
+    let theta = pos * pow(p.theta_base, -2.0 * f32(i) / f32(p.HS));
+    // Reduce to [0, 2π) first: GPU sin/cos are only accurate on small arguments.
+    let r = theta - TAU * floor(theta / TAU);
+    let cs = cos(r);
+    let sn = sin(r) * p.sign;
+    let o = p.off + t * p.row_stride + h * p.HS + 2u * i;
+    let x0 = x[o];
+    let x1 = x[o + 1u];
+    x[o] = x0 * cs - x1 * sn;
+    x[o + 1u] = x0 * sn + x1 * cs;
+}
