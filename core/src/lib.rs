@@ -8,3 +8,4 @@ pub mod formats;
 pub mod gpu;
 pub mod kernels;
 pub mod util;
+pub mod model;

@@ -1,18 +1,18 @@
 // logits.wgsl — log-softmax statistics of logit rows, without writing probabilities.
 //
-// For each row r < R of V logits z (row r at z[r·V]) and target id targets[r]
-// (0xffffffff: none):
-//   stats[r·4 + 0] = lse      = log Σ_v exp(z_v)
-//   stats[r·4 + 1] = argmax   (u32 bits; the first maximum)
-//   stats[r·4 + 2] = z_target − lse   (the target's log-probability; 0 without a target)
-//   stats[r·4 + 3] = entropy  = lse − Σ_v softmax(z)_v · z_v
+// For each row r < R of V logits z (row r at z[r·V]) and target id targets[o + r]
+// (0xffffffff: none), with o = row_off, the statistics go to stats[(o + r)·4 + i]:
+//   [0] = lse      = log Σ_v exp(z_v)
+//   [1] = argmax   (u32 bits; the first maximum)
+//   [2] = z_target − lse   (the target's log-probability; 0 without a target)
+//   [3] = entropy  = lse − Σ_v softmax(z)_v · z_v
 // Each thread keeps a running (max, Σe, Σe·z, argmax) over a strided slice; the workgroup
 // merges them in a tree.
 // Bindings: 0 params (uniform), 1 z (read), 2 targets (read), 3 stats (read_write).
 // One workgroup of 256 threads per row. Dispatch: (R, 1, 1).
 
 struct Params {
-    V: u32, R: u32, _pad0: u32, _pad1: u32,
+    V: u32, R: u32, row_off: u32, _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -71,14 +71,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     }
     if (t == 0u) {
         let lse = s_max[0] + log(s_sum[0]);
-        let tgt = targets[r];
+        let tgt = targets[p.row_off + r];
         var logp = 0.0;
         if (tgt < p.V) {
             logp = z[base + tgt] - lse;
         }
-        stats[r * 4u + 0u] = lse;
-        stats[r * 4u + 1u] = bitcast<f32>(s_arg[0]);
-        stats[r * 4u + 2u] = logp;
-        stats[r * 4u + 3u] = lse - s_dot[0] / s_sum[0];
+        let o = (p.row_off + r) * 4u;
+        stats[o + 0u] = lse;
+        stats[o + 1u] = bitcast<f32>(s_arg[0]);
+        stats[o + 2u] = logp;
+        stats[o + 3u] = lse - s_dot[0] / s_sum[0];
     }
 }

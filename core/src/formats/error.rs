@@ -39,7 +39,7 @@ pub enum GgufError {
     /// A string length prefix points past the end of the file.
     #[error(
         "{what} at byte {offset} is {len} bytes long, but only {remaining} bytes remain in the file \
-         (the file is corrupt or incomplete)"
+         (the file is corrupt or incomplete: download it again)"
     )]
     LengthPastEnd {
         /// The field being read.
@@ -56,7 +56,7 @@ pub enum GgufError {
     /// not possibly hold; rejected before anything is allocated for it.
     #[error(
         "{what} at byte {offset} is {count}, more than the {remaining} bytes left in the file \
-         could hold (the file is corrupt or incomplete)"
+         could hold (the file is corrupt or incomplete: download it again)"
     )]
     CountTooLarge {
         /// The count being read ("the number of tensors").
@@ -189,7 +189,9 @@ pub enum GgufError {
     },
 
     /// A tensor data offset that is not a multiple of the file's alignment.
-    #[error("tensor '{tensor}' has data offset {offset}, not a multiple of the alignment {alignment}")]
+    #[error(
+        "tensor '{tensor}' has data offset {offset}, not a multiple of the alignment {alignment}"
+    )]
     MisalignedTensor {
         /// The tensor.
         tensor: String,
@@ -276,7 +278,10 @@ pub enum GgufError {
     },
 
     /// An element count that is not a whole number of blocks.
-    #[error("{ty} stores blocks of {block} elements; {n_elements} elements is not a whole number of blocks{}", in_tensor(tensor))]
+    #[error(
+        "{ty} stores blocks of {block} elements; {n_elements} elements is not a whole number of blocks{}",
+        in_tensor(tensor)
+    )]
     NotBlockMultiple {
         /// The type name.
         ty: &'static str,

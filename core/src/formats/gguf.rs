@@ -8,7 +8,8 @@
 //!
 //! The parser never panics, never reads out of bounds and never allocates more than a small
 //! multiple of the input's size, whatever the bytes: every count and length is checked against
-//! the bytes that remain before anything is reserved for it.
+//! the bytes that remain before anything is reserved for it, and what is reserved up front is
+//! capped besides.
 
 use std::collections::HashMap;
 
@@ -26,6 +27,9 @@ pub const MAX_ARRAY_DEPTH: usize = 8;
 /// The longest tensor name ggml accepts, in bytes (`GGML_MAX_NAME` less the NUL).
 pub const MAX_TENSOR_NAME: usize = 63;
 
+/// The most elements reserved up front for a list whose count comes from the file; a longer list
+/// grows as its elements are actually read, so a corrupt count cannot reserve much memory.
+const MAX_PREALLOC: usize = 1 << 16;
 /// The fewest bytes one metadata entry takes: key length, value type, a one-byte value.
 const MIN_KV_SIZE: usize = 8 + 4 + 1;
 /// The fewest bytes one tensor info takes: name length, n_dims, type, offset.
@@ -127,7 +131,7 @@ impl Gguf {
             .count(MIN_KV_SIZE)
             .ctx(|| "the number of metadata entries".into())?;
 
-        let mut metadata = Metadata::with_capacity(n_kv);
+        let mut metadata = Metadata::with_capacity(n_kv.min(MAX_PREALLOC));
         for i in 0..n_kv {
             let key = r
                 .string()
@@ -144,8 +148,8 @@ impl Gguf {
             return Err(GgufError::BadAlignment { value: alignment });
         }
 
-        let mut tensors = Vec::with_capacity(n_tensors);
-        let mut index = HashMap::with_capacity(n_tensors);
+        let mut tensors = Vec::with_capacity(n_tensors.min(MAX_PREALLOC));
+        let mut index = HashMap::with_capacity(n_tensors.min(MAX_PREALLOC));
         for i in 0..n_tensors {
             let info = read_tensor_info(&mut r, i)?;
             if index.insert(info.name.clone(), tensors.len()).is_some() {
@@ -356,14 +360,14 @@ fn read_array(r: &mut Reader<'_>, key: &str, depth: usize) -> Result<MetaArray, 
         ValueType::F64 => MetaArray::F64(r.vec(n, f64::from_le_bytes).ctx(what)?),
         ValueType::Bool => MetaArray::Bool(r.vec(n, |[b]: [u8; 1]| b != 0).ctx(what)?),
         ValueType::String => {
-            let mut v = Vec::with_capacity(n);
+            let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
             for _ in 0..n {
                 v.push(r.string().ctx(what)?);
             }
             MetaArray::String(v)
         }
         ValueType::Array => {
-            let mut v = Vec::with_capacity(n);
+            let mut v = Vec::with_capacity(n.min(MAX_PREALLOC));
             for _ in 0..n {
                 v.push(read_array(r, key, depth + 1)?);
             }
@@ -404,10 +408,22 @@ struct Reader<'a> {
 
 /// A failed read, before the caller says what it was reading (see [`Ctx::ctx`]).
 enum Fail {
-    Eof { file_len: usize },
-    PastEnd { start: usize, len: u64, remaining: usize },
-    Utf8 { start: usize },
-    Count { start: usize, count: u64, remaining: usize },
+    Eof {
+        file_len: usize,
+    },
+    PastEnd {
+        start: usize,
+        len: u64,
+        remaining: usize,
+    },
+    Utf8 {
+        start: usize,
+    },
+    Count {
+        start: usize,
+        count: u64,
+        remaining: usize,
+    },
 }
 
 impl<'a> Reader<'a> {

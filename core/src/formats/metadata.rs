@@ -267,7 +267,9 @@ impl From<&str> for MetaValue {
 
 impl From<Vec<&str>> for MetaValue {
     fn from(v: Vec<&str>) -> Self {
-        MetaValue::Array(MetaArray::String(v.into_iter().map(str::to_owned).collect()))
+        MetaValue::Array(MetaArray::String(
+            v.into_iter().map(str::to_owned).collect(),
+        ))
     }
 }
 

@@ -70,7 +70,10 @@ impl BlockQ4_0 {
     pub fn from_bytes(b: &[u8; Self::BYTES]) -> Self {
         let mut qs = [0u8; 16];
         qs.copy_from_slice(&b[2..]);
-        Self { d: f16_at(b, 0), qs }
+        Self {
+            d: f16_at(b, 0),
+            qs,
+        }
     }
 
     /// Encodes the block.
@@ -184,7 +187,10 @@ impl BlockQ8_0 {
         for (q, &byte) in qs.iter_mut().zip(&b[2..]) {
             *q = byte as i8;
         }
-        Self { d: f16_at(b, 0), qs }
+        Self {
+            d: f16_at(b, 0),
+            qs,
+        }
     }
 
     /// Encodes the block.
@@ -327,12 +333,14 @@ pub fn quantize(ty: GgmlType, x: &[f32]) -> Result<Vec<u8>, GgufError> {
     if !ty.is_supported() {
         return Err(unsupported(ty));
     }
-    let n_bytes = ty.bytes_for(x.len() as u64).ok_or(GgufError::NotBlockMultiple {
-        ty: ty.name(),
-        tensor: String::new(),
-        n_elements: x.len() as u64,
-        block: ty.block_size(),
-    })?;
+    let n_bytes = ty
+        .bytes_for(x.len() as u64)
+        .ok_or(GgufError::NotBlockMultiple {
+            ty: ty.name(),
+            tensor: String::new(),
+            n_elements: x.len() as u64,
+            block: ty.block_size(),
+        })?;
     let mut out = Vec::with_capacity(n_bytes as usize);
     match ty {
         GgmlType::F32 => x.iter().for_each(|v| out.extend(v.to_le_bytes())),

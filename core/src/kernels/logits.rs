@@ -13,7 +13,8 @@ use crate::gpu::{Binding, GpuBuffer, KernelLayout, Recorder, Result};
 pub struct LogitsParams {
     pub v: u32,
     pub r: u32,
-    pub _pad: [u32; 2],
+    pub row_off: u32,
+    pub _pad: u32,
 }
 assert_params_size!(LogitsParams, 16);
 
@@ -49,15 +50,17 @@ impl RowStats {
     }
 }
 
-/// Statistics of `rows` rows of `v` logits into `stats` (4 floats per row, `=`).
+/// Statistics of `rows` rows of `v` logits into `stats` (4 floats per row, `=`). Rows are
+/// numbered from `row_off` in `targets` and `stats` (so logits can be processed in chunks).
 pub async fn logit_stats(
     rec: &mut Recorder<'_>,
     logits: &GpuBuffer,
     targets: &GpuBuffer,
     stats: &GpuBuffer,
     (rows, v): (u32, u32),
+    row_off: u32,
 ) -> Result<()> {
-    let params = LogitsParams { v, r: rows, _pad: [0; 2] };
+    let params = LogitsParams { v, r: rows, row_off, _pad: 0 };
     rec.dispatch(&LAYOUT, &[], &params, &[logits, targets, stats], [rows, 1, 1]).await
 }
 
@@ -106,10 +109,13 @@ mod tests {
             let targets: Vec<u32> = (0..rows).map(|r| if r == 1 { NO_TARGET } else { (r * 7 % v) as u32 }).collect();
             let want = logit_stats_ref(&logits, &targets, v);
             let gl = upload(&logits);
-            let gt = GpuBuffer::from_slice(gpu(), "targets", &targets).unwrap();
-            let gs = upload(&vec![0.0; rows * 4]);
-            run(async |rec| logit_stats(rec, &gl, &gt, &gs, (rows as u32, v as u32)).await.unwrap());
-            let got = RowStats::decode(&read(&gs));
+            // Stats land after one unused row: row_off = 1 with targets shifted to match.
+            let mut shifted = vec![NO_TARGET];
+            shifted.extend(&targets);
+            let gt = GpuBuffer::from_slice(gpu(), "targets", &shifted).unwrap();
+            let gs = upload(&vec![0.0; (rows + 1) * 4]);
+            run(async |rec| logit_stats(rec, &gl, &gt, &gs, (rows as u32, v as u32), 1).await.unwrap());
+            let got = RowStats::decode(&read(&gs)[4..]);
             for (g, w) in got.iter().zip(&want) {
                 assert_eq!(g.argmax, w.argmax, "argmax {rows}x{v}");
                 let f = |s: &RowStats| [s.lse, s.target_logprob, s.entropy];

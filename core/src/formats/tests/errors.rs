@@ -72,7 +72,8 @@ fn cases() -> Vec<(GgufError, Vec<&'static str>)> {
     let meta = gguf.metadata();
     let mut too_long = GgufWriter::new();
     let mut dup = GgufWriter::new();
-    dup.add_tensor("a", &[1], GgmlType::F32, vec![0; 4]).unwrap();
+    dup.add_tensor("a", &[1], GgmlType::F32, vec![0; 4])
+        .unwrap();
     let mut deep = MetaArray::U8(vec![1]);
     for _ in 0..MAX_ARRAY_DEPTH {
         deep = MetaArray::Array(vec![deep]);
@@ -92,18 +93,32 @@ fn cases() -> Vec<(GgufError, Vec<&'static str>)> {
             parse_err(&Raw::header(1, 0, 0).0),
             vec!["GGUF version 1 is not supported", "32-bit counts"],
         ),
-        (parse_err(&Raw::header(0x0300_0000, 0, 0).0), vec!["big-endian"]),
+        (
+            parse_err(&Raw::header(0x0300_0000, 0, 0).0),
+            vec!["big-endian"],
+        ),
         (parse_err(&Raw::header(4, 0, 0).0), vec!["versions 2 and 3"]),
         (
-            parse_err(&Raw::header(3, 0, 2).kv_u32("general.key", 1).bytes(&[4, 0]).0),
+            parse_err(
+                &Raw::header(3, 0, 2)
+                    .kv_u32("general.key", 1)
+                    .bytes(&[4, 0])
+                    .0,
+            ),
             vec![
                 "GGUF file is truncated at byte 53 while reading the key of metadata entry 1 \
                  (the file may be incomplete: download it again)",
             ],
         ),
         (parse_err(b""), vec!["truncated at byte 0", "magic"]),
-        (parse_err(&sample[..28]), vec!["the number of tensors at byte 8 is 3"]),
-        (parse_err(b"GGUF\x03\x00"), vec!["truncated at byte 6 while reading the GGUF version"]),
+        (
+            parse_err(&sample[..28]),
+            vec!["the number of tensors at byte 8 is 3"],
+        ),
+        (
+            parse_err(b"GGUF\x03\x00"),
+            vec!["truncated at byte 6 while reading the GGUF version"],
+        ),
         (
             parse_err(&one_kv(b"k", 5, &[1, 2])),
             vec!["while reading the value of metadata key 'k'"],
@@ -120,7 +135,7 @@ fn cases() -> Vec<(GgufError, Vec<&'static str>)> {
             parse_err(&Raw::header(3, u64::MAX, 0).0),
             vec![
                 "the number of tensors at byte 8 is 18446744073709551615, more than the 8 bytes \
-                 left in the file could hold (the file is corrupt or incomplete)",
+                 left in the file could hold (the file is corrupt or incomplete: download it again)",
             ],
         ),
         (
@@ -129,7 +144,10 @@ fn cases() -> Vec<(GgufError, Vec<&'static str>)> {
         ),
         (
             parse_err(&one_kv(b"k", 9, &Raw::default().u32(8).u64(1 << 40).0)),
-            vec!["the length of the array in metadata key 'k'", "1099511627776"],
+            vec![
+                "the length of the array in metadata key 'k'",
+                "1099511627776",
+            ],
         ),
         (
             parse_err(&one_kv(b"k\xff", 0, &[1])),
@@ -140,7 +158,7 @@ fn cases() -> Vec<(GgufError, Vec<&'static str>)> {
             vec!["the value of metadata key 'k'", "not valid UTF-8"],
         ),
         (
-            parse_err(&Raw::header(3, 1, 0).str(b"\x80").0),
+            parse_err(&Raw::header(3, 1, 0).str(b"\x80").bytes(&[0; 24]).0),
             vec!["the name of tensor 0 at byte 24 is not valid UTF-8"],
         ),
         (
@@ -179,9 +197,14 @@ fn cases() -> Vec<(GgufError, Vec<&'static str>)> {
             parse_err(&Raw::header(3, 0, 1).kv_u32(KEY_ALIGNMENT, 0).0),
             vec!["general.alignment is 0"],
         ),
-        (GgufWriter::new().set_alignment(24).unwrap_err(), vec!["is 24"]),
         (
-            GgufWriter::new().add_metadata(KEY_ALIGNMENT, 3u32).unwrap_err(),
+            GgufWriter::new().set_alignment(24).unwrap_err(),
+            vec!["is 24"],
+        ),
+        (
+            GgufWriter::new()
+                .add_metadata(KEY_ALIGNMENT, 3u32)
+                .unwrap_err(),
             vec!["is 3"],
         ),
         (
@@ -195,7 +218,8 @@ fn cases() -> Vec<(GgufError, Vec<&'static str>)> {
             vec!["tensor 't' appears twice"],
         ),
         (
-            dup.add_tensor("a", &[1], GgmlType::F32, vec![0; 4]).unwrap_err(),
+            dup.add_tensor("a", &[1], GgmlType::F32, vec![0; 4])
+                .unwrap_err(),
             vec!["tensor 'a' appears twice"],
         ),
         (
@@ -228,7 +252,10 @@ fn cases() -> Vec<(GgufError, Vec<&'static str>)> {
             parse_err(&one_tensor(&[32], 4, 0, 32)),
             vec!["tensor 't' has unknown type id 4"],
         ),
-        (parse_err(&one_tensor(&[32], 1000, 0, 32)), vec!["unknown type id 1000"]),
+        (
+            parse_err(&one_tensor(&[32], 1000, 0, 32)),
+            vec!["unknown type id 1000"],
+        ),
         (
             parse_err(&one_tensor(&[33, 2], 2, 0, 100)),
             vec![
@@ -285,10 +312,22 @@ fn cases() -> Vec<(GgufError, Vec<&'static str>)> {
             meta.get_u32("test.string").unwrap_err(),
             vec!["metadata key 'test.string' is of type string, expected an integer"],
         ),
-        (meta.get_str("test.u8").unwrap_err(), vec!["type u8, expected a string"]),
-        (meta.get_f32("test.bool").unwrap_err(), vec!["type bool, expected a number"]),
-        (meta.get_bool("test.arr.u8").unwrap_err(), vec!["type array, expected a bool"]),
-        (meta.get_array("test.f32").unwrap_err(), vec!["type f32, expected an array"]),
+        (
+            meta.get_str("test.u8").unwrap_err(),
+            vec!["type u8, expected a string"],
+        ),
+        (
+            meta.get_f32("test.bool").unwrap_err(),
+            vec!["type bool, expected a number"],
+        ),
+        (
+            meta.get_bool("test.arr.u8").unwrap_err(),
+            vec!["type array, expected a bool"],
+        ),
+        (
+            meta.get_array("test.f32").unwrap_err(),
+            vec!["type f32, expected an array"],
+        ),
         (
             meta.get_str_array("test.arr.i32").unwrap_err(),
             vec!["type array of i32, expected an array of strings"],
@@ -305,7 +344,10 @@ fn cases() -> Vec<(GgufError, Vec<&'static str>)> {
             meta.get_u32("test.i32").unwrap_err(),
             vec!["metadata key 'test.i32' has value -2000000000, which does not fit in u32"],
         ),
-        (meta.get_u64("test.i64").unwrap_err(), vec!["does not fit in u64"]),
+        (
+            meta.get_u64("test.i64").unwrap_err(),
+            vec!["does not fit in u64"],
+        ),
         (
             meta.get_i32_array("test.arr.u64").unwrap_err(),
             vec!["value 18446744073709551615, which does not fit in i32"],
@@ -363,7 +405,11 @@ fn cases_cover_every_variant() {
 
 #[test]
 fn structured_fields_are_filled() {
-    let err = parse_err(&one_kv(b"general.name", 8, &Raw::default().u64(9).bytes(b"abc").0));
+    let err = parse_err(&one_kv(
+        b"general.name",
+        8,
+        &Raw::default().u64(9).bytes(b"abc").0,
+    ));
     assert_eq!(
         err,
         GgufError::LengthPastEnd {

@@ -21,7 +21,7 @@ const SPECIAL: [u64; 12] = [
 ];
 
 /// A mutated copy of `base`.
-pub(super) fn mutate(base: &[u8], rng: &mut Rng) -> Vec<u8> {
+fn mutate(base: &[u8], rng: &mut Rng) -> Vec<u8> {
     let mut bytes = base.to_vec();
     let n_ops = 1 + rng.below(3);
     for _ in 0..n_ops {
@@ -47,7 +47,8 @@ pub(super) fn mutate(base: &[u8], rng: &mut Rng) -> Vec<u8> {
                 overwrite(&mut bytes, rng, &value.to_le_bytes());
             }
             _ => {
-                let value = (SPECIAL[rng.below(SPECIAL.len())] as u32).wrapping_add(rng.below(3) as u32);
+                let value =
+                    (SPECIAL[rng.below(SPECIAL.len())] as u32).wrapping_add(rng.below(3) as u32);
                 overwrite(&mut bytes, rng, &value.to_le_bytes());
             }
         }
@@ -63,15 +64,19 @@ fn overwrite(bytes: &mut [u8], rng: &mut Rng, value: &[u8]) {
 
 /// Parses `bytes`; when that succeeds, uses everything that was parsed and checks that writing
 /// it back out and reading it again is stable. Returns whether the parse succeeded.
-pub(super) fn check(bytes: &[u8]) -> bool {
+fn check(bytes: &[u8]) -> bool {
     let Ok(gguf) = Gguf::parse(bytes) else {
         return false;
     };
     for info in gguf.tensors() {
-        let data = gguf.tensor_bytes(info, bytes).expect("parse checked the bounds");
+        let data = gguf
+            .tensor_bytes(info, bytes)
+            .expect("parse checked the bounds");
         assert_eq!(data.len() as u64, info.n_bytes);
         if info.ty.is_supported() {
-            let x = gguf.tensor_f32(info, bytes).expect("a supported type decodes");
+            let x = gguf
+                .tensor_f32(info, bytes)
+                .expect("a supported type decodes");
             assert_eq!(x.len() as u64, info.n_elements);
         }
     }
@@ -90,7 +95,8 @@ fn rewrite(gguf: &Gguf, bytes: &[u8]) -> Option<Vec<u8>> {
     let mut w = GgufWriter::new();
     for (key, value) in gguf.metadata().iter() {
         if key == KEY_ALIGNMENT {
-            w.set_alignment(gguf.alignment() as u32).expect("parse checked it");
+            w.set_alignment(gguf.alignment() as u32)
+                .expect("parse checked it");
         } else {
             w.add_metadata(key, value.clone()).expect("keys are unique");
         }
@@ -113,7 +119,10 @@ fn every_truncation_fails() {
     let last = gguf.tensors().last().unwrap();
     let data_end = (gguf.data_offset() + last.offset + last.n_bytes) as usize;
     for len in 0..data_end {
-        assert!(Gguf::parse(&bytes[..len]).is_err(), "prefix of {len} bytes parsed");
+        assert!(
+            Gguf::parse(&bytes[..len]).is_err(),
+            "prefix of {len} bytes parsed"
+        );
     }
     // Only the trailing padding of the last tensor may go.
     for len in data_end..=bytes.len() {
@@ -132,7 +141,10 @@ fn random_mutations_never_panic() {
         ok += usize::from(check(&bytes));
     }
     // Both outcomes happen: flips in values parse, flips in structure fail.
-    assert!(ok > CASES / 20 && ok < CASES * 19 / 20, "{ok} of {CASES} parsed");
+    assert!(
+        ok > CASES / 20 && ok < CASES * 19 / 20,
+        "{ok} of {CASES} parsed"
+    );
 }
 
 #[test]

@@ -119,10 +119,7 @@ pub(super) struct Raw(pub(super) Vec<u8>);
 impl Raw {
     /// Magic, version and the two counts.
     pub(super) fn header(version: u32, n_tensors: u64, n_kv: u64) -> Self {
-        Raw(b"GGUF".to_vec())
-            .u32(version)
-            .u64(n_tensors)
-            .u64(n_kv)
+        Raw(b"GGUF".to_vec()).u32(version).u64(n_tensors).u64(n_kv)
     }
 
     pub(super) fn bytes(mut self, b: &[u8]) -> Self {

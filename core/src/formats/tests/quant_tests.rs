@@ -9,7 +9,13 @@ use crate::formats::quant::{BlockQ4_0, BlockQ4_1, BlockQ8_0, bf16_bits_to_f32, f
 /// 96 values `((37 i) mod 101 - 50) / 7`, then 32 zeros: three varied blocks and an empty one.
 fn golden_input() -> Vec<f32> {
     (0..128)
-        .map(|i| if i < 96 { ((i * 37 % 101) as f32 - 50.0) / 7.0 } else { 0.0 })
+        .map(|i| {
+            if i < 96 {
+                ((i * 37 % 101) as f32 - 50.0) / 7.0
+            } else {
+                0.0
+            }
+        })
         .collect()
 }
 
@@ -58,12 +64,21 @@ fn q4_0_layout() {
     bytes[17] = 0x0A; // element 15: (10 - 8) * 0.5, element 31: (0 - 8) * 0.5
     let x = quant::dequantize(GgmlType::Q4_0, &bytes, 32).unwrap();
     assert_eq!((x[0], x[16], x[15], x[31]), (3.5, -3.5, 1.0, -4.0));
-    assert!(x.iter().enumerate().all(|(j, &v)| [0, 15, 16, 31].contains(&j) || v == 0.0));
+    assert!(
+        x.iter()
+            .enumerate()
+            .all(|(j, &v)| [0, 15, 16, 31].contains(&j) || v == 0.0)
+    );
 
     // -8..=7 in the first half, 7..=-8 in the second: the largest magnitude is -8 at element 0,
     // so d = -8 / -8 = 1 and q = x + 8 exactly.
-    let input: [f32; 32] =
-        std::array::from_fn(|j| if j < 16 { j as f32 - 8.0 } else { 23.0 - j as f32 });
+    let input: [f32; 32] = std::array::from_fn(|j| {
+        if j < 16 {
+            j as f32 - 8.0
+        } else {
+            23.0 - j as f32
+        }
+    });
     let block = BlockQ4_0::quantize(&input);
     assert_eq!(block.d, f16::ONE);
     assert_eq!(block.qs[0], 0xF0);
@@ -96,7 +111,13 @@ fn q4_1_layout() {
     let input: [f32; 32] = std::array::from_fn(|j| (j % 16) as f32);
     let block = BlockQ4_1::quantize(&input);
     assert_eq!((block.d, block.m), (f16::ONE, f16::ZERO));
-    assert!(block.qs.iter().enumerate().all(|(j, &q)| q == (j as u8) * 0x11));
+    assert!(
+        block
+            .qs
+            .iter()
+            .enumerate()
+            .all(|(j, &q)| q == (j as u8) * 0x11)
+    );
     assert_eq!(BlockQ4_1::from_bytes(&block.to_bytes()), block);
     let mut out = [0.0; 32];
     block.dequantize(&mut out);

@@ -40,16 +40,32 @@ fn smollm2_header_and_tensors() {
     assert_eq!(meta.get_u32("llama.vocab_size").unwrap(), 49152);
     assert_eq!(meta.get_u64("llama.context_length").unwrap(), 8192);
     assert_eq!(meta.get_f32("llama.rope.freq_base").unwrap(), 100_000.0);
-    assert_eq!(meta.get_f32("llama.attention.layer_norm_rms_epsilon").unwrap(), 1e-5);
+    assert_eq!(
+        meta.get_f32("llama.attention.layer_norm_rms_epsilon")
+            .unwrap(),
+        1e-5
+    );
     assert!(!meta.get_bool("tokenizer.ggml.add_bos_token").unwrap());
     assert_eq!(meta.get_str("tokenizer.ggml.model").unwrap(), "gpt2");
     let tokens = meta.get_str_array("tokenizer.ggml.tokens").unwrap();
     assert_eq!(tokens.len(), 49152);
-    assert_eq!(&tokens[..3], ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]);
-    assert_eq!(meta.get_i32_array("tokenizer.ggml.token_type").unwrap().len(), 49152);
+    assert_eq!(
+        &tokens[..3],
+        ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    );
+    assert_eq!(
+        meta.get_i32_array("tokenizer.ggml.token_type")
+            .unwrap()
+            .len(),
+        49152
+    );
     let merges = meta.get_str_array("tokenizer.ggml.merges").unwrap();
     assert_eq!((merges.len(), merges[0].as_str()), (48900, "Ġ t"));
-    assert!(meta.get_str("tokenizer.chat_template").unwrap().contains("<|im_start|>"));
+    assert!(
+        meta.get_str("tokenizer.chat_template")
+            .unwrap()
+            .contains("<|im_start|>")
+    );
     assert_eq!(gguf.alignment(), 32);
     assert_eq!(gguf.data_offset(), 1_785_664);
 
@@ -58,9 +74,18 @@ fn smollm2_header_and_tensors() {
         *by_type.entry(info.ty.name()).or_insert(0) += 1;
     }
     assert_eq!(gguf.tensors().len(), 272);
-    assert_eq!(by_type, BTreeMap::from([("F32", 61), ("Q4_1", 210), ("Q8_0", 1)]));
-    assert_eq!(gguf.require_tensor("token_embd.weight").unwrap().ty, GgmlType::Q8_0);
-    assert!(gguf.tensor("output.weight").is_none(), "embeddings are tied");
+    assert_eq!(
+        by_type,
+        BTreeMap::from([("F32", 61), ("Q4_1", 210), ("Q8_0", 1)])
+    );
+    assert_eq!(
+        gguf.require_tensor("token_embd.weight").unwrap().ty,
+        GgmlType::Q8_0
+    );
+    assert!(
+        gguf.tensor("output.weight").is_none(),
+        "embeddings are tied"
+    );
     for (name, dims) in [
         ("token_embd.weight", [576, 49152]),
         ("blk.0.ffn_down.weight", [1536, 576]),
@@ -72,8 +97,13 @@ fn smollm2_header_and_tensors() {
     }
     for layer in 0..30 {
         for part in ["attn_norm", "ffn_norm"] {
-            let info = gguf.require_tensor(&format!("blk.{layer}.{part}.weight")).unwrap();
-            assert_eq!((info.ty, info.dims.as_slice()), (GgmlType::F32, &[576u64][..]));
+            let info = gguf
+                .require_tensor(&format!("blk.{layer}.{part}.weight"))
+                .unwrap();
+            assert_eq!(
+                (info.ty, info.dims.as_slice()),
+                (GgmlType::F32, &[576u64][..])
+            );
         }
     }
 
@@ -97,21 +127,36 @@ fn smollm2_tensors_decode_like_gguf_py() {
     let expected = [
         (
             "token_embd.weight",
-            [-0.10654449462890625, 0.032978057861328125, 0.048198699951171875, -0.022830963134765625],
+            [
+                -0.10654449462890625,
+                0.032978057861328125,
+                0.048198699951171875,
+                -0.022830963134765625,
+            ],
             -15353.04449415207,
             2802153.619805813,
             -0.0417022705078125,
         ),
         (
             "blk.0.attn_q.weight",
-            [-0.0963134765625, 0.1573486328125, -0.0963134765625, -0.73046875],
+            [
+                -0.0963134765625,
+                0.1573486328125,
+                -0.0963134765625,
+                -0.73046875,
+            ],
             59.22322082519531,
             63395.39872741699,
             -0.255859375,
         ),
         (
             "blk.29.ffn_down.weight",
-            [-0.2733154296875, 0.186279296875, 0.186279296875, 0.04840087890625],
+            [
+                -0.2733154296875,
+                0.186279296875,
+                0.186279296875,
+                0.04840087890625,
+            ],
             49.83570861816406,
             126250.91435241699,
             0.056640625,
@@ -129,13 +174,22 @@ fn smollm2_tensors_decode_like_gguf_py() {
         let x = gguf.tensor_f32(info, bytes).unwrap();
         assert_eq!(x.len() as u64, info.n_elements);
         for (a, b) in x.iter().zip(first) {
-            assert!((f64::from(*a) - b).abs() <= 1e-6 * b.abs(), "{name}: {a} vs {b}");
+            assert!(
+                (f64::from(*a) - b).abs() <= 1e-6 * b.abs(),
+                "{name}: {a} vs {b}"
+            );
         }
         assert_eq!(f64::from(*x.last().unwrap()), last, "{name}");
         let s: f64 = x.iter().map(|&v| f64::from(v)).sum();
         let a: f64 = x.iter().map(|&v| f64::from(v).abs()).sum();
-        assert!((s - sum).abs() <= 1e-6 * abs_sum, "{name}: sum {s} vs {sum}");
-        assert!((a - abs_sum).abs() <= 1e-6 * abs_sum, "{name}: |sum| {a} vs {abs_sum}");
+        assert!(
+            (s - sum).abs() <= 1e-6 * abs_sum,
+            "{name}: sum {s} vs {sum}"
+        );
+        assert!(
+            (a - abs_sum).abs() <= 1e-6 * abs_sum,
+            "{name}: |sum| {a} vs {abs_sum}"
+        );
     }
 }
 
@@ -153,7 +207,10 @@ fn smollm2_header_mutations_never_panic() {
         if rng.below(4) == 0 {
             // Any cut before the end of the data fails.
             let len = rng.below(span);
-            assert!(Gguf::parse(&work[..len]).is_err(), "prefix of {len} bytes parsed");
+            assert!(
+                Gguf::parse(&work[..len]).is_err(),
+                "prefix of {len} bytes parsed"
+            );
             truncated += 1;
             continue;
         }
@@ -175,24 +232,8 @@ fn smollm2_header_mutations_never_panic() {
         }
         work[at..at + n].copy_from_slice(&saved);
     }
-    assert!(truncated > 0 && ok > 0, "{ok} parsed, {truncated} truncations");
-}
-
-#[test]
-fn zz_timing() {
-    let bytes = model();
-    let t = std::time::Instant::now();
-    for _ in 0..20 {
-        Gguf::parse(bytes).unwrap();
-    }
-    eprintln!("parse: {:?}", t.elapsed() / 20);
-    let gguf = Gguf::parse(bytes).unwrap();
-    let info = gguf.require_tensor("token_embd.weight").unwrap();
-    let t = std::time::Instant::now();
-    let x = gguf.tensor_f32(info, bytes).unwrap();
-    eprintln!("dequant token_embd: {:?} {}", t.elapsed(), x.len());
-    let info = gguf.require_tensor("blk.0.ffn_down.weight").unwrap();
-    let t = std::time::Instant::now();
-    let x = gguf.tensor_f32(info, bytes).unwrap();
-    eprintln!("dequant ffn_down: {:?} {}", t.elapsed(), x.len());
+    assert!(
+        truncated > 0 && ok > 0,
+        "{ok} parsed, {truncated} truncations"
+    );
 }

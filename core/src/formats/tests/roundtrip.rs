@@ -68,16 +68,25 @@ fn sample_tensors_round_trip_raw_bytes() {
         end = info.offset + info.n_bytes;
     }
     // Each tensor is padded to the alignment, the last one included.
-    assert_eq!(bytes.len() as u64, gguf.data_offset() + end.next_multiple_of(32));
+    assert_eq!(
+        bytes.len() as u64,
+        gguf.data_offset() + end.next_multiple_of(32)
+    );
     assert_eq!(gguf.data_offset() % 32, 0);
 }
 
 #[test]
 fn unsupported_types_parse_and_are_refused_when_decoded() {
     let mut w = GgufWriter::new();
-    w.add_tensor("blk.0.ffn_down.weight", &[256, 2], GgmlType::Q6_K, vec![0; 420])
+    w.add_tensor(
+        "blk.0.ffn_down.weight",
+        &[256, 2],
+        GgmlType::Q6_K,
+        vec![0; 420],
+    )
+    .unwrap();
+    w.add_tensor("mx", &[64], GgmlType::MXFP4, vec![3; 34])
         .unwrap();
-    w.add_tensor("mx", &[64], GgmlType::MXFP4, vec![3; 34]).unwrap();
     let bytes = w.to_bytes();
     let gguf = Gguf::parse(&bytes).unwrap();
     let info = gguf.require_tensor("blk.0.ffn_down.weight").unwrap();
@@ -152,7 +161,8 @@ fn empty_files_scalars_and_zero_sized_tensors() {
     let mut w = GgufWriter::new();
     w.add_tensor("scalar", &[], GgmlType::F32, 2.5f32.to_le_bytes().to_vec())
         .unwrap();
-    w.add_tensor("empty", &[0, 4], GgmlType::Q4_0, vec![]).unwrap();
+    w.add_tensor("empty", &[0, 4], GgmlType::Q4_0, vec![])
+        .unwrap();
     w.add_tensor("after", &[2], GgmlType::F16, vec![0, 0x3c, 0, 0xbc])
         .unwrap();
     let bytes = w.to_bytes();
@@ -186,9 +196,15 @@ fn integer_getters_accept_any_integer_type_that_fits() {
     assert_eq!(m.get_f32("u8").unwrap(), 7.0);
     assert!(!m.get_bool("flag").unwrap());
     assert_eq!(m.get_str_array("tokens").unwrap(), ["<s>", "a"]);
-    assert!(matches!(m.get_i32_array("types").unwrap(), Cow::Borrowed(&[1, 3])));
+    assert!(matches!(
+        m.get_i32_array("types").unwrap(),
+        Cow::Borrowed(&[1, 3])
+    ));
     assert_eq!(*m.get_i32_array("types_u8").unwrap(), [1, 3]);
-    assert!(matches!(m.get_f32_array("scores").unwrap(), Cow::Borrowed(_)));
+    assert!(matches!(
+        m.get_f32_array("scores").unwrap(),
+        Cow::Borrowed(_)
+    ));
     assert_eq!(*m.get_f32_array("scores_f64").unwrap(), [-1.0, 0.5]);
     assert_eq!(m.get_array("tokens").unwrap().len(), 2);
     assert_eq!(m.get_array("tokens").unwrap().elem_type_name(), "string");
@@ -231,7 +247,10 @@ fn ggml_type_table_matches_ggml() {
         (GgmlType::MXFP4, 39, "MXFP4", 32, 17),
     ];
     for (ty, id, name, block, size) in expect {
-        assert_eq!((ty.id(), ty.name(), ty.block_size(), ty.type_size()), (id, name, block, size));
+        assert_eq!(
+            (ty.id(), ty.name(), ty.block_size(), ty.type_size()),
+            (id, name, block, size)
+        );
     }
     let supported: Vec<&str> = GgmlType::ALL
         .iter()

@@ -1,0 +1,117 @@
+//! Llama-family hyper-parameters read from GGUF metadata.
+
+use serde::Serialize;
+
+use super::{ModelError, Result};
+use crate::formats::Gguf;
+
+/// Architectures whose GGUF layout is the llama one (same tensor names and Q/K permutation).
+pub const LLAMA_FAMILY: [&str; 2] = ["llama", "mistral"];
+
+/// The shape of a Llama-family model. Letters as in the kernels: C, FF, NH, KVH, HS, V, L.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LlamaConfig {
+    pub architecture: String,
+    pub name: String,
+    /// L: transformer blocks.
+    pub n_layer: usize,
+    /// C: embedding width.
+    pub n_embd: usize,
+    /// FF: feed-forward width.
+    pub n_ff: usize,
+    /// NH: query heads.
+    pub n_head: usize,
+    /// KVH: key/value heads (GQA when < NH).
+    pub n_head_kv: usize,
+    /// HS: head size.
+    pub head_dim: usize,
+    /// V: vocabulary size.
+    pub vocab_size: usize,
+    /// The context length the model was trained for.
+    pub context_length: usize,
+    pub rms_eps: f32,
+    pub rope_base: f32,
+    /// The output projection is the token embedding (no `output.weight`).
+    pub tied_embeddings: bool,
+}
+
+impl LlamaConfig {
+    /// Read the config from `gguf`'s metadata (and the embedding's shape).
+    pub fn from_gguf(gguf: &Gguf) -> Result<LlamaConfig> {
+        let meta = gguf.metadata();
+        let arch = gguf.architecture()?.to_string();
+        if !LLAMA_FAMILY.contains(&arch.as_str()) {
+            return Err(ModelError::UnsupportedArchitecture(arch));
+        }
+        let key = |k: &str| format!("{arch}.{k}");
+        let get = |k: &str| -> Result<usize> { Ok(meta.get_u64(&key(k))? as usize) };
+        let opt = |k: &str| meta.get(&key(k)).is_some();
+        let n_embd = get("embedding_length")?;
+        let n_head = get("attention.head_count")?;
+        let n_head_kv = if opt("attention.head_count_kv") { get("attention.head_count_kv")? } else { n_head };
+        let head_dim = if opt("attention.key_length") { get("attention.key_length")? } else { n_embd / n_head.max(1) };
+        let embd = gguf.require_tensor("token_embd.weight")?;
+        let vocab_size = embd.dims.get(1).copied().unwrap_or(0) as usize;
+        let config = LlamaConfig {
+            name: meta.get_str("general.name").unwrap_or(&arch).to_string(),
+            n_layer: get("block_count")?,
+            n_embd,
+            n_ff: get("feed_forward_length")?,
+            n_head,
+            n_head_kv,
+            head_dim,
+            vocab_size,
+            context_length: if opt("context_length") { get("context_length")? } else { 2048 },
+            rms_eps: meta.get_f32(&key("attention.layer_norm_rms_epsilon")).unwrap_or(1e-5),
+            rope_base: if opt("rope.freq_base") { meta.get_f32(&key("rope.freq_base"))? } else { 10000.0 },
+            tied_embeddings: gguf.tensor("output.weight").is_none(),
+            architecture: arch.clone(),
+        };
+        if opt("rope.dimension_count") && get("rope.dimension_count")? != head_dim {
+            return Err(ModelError::Unsupported(format!(
+                "partial rotary embedding ({} of {head_dim} dims)",
+                get("rope.dimension_count")?
+            )));
+        }
+        if gguf.tensor("rope_freqs.weight").is_some() {
+            return Err(ModelError::Unsupported("rope frequency scaling (rope_freqs.weight)".into()));
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Check that the shape is one the kernels handle.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(ModelError::BadConfig(msg));
+        if self.n_layer == 0 || self.n_embd == 0 || self.n_head == 0 || self.n_head_kv == 0 || self.vocab_size == 0 {
+            return bad(format!("empty dimension in {self:?}"));
+        }
+        if self.n_head % self.n_head_kv != 0 {
+            return bad(format!("{} heads are not a multiple of {} kv heads", self.n_head, self.n_head_kv));
+        }
+        if self.head_dim > 256 || self.head_dim % 2 != 0 {
+            return bad(format!("head size {} (afinador supports even head sizes up to 256)", self.head_dim));
+        }
+        Ok(())
+    }
+
+    /// NH·HS: width of the query projection.
+    pub fn q_dim(&self) -> usize {
+        self.n_head * self.head_dim
+    }
+
+    /// KVH·HS: width of the key and value projections.
+    pub fn kv_dim(&self) -> usize {
+        self.n_head_kv * self.head_dim
+    }
+
+    /// Parameter count (all weights, as in the GGUF).
+    pub fn n_params(&self) -> usize {
+        let per_layer = self.n_embd * (self.q_dim() + 2 * self.kv_dim())
+            + self.q_dim() * self.n_embd
+            + 3 * self.n_embd * self.n_ff
+            + 2 * self.n_embd;
+        let out = if self.tied_embeddings { 0 } else { self.vocab_size * self.n_embd };
+        self.vocab_size * self.n_embd + self.n_layer * per_layer + self.n_embd + out
+    }
+}

@@ -1,0 +1,225 @@
+//! The forward pass: embedding → L × (attention block, SwiGLU block) → norm → logits statistics,
+//! recorded as one batch of kernels per call, with a KV cache for incremental decode.
+
+use super::{LlamaConfig, ModelWeights, Result};
+use crate::gpu::{Gpu, GpuBuffer, Recorder, read_buffer_f32};
+use crate::kernels::attention::{AttentionShape, attention};
+use crate::kernels::elementwise::{Op, elementwise};
+use crate::kernels::embedding::embedding;
+use crate::kernels::gemv::gemv;
+use crate::kernels::logits::{NO_TARGET, RowStats, logit_stats};
+use crate::kernels::matmul::matmul_weight;
+use crate::kernels::rmsnorm::rmsnorm;
+use crate::kernels::rope::{RopeShape, rope};
+use crate::kernels::GpuWeight;
+
+/// Keys and values of every layer for positions `0..len` of one sequence.
+#[derive(Debug)]
+pub struct KvCache {
+    pub k: Vec<GpuBuffer>,
+    pub v: Vec<GpuBuffer>,
+    /// Positions the buffers hold.
+    pub capacity: usize,
+    /// Positions filled so far.
+    pub len: usize,
+}
+
+impl KvCache {
+    pub fn new(gpu: &Gpu, config: &LlamaConfig, capacity: usize) -> Result<KvCache> {
+        let bytes = (capacity * config.kv_dim() * 4) as u64;
+        let make = |what: &str| -> Result<Vec<GpuBuffer>> {
+            (0..config.n_layer)
+                .map(|l| Ok(GpuBuffer::zeroed(gpu, &format!("{what} cache {l}"), bytes)?))
+                .collect()
+        };
+        Ok(KvCache { k: make("k")?, v: make("v")?, capacity, len: 0 })
+    }
+}
+
+/// Scratch buffers for up to `capacity` tokens per call.
+#[derive(Debug)]
+struct Activations {
+    capacity: usize,
+    logit_rows: usize,
+    ids: GpuBuffer,
+    targets: GpuBuffer,
+    x: GpuBuffer,
+    xn: GpuBuffer,
+    q: GpuBuffer,
+    att: GpuBuffer,
+    gate: GpuBuffer,
+    up: GpuBuffer,
+    hidden: GpuBuffer,
+    rstd: GpuBuffer,
+    lse: GpuBuffer,
+    logits: GpuBuffer,
+    stats: GpuBuffer,
+}
+
+impl Activations {
+    fn new(gpu: &Gpu, c: &LlamaConfig, t: usize) -> Result<Activations> {
+        let f = |name: &str, n: usize| GpuBuffer::zeroed(gpu, name, (n * 4) as u64);
+        // Logits are computed a chunk of rows at a time so [T, V] never has to fit one binding.
+        let max_rows = (gpu.limits.max_storage_buffer_binding_size as usize / (c.vocab_size * 4)).max(1);
+        let logit_rows = t.min(max_rows).min(256);
+        Ok(Activations {
+            capacity: t,
+            logit_rows,
+            ids: f("ids", t)?,
+            targets: f("targets", t)?,
+            x: f("x", t * c.n_embd)?,
+            xn: f("xn", t * c.n_embd)?,
+            q: f("q", t * c.q_dim())?,
+            att: f("att", t * c.q_dim())?,
+            gate: f("gate", t * c.n_ff)?,
+            up: f("up", t * c.n_ff)?,
+            hidden: f("hidden", t * c.n_ff)?,
+            rstd: f("rstd", t)?,
+            lse: f("lse", t * c.n_head)?,
+            logits: f("logits", logit_rows * c.vocab_size)?,
+            stats: f("stats", t * 4)?,
+        })
+    }
+}
+
+/// Which logits a forward call reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogitsWanted<'a> {
+    /// Statistics of every position; `targets[t]` is the id whose log-probability row t reports.
+    All { targets: &'a [u32] },
+    /// Statistics of the last position, and its full logit row when `row` is set.
+    Last { row: bool },
+}
+
+/// What a forward call returns.
+#[derive(Clone, Debug, Default)]
+pub struct ForwardOutput {
+    /// Per reported position.
+    pub stats: Vec<RowStats>,
+    /// The last position's logits, when asked for.
+    pub last_logits: Option<Vec<f32>>,
+}
+
+/// Runs forward passes, owning the scratch buffers.
+#[derive(Debug, Default)]
+pub struct Forward {
+    acts: Option<Activations>,
+}
+
+/// `y[T, N] (+)= x[T, K] · Wᵀ`: GEMV for a few rows (decode), tiled GEMM otherwise.
+#[allow(clippy::too_many_arguments)]
+async fn linear(
+    rec: &mut Recorder<'_>,
+    x: &GpuBuffer,
+    w: &GpuWeight,
+    y: &GpuBuffer,
+    y_off: u32,
+    y_stride: u32,
+    t: u32,
+    accumulate: bool,
+) -> Result<()> {
+    if t <= 4 {
+        gemv(rec, x, 0, w, y, y_off, y_stride, t, 1.0, accumulate).await?;
+    } else {
+        matmul_weight(rec, x, 0, w, y, y_off, y_stride, t, 1.0, accumulate).await?;
+    }
+    Ok(())
+}
+
+impl Forward {
+    /// Run `ids` (at positions `cache.len..`) through the model, extend the cache, and report the
+    /// logits asked for. One submission, one or two readbacks.
+    pub async fn run(
+        &mut self,
+        gpu: &Gpu,
+        config: &LlamaConfig,
+        weights: &ModelWeights,
+        cache: &mut KvCache,
+        ids: &[u32],
+        wanted: LogitsWanted<'_>,
+    ) -> Result<ForwardOutput> {
+        let t = ids.len();
+        if t == 0 {
+            return Ok(ForwardOutput::default());
+        }
+        if cache.len + t > cache.capacity {
+            return Err(super::ModelError::ContextFull { needed: cache.len + t, capacity: cache.capacity });
+        }
+        if self.acts.as_ref().is_none_or(|a| a.capacity < t) {
+            self.acts = None; // free the old buffers first
+            self.acts = Some(Activations::new(gpu, config, t)?);
+        }
+        let a = self.acts.as_ref().expect("allocated above");
+        let (c, ff, qd, kvd) = (config.n_embd as u32, config.n_ff as u32, config.q_dim() as u32, config.kv_dim() as u32);
+        let (tt, pos0) = (t as u32, cache.len as u32);
+        a.ids.write(gpu, 0, ids);
+
+        let mut rec = Recorder::new(gpu);
+        embedding(&mut rec, &a.ids, tt, &weights.token_embd, &a.x, 0).await?;
+        for (l, lw) in weights.layers.iter().enumerate() {
+            let (kc, vc) = (&cache.k[l], &cache.v[l]);
+            // Attention block: x += Wo · attention(rope(Wq·n(x)), rope(Wk·n(x)), Wv·n(x)).
+            rmsnorm(&mut rec, &a.x, &lw.attn_norm, &a.xn, &a.rstd, (tt, c), config.rms_eps).await?;
+            linear(&mut rec, &a.xn, &lw.attn_q, &a.q, 0, qd, tt, false).await?;
+            linear(&mut rec, &a.xn, &lw.attn_k, kc, pos0 * kvd, kvd, tt, false).await?;
+            linear(&mut rec, &a.xn, &lw.attn_v, vc, pos0 * kvd, kvd, tt, false).await?;
+            let hs = config.head_dim as u32;
+            let q_shape = RopeShape { t: tt, h: config.n_head as u32, hs, off: 0, row_stride: qd };
+            let k_shape = RopeShape { t: tt, h: config.n_head_kv as u32, hs, off: pos0 * kvd, row_stride: kvd };
+            rope(&mut rec, &a.q, q_shape, pos0, config.rope_base, false).await?;
+            rope(&mut rec, kc, k_shape, pos0, config.rope_base, false).await?;
+            let shape = AttentionShape {
+                b: 1,
+                t: tt,
+                nh: config.n_head as u32,
+                kvh: config.n_head_kv as u32,
+                hs,
+                pos0,
+                s: cache.capacity as u32,
+            };
+            attention(&mut rec, &a.q, kc, vc, &a.att, &a.lse, shape).await?;
+            linear(&mut rec, &a.att, &lw.attn_output, &a.x, 0, c, tt, true).await?;
+            // Feed-forward block: x += W_down · (silu(W_gate·n(x)) ⊙ W_up·n(x)).
+            rmsnorm(&mut rec, &a.x, &lw.ffn_norm, &a.xn, &a.rstd, (tt, c), config.rms_eps).await?;
+            linear(&mut rec, &a.xn, &lw.ffn_gate, &a.gate, 0, ff, tt, false).await?;
+            linear(&mut rec, &a.xn, &lw.ffn_up, &a.up, 0, ff, tt, false).await?;
+            elementwise(&mut rec, Op::SwiGlu, tt * ff, (&a.gate, 0), (&a.up, 0), (&a.hidden, 0)).await?;
+            linear(&mut rec, &a.hidden, &lw.ffn_down, &a.x, 0, c, tt, true).await?;
+        }
+        rmsnorm(&mut rec, &a.x, &weights.output_norm, &a.xn, &a.rstd, (tt, c), config.rms_eps).await?;
+
+        // Logits, a chunk of rows at a time, reduced to statistics.
+        let v = config.vocab_size as u32;
+        let (first, targets): (usize, Vec<u32>) = match wanted {
+            LogitsWanted::All { targets } => (0, targets.to_vec()),
+            LogitsWanted::Last { .. } => (t - 1, vec![NO_TARGET; t]),
+        };
+        a.targets.write(gpu, 0, &targets[..t.min(targets.len())]);
+        let out = weights.output();
+        let mut row = first;
+        while row < t {
+            let rows = (t - row).min(a.logit_rows);
+            let x_off = (row * config.n_embd) as u32;
+            if rows <= 4 {
+                gemv(&mut rec, &a.xn, x_off, out, &a.logits, 0, v, rows as u32, 1.0, false).await?;
+            } else {
+                matmul_weight(&mut rec, &a.xn, x_off, out, &a.logits, 0, v, rows as u32, 1.0, false).await?;
+            }
+            logit_stats(&mut rec, &a.logits, &a.targets, &a.stats, (rows as u32, v), row as u32).await?;
+            row += rows;
+        }
+        rec.submit().await?;
+        cache.len += t;
+
+        let stats = read_buffer_f32(gpu, &a.stats, first * 4, (t - first) * 4).await?;
+        let last_logits = match wanted {
+            LogitsWanted::Last { row: true } => {
+                // The last chunk holds row t − 1 at its end.
+                let last_in_chunk = (t - 1 - first) % a.logit_rows;
+                Some(read_buffer_f32(gpu, &a.logits, last_in_chunk * config.vocab_size, config.vocab_size).await?)
+            }
+            _ => None,
+        };
+        Ok(ForwardOutput { stats: RowStats::decode(&stats), last_logits })
+    }
+}

@@ -1,0 +1,166 @@
+//! The Llama-family model on the GPU: config from GGUF metadata, named weight structs, the
+//! forward pass over a prompt and incremental decode with a KV cache, scoring and sampling.
+
+mod config;
+mod forward;
+mod sampling;
+mod weights;
+
+pub use config::{LLAMA_FAMILY, LlamaConfig};
+pub use forward::{Forward, ForwardOutput, KvCache, LogitsWanted};
+pub use sampling::{Sampler, SamplingConfig, argmax};
+pub use weights::{LayerWeights, ModelWeights};
+
+use crate::formats::{GgufError, Gguf};
+use crate::gpu::{Gpu, GpuError};
+use crate::kernels::logits::{NO_TARGET, RowStats};
+
+/// Errors loading or running a model.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    #[error(transparent)]
+    Gpu(#[from] GpuError),
+    #[error(
+        "unsupported architecture '{0}': afinador runs llama-family models ({family})",
+        family = LLAMA_FAMILY.join(", ")
+    )]
+    UnsupportedArchitecture(String),
+    #[error("unsupported model feature: {0}")]
+    Unsupported(String),
+    #[error("inconsistent model: {0}")]
+    BadConfig(String),
+    #[error("the context is full: {needed} positions needed, {capacity} allocated")]
+    ContextFull { needed: usize, capacity: usize },
+    #[error("token id {id} is outside the vocabulary of {vocab}")]
+    BadToken { id: u32, vocab: usize },
+}
+
+/// Result alias for the model layer.
+pub type Result<T, E = ModelError> = std::result::Result<T, E>;
+
+/// A loaded model: its config and weights on one GPU.
+#[derive(Debug)]
+pub struct Model {
+    pub config: LlamaConfig,
+    pub weights: ModelWeights,
+}
+
+/// What scoring a token sequence gives.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Score {
+    /// Tokens scored (n); n − 1 of them are predicted.
+    pub tokens: usize,
+    /// Mean negative log-likelihood (nats) of tokens 2..n, each given those before it.
+    pub nll: f64,
+    pub ppl: f64,
+    /// The most likely next token at every position (length n).
+    pub argmax: Vec<u32>,
+    /// Mean predictive entropy (nats) over the predicting positions.
+    pub entropy: f64,
+    /// Log-probability of each predicted token (length n − 1).
+    pub token_logprobs: Vec<f32>,
+}
+
+impl Model {
+    /// Read the config and upload the weights of a GGUF file (`file` is its whole content).
+    pub fn load(gpu: &Gpu, gguf: &Gguf, file: &[u8]) -> Result<Model> {
+        let config = LlamaConfig::from_gguf(gguf)?;
+        let weights = ModelWeights::upload(gpu, &config, gguf, file)?;
+        Ok(Model { config, weights })
+    }
+
+    fn check_ids(&self, ids: &[u32]) -> Result<()> {
+        match ids.iter().find(|&&id| id as usize >= self.config.vocab_size) {
+            Some(&id) => Err(ModelError::BadToken { id, vocab: self.config.vocab_size }),
+            None => Ok(()),
+        }
+    }
+
+    /// Score `ids`: each token's log-probability given the ones before it.
+    pub async fn score(&self, gpu: &Gpu, ids: &[u32]) -> Result<Score> {
+        self.check_ids(ids)?;
+        let n = ids.len();
+        let mut cache = KvCache::new(gpu, &self.config, n.max(1))?;
+        let mut targets: Vec<u32> = ids.iter().skip(1).copied().collect();
+        targets.push(NO_TARGET);
+        let out = Forward::default()
+            .run(gpu, &self.config, &self.weights, &mut cache, ids, LogitsWanted::All { targets: &targets })
+            .await?;
+        Ok(score_from_stats(&out.stats))
+    }
+}
+
+/// Mean NLL, perplexity and entropy from per-position statistics (the last position predicts
+/// nothing).
+pub fn score_from_stats(stats: &[RowStats]) -> Score {
+    let n = stats.len();
+    let predicting = &stats[..n.saturating_sub(1)];
+    let token_logprobs: Vec<f32> = predicting.iter().map(|s| s.target_logprob).collect();
+    let count = predicting.len().max(1) as f64;
+    let nll = -token_logprobs.iter().map(|&x| x as f64).sum::<f64>() / count;
+    let entropy = predicting.iter().map(|s| s.entropy as f64).sum::<f64>() / count;
+    Score {
+        tokens: n,
+        nll: if predicting.is_empty() { 0.0 } else { nll },
+        ppl: if predicting.is_empty() { 1.0 } else { nll.exp() },
+        argmax: stats.iter().map(|s| s.argmax).collect(),
+        entropy,
+        token_logprobs,
+    }
+}
+
+/// Incremental generation over a KV cache.
+#[derive(Debug)]
+pub struct Generation<'m> {
+    model: &'m Model,
+    cache: KvCache,
+    forward: Forward,
+    sampler: Sampler,
+    next: Option<u32>,
+}
+
+impl<'m> Generation<'m> {
+    /// Prepare to generate up to `capacity` positions (prompt + new tokens).
+    pub fn new(gpu: &Gpu, model: &'m Model, capacity: usize, sampling: SamplingConfig) -> Result<Self> {
+        let capacity = capacity.min(model.config.context_length).max(1);
+        Ok(Generation {
+            model,
+            cache: KvCache::new(gpu, &model.config, capacity)?,
+            forward: Forward::default(),
+            sampler: Sampler::new(sampling),
+            next: None,
+        })
+    }
+
+    /// Positions used so far.
+    pub fn len(&self) -> usize {
+        self.cache.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cache.len == 0
+    }
+
+    /// Positions left before the cache is full.
+    pub fn remaining(&self) -> usize {
+        self.cache.capacity - self.cache.len
+    }
+
+    /// Feed tokens (the prompt, or the token just chosen) and choose the next one.
+    pub async fn feed(&mut self, gpu: &Gpu, ids: &[u32]) -> Result<u32> {
+        self.model.check_ids(ids)?;
+        let greedy = self.sampler.config.is_greedy();
+        let out = self
+            .forward
+            .run(gpu, &self.model.config, &self.model.weights, &mut self.cache, ids, LogitsWanted::Last { row: !greedy })
+            .await?;
+        let next = match &out.last_logits {
+            Some(row) => self.sampler.sample(row),
+            None => out.stats.last().map(|s| s.argmax).unwrap_or(0),
+        };
+        self.next = Some(next);
+        Ok(next)
+    }
+}

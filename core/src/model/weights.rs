@@ -1,0 +1,128 @@
+//! The model's weights on the GPU, as named structs, uploaded from GGUF tensors.
+
+use super::{LlamaConfig, ModelError, Result};
+use crate::formats::{GgmlType, Gguf};
+use crate::gpu::{Gpu, GpuBuffer};
+use crate::kernels::{GpuWeight, WeightFormat};
+
+/// One transformer block.
+#[derive(Debug)]
+pub struct LayerWeights {
+    pub attn_norm: GpuBuffer,
+    pub attn_q: GpuWeight,
+    pub attn_k: GpuWeight,
+    pub attn_v: GpuWeight,
+    pub attn_output: GpuWeight,
+    pub ffn_norm: GpuBuffer,
+    pub ffn_gate: GpuWeight,
+    pub ffn_up: GpuWeight,
+    pub ffn_down: GpuWeight,
+}
+
+/// Every weight of the model.
+#[derive(Debug)]
+pub struct ModelWeights {
+    pub token_embd: GpuWeight,
+    pub output_norm: GpuBuffer,
+    /// `None` when the output projection is tied to `token_embd`.
+    pub output: Option<GpuWeight>,
+    pub layers: Vec<LayerWeights>,
+}
+
+impl ModelWeights {
+    /// The output projection (the token embedding when tied).
+    pub fn output(&self) -> &GpuWeight {
+        self.output.as_ref().unwrap_or(&self.token_embd)
+    }
+
+    /// Bytes the weights occupy on the device.
+    pub fn device_bytes(&self) -> u64 {
+        let l: u64 = self
+            .layers
+            .iter()
+            .map(|l| {
+                l.attn_norm.size
+                    + l.ffn_norm.size
+                    + [&l.attn_q, &l.attn_k, &l.attn_v, &l.attn_output, &l.ffn_gate, &l.ffn_up, &l.ffn_down]
+                        .iter()
+                        .map(|w| w.device_bytes())
+                        .sum::<u64>()
+            })
+            .sum();
+        l + self.token_embd.device_bytes()
+            + self.output_norm.size
+            + self.output.as_ref().map_or(0, GpuWeight::device_bytes)
+    }
+
+    /// Upload every weight `config` names from the GGUF file's bytes.
+    pub fn upload(gpu: &Gpu, config: &LlamaConfig, gguf: &Gguf, file: &[u8]) -> Result<ModelWeights> {
+        let (c, ff, v) = (config.n_embd, config.n_ff, config.vocab_size);
+        let (q, kv) = (config.q_dim(), config.kv_dim());
+        let matrix = |name: &str, rows: usize, cols: usize| upload_matrix(gpu, gguf, file, name, rows, cols);
+        let vector = |name: &str, len: usize| upload_vector(gpu, gguf, file, name, len);
+        let mut layers = Vec::with_capacity(config.n_layer);
+        for i in 0..config.n_layer {
+            let n = |s: &str| format!("blk.{i}.{s}.weight");
+            layers.push(LayerWeights {
+                attn_norm: vector(&n("attn_norm"), c)?,
+                attn_q: matrix(&n("attn_q"), q, c)?,
+                attn_k: matrix(&n("attn_k"), kv, c)?,
+                attn_v: matrix(&n("attn_v"), kv, c)?,
+                attn_output: matrix(&n("attn_output"), c, q)?,
+                ffn_norm: vector(&n("ffn_norm"), c)?,
+                ffn_gate: matrix(&n("ffn_gate"), ff, c)?,
+                ffn_up: matrix(&n("ffn_up"), ff, c)?,
+                ffn_down: matrix(&n("ffn_down"), c, ff)?,
+            });
+        }
+        Ok(ModelWeights {
+            token_embd: matrix("token_embd.weight", v, c)?,
+            output_norm: vector("output_norm.weight", c)?,
+            output: if config.tied_embeddings { None } else { Some(matrix("output.weight", v, c)?) },
+            layers,
+        })
+    }
+}
+
+fn check_dims(name: &str, dims: &[u64], want: &[usize]) -> Result<()> {
+    let got: Vec<usize> = dims.iter().map(|&d| d as usize).collect();
+    if got != want {
+        return Err(ModelError::BadConfig(format!(
+            "tensor '{name}' has dims {got:?}, the config implies {want:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// Upload `name` as a weight W[rows, cols] (GGUF dims [cols, rows]), keeping Q4_0, Q4_1 and Q8_0
+/// quantized and widening F16/BF16 to f32.
+fn upload_matrix(gpu: &Gpu, gguf: &Gguf, file: &[u8], name: &str, rows: usize, cols: usize) -> Result<GpuWeight> {
+    let info = gguf.require_tensor(name)?;
+    check_dims(name, &info.dims, &[cols, rows])?;
+    let format = match info.ty {
+        GgmlType::Q4_0 => Some(WeightFormat::Q4_0),
+        GgmlType::Q4_1 => Some(WeightFormat::Q4_1),
+        GgmlType::Q8_0 => Some(WeightFormat::Q8_0),
+        GgmlType::F32 => Some(WeightFormat::F32),
+        _ => None,
+    };
+    match format {
+        Some(format) if cols % format.k_multiple() == 0 => {
+            Ok(GpuWeight::upload(gpu, name, format, gguf.tensor_bytes(info, file)?, rows, cols)?)
+        }
+        Some(_) => Err(ModelError::BadConfig(format!("tensor '{name}' has rows of {cols} values, not a multiple of the block size"))),
+        None => {
+            let values = gguf.tensor_f32(info, file)?;
+            if cols % 4 != 0 {
+                return Err(ModelError::BadConfig(format!("tensor '{name}' has rows of {cols} values, not a multiple of 4")));
+            }
+            Ok(GpuWeight::upload(gpu, name, WeightFormat::F32, bytemuck::cast_slice(&values), rows, cols)?)
+        }
+    }
+}
+
+fn upload_vector(gpu: &Gpu, gguf: &Gguf, file: &[u8], name: &str, len: usize) -> Result<GpuBuffer> {
+    let info = gguf.require_tensor(name)?;
+    check_dims(name, &info.dims, &[len])?;
+    Ok(GpuBuffer::from_slice(gpu, name, &gguf.tensor_f32(info, file)?)?)
+}
