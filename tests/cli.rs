@@ -1,0 +1,141 @@
+//! The command-line contract: flags, JSON keys, exit codes and one-line errors.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::{model_path, repo};
+
+fn afinador(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_afinador"))
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .expect("run afinador")
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("stdout is JSON")
+}
+
+/// A failure: non-zero exit and a single `error: …` line on stderr.
+fn one_line_error(out: &Output) -> String {
+    assert!(!out.status.success(), "expected a failure");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got:\n{err}");
+    lines[0].to_string()
+}
+
+#[test]
+fn every_command_has_help() {
+    for cmd in ["devices", "inspect", "tokenize", "score", "generate"] {
+        let out = afinador(&[cmd, "--help"]);
+        assert!(out.status.success(), "{cmd} --help");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage"),
+            "{cmd} --help"
+        );
+    }
+}
+
+#[test]
+fn devices_lists_at_least_one_adapter() {
+    let v = json(&afinador(&["devices", "--json"]));
+    let adapters = v["adapters"].as_array().expect("adapters");
+    assert!(
+        !adapters.is_empty(),
+        "no GPU adapter: install mesa-vulkan-drivers"
+    );
+    for key in [
+        "name",
+        "backend",
+        "vendor",
+        "features",
+        "max_storage_buffer_binding_size",
+    ] {
+        assert!(adapters[0].get(key).is_some(), "adapter has no {key}");
+    }
+}
+
+#[test]
+fn inspect_reports_the_architecture() {
+    let model = model_path();
+    let v = json(&afinador(&[
+        "inspect",
+        "--model",
+        model.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(v["architecture"], "llama");
+    assert_eq!(v["config"]["n_layer"], 30);
+    assert_eq!(v["config"]["n_head_kv"], 3);
+    assert_eq!(v["tensor_types"]["Q4_1"], 210);
+    assert_eq!(v["tokenizer"]["model"], "gpt2");
+    assert!(
+        v["chat_template"]
+            .as_str()
+            .unwrap()
+            .contains("<|im_start|>")
+    );
+}
+
+#[test]
+fn tokenize_prints_ids_and_tokens() {
+    let v = json(&afinador(&[
+        "tokenize",
+        "--text",
+        "<|im_start|>user\nOlá, mundo!",
+        "--json",
+    ]));
+    let ids = v["ids"].as_array().unwrap();
+    assert_eq!(ids[0], 1, "<|im_start|> is parsed as a special token");
+    assert_eq!(ids.len(), v["tokens"].as_array().unwrap().len());
+}
+
+#[test]
+fn score_and_generate_report_the_contract_keys() {
+    let v = json(&afinador(&[
+        "score",
+        "--text",
+        "The capital of France is Paris.",
+        "--json",
+    ]));
+    let n = v["tokens"].as_u64().unwrap() as usize;
+    assert_eq!(v["argmax"].as_array().unwrap().len(), n);
+    let (nll, ppl) = (v["nll"].as_f64().unwrap(), v["ppl"].as_f64().unwrap());
+    assert!(nll > 0.0 && (ppl - nll.exp()).abs() < 1e-6 * ppl);
+
+    let args = [
+        "generate",
+        "--prompt",
+        "The capital of France is",
+        "--max-new-tokens",
+        "3",
+        "--json",
+    ];
+    let v = json(&afinador(&args));
+    assert!(v["text"].as_str().unwrap().starts_with(" Paris"), "{v}");
+    assert_eq!(v["ids"].as_array().unwrap().len(), 3);
+    assert!(v["prompt_tokens_per_s"].as_f64().unwrap() > 0.0);
+    assert!(v["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn bad_input_gives_one_line_errors() {
+    let e = one_line_error(&afinador(&["inspect", "--model", "no/such/file.gguf"]));
+    assert!(e.contains("does not exist"), "{e}");
+    let junk = std::env::temp_dir().join("afinador-not-a-gguf.gguf");
+    std::fs::write(&junk, b"PK\x03\x04 this is a zip file, not a model").unwrap();
+    let e = one_line_error(&afinador(&["inspect", "--model", junk.to_str().unwrap()]));
+    assert!(e.contains("not a GGUF file"), "{e}");
+    let e = one_line_error(&afinador(&["tokenize"]));
+    assert!(e.contains("--text"), "{e}");
+    let e = one_line_error(&afinador(&["devices", "--backend", "directx9"]));
+    assert!(e.contains("unknown backend"), "{e}");
+}

@@ -7,5 +7,6 @@
 pub mod formats;
 pub mod gpu;
 pub mod kernels;
-pub mod util;
 pub mod model;
+pub mod tokenizer;
+pub mod util;

@@ -1,1 +1,45 @@
-fn main(){}
+//! `afinador`: fine-tune language models with LoRA/QLoRA on any GPU — the command line.
+
+mod commands;
+mod common;
+
+use clap::{Parser, Subcommand};
+
+/// Fine-tune and run language models with LoRA/QLoRA on any GPU (Vulkan, Metal, DX12, GL).
+#[derive(Parser, Debug)]
+#[command(name = "afinador", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// List the GPU adapters wgpu can reach, with their features and limits.
+    Devices(commands::devices::Args),
+    /// Show a GGUF model's architecture, hyper-parameters, tensors and tokenizer.
+    Inspect(commands::inspect::Args),
+    /// Turn text into token ids with the model's tokenizer.
+    Tokenize(commands::tokenize::Args),
+    /// Negative log-likelihood and perplexity of a text under the model.
+    Score(commands::score::Args),
+    /// Generate text from a prompt.
+    Generate(commands::generate::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Devices(args) => commands::devices::run(args),
+        Command::Inspect(args) => commands::inspect::run(args),
+        Command::Tokenize(args) => commands::tokenize::run(args),
+        Command::Score(args) => commands::score::run(args),
+        Command::Generate(args) => commands::generate::run(args),
+    };
+    if let Err(e) = result {
+        // One line: the error and its causes.
+        let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+        eprintln!("error: {}", chain.join(": "));
+        std::process::exit(1);
+    }
+}

@@ -10,7 +10,9 @@ tests/data/reference_nll.json with, per text:
   nll     mean over positions 1..n-1 of -log softmax(logits[pos-1])[ids[pos]]
   argmax  argmax of the logits at every position (length n)
 
-plus a greedy continuation of "The capital of France is".
+plus some extras: per-token NLLs, the top-1/top-2 logit margin at every
+position (argmax comparisons should skip near ties) and the top-5 logits at
+the last position, and a greedy continuation of "The capital of France is".
 
 Only tokenization comes from llama-cpp-python. Its logits are used afterwards
 as a cross-check (printed, and stored as `nll_llama_cpp`); llama.cpp quantizes
@@ -201,13 +203,19 @@ def main() -> None:
         assert 10 <= len(ids) <= 120 or name == "capital_of_france", (name, len(ids))
         logits = model.forward(ids)
         nll = token_nlls(logits, ids)
+        top2 = np.sort(logits, axis=-1)[:, -2:]
+        top5_last = np.argsort(logits[-1])[::-1][:5]
         case = {
             "name": name,
             "text": text,
             "ids": ids,
             "nll": float(nll.mean()),
             "argmax": [int(a) for a in logits.argmax(axis=-1)],
+            # Extras for debugging / tolerant comparisons:
             "token_nll": [round(float(v), 6) for v in nll],
+            # top-1 minus top-2 logit; argmax at near-tie positions is fragile.
+            "argmax_margin": [round(float(m), 4) for m in top2[:, 1] - top2[:, 0]],
+            "top5_last": [[int(t), round(float(logits[-1, t]), 4)] for t in top5_last],
         }
         line = f"{name:18s} n={len(ids):3d}  nll(ref)={case['nll']:.5f}"
         if llm is not None:
@@ -226,11 +234,25 @@ def main() -> None:
     # Greedy generation (full recompute each step; the prompt is tiny).
     prompt_ids = tokenize(GREEDY_PROMPT)
     seq = list(prompt_ids)
+    margins = []
     for _ in range(GREEDY_TOKENS):
-        seq.append(int(model.forward(seq)[-1].argmax()))
+        last = model.forward(seq)[-1]
+        top2 = np.sort(last)[-2:]
+        margins.append(round(float(top2[1] - top2[0]), 4))
+        seq.append(int(last.argmax()))
     gen_ids = seq[len(prompt_ids):]
     gen_text = tok.detokenize(gen_ids).decode("utf-8", errors="replace")
-    print(f"greedy: {GREEDY_PROMPT!r} -> {gen_text!r} {gen_ids}")
+    print(f"greedy (ref):       {GREEDY_PROMPT!r} -> {gen_text!r} {gen_ids}")
+    print(f"  top1-top2 logit margins: {margins}")
+    if llm is not None:
+        llm.reset()
+        llm.eval(prompt_ids)
+        cpp_ids = []
+        for _ in range(GREEDY_TOKENS):
+            cpp_ids.append(int(np.argmax(llm.scores[llm.n_tokens - 1])))
+            llm.eval(cpp_ids[-1:])
+        cpp_text = tok.detokenize(cpp_ids).decode("utf-8", errors="replace")
+        print(f"greedy (llama.cpp): {GREEDY_PROMPT!r} -> {cpp_text!r} {cpp_ids}")
     assert gen_text.startswith(" Paris"), gen_text
 
     out = {
@@ -246,6 +268,7 @@ def main() -> None:
             "prompt_ids": prompt_ids,
             "ids": gen_ids,
             "text": gen_text,
+            "argmax_margin": margins,
         },
     }
     out_path = Path(args.out)

@@ -7,17 +7,33 @@ use std::collections::BTreeSet;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PreprocessError {
     #[error("{file}:{line}: unknown directive '{directive}'")]
-    UnknownDirective { file: String, line: usize, directive: String },
+    UnknownDirective {
+        file: String,
+        line: usize,
+        directive: String,
+    },
     #[error("{file}:{line}: '{directive}' needs a name")]
-    MissingName { file: String, line: usize, directive: String },
+    MissingName {
+        file: String,
+        line: usize,
+        directive: String,
+    },
     #[error("{file}:{line}: #else or #endif without #ifdef")]
     Unbalanced { file: String, line: usize },
     #[error("{file}: #ifdef opened on line {line} is never closed")]
     Unclosed { file: String, line: usize },
     #[error("{file}:{line}: include '{name}' not found")]
-    MissingInclude { file: String, line: usize, name: String },
+    MissingInclude {
+        file: String,
+        line: usize,
+        name: String,
+    },
     #[error("{file}:{line}: include '{name}' is recursive")]
-    RecursiveInclude { file: String, line: usize, name: String },
+    RecursiveInclude {
+        file: String,
+        line: usize,
+        name: String,
+    },
 }
 
 /// Preprocess `file` (looked up through `lookup`) with the given flags defined.
@@ -92,11 +108,12 @@ impl State {
             let arg = words.next();
             let err_file = || file.to_string();
             let name = |directive: &str| {
-                arg.map(str::to_string).ok_or_else(|| PreprocessError::MissingName {
-                    file: err_file(),
-                    line,
-                    directive: directive.into(),
-                })
+                arg.map(str::to_string)
+                    .ok_or_else(|| PreprocessError::MissingName {
+                        file: err_file(),
+                        line,
+                        directive: directive.into(),
+                    })
             };
             match word {
                 "ifdef" | "ifndef" => {
@@ -111,11 +128,19 @@ impl State {
                 }
                 "else" => match blocks.last_mut() {
                     Some(block) if !block.in_else => block.in_else = true,
-                    _ => return Err(PreprocessError::Unbalanced { file: err_file(), line }),
+                    _ => {
+                        return Err(PreprocessError::Unbalanced {
+                            file: err_file(),
+                            line,
+                        });
+                    }
                 },
                 "endif" => {
                     if blocks.pop().is_none() {
-                        return Err(PreprocessError::Unbalanced { file: err_file(), line });
+                        return Err(PreprocessError::Unbalanced {
+                            file: err_file(),
+                            line,
+                        });
                     }
                 }
                 "define" => {
@@ -127,13 +152,12 @@ impl State {
                 "include" => {
                     let target = name(word)?.trim_matches('"').to_string();
                     if active {
-                        let included = lookup(&target).ok_or_else(|| {
-                            PreprocessError::MissingInclude {
+                        let included =
+                            lookup(&target).ok_or_else(|| PreprocessError::MissingInclude {
                                 file: err_file(),
                                 line,
                                 name: target.clone(),
-                            }
-                        })?;
+                            })?;
                         self.run(&target, included, lookup)?;
                     }
                 }
@@ -147,7 +171,10 @@ impl State {
             }
         }
         if let Some(block) = blocks.pop() {
-            return Err(PreprocessError::Unclosed { file: file.into(), line: block.line });
+            return Err(PreprocessError::Unclosed {
+                file: file.into(),
+                line: block.line,
+            });
         }
         self.stack.pop();
         Ok(())

@@ -14,7 +14,7 @@ pub struct GpuBuffer {
 impl GpuBuffer {
     /// Check `size` against the device's binding limit before asking for it.
     fn check(gpu: &Gpu, label: &str, size: u64) -> Result<()> {
-        let limit = gpu.limits.max_storage_buffer_binding_size as u64;
+        let limit = gpu.limits.max_storage_buffer_binding_size;
         if size > limit {
             return Err(GpuError::TooLarge {
                 label: label.into(),
@@ -48,7 +48,11 @@ impl GpuBuffer {
             usage: Self::usage(),
             mapped_at_creation: false,
         });
-        Ok(GpuBuffer { buffer, size, label: label.into() })
+        Ok(GpuBuffer {
+            buffer,
+            size,
+            label: label.into(),
+        })
     }
 
     /// A buffer holding `data` (padded to 4 bytes; an empty slice gives a 4-byte buffer).
@@ -56,7 +60,7 @@ impl GpuBuffer {
         let buf = Self::zeroed(gpu, label, data.len() as u64)?;
         if !data.is_empty() {
             let mut padded;
-            let bytes = if data.len() % 4 == 0 {
+            let bytes = if data.len().is_multiple_of(4) {
                 data
             } else {
                 padded = data.to_vec();
@@ -75,7 +79,8 @@ impl GpuBuffer {
 
     /// Overwrite part of the buffer (queued; visible to the next submission).
     pub fn write<T: bytemuck::Pod>(&self, gpu: &Gpu, offset_bytes: u64, data: &[T]) {
-        gpu.queue.write_buffer(&self.buffer, offset_bytes, bytemuck::cast_slice(data));
+        gpu.queue
+            .write_buffer(&self.buffer, offset_bytes, bytemuck::cast_slice(data));
     }
 }
 
@@ -115,7 +120,10 @@ async fn read_bytes(gpu: &Gpu, src: &GpuBuffer, offset: u64, len: u64) -> Result
     rx.await
         .map_err(|_| GpuError::Readback("the device was lost".into()))?
         .map_err(|e| GpuError::Readback(e.to_string()))?;
-    let data = slice.get_mapped_range().map_err(|e| GpuError::Readback(e.to_string()))?.to_vec();
+    let data = slice
+        .get_mapped_range()
+        .map_err(|e| GpuError::Readback(e.to_string()))?
+        .to_vec();
     staging.unmap();
     Ok(data)
 }

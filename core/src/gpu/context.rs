@@ -86,8 +86,11 @@ pub struct AdapterSummary {
 }
 
 /// Features afinador can use when the adapter offers them.
-const OPTIONAL_FEATURES: [wgpu::Features; 3] =
-    [wgpu::Features::SHADER_F16, wgpu::Features::SUBGROUP, wgpu::Features::TIMESTAMP_QUERY];
+const OPTIONAL_FEATURES: [wgpu::Features; 3] = [
+    wgpu::Features::SHADER_F16,
+    wgpu::Features::SUBGROUP,
+    wgpu::Features::TIMESTAMP_QUERY,
+];
 
 fn vendor_name(id: u32) -> String {
     match id {
@@ -109,7 +112,9 @@ fn summarize(index: usize, adapter: &wgpu::Adapter) -> AdapterSummary {
     let features = adapter.features();
     let mut names: Vec<String> = OPTIONAL_FEATURES
         .iter()
-        .chain(std::iter::once(&wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX))
+        .chain(std::iter::once(
+            &wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX,
+        ))
         .filter(|f| features.contains(**f))
         .flat_map(|f| f.iter_names().map(|(n, _)| n.to_ascii_lowercase()))
         .collect();
@@ -120,9 +125,11 @@ fn summarize(index: usize, adapter: &wgpu::Adapter) -> AdapterSummary {
         backend: format!("{:?}", info.backend).to_ascii_lowercase(),
         vendor: vendor_name(info.vendor),
         device_type: format!("{:?}", info.device_type),
-        driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+        driver: format!("{} {}", info.driver, info.driver_info)
+            .trim()
+            .to_string(),
         features: names,
-        max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size as u64,
+        max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
         max_buffer_size: limits.max_buffer_size,
         max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
         max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
@@ -163,7 +170,12 @@ async fn adapters(backend: Backend) -> Vec<wgpu::Adapter> {
 
 /// Every adapter reachable through `backend`, best first.
 pub async fn list_adapters(backend: Backend) -> Vec<AdapterSummary> {
-    adapters(backend).await.iter().enumerate().map(|(i, a)| summarize(i, a)).collect()
+    adapters(backend)
+        .await
+        .iter()
+        .enumerate()
+        .map(|(i, a)| summarize(i, a))
+        .collect()
 }
 
 /// The GPU context: device, queue, what the adapter offers, and the pipeline cache.
@@ -178,7 +190,9 @@ pub struct Gpu {
 
 impl std::fmt::Debug for Gpu {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gpu").field("adapter", &self.adapter.name).finish()
+        f.debug_struct("Gpu")
+            .field("adapter", &self.adapter.name)
+            .finish()
     }
 }
 
@@ -187,17 +201,22 @@ impl Gpu {
     pub async fn new(options: &GpuOptions) -> Result<Gpu> {
         let list = adapters(options.backend).await;
         if list.is_empty() {
-            return Err(GpuError::NoAdapter { backend: options.backend.to_string() });
+            return Err(GpuError::NoAdapter {
+                backend: options.backend.to_string(),
+            });
         }
         let index = options.adapter_index.unwrap_or(0);
-        let adapter = list
-            .get(index)
-            .ok_or(GpuError::BadAdapterIndex { index, count: list.len() })?;
+        let adapter = list.get(index).ok_or(GpuError::BadAdapterIndex {
+            index,
+            count: list.len(),
+        })?;
         let summary = summarize(index, adapter);
         let offered = adapter.features();
         let features = OPTIONAL_FEATURES
             .iter()
-            .fold(wgpu::Features::empty(), |acc, f| if offered.contains(*f) { acc | *f } else { acc });
+            .fold(wgpu::Features::empty(), |acc, f| {
+                if offered.contains(*f) { acc | *f } else { acc }
+            });
         let limits = adapter.limits();
         let desc = wgpu::DeviceDescriptor {
             label: Some("afinador"),
@@ -207,9 +226,14 @@ impl Gpu {
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         };
-        let (device, queue) = adapter.request_device(&desc).await.map_err(|e| {
-            GpuError::RequestDevice { adapter: summary.name.clone(), message: e.to_string() }
-        })?;
+        let (device, queue) =
+            adapter
+                .request_device(&desc)
+                .await
+                .map_err(|e| GpuError::RequestDevice {
+                    adapter: summary.name.clone(),
+                    message: e.to_string(),
+                })?;
         Ok(Gpu {
             device,
             queue,
@@ -234,10 +258,16 @@ impl Gpu {
         let validation = validation.pop().await;
         let oom = oom.pop().await;
         if let Some(e) = validation {
-            return Err(GpuError::Validation { context: context.into(), message: e.to_string() });
+            return Err(GpuError::Validation {
+                context: context.into(),
+                message: e.to_string(),
+            });
         }
         if let Some(e) = oom {
-            return Err(GpuError::OutOfMemory { context: context.into(), message: e.to_string() });
+            return Err(GpuError::OutOfMemory {
+                context: context.into(),
+                message: e.to_string(),
+            });
         }
         Ok(value)
     }

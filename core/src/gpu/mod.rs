@@ -27,7 +27,12 @@ pub enum GpuError {
         "buffer '{label}' needs {size} bytes but this device binds at most {limit} bytes per \
          storage buffer ({limit_name}); use a smaller model, batch or sequence length"
     )]
-    TooLarge { label: String, size: u64, limit: u64, limit_name: &'static str },
+    TooLarge {
+        label: String,
+        size: u64,
+        limit: u64,
+        limit_name: &'static str,
+    },
     #[error("GPU validation error in {context}: {message}")]
     Validation { context: String, message: String },
     #[error("GPU out of memory in {context}: {message}")]

@@ -39,7 +39,10 @@ impl Gpu {
         layout: &KernelLayout,
         defines: &[&'static str],
     ) -> Result<CachedPipeline> {
-        let key = PipelineKey { shader: layout.shader, defines: defines.to_vec() };
+        let key = PipelineKey {
+            shader: layout.shader,
+            defines: defines.to_vec(),
+        };
         if let Some(hit) = self.pipelines.lock().expect("pipeline cache").get(&key) {
             return Ok(hit.clone());
         }
@@ -47,10 +50,12 @@ impl Gpu {
         let label = format!("{:?}{:?}", layout.shader, defines);
         let built = self
             .checked(&format!("compiling kernel {label}"), || {
-                let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(&label),
-                    source: wgpu::ShaderSource::Wgsl(source.into()),
-                });
+                let module = self
+                    .device
+                    .create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(&label),
+                        source: wgpu::ShaderSource::Wgsl(source.into()),
+                    });
                 let entries: Vec<wgpu::BindGroupLayoutEntry> = layout
                     .bindings
                     .iter()
@@ -75,28 +80,39 @@ impl Gpu {
                         count: None,
                     })
                     .collect();
-                let bgl = self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                    label: Some(&label),
-                    entries: &entries,
-                });
-                let pl = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                    label: Some(&label),
-                    bind_group_layouts: &[Some(&bgl)],
-                    immediate_size: 0,
-                });
-                let pipeline =
-                    self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                let bgl = self
+                    .device
+                    .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
                         label: Some(&label),
-                        layout: Some(&pl),
-                        module: &module,
-                        entry_point: Some("main"),
-                        compilation_options: Default::default(),
-                        cache: None,
+                        entries: &entries,
                     });
-                CachedPipeline { pipeline, layout: bgl }
+                let pl = self
+                    .device
+                    .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                        label: Some(&label),
+                        bind_group_layouts: &[Some(&bgl)],
+                        immediate_size: 0,
+                    });
+                let pipeline =
+                    self.device
+                        .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                            label: Some(&label),
+                            layout: Some(&pl),
+                            module: &module,
+                            entry_point: Some("main"),
+                            compilation_options: Default::default(),
+                            cache: None,
+                        });
+                CachedPipeline {
+                    pipeline,
+                    layout: bgl,
+                }
             })
             .await?;
-        self.pipelines.lock().expect("pipeline cache").insert(key, built.clone());
+        self.pipelines
+            .lock()
+            .expect("pipeline cache")
+            .insert(key, built.clone());
         Ok(built)
     }
 }

@@ -24,7 +24,11 @@ pub struct Recorder<'g> {
 
 impl<'g> Recorder<'g> {
     pub fn new(gpu: &'g Gpu) -> Self {
-        Recorder { gpu, ops: Vec::new(), params: Vec::new() }
+        Recorder {
+            gpu,
+            ops: Vec::new(),
+            params: Vec::new(),
+        }
     }
 
     pub fn gpu(&self) -> &'g Gpu {
@@ -49,14 +53,20 @@ impl<'g> Recorder<'g> {
         buffers: &[Arg<'_>],
         groups: [u32; 3],
     ) -> Result<()> {
-        debug_assert_eq!(buffers.len() + 1, layout.bindings.len(), "{:?}", layout.shader);
+        debug_assert_eq!(
+            buffers.len() + 1,
+            layout.bindings.len(),
+            "{:?}",
+            layout.shader
+        );
         let pipeline = self.gpu.pipeline(layout, defines).await?;
         let align = self.gpu.limits.min_uniform_buffer_offset_alignment as usize;
         let offset = self.params.len().next_multiple_of(align.max(16));
         let bytes = bytemuck::bytes_of(params);
         self.params.resize(offset, 0);
         self.params.extend_from_slice(bytes);
-        self.params.resize(self.params.len().next_multiple_of(16), 0);
+        self.params
+            .resize(self.params.len().next_multiple_of(16), 0);
         self.ops.push(Op {
             pipeline,
             buffers: buffers.iter().map(|b| b.buffer.clone()).collect(),
@@ -127,5 +137,9 @@ impl<'g> Recorder<'g> {
 /// Kernels using it compute their flat index as `gid.x + gid.y · num_workgroups.x · size`.
 pub fn grid_1d(n: u32) -> [u32; 3] {
     const MAX: u32 = 32768;
-    if n <= MAX { [n.max(1), 1, 1] } else { [MAX, n.div_ceil(MAX), 1] }
+    if n <= MAX {
+        [n.max(1), 1, 1]
+    } else {
+        [MAX, n.div_ceil(MAX), 1]
+    }
 }

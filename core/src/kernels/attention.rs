@@ -56,7 +56,7 @@ pub async fn attention(
     lse: &GpuBuffer,
     sh: AttentionShape,
 ) -> Result<()> {
-    assert!(sh.hs <= 256 && sh.nh % sh.kvh == 0 && sh.pos0 + sh.t <= sh.s);
+    assert!(sh.hs <= 256 && sh.nh.is_multiple_of(sh.kvh) && sh.pos0 + sh.t <= sh.s);
     let params = AttentionParams {
         t: sh.t,
         nh: sh.nh,
@@ -67,13 +67,26 @@ pub async fn attention(
         scale: 1.0 / (sh.hs as f32).sqrt(),
         _pad: 0,
     };
-    rec.dispatch(&LAYOUT, &[], &params, &[q, k, v, o, lse], [sh.t, sh.nh, sh.b]).await
+    rec.dispatch(
+        &LAYOUT,
+        &[],
+        &params,
+        &[q, k, v, o, lse],
+        [sh.t, sh.nh, sh.b],
+    )
+    .await
 }
 
 /// CPU reference; returns (o, lse).
 pub fn attention_ref(q: &[f32], k: &[f32], v: &[f32], sh: AttentionShape) -> (Vec<f32>, Vec<f32>) {
-    let (b, t, nh, kvh, hs, s) =
-        (sh.b as usize, sh.t as usize, sh.nh as usize, sh.kvh as usize, sh.hs as usize, sh.s as usize);
+    let (b, t, nh, kvh, hs, s) = (
+        sh.b as usize,
+        sh.t as usize,
+        sh.nh as usize,
+        sh.kvh as usize,
+        sh.hs as usize,
+        sh.s as usize,
+    );
     let scale = 1.0 / (hs as f64).sqrt();
     let mut o = vec![0.0; b * t * nh * hs];
     let mut lse = vec![0.0; b * t * nh];
@@ -85,13 +98,21 @@ pub fn attention_ref(q: &[f32], k: &[f32], v: &[f32], sh: AttentionShape) -> (Ve
                 let qo = ((bi * t + ti) * nh + h) * hs;
                 let kv = |si: usize| (bi * s + si) * kvh * hs + g * hs;
                 let scores: Vec<f64> = (0..n_keys)
-                    .map(|si| (0..hs).map(|d| q[qo + d] as f64 * k[kv(si) + d] as f64).sum::<f64>() * scale)
+                    .map(|si| {
+                        (0..hs)
+                            .map(|d| q[qo + d] as f64 * k[kv(si) + d] as f64)
+                            .sum::<f64>()
+                            * scale
+                    })
                     .collect();
                 let m = scores.iter().cloned().fold(f64::MIN, f64::max);
                 let sum: f64 = scores.iter().map(|x| (x - m).exp()).sum();
                 for d in 0..hs {
-                    let acc: f64 =
-                        scores.iter().enumerate().map(|(si, x)| (x - m).exp() * v[kv(si) + d] as f64).sum();
+                    let acc: f64 = scores
+                        .iter()
+                        .enumerate()
+                        .map(|(si, x)| (x - m).exp() * v[kv(si) + d] as f64)
+                        .sum();
                     o[qo + d] = (acc / sum) as f32;
                 }
                 lse[(bi * t + ti) * nh + h] = (m + sum.ln()) as f32;
@@ -111,18 +132,64 @@ mod tests {
     fn attention_matches_cpu_for_prompts_and_decode() {
         let mut rng = Rng::new(7);
         let shapes = [
-            AttentionShape { b: 1, t: 1, nh: 1, kvh: 1, hs: 8, pos0: 0, s: 1 },
-            AttentionShape { b: 2, t: 7, nh: 4, kvh: 2, hs: 16, pos0: 0, s: 7 },
+            AttentionShape {
+                b: 1,
+                t: 1,
+                nh: 1,
+                kvh: 1,
+                hs: 8,
+                pos0: 0,
+                s: 1,
+            },
+            AttentionShape {
+                b: 2,
+                t: 7,
+                nh: 4,
+                kvh: 2,
+                hs: 16,
+                pos0: 0,
+                s: 7,
+            },
             // 9 heads over 3 kv heads of 64 (SmolLM2), more keys than one 64-key chunk.
-            AttentionShape { b: 1, t: 70, nh: 9, kvh: 3, hs: 64, pos0: 0, s: 70 },
+            AttentionShape {
+                b: 1,
+                t: 70,
+                nh: 9,
+                kvh: 3,
+                hs: 64,
+                pos0: 0,
+                s: 70,
+            },
             // decode: one query after 100 cached positions, in a cache of capacity 128
-            AttentionShape { b: 1, t: 1, nh: 9, kvh: 3, hs: 64, pos0: 100, s: 128 },
+            AttentionShape {
+                b: 1,
+                t: 1,
+                nh: 9,
+                kvh: 3,
+                hs: 64,
+                pos0: 100,
+                s: 128,
+            },
             // a chunk of queries continuing a cached prefix; head size 96 (not a multiple of 64)
-            AttentionShape { b: 1, t: 5, nh: 2, kvh: 1, hs: 96, pos0: 61, s: 66 },
+            AttentionShape {
+                b: 1,
+                t: 5,
+                nh: 2,
+                kvh: 1,
+                hs: 96,
+                pos0: 61,
+                s: 66,
+            },
         ];
         for sh in shapes {
-            let (b, t, nh, kvh, hs, s) =
-                (sh.b as usize, sh.t as usize, sh.nh as usize, sh.kvh as usize, sh.hs as usize, sh.s as usize);
+            let (b, t, nh, kvh, hs, s) = (
+                sh.b as usize,
+                sh.t as usize,
+                sh.nh as usize,
+                sh.kvh as usize,
+                sh.hs as usize,
+                sh.s as usize,
+            );
             let q = rng.vec_uniform(b * t * nh * hs, -1.0, 1.0);
             let k = rng.vec_uniform(b * s * kvh * hs, -1.0, 1.0);
             let v = rng.vec_uniform(b * s * kvh * hs, -1.0, 1.0);

@@ -18,7 +18,12 @@ assert_params_size!(ElementwiseParams, 16);
 
 pub const LAYOUT: KernelLayout = KernelLayout {
     shader: Shader::Elementwise,
-    bindings: &[Binding::Uniform, Binding::Read, Binding::Read, Binding::ReadWrite],
+    bindings: &[
+        Binding::Uniform,
+        Binding::Read,
+        Binding::Read,
+        Binding::ReadWrite,
+    ],
 };
 
 /// The operation.
@@ -46,8 +51,20 @@ pub async fn elementwise(
         Op::SwiGlu => "OP_SWIGLU",
         Op::Add => "OP_ADD",
     };
-    let params = ElementwiseParams { n, a_off: a.1, b_off: b.1, out_off: out.1 };
-    rec.dispatch(&LAYOUT, &[define], &params, &[a.0, b.0, out.0], grid_1d(n.div_ceil(256))).await
+    let params = ElementwiseParams {
+        n,
+        a_off: a.1,
+        b_off: b.1,
+        out_off: out.1,
+    };
+    rec.dispatch(
+        &LAYOUT,
+        &[define],
+        &params,
+        &[a.0, b.0, out.0],
+        grid_1d(n.div_ceil(256)),
+    )
+    .await
 }
 
 /// CPU reference.
@@ -77,7 +94,9 @@ mod tests {
                 let want = elementwise_ref(op, &a[3..], &b);
                 let (ga, gb, out) = (upload(&a), upload(&b), upload(&vec![0.0; n + 1]));
                 run(async |rec| {
-                    elementwise(rec, op, n as u32, (&ga, 3), (&gb, 0), (&out, 1)).await.unwrap()
+                    elementwise(rec, op, n as u32, (&ga, 3), (&gb, 0), (&out, 1))
+                        .await
+                        .unwrap()
                 });
                 assert_close(&format!("{op:?} {n}"), &read(&out)[1..], &want, 1e-5, 1e-5);
             }

@@ -18,7 +18,13 @@ assert_params_size!(EmbeddingParams, 16);
 
 pub const LAYOUT: KernelLayout = KernelLayout {
     shader: Shader::Embedding,
-    bindings: &[Binding::Uniform, Binding::Read, Binding::Read, Binding::Read, Binding::ReadWrite],
+    bindings: &[
+        Binding::Uniform,
+        Binding::Read,
+        Binding::Read,
+        Binding::Read,
+        Binding::ReadWrite,
+    ],
 };
 
 /// Gather the rows `ids[0..t]` of `table` into `out` (t rows of C values from element `out_off`).
@@ -31,10 +37,21 @@ pub async fn embedding(
     out_off: u32,
 ) -> Result<()> {
     let c = table.cols as u32;
-    let params = EmbeddingParams { c, t, v: table.rows as u32, out_off };
+    let params = EmbeddingParams {
+        c,
+        t,
+        v: table.rows as u32,
+        out_off,
+    };
     let groups = [c.div_ceil(256), t, 1];
-    rec.dispatch(&LAYOUT, &[table.format.define()], &params, &[ids, &table.q, &table.s, out], groups)
-        .await
+    rec.dispatch(
+        &LAYOUT,
+        &[table.format.define()],
+        &params,
+        &[ids, &table.q, &table.s, out],
+        groups,
+    )
+    .await
 }
 
 #[cfg(test)]
@@ -47,18 +64,27 @@ mod tests {
     #[test]
     fn embedding_gathers_dequantized_rows() {
         let mut rng = Rng::new(4);
-        for format in [WeightFormat::F32, WeightFormat::Q4_0, WeightFormat::Q4_1, WeightFormat::Q8_0] {
+        for format in [
+            WeightFormat::F32,
+            WeightFormat::Q4_0,
+            WeightFormat::Q4_1,
+            WeightFormat::Q8_0,
+        ] {
             let (v, c) = (37, 320);
             let raw = random_blocks(format, v * c, &mut rng);
             let table = dequant(format, &raw, v * c);
             let ids: Vec<u32> = vec![0, 36, 5, 5, 17];
-            let want: Vec<f32> =
-                ids.iter().flat_map(|&i| table[i as usize * c..(i as usize + 1) * c].to_vec()).collect();
+            let want: Vec<f32> = ids
+                .iter()
+                .flat_map(|&i| table[i as usize * c..(i as usize + 1) * c].to_vec())
+                .collect();
             let gw = GpuWeight::upload(gpu(), "table", format, &raw, v, c).unwrap();
             let gids = GpuBuffer::from_slice(gpu(), "ids", &ids).unwrap();
             let out = GpuBuffer::zeroed(gpu(), "out", (ids.len() * c * 4) as u64).unwrap();
             crate::kernels::testing::run(async |rec| {
-                embedding(rec, &gids, ids.len() as u32, &gw, &out, 0).await.unwrap()
+                embedding(rec, &gids, ids.len() as u32, &gw, &out, 0)
+                    .await
+                    .unwrap()
             });
             assert_eq!(read(&out), want, "{format:?}");
         }

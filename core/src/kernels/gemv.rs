@@ -23,7 +23,13 @@ assert_params_size!(GemvParams, 32);
 
 pub const LAYOUT: KernelLayout = KernelLayout {
     shader: Shader::Gemv,
-    bindings: &[Binding::Uniform, Binding::Read, Binding::Read, Binding::Read, Binding::ReadWrite],
+    bindings: &[
+        Binding::Uniform,
+        Binding::Read,
+        Binding::Read,
+        Binding::Read,
+        Binding::ReadWrite,
+    ],
 };
 
 /// Rows of W per workgroup (gemv.wgsl's ROWS).
@@ -56,8 +62,14 @@ pub async fn gemv(
         alpha,
         _pad: 0,
     };
-    rec.dispatch(&LAYOUT, &[w.format.define()], &params, &[x, &w.q, &w.s, y], [n.div_ceil(ROWS), m, 1])
-        .await
+    rec.dispatch(
+        &LAYOUT,
+        &[w.format.define()],
+        &params,
+        &[x, &w.q, &w.s, y],
+        [n.div_ceil(ROWS), m, 1],
+    )
+    .await
 }
 
 #[cfg(test)]
@@ -70,7 +82,12 @@ mod tests {
     #[test]
     fn gemv_matches_cpu_for_every_format() {
         let mut rng = Rng::new(3);
-        for format in [WeightFormat::F32, WeightFormat::Q4_0, WeightFormat::Q4_1, WeightFormat::Q8_0] {
+        for format in [
+            WeightFormat::F32,
+            WeightFormat::Q4_0,
+            WeightFormat::Q4_1,
+            WeightFormat::Q8_0,
+        ] {
             for &(m, n, k) in &[(1, 1, 32), (1, 37, 64), (3, 129, 576), (1, 1000, 160)] {
                 let raw = random_blocks(format, n * k, &mut rng);
                 let w = dequant(format, &raw, n * k);
@@ -79,16 +96,26 @@ mod tests {
                 let want: Vec<f32> = (0..m * n)
                     .map(|i| {
                         let (r, c) = (i / n, i % n);
-                        let dot: f64 = (0..k).map(|l| x[r * k + l] as f64 * w[c * k + l] as f64).sum();
+                        let dot: f64 = (0..k)
+                            .map(|l| x[r * k + l] as f64 * w[c * k + l] as f64)
+                            .sum();
                         y0[i] + 2.0 * dot as f32
                     })
                     .collect();
                 let gw = GpuWeight::upload(gpu(), "w", format, &raw, n, k).unwrap();
                 let (gx, gy) = (upload(&x), upload(&y0));
                 run(async |rec| {
-                    gemv(rec, &gx, 0, &gw, &gy, 0, n as u32, m as u32, 2.0, true).await.unwrap()
+                    gemv(rec, &gx, 0, &gw, &gy, 0, n as u32, m as u32, 2.0, true)
+                        .await
+                        .unwrap()
                 });
-                assert_close(&format!("gemv {format:?} {m}x{n}x{k}"), &read(&gy), &want, 1e-4, 1e-4);
+                assert_close(
+                    &format!("gemv {format:?} {m}x{n}x{k}"),
+                    &read(&gy),
+                    &want,
+                    1e-4,
+                    1e-4,
+                );
             }
         }
     }

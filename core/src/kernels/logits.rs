@@ -20,7 +20,12 @@ assert_params_size!(LogitsParams, 16);
 
 pub const LAYOUT: KernelLayout = KernelLayout {
     shader: Shader::Logits,
-    bindings: &[Binding::Uniform, Binding::Read, Binding::Read, Binding::ReadWrite],
+    bindings: &[
+        Binding::Uniform,
+        Binding::Read,
+        Binding::Read,
+        Binding::ReadWrite,
+    ],
 };
 
 /// Target id meaning "no target" for a row.
@@ -60,8 +65,20 @@ pub async fn logit_stats(
     (rows, v): (u32, u32),
     row_off: u32,
 ) -> Result<()> {
-    let params = LogitsParams { v, r: rows, row_off, _pad: 0 };
-    rec.dispatch(&LAYOUT, &[], &params, &[logits, targets, stats], [rows, 1, 1]).await
+    let params = LogitsParams {
+        v,
+        r: rows,
+        row_off,
+        _pad: 0,
+    };
+    rec.dispatch(
+        &LAYOUT,
+        &[],
+        &params,
+        &[logits, targets, stats],
+        [rows, 1, 1],
+    )
+    .await
 }
 
 /// CPU reference.
@@ -79,8 +96,16 @@ pub fn logit_stats_ref(logits: &[f32], targets: &[u32], v: usize) -> Vec<RowStat
             }
             let sum: f64 = row.iter().map(|&x| ((x - m) as f64).exp()).sum();
             let lse = m as f64 + sum.ln();
-            let mean_z: f64 = row.iter().map(|&x| ((x - m) as f64).exp() * x as f64).sum::<f64>() / sum;
-            let target_logprob = if (tgt as usize) < v { row[tgt as usize] as f64 - lse } else { 0.0 };
+            let mean_z: f64 = row
+                .iter()
+                .map(|&x| ((x - m) as f64).exp() * x as f64)
+                .sum::<f64>()
+                / sum;
+            let target_logprob = if (tgt as usize) < v {
+                row[tgt as usize] as f64 - lse
+            } else {
+                0.0
+            };
             RowStats {
                 lse: lse as f32,
                 argmax: argmax as u32,
@@ -106,7 +131,15 @@ mod tests {
                 logits[7] = 30.0; // a clear maximum in row 0
                 logits[9] = 30.0; // tie: the first index wins
             }
-            let targets: Vec<u32> = (0..rows).map(|r| if r == 1 { NO_TARGET } else { (r * 7 % v) as u32 }).collect();
+            let targets: Vec<u32> = (0..rows)
+                .map(|r| {
+                    if r == 1 {
+                        NO_TARGET
+                    } else {
+                        (r * 7 % v) as u32
+                    }
+                })
+                .collect();
             let want = logit_stats_ref(&logits, &targets, v);
             let gl = upload(&logits);
             // Stats land after one unused row: row_off = 1 with targets shifted to match.
@@ -114,7 +147,11 @@ mod tests {
             shifted.extend(&targets);
             let gt = GpuBuffer::from_slice(gpu(), "targets", &shifted).unwrap();
             let gs = upload(&vec![0.0; (rows + 1) * 4]);
-            run(async |rec| logit_stats(rec, &gl, &gt, &gs, (rows as u32, v as u32), 1).await.unwrap());
+            run(async |rec| {
+                logit_stats(rec, &gl, &gt, &gs, (rows as u32, v as u32), 1)
+                    .await
+                    .unwrap()
+            });
             let got = RowStats::decode(&read(&gs)[4..]);
             for (g, w) in got.iter().zip(&want) {
                 assert_eq!(g.argmax, w.argmax, "argmax {rows}x{v}");

@@ -29,7 +29,13 @@ assert_params_size!(MatmulParams, 64);
 
 pub const LAYOUT: KernelLayout = KernelLayout {
     shader: Shader::Matmul,
-    bindings: &[Binding::Uniform, Binding::Read, Binding::Read, Binding::Read, Binding::ReadWrite],
+    bindings: &[
+        Binding::Uniform,
+        Binding::Read,
+        Binding::Read,
+        Binding::Read,
+        Binding::ReadWrite,
+    ],
 };
 
 const TILE: u32 = 64;
@@ -46,12 +52,22 @@ pub struct MatView<'a> {
 impl<'a> MatView<'a> {
     /// A row-major matrix with `cols` columns starting at `off`.
     pub fn rows(buf: &'a GpuBuffer, off: u32, cols: u32) -> Self {
-        MatView { buf, off, s0: cols, s1: 1 }
+        MatView {
+            buf,
+            off,
+            s0: cols,
+            s1: 1,
+        }
     }
 
     /// The transpose of a row-major matrix with `cols` columns.
     pub fn transposed(buf: &'a GpuBuffer, off: u32, cols: u32) -> Self {
-        MatView { buf, off, s0: 1, s1: cols }
+        MatView {
+            buf,
+            off,
+            s0: 1,
+            s1: cols,
+        }
     }
 }
 
@@ -85,7 +101,14 @@ pub async fn matmul(
         _pad: [0; 3],
     };
     let groups = [n.div_ceil(TILE), m.div_ceil(TILE), 1];
-    rec.dispatch(&LAYOUT, &["B_STRIDED"], &params, &[a.buf, b.buf, b.buf, c.buf], groups).await
+    rec.dispatch(
+        &LAYOUT,
+        &["B_STRIDED"],
+        &params,
+        &[a.buf, b.buf, b.buf, c.buf],
+        groups,
+    )
+    .await
 }
 
 /// `y[M, N] (+)= α · x[M, K] · Wᵀ` for a weight `W[N, K]` (x and y row-major at offsets).
@@ -118,11 +141,25 @@ pub async fn matmul_weight(
         ..Default::default()
     };
     let groups = [n.div_ceil(TILE), m.div_ceil(TILE), 1];
-    rec.dispatch(&LAYOUT, &[w.format.define()], &params, &[x, &w.q, &w.s, y], groups).await
+    rec.dispatch(
+        &LAYOUT,
+        &[w.format.define()],
+        &params,
+        &[x, &w.q, &w.s, y],
+        groups,
+    )
+    .await
 }
 
 /// CPU reference: `c = α · a · b (+ c)` with a [m, k], b [k, n], c [m, n], all row-major.
-pub fn matmul_ref(a: &[f32], b: &[f32], c: &mut [f32], (m, n, k): (usize, usize, usize), alpha: f32, accumulate: bool) {
+pub fn matmul_ref(
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    (m, n, k): (usize, usize, usize),
+    alpha: f32,
+    accumulate: bool,
+) {
     for i in 0..m {
         for j in 0..n {
             let mut s = 0.0f64;
@@ -138,9 +175,9 @@ pub fn matmul_ref(a: &[f32], b: &[f32], c: &mut [f32], (m, n, k): (usize, usize,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gpu::read_buffer_f32;
     use crate::kernels::testing::{assert_close, gpu, random_blocks};
     use crate::kernels::{WeightFormat, testing::dequant};
-    use crate::gpu::read_buffer_f32;
     use crate::util::Rng;
 
     fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
@@ -157,8 +194,19 @@ mod tests {
     fn strided_matmul_matches_cpu_for_odd_and_round_shapes_and_transposes() {
         let gpu = gpu();
         let mut rng = Rng::new(1);
-        for &(m, n, k) in &[(1, 1, 1), (7, 13, 5), (64, 64, 64), (65, 130, 33), (3, 200, 127)] {
-            for (ta, tb, acc) in [(false, false, false), (true, false, true), (false, true, false), (true, true, true)] {
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (7, 13, 5),
+            (64, 64, 64),
+            (65, 130, 33),
+            (3, 200, 127),
+        ] {
+            for (ta, tb, acc) in [
+                (false, false, false),
+                (true, false, true),
+                (false, true, false),
+                (true, true, true),
+            ] {
                 let a = rng.vec_uniform(m * k, -1.0, 1.0);
                 let b = rng.vec_uniform(k * n, -1.0, 1.0);
                 let c0 = rng.vec_uniform(m * n, -1.0, 1.0);
@@ -170,16 +218,40 @@ mod tests {
                 let ga = GpuBuffer::from_slice(gpu, "a", &a_mem).unwrap();
                 let gb = GpuBuffer::from_slice(gpu, "b", &b_mem).unwrap();
                 let gc = GpuBuffer::from_slice(gpu, "c", &c0).unwrap();
-                let av = if ta { MatView::transposed(&ga, 0, m as u32) } else { MatView::rows(&ga, 0, k as u32) };
-                let bv = if tb { MatView::transposed(&gb, 0, k as u32) } else { MatView::rows(&gb, 0, n as u32) };
+                let av = if ta {
+                    MatView::transposed(&ga, 0, m as u32)
+                } else {
+                    MatView::rows(&ga, 0, k as u32)
+                };
+                let bv = if tb {
+                    MatView::transposed(&gb, 0, k as u32)
+                } else {
+                    MatView::rows(&gb, 0, n as u32)
+                };
                 pollster::block_on(async {
                     let mut rec = Recorder::new(gpu);
                     let cv = MatView::rows(&gc, 0, n as u32);
-                    matmul(&mut rec, av, bv, cv, (m as u32, n as u32, k as u32), 0.5, acc).await.unwrap();
+                    matmul(
+                        &mut rec,
+                        av,
+                        bv,
+                        cv,
+                        (m as u32, n as u32, k as u32),
+                        0.5,
+                        acc,
+                    )
+                    .await
+                    .unwrap();
                     rec.submit().await.unwrap();
                 });
                 let got = pollster::block_on(read_buffer_f32(gpu, &gc, 0, m * n)).unwrap();
-                assert_close(&format!("matmul {m}x{n}x{k} ta={ta} tb={tb}"), &got, &want, 1e-4, 1e-4);
+                assert_close(
+                    &format!("matmul {m}x{n}x{k} ta={ta} tb={tb}"),
+                    &got,
+                    &want,
+                    1e-4,
+                    1e-4,
+                );
             }
         }
     }
@@ -188,7 +260,12 @@ mod tests {
     fn weight_matmul_matches_cpu_for_every_format() {
         let gpu = gpu();
         let mut rng = Rng::new(2);
-        for format in [WeightFormat::F32, WeightFormat::Q4_0, WeightFormat::Q4_1, WeightFormat::Q8_0] {
+        for format in [
+            WeightFormat::F32,
+            WeightFormat::Q4_0,
+            WeightFormat::Q4_1,
+            WeightFormat::Q8_0,
+        ] {
             for &(m, n, k) in &[(1, 1, 32), (5, 33, 64), (70, 67, 96), (64, 128, 576)] {
                 let raw = random_blocks(format, n * k, &mut rng);
                 let w = dequant(format, &raw, n * k);
@@ -200,7 +277,11 @@ mod tests {
                 let gy = GpuBuffer::zeroed(gpu, "y", (m * n * 4) as u64).unwrap();
                 pollster::block_on(async {
                     let mut rec = Recorder::new(gpu);
-                    matmul_weight(&mut rec, &gx, 0, &gw, &gy, 0, n as u32, m as u32, 1.0, false).await.unwrap();
+                    matmul_weight(
+                        &mut rec, &gx, 0, &gw, &gy, 0, n as u32, m as u32, 1.0, false,
+                    )
+                    .await
+                    .unwrap();
                     rec.submit().await.unwrap();
                 });
                 let got = pollster::block_on(read_buffer_f32(gpu, &gy, 0, m * n)).unwrap();

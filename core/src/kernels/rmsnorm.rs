@@ -18,7 +18,13 @@ assert_params_size!(RmsNormParams, 16);
 
 pub const LAYOUT: KernelLayout = KernelLayout {
     shader: Shader::RmsNorm,
-    bindings: &[Binding::Uniform, Binding::Read, Binding::Read, Binding::ReadWrite, Binding::ReadWrite],
+    bindings: &[
+        Binding::Uniform,
+        Binding::Read,
+        Binding::Read,
+        Binding::ReadWrite,
+        Binding::ReadWrite,
+    ],
 };
 
 /// Normalize `rows` rows of `c` values of `x` into `out` (`=`), writing `rstd[rows]` (`=`).
@@ -31,8 +37,14 @@ pub async fn rmsnorm(
     (rows, c): (u32, u32),
     eps: f32,
 ) -> Result<()> {
-    let params = RmsNormParams { c, r: rows, eps, _pad: 0 };
-    rec.dispatch(&LAYOUT, &[], &params, &[x, w, out, rstd], [rows, 1, 1]).await
+    let params = RmsNormParams {
+        c,
+        r: rows,
+        eps,
+        _pad: 0,
+    };
+    rec.dispatch(&LAYOUT, &[], &params, &[x, w, out, rstd], [rows, 1, 1])
+        .await
 }
 
 /// CPU reference; returns (out, rstd).
@@ -66,7 +78,9 @@ mod tests {
             let (gx, gw) = (upload(&x), upload(&w));
             let (out, rstd) = (upload(&vec![0.0; rows * c]), upload(&vec![0.0; rows]));
             run(async |rec| {
-                rmsnorm(rec, &gx, &gw, &out, &rstd, (rows as u32, c as u32), 1e-5).await.unwrap()
+                rmsnorm(rec, &gx, &gw, &out, &rstd, (rows as u32, c as u32), 1e-5)
+                    .await
+                    .unwrap()
             });
             assert_close("rmsnorm", &read(&out), &want, 1e-5, 1e-5);
             assert_close("rstd", &read(&rstd), &want_rstd, 1e-5, 1e-5);

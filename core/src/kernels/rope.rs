@@ -20,8 +20,10 @@ pub struct RopeParams {
 }
 assert_params_size!(RopeParams, 32);
 
-pub const LAYOUT: KernelLayout =
-    KernelLayout { shader: Shader::Rope, bindings: &[Binding::Uniform, Binding::ReadWrite] };
+pub const LAYOUT: KernelLayout = KernelLayout {
+    shader: Shader::Rope,
+    bindings: &[Binding::Uniform, Binding::ReadWrite],
+};
 
 /// Where the heads to rotate live: T tokens, `row_stride` apart, of H heads of HS values.
 #[derive(Clone, Copy, Debug)]
@@ -53,7 +55,8 @@ pub async fn rope(
         sign: if inverse { -1.0 } else { 1.0 },
     };
     let pairs = s.t * s.h * s.hs / 2;
-    rec.dispatch(&LAYOUT, &[], &params, &[x], grid_1d(pairs.div_ceil(256))).await
+    rec.dispatch(&LAYOUT, &[], &params, &[x], grid_1d(pairs.div_ceil(256)))
+        .await
 }
 
 /// CPU reference (in place).
@@ -85,7 +88,13 @@ mod tests {
     fn rope_matches_cpu_and_inverts() {
         let mut rng = Rng::new(6);
         // 5 tokens of 3 heads of 8 inside rows of 40 (other values untouched), from position 300.
-        let s = RopeShape { t: 5, h: 3, hs: 8, off: 4, row_stride: 40 };
+        let s = RopeShape {
+            t: 5,
+            h: 3,
+            hs: 8,
+            off: 4,
+            row_stride: 40,
+        };
         let x = rng.vec_uniform(4 + 5 * 40, -1.0, 1.0);
         let mut want = x.clone();
         rope_ref(&mut want, s, 300, 10000.0, false);
@@ -95,7 +104,13 @@ mod tests {
         run(async |rec| rope(rec, &g, s, 300, 10000.0, true).await.unwrap());
         assert_close("rope inverse", &read(&g), &x, 2e-5, 1e-4);
         // Real model shape: 9 heads of 64, base 100000, positions up to 2000.
-        let s = RopeShape { t: 4, h: 9, hs: 64, off: 0, row_stride: 576 };
+        let s = RopeShape {
+            t: 4,
+            h: 9,
+            hs: 64,
+            off: 0,
+            row_stride: 576,
+        };
         let x = rng.vec_uniform(4 * 576, -1.0, 1.0);
         let mut want = x.clone();
         rope_ref(&mut want, s, 1996, 100000.0, false);

@@ -78,8 +78,13 @@ where
 
 /// Read a whole f32 buffer back.
 pub fn read(buf: &crate::gpu::GpuBuffer) -> Vec<f32> {
-    pollster::block_on(crate::gpu::read_buffer_f32(gpu(), buf, 0, (buf.size / 4) as usize))
-        .expect("readback")
+    pollster::block_on(crate::gpu::read_buffer_f32(
+        gpu(),
+        buf,
+        0,
+        (buf.size / 4) as usize,
+    ))
+    .expect("readback")
 }
 
 /// An f32 buffer holding `data`.

@@ -48,8 +48,16 @@ impl LlamaConfig {
         let opt = |k: &str| meta.get(&key(k)).is_some();
         let n_embd = get("embedding_length")?;
         let n_head = get("attention.head_count")?;
-        let n_head_kv = if opt("attention.head_count_kv") { get("attention.head_count_kv")? } else { n_head };
-        let head_dim = if opt("attention.key_length") { get("attention.key_length")? } else { n_embd / n_head.max(1) };
+        let n_head_kv = if opt("attention.head_count_kv") {
+            get("attention.head_count_kv")?
+        } else {
+            n_head
+        };
+        let head_dim = if opt("attention.key_length") {
+            get("attention.key_length")?
+        } else {
+            n_embd / n_head.max(1)
+        };
         let embd = gguf.require_tensor("token_embd.weight")?;
         let vocab_size = embd.dims.get(1).copied().unwrap_or(0) as usize;
         let config = LlamaConfig {
@@ -61,9 +69,19 @@ impl LlamaConfig {
             n_head_kv,
             head_dim,
             vocab_size,
-            context_length: if opt("context_length") { get("context_length")? } else { 2048 },
-            rms_eps: meta.get_f32(&key("attention.layer_norm_rms_epsilon")).unwrap_or(1e-5),
-            rope_base: if opt("rope.freq_base") { meta.get_f32(&key("rope.freq_base"))? } else { 10000.0 },
+            context_length: if opt("context_length") {
+                get("context_length")?
+            } else {
+                2048
+            },
+            rms_eps: meta
+                .get_f32(&key("attention.layer_norm_rms_epsilon"))
+                .unwrap_or(1e-5),
+            rope_base: if opt("rope.freq_base") {
+                meta.get_f32(&key("rope.freq_base"))?
+            } else {
+                10000.0
+            },
             tied_embeddings: gguf.tensor("output.weight").is_none(),
             architecture: arch.clone(),
         };
@@ -74,7 +92,9 @@ impl LlamaConfig {
             )));
         }
         if gguf.tensor("rope_freqs.weight").is_some() {
-            return Err(ModelError::Unsupported("rope frequency scaling (rope_freqs.weight)".into()));
+            return Err(ModelError::Unsupported(
+                "rope frequency scaling (rope_freqs.weight)".into(),
+            ));
         }
         config.validate()?;
         Ok(config)
@@ -83,14 +103,25 @@ impl LlamaConfig {
     /// Check that the shape is one the kernels handle.
     pub fn validate(&self) -> Result<()> {
         let bad = |msg: String| Err(ModelError::BadConfig(msg));
-        if self.n_layer == 0 || self.n_embd == 0 || self.n_head == 0 || self.n_head_kv == 0 || self.vocab_size == 0 {
+        if self.n_layer == 0
+            || self.n_embd == 0
+            || self.n_head == 0
+            || self.n_head_kv == 0
+            || self.vocab_size == 0
+        {
             return bad(format!("empty dimension in {self:?}"));
         }
-        if self.n_head % self.n_head_kv != 0 {
-            return bad(format!("{} heads are not a multiple of {} kv heads", self.n_head, self.n_head_kv));
+        if !self.n_head.is_multiple_of(self.n_head_kv) {
+            return bad(format!(
+                "{} heads are not a multiple of {} kv heads",
+                self.n_head, self.n_head_kv
+            ));
         }
-        if self.head_dim > 256 || self.head_dim % 2 != 0 {
-            return bad(format!("head size {} (afinador supports even head sizes up to 256)", self.head_dim));
+        if self.head_dim > 256 || !self.head_dim.is_multiple_of(2) {
+            return bad(format!(
+                "head size {} (afinador supports even head sizes up to 256)",
+                self.head_dim
+            ));
         }
         Ok(())
     }
@@ -111,7 +142,11 @@ impl LlamaConfig {
             + self.q_dim() * self.n_embd
             + 3 * self.n_embd * self.n_ff
             + 2 * self.n_embd;
-        let out = if self.tied_embeddings { 0 } else { self.vocab_size * self.n_embd };
+        let out = if self.tied_embeddings {
+            0
+        } else {
+            self.vocab_size * self.n_embd
+        };
         self.vocab_size * self.n_embd + self.n_layer * per_layer + self.n_embd + out
     }
 }

@@ -3,6 +3,7 @@
 
 use super::{LlamaConfig, ModelWeights, Result};
 use crate::gpu::{Gpu, GpuBuffer, Recorder, read_buffer_f32};
+use crate::kernels::GpuWeight;
 use crate::kernels::attention::{AttentionShape, attention};
 use crate::kernels::elementwise::{Op, elementwise};
 use crate::kernels::embedding::embedding;
@@ -11,7 +12,6 @@ use crate::kernels::logits::{NO_TARGET, RowStats, logit_stats};
 use crate::kernels::matmul::matmul_weight;
 use crate::kernels::rmsnorm::rmsnorm;
 use crate::kernels::rope::{RopeShape, rope};
-use crate::kernels::GpuWeight;
 
 /// Keys and values of every layer for positions `0..len` of one sequence.
 #[derive(Debug)]
@@ -32,7 +32,12 @@ impl KvCache {
                 .map(|l| Ok(GpuBuffer::zeroed(gpu, &format!("{what} cache {l}"), bytes)?))
                 .collect()
         };
-        Ok(KvCache { k: make("k")?, v: make("v")?, capacity, len: 0 })
+        Ok(KvCache {
+            k: make("k")?,
+            v: make("v")?,
+            capacity,
+            len: 0,
+        })
     }
 }
 
@@ -60,7 +65,8 @@ impl Activations {
     fn new(gpu: &Gpu, c: &LlamaConfig, t: usize) -> Result<Activations> {
         let f = |name: &str, n: usize| GpuBuffer::zeroed(gpu, name, (n * 4) as u64);
         // Logits are computed a chunk of rows at a time so [T, V] never has to fit one binding.
-        let max_rows = (gpu.limits.max_storage_buffer_binding_size as usize / (c.vocab_size * 4)).max(1);
+        let max_rows =
+            (gpu.limits.max_storage_buffer_binding_size as usize / (c.vocab_size * 4)).max(1);
         let logit_rows = t.min(max_rows).min(256);
         Ok(Activations {
             capacity: t,
@@ -143,14 +149,22 @@ impl Forward {
             return Ok(ForwardOutput::default());
         }
         if cache.len + t > cache.capacity {
-            return Err(super::ModelError::ContextFull { needed: cache.len + t, capacity: cache.capacity });
+            return Err(super::ModelError::ContextFull {
+                needed: cache.len + t,
+                capacity: cache.capacity,
+            });
         }
         if self.acts.as_ref().is_none_or(|a| a.capacity < t) {
             self.acts = None; // free the old buffers first
             self.acts = Some(Activations::new(gpu, config, t)?);
         }
         let a = self.acts.as_ref().expect("allocated above");
-        let (c, ff, qd, kvd) = (config.n_embd as u32, config.n_ff as u32, config.q_dim() as u32, config.kv_dim() as u32);
+        let (c, ff, qd, kvd) = (
+            config.n_embd as u32,
+            config.n_ff as u32,
+            config.q_dim() as u32,
+            config.kv_dim() as u32,
+        );
         let (tt, pos0) = (t as u32, cache.len as u32);
         a.ids.write(gpu, 0, ids);
 
@@ -159,13 +173,34 @@ impl Forward {
         for (l, lw) in weights.layers.iter().enumerate() {
             let (kc, vc) = (&cache.k[l], &cache.v[l]);
             // Attention block: x += Wo · attention(rope(Wq·n(x)), rope(Wk·n(x)), Wv·n(x)).
-            rmsnorm(&mut rec, &a.x, &lw.attn_norm, &a.xn, &a.rstd, (tt, c), config.rms_eps).await?;
+            rmsnorm(
+                &mut rec,
+                &a.x,
+                &lw.attn_norm,
+                &a.xn,
+                &a.rstd,
+                (tt, c),
+                config.rms_eps,
+            )
+            .await?;
             linear(&mut rec, &a.xn, &lw.attn_q, &a.q, 0, qd, tt, false).await?;
             linear(&mut rec, &a.xn, &lw.attn_k, kc, pos0 * kvd, kvd, tt, false).await?;
             linear(&mut rec, &a.xn, &lw.attn_v, vc, pos0 * kvd, kvd, tt, false).await?;
             let hs = config.head_dim as u32;
-            let q_shape = RopeShape { t: tt, h: config.n_head as u32, hs, off: 0, row_stride: qd };
-            let k_shape = RopeShape { t: tt, h: config.n_head_kv as u32, hs, off: pos0 * kvd, row_stride: kvd };
+            let q_shape = RopeShape {
+                t: tt,
+                h: config.n_head as u32,
+                hs,
+                off: 0,
+                row_stride: qd,
+            };
+            let k_shape = RopeShape {
+                t: tt,
+                h: config.n_head_kv as u32,
+                hs,
+                off: pos0 * kvd,
+                row_stride: kvd,
+            };
             rope(&mut rec, &a.q, q_shape, pos0, config.rope_base, false).await?;
             rope(&mut rec, kc, k_shape, pos0, config.rope_base, false).await?;
             let shape = AttentionShape {
@@ -180,13 +215,39 @@ impl Forward {
             attention(&mut rec, &a.q, kc, vc, &a.att, &a.lse, shape).await?;
             linear(&mut rec, &a.att, &lw.attn_output, &a.x, 0, c, tt, true).await?;
             // Feed-forward block: x += W_down · (silu(W_gate·n(x)) ⊙ W_up·n(x)).
-            rmsnorm(&mut rec, &a.x, &lw.ffn_norm, &a.xn, &a.rstd, (tt, c), config.rms_eps).await?;
+            rmsnorm(
+                &mut rec,
+                &a.x,
+                &lw.ffn_norm,
+                &a.xn,
+                &a.rstd,
+                (tt, c),
+                config.rms_eps,
+            )
+            .await?;
             linear(&mut rec, &a.xn, &lw.ffn_gate, &a.gate, 0, ff, tt, false).await?;
             linear(&mut rec, &a.xn, &lw.ffn_up, &a.up, 0, ff, tt, false).await?;
-            elementwise(&mut rec, Op::SwiGlu, tt * ff, (&a.gate, 0), (&a.up, 0), (&a.hidden, 0)).await?;
+            elementwise(
+                &mut rec,
+                Op::SwiGlu,
+                tt * ff,
+                (&a.gate, 0),
+                (&a.up, 0),
+                (&a.hidden, 0),
+            )
+            .await?;
             linear(&mut rec, &a.hidden, &lw.ffn_down, &a.x, 0, c, tt, true).await?;
         }
-        rmsnorm(&mut rec, &a.x, &weights.output_norm, &a.xn, &a.rstd, (tt, c), config.rms_eps).await?;
+        rmsnorm(
+            &mut rec,
+            &a.x,
+            &weights.output_norm,
+            &a.xn,
+            &a.rstd,
+            (tt, c),
+            config.rms_eps,
+        )
+        .await?;
 
         // Logits, a chunk of rows at a time, reduced to statistics.
         let v = config.vocab_size as u32;
@@ -201,11 +262,43 @@ impl Forward {
             let rows = (t - row).min(a.logit_rows);
             let x_off = (row * config.n_embd) as u32;
             if rows <= 4 {
-                gemv(&mut rec, &a.xn, x_off, out, &a.logits, 0, v, rows as u32, 1.0, false).await?;
+                gemv(
+                    &mut rec,
+                    &a.xn,
+                    x_off,
+                    out,
+                    &a.logits,
+                    0,
+                    v,
+                    rows as u32,
+                    1.0,
+                    false,
+                )
+                .await?;
             } else {
-                matmul_weight(&mut rec, &a.xn, x_off, out, &a.logits, 0, v, rows as u32, 1.0, false).await?;
+                matmul_weight(
+                    &mut rec,
+                    &a.xn,
+                    x_off,
+                    out,
+                    &a.logits,
+                    0,
+                    v,
+                    rows as u32,
+                    1.0,
+                    false,
+                )
+                .await?;
             }
-            logit_stats(&mut rec, &a.logits, &a.targets, &a.stats, (rows as u32, v), row as u32).await?;
+            logit_stats(
+                &mut rec,
+                &a.logits,
+                &a.targets,
+                &a.stats,
+                (rows as u32, v),
+                row as u32,
+            )
+            .await?;
             row += rows;
         }
         rec.submit().await?;
@@ -216,10 +309,21 @@ impl Forward {
             LogitsWanted::Last { row: true } => {
                 // The last chunk holds row t − 1 at its end.
                 let last_in_chunk = (t - 1 - first) % a.logit_rows;
-                Some(read_buffer_f32(gpu, &a.logits, last_in_chunk * config.vocab_size, config.vocab_size).await?)
+                Some(
+                    read_buffer_f32(
+                        gpu,
+                        &a.logits,
+                        last_in_chunk * config.vocab_size,
+                        config.vocab_size,
+                    )
+                    .await?,
+                )
             }
             _ => None,
         };
-        Ok(ForwardOutput { stats: RowStats::decode(&stats), last_logits })
+        Ok(ForwardOutput {
+            stats: RowStats::decode(&stats),
+            last_logits,
+        })
     }
 }

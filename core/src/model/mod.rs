@@ -11,7 +11,7 @@ pub use forward::{Forward, ForwardOutput, KvCache, LogitsWanted};
 pub use sampling::{Sampler, SamplingConfig, argmax};
 pub use weights::{LayerWeights, ModelWeights};
 
-use crate::formats::{GgufError, Gguf};
+use crate::formats::{Gguf, GgufError};
 use crate::gpu::{Gpu, GpuError};
 use crate::kernels::logits::{NO_TARGET, RowStats};
 
@@ -72,8 +72,14 @@ impl Model {
     }
 
     fn check_ids(&self, ids: &[u32]) -> Result<()> {
-        match ids.iter().find(|&&id| id as usize >= self.config.vocab_size) {
-            Some(&id) => Err(ModelError::BadToken { id, vocab: self.config.vocab_size }),
+        match ids
+            .iter()
+            .find(|&&id| id as usize >= self.config.vocab_size)
+        {
+            Some(&id) => Err(ModelError::BadToken {
+                id,
+                vocab: self.config.vocab_size,
+            }),
             None => Ok(()),
         }
     }
@@ -86,7 +92,14 @@ impl Model {
         let mut targets: Vec<u32> = ids.iter().skip(1).copied().collect();
         targets.push(NO_TARGET);
         let out = Forward::default()
-            .run(gpu, &self.config, &self.weights, &mut cache, ids, LogitsWanted::All { targets: &targets })
+            .run(
+                gpu,
+                &self.config,
+                &self.weights,
+                &mut cache,
+                ids,
+                LogitsWanted::All { targets: &targets },
+            )
             .await?;
         Ok(score_from_stats(&out.stats))
     }
@@ -104,7 +117,11 @@ pub fn score_from_stats(stats: &[RowStats]) -> Score {
     Score {
         tokens: n,
         nll: if predicting.is_empty() { 0.0 } else { nll },
-        ppl: if predicting.is_empty() { 1.0 } else { nll.exp() },
+        ppl: if predicting.is_empty() {
+            1.0
+        } else {
+            nll.exp()
+        },
         argmax: stats.iter().map(|s| s.argmax).collect(),
         entropy,
         token_logprobs,
@@ -123,7 +140,12 @@ pub struct Generation<'m> {
 
 impl<'m> Generation<'m> {
     /// Prepare to generate up to `capacity` positions (prompt + new tokens).
-    pub fn new(gpu: &Gpu, model: &'m Model, capacity: usize, sampling: SamplingConfig) -> Result<Self> {
+    pub fn new(
+        gpu: &Gpu,
+        model: &'m Model,
+        capacity: usize,
+        sampling: SamplingConfig,
+    ) -> Result<Self> {
         let capacity = capacity.min(model.config.context_length).max(1);
         Ok(Generation {
             model,
@@ -154,7 +176,14 @@ impl<'m> Generation<'m> {
         let greedy = self.sampler.config.is_greedy();
         let out = self
             .forward
-            .run(gpu, &self.model.config, &self.model.weights, &mut self.cache, ids, LogitsWanted::Last { row: !greedy })
+            .run(
+                gpu,
+                &self.model.config,
+                &self.model.weights,
+                &mut self.cache,
+                ids,
+                LogitsWanted::Last { row: !greedy },
+            )
             .await?;
         let next = match &out.last_logits {
             Some(row) => self.sampler.sample(row),

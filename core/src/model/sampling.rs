@@ -16,7 +16,12 @@ pub struct SamplingConfig {
 
 impl Default for SamplingConfig {
     fn default() -> Self {
-        SamplingConfig { temperature: 0.0, top_k: 40, top_p: 0.95, seed: 0 }
+        SamplingConfig {
+            temperature: 0.0,
+            top_k: 40,
+            top_p: 0.95,
+            seed: 0,
+        }
     }
 }
 
@@ -45,13 +50,20 @@ impl Sampler {
             return argmax(logits);
         }
         let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
-        idx.sort_unstable_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]).then(a.cmp(&b)));
+        idx.sort_unstable_by(|&a, &b| {
+            logits[b as usize]
+                .total_cmp(&logits[a as usize])
+                .then(a.cmp(&b))
+        });
         if self.config.top_k > 0 {
             idx.truncate(self.config.top_k);
         }
         let inv_t = 1.0 / self.config.temperature as f64;
         let top = logits[idx[0] as usize] as f64;
-        let mut probs: Vec<f64> = idx.iter().map(|&i| ((logits[i as usize] as f64 - top) * inv_t).exp()).collect();
+        let mut probs: Vec<f64> = idx
+            .iter()
+            .map(|&i| ((logits[i as usize] as f64 - top) * inv_t).exp())
+            .collect();
         let total: f64 = probs.iter().sum();
         probs.iter_mut().for_each(|p| *p /= total);
         let mut keep = probs.len();
@@ -96,15 +108,36 @@ mod tests {
         let mut greedy = Sampler::new(SamplingConfig::default());
         assert_eq!(greedy.sample(&logits), 1);
         // top_k 1 is greedy whatever the temperature.
-        let mut k1 = Sampler::new(SamplingConfig { temperature: 2.0, top_k: 1, top_p: 1.0, seed: 3 });
+        let mut k1 = Sampler::new(SamplingConfig {
+            temperature: 2.0,
+            top_k: 1,
+            top_p: 1.0,
+            seed: 3,
+        });
         assert!((0..50).all(|_| k1.sample(&logits) == 1));
         // top_p small keeps only the best token.
-        let mut p = Sampler::new(SamplingConfig { temperature: 1.0, top_k: 0, top_p: 0.01, seed: 3 });
+        let mut p = Sampler::new(SamplingConfig {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 0.01,
+            seed: 3,
+        });
         assert!((0..50).all(|_| p.sample(&logits) == 1));
         // With everything allowed at high temperature every token shows up, and seeds replay.
-        let cfg = SamplingConfig { temperature: 100.0, top_k: 0, top_p: 1.0, seed: 9 };
-        let a: Vec<u32> = { let mut s = Sampler::new(cfg.clone()); (0..400).map(|_| s.sample(&logits)).collect() };
-        let b: Vec<u32> = { let mut s = Sampler::new(cfg); (0..400).map(|_| s.sample(&logits)).collect() };
+        let cfg = SamplingConfig {
+            temperature: 100.0,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 9,
+        };
+        let a: Vec<u32> = {
+            let mut s = Sampler::new(cfg.clone());
+            (0..400).map(|_| s.sample(&logits)).collect()
+        };
+        let b: Vec<u32> = {
+            let mut s = Sampler::new(cfg);
+            (0..400).map(|_| s.sample(&logits)).collect()
+        };
         assert_eq!(a, b);
         for id in 0..5 {
             assert!(a.contains(&id), "token {id} never sampled");

@@ -43,10 +43,18 @@ impl ModelWeights {
             .map(|l| {
                 l.attn_norm.size
                     + l.ffn_norm.size
-                    + [&l.attn_q, &l.attn_k, &l.attn_v, &l.attn_output, &l.ffn_gate, &l.ffn_up, &l.ffn_down]
-                        .iter()
-                        .map(|w| w.device_bytes())
-                        .sum::<u64>()
+                    + [
+                        &l.attn_q,
+                        &l.attn_k,
+                        &l.attn_v,
+                        &l.attn_output,
+                        &l.ffn_gate,
+                        &l.ffn_up,
+                        &l.ffn_down,
+                    ]
+                    .iter()
+                    .map(|w| w.device_bytes())
+                    .sum::<u64>()
             })
             .sum();
         l + self.token_embd.device_bytes()
@@ -55,10 +63,16 @@ impl ModelWeights {
     }
 
     /// Upload every weight `config` names from the GGUF file's bytes.
-    pub fn upload(gpu: &Gpu, config: &LlamaConfig, gguf: &Gguf, file: &[u8]) -> Result<ModelWeights> {
+    pub fn upload(
+        gpu: &Gpu,
+        config: &LlamaConfig,
+        gguf: &Gguf,
+        file: &[u8],
+    ) -> Result<ModelWeights> {
         let (c, ff, v) = (config.n_embd, config.n_ff, config.vocab_size);
         let (q, kv) = (config.q_dim(), config.kv_dim());
-        let matrix = |name: &str, rows: usize, cols: usize| upload_matrix(gpu, gguf, file, name, rows, cols);
+        let matrix =
+            |name: &str, rows: usize, cols: usize| upload_matrix(gpu, gguf, file, name, rows, cols);
         let vector = |name: &str, len: usize| upload_vector(gpu, gguf, file, name, len);
         let mut layers = Vec::with_capacity(config.n_layer);
         for i in 0..config.n_layer {
@@ -78,7 +92,11 @@ impl ModelWeights {
         Ok(ModelWeights {
             token_embd: matrix("token_embd.weight", v, c)?,
             output_norm: vector("output_norm.weight", c)?,
-            output: if config.tied_embeddings { None } else { Some(matrix("output.weight", v, c)?) },
+            output: if config.tied_embeddings {
+                None
+            } else {
+                Some(matrix("output.weight", v, c)?)
+            },
             layers,
         })
     }
@@ -96,7 +114,14 @@ fn check_dims(name: &str, dims: &[u64], want: &[usize]) -> Result<()> {
 
 /// Upload `name` as a weight W[rows, cols] (GGUF dims [cols, rows]), keeping Q4_0, Q4_1 and Q8_0
 /// quantized and widening F16/BF16 to f32.
-fn upload_matrix(gpu: &Gpu, gguf: &Gguf, file: &[u8], name: &str, rows: usize, cols: usize) -> Result<GpuWeight> {
+fn upload_matrix(
+    gpu: &Gpu,
+    gguf: &Gguf,
+    file: &[u8],
+    name: &str,
+    rows: usize,
+    cols: usize,
+) -> Result<GpuWeight> {
     let info = gguf.require_tensor(name)?;
     check_dims(name, &info.dims, &[cols, rows])?;
     let format = match info.ty {
@@ -107,16 +132,32 @@ fn upload_matrix(gpu: &Gpu, gguf: &Gguf, file: &[u8], name: &str, rows: usize, c
         _ => None,
     };
     match format {
-        Some(format) if cols % format.k_multiple() == 0 => {
-            Ok(GpuWeight::upload(gpu, name, format, gguf.tensor_bytes(info, file)?, rows, cols)?)
-        }
-        Some(_) => Err(ModelError::BadConfig(format!("tensor '{name}' has rows of {cols} values, not a multiple of the block size"))),
+        Some(format) if cols.is_multiple_of(format.k_multiple()) => Ok(GpuWeight::upload(
+            gpu,
+            name,
+            format,
+            gguf.tensor_bytes(info, file)?,
+            rows,
+            cols,
+        )?),
+        Some(_) => Err(ModelError::BadConfig(format!(
+            "tensor '{name}' has rows of {cols} values, not a multiple of the block size"
+        ))),
         None => {
             let values = gguf.tensor_f32(info, file)?;
-            if cols % 4 != 0 {
-                return Err(ModelError::BadConfig(format!("tensor '{name}' has rows of {cols} values, not a multiple of 4")));
+            if !cols.is_multiple_of(4) {
+                return Err(ModelError::BadConfig(format!(
+                    "tensor '{name}' has rows of {cols} values, not a multiple of 4"
+                )));
             }
-            Ok(GpuWeight::upload(gpu, name, WeightFormat::F32, bytemuck::cast_slice(&values), rows, cols)?)
+            Ok(GpuWeight::upload(
+                gpu,
+                name,
+                WeightFormat::F32,
+                bytemuck::cast_slice(&values),
+                rows,
+                cols,
+            )?)
         }
     }
 }
@@ -124,5 +165,9 @@ fn upload_matrix(gpu: &Gpu, gguf: &Gguf, file: &[u8], name: &str, rows: usize, c
 fn upload_vector(gpu: &Gpu, gguf: &Gguf, file: &[u8], name: &str, len: usize) -> Result<GpuBuffer> {
     let info = gguf.require_tensor(name)?;
     check_dims(name, &info.dims, &[len])?;
-    Ok(GpuBuffer::from_slice(gpu, name, &gguf.tensor_f32(info, file)?)?)
+    Ok(GpuBuffer::from_slice(
+        gpu,
+        name,
+        &gguf.tensor_f32(info, file)?,
+    )?)
 }

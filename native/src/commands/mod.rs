@@ -1,0 +1,7 @@
+//! One module per subcommand.
+
+pub mod devices;
+pub mod generate;
+pub mod inspect;
+pub mod score;
+pub mod tokenize;

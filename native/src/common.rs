@@ -1,0 +1,112 @@
+//! Flags and loading shared by the subcommands.
+
+use std::path::{Path, PathBuf};
+
+use afinador_core::formats::Gguf;
+use afinador_core::gpu::{Backend, Gpu, GpuOptions};
+use afinador_core::model::Model;
+use afinador_core::tokenizer::Tokenizer;
+use anyhow::{Context, Result, bail};
+
+/// The model `--model` uses when none is given (fetched by `scripts/fetch-model`).
+pub const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// Which GPU to use.
+#[derive(clap::Args, Debug, Clone)]
+pub struct GpuArgs {
+    /// Graphics API: auto, vulkan, metal, dx12 or gl.
+    #[arg(long, default_value = "auto", env = "AFINADOR_BACKEND")]
+    pub backend: String,
+    /// Adapter index from `afinador devices` (default: the best one). Named --gpu because
+    /// --adapter names a LoRA adapter.
+    #[arg(long, env = "AFINADOR_GPU")]
+    pub gpu: Option<usize>,
+}
+
+impl GpuArgs {
+    pub fn backend(&self) -> Result<Backend> {
+        Backend::parse(&self.backend).with_context(|| {
+            format!(
+                "unknown backend '{}': use auto, vulkan, metal, dx12 or gl",
+                self.backend
+            )
+        })
+    }
+
+    pub fn open(&self) -> Result<Gpu> {
+        let options = GpuOptions {
+            backend: self.backend()?,
+            adapter_index: self.gpu,
+        };
+        Ok(pollster::block_on(Gpu::new(&options))?)
+    }
+}
+
+/// Which model file.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// A GGUF model file (llama family; Q4_0, Q4_1, Q8_0, F16, BF16 or F32 weights).
+    #[arg(long, default_value = DEFAULT_MODEL, env = "AFINADOR_MODEL")]
+    pub model: PathBuf,
+    /// A Hugging Face tokenizer.json to use instead of the GGUF's own vocabulary.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+}
+
+/// A GGUF file read into memory and parsed.
+pub struct ModelFile {
+    pub bytes: Vec<u8>,
+    pub gguf: Gguf,
+}
+
+impl ModelArgs {
+    pub fn read(&self) -> Result<ModelFile> {
+        let path = &self.model;
+        if !path.exists() {
+            if path == Path::new(DEFAULT_MODEL) {
+                bail!(
+                    "the default model {DEFAULT_MODEL} is missing: run scripts/fetch-model to download it"
+                );
+            }
+            bail!("model file {} does not exist", path.display());
+        }
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let gguf = Gguf::parse(&bytes)
+            .with_context(|| format!("{} is not a valid GGUF file", path.display()))?;
+        Ok(ModelFile { bytes, gguf })
+    }
+
+    pub fn tokenizer(&self, file: &ModelFile) -> Result<Tokenizer> {
+        match &self.tokenizer {
+            Some(path) => {
+                let json = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                Ok(Tokenizer::from_json(&json)?)
+            }
+            None => Ok(Tokenizer::from_gguf(&file.gguf)?),
+        }
+    }
+}
+
+impl ModelFile {
+    pub fn load(&self, gpu: &Gpu) -> Result<Model> {
+        Ok(Model::load(gpu, &self.gguf, &self.bytes)?)
+    }
+}
+
+/// The text of `--text`/`--prompt` or of the file given instead.
+pub fn text_or_file(text: &Option<String>, file: &Option<PathBuf>, what: &str) -> Result<String> {
+    match (text, file) {
+        (Some(t), None) => Ok(t.clone()),
+        (None, Some(p)) => {
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+        }
+        _ => bail!("give exactly one of --{what} and --{what}-file"),
+    }
+}
+
+/// Print a value as pretty JSON on stdout.
+pub fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
