@@ -25,6 +25,8 @@ enum Command {
     Score(commands::score::Args),
     /// Generate text from a prompt.
     Generate(commands::generate::Args),
+    /// Benchmarks: kernels at the real model's shapes.
+    Bench(commands::bench::Args),
 }
 
 fn main() {
@@ -35,6 +37,7 @@ fn main() {
         Command::Tokenize(args) => commands::tokenize::run(args),
         Command::Score(args) => commands::score::run(args),
         Command::Generate(args) => commands::generate::run(args),
+        Command::Bench(args) => commands::bench::run(args),
     };
     if let Err(e) = result {
         // One line: the error and its causes.

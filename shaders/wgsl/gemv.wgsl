@@ -2,9 +2,10 @@
 //             (+ y[m, n] when accumulate = 1), for a few rows m of x.
 //
 // W is a model weight in one of the formats of weights.wgsl (K % 32 == 0 for quantized ones).
-// x(m, k) = x[x_off + m·K + k]; y(m, n) = y[y_off + m·y_sm + n].
+// x(m, k) = x[x_off + m·K + k] (x_off % 4 == 0); y(m, n) = y[y_off + m·y_sm + n].
 // Bindings: 0 params (uniform), 1 x (read), 2 w_q (read), 3 w_s (read), 4 y (read_write).
-// Each workgroup of 256 threads computes 8 rows n with 32 threads each.
+// Each workgroup of 256 threads computes 8 rows n with 32 threads each; consecutive threads
+// read consecutive words of a row (w_dot_word in weights.wgsl).
 // Dispatch: (ceil(N / 8), M, 1).
 
 struct Params {
@@ -13,11 +14,12 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> xv: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> w_q: array<u32>;
 @group(0) @binding(3) var<storage, read> w_s: array<u32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
+#define W_DOT
 #include "weights.wgsl"
 
 const LANES: u32 = 32u;
@@ -33,10 +35,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     let m = wg.y;
     var acc = 0.0;
     if (n < p.N) {
-        let xb = p.x_off + m * p.K;
-        for (var k = lane * 4u; k < p.K; k += LANES * 4u) {
-            let xv = vec4<f32>(x[xb + k], x[xb + k + 1u], x[xb + k + 2u], x[xb + k + 3u]);
-            acc += dot(xv, w_load4(n, k, p.K));
+        let xb = (p.x_off + m * p.K) / 4u;
+        let words = p.K / W_PER_WORD;
+        for (var wi = lane; wi < words; wi += LANES) {
+            acc += w_dot_word(n, wi, p.K, xb);
         }
     }
     partial[t] = acc;

@@ -79,6 +79,41 @@ impl<'g> Recorder<'g> {
 
     /// Encode everything queued into one compute pass and submit it.
     pub async fn submit(self) -> Result<()> {
+        self.encode_and_submit(None).await.map(|_| ())
+    }
+
+    /// Like [`submit`](Self::submit), and measure the pass with GPU timestamps: returns the
+    /// seconds the GPU spent on it, or `None` when the adapter has no timestamp queries.
+    pub async fn submit_timed(self) -> Result<Option<f64>> {
+        let gpu = self.gpu;
+        if !gpu.has(wgpu::Features::TIMESTAMP_QUERY) {
+            self.submit().await?;
+            return Ok(None);
+        }
+        let queries = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("pass timestamps"),
+            ty: wgpu::QueryType::Timestamp,
+            count: 2,
+        });
+        let resolved = GpuBuffer::zeroed(gpu, "timestamps", 16)?;
+        let resolve = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("timestamp resolve"),
+            size: 16,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        self.encode_and_submit(Some((&queries, &resolve, &resolved))).await?;
+        let ticks = super::read_buffer_u32(gpu, &resolved, 0, 4).await?;
+        let begin = ticks[0] as u64 | (ticks[1] as u64) << 32;
+        let end = ticks[2] as u64 | (ticks[3] as u64) << 32;
+        let period_ns = gpu.queue.get_timestamp_period() as f64;
+        Ok(Some(end.saturating_sub(begin) as f64 * period_ns * 1e-9))
+    }
+
+    async fn encode_and_submit(
+        self,
+        timestamps: Option<(&wgpu::QuerySet, &wgpu::Buffer, &GpuBuffer)>,
+    ) -> Result<()> {
         if self.ops.is_empty() {
             return Ok(());
         }
@@ -119,13 +154,26 @@ impl<'g> Recorder<'g> {
                 .collect();
             let mut encoder = gpu.device.create_command_encoder(&Default::default());
             {
-                let mut pass = encoder.begin_compute_pass(&Default::default());
+                let timestamp_writes =
+                    timestamps.map(|(q, _, _)| wgpu::ComputePassTimestampWrites {
+                        query_set: q,
+                        beginning_of_pass_write_index: Some(0),
+                        end_of_pass_write_index: Some(1),
+                    });
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: None,
+                    timestamp_writes,
+                });
                 for (op, bg) in ops.iter().zip(&groups) {
                     pass.set_pipeline(&op.pipeline.pipeline);
                     pass.set_bind_group(0, bg, &[]);
                     let [x, y, z] = op.groups;
                     pass.dispatch_workgroups(x, y, z);
                 }
+            }
+            if let Some((q, resolve, out)) = timestamps {
+                encoder.resolve_query_set(q, 0..2, resolve, 0);
+                encoder.copy_buffer_to_buffer(resolve, 0, &out.buffer, 0, 16);
             }
             gpu.queue.submit([encoder.finish()]);
         })

@@ -1,0 +1,317 @@
+//! `afinador bench kernels`: time every kernel family at the real model's shapes (and a larger
+//! reference shape), report GB/s or GFLOP/s beside the device's peak when known.
+
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use afinador_core::gpu::{Gpu, GpuBuffer, Recorder, read_buffer_f32};
+use afinador_core::kernels::attention::{AttentionShape, attention};
+use afinador_core::kernels::gemv::gemv;
+use afinador_core::kernels::matmul::{MatView, matmul, matmul_weight};
+use afinador_core::kernels::rmsnorm::rmsnorm;
+use afinador_core::kernels::{GpuWeight, WeightFormat};
+use afinador_core::util::Rng;
+use serde::Serialize;
+
+use crate::common::{GpuArgs, print_json};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum What {
+    /// Time each kernel family at SmolLM2-135M shapes and at C 4096.
+    Kernels(KernelArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct KernelArgs {
+    #[command(flatten)]
+    gpu: GpuArgs,
+    /// Small shapes and few repeats (for CI).
+    #[arg(long)]
+    quick: bool,
+    /// Only kernels whose name contains this.
+    #[arg(long)]
+    filter: Option<String>,
+    /// The device's peak FP32 GFLOP/s (for % of peak), when it is not in the built-in table.
+    #[arg(long)]
+    peak_gflops: Option<f64>,
+    /// The device's peak memory bandwidth in GB/s.
+    #[arg(long)]
+    peak_gbps: Option<f64>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    match args.what {
+        What::Kernels(k) => kernels(k),
+    }
+}
+
+/// Known peaks (FP32 GFLOP/s, GB/s), matched on the adapter name.
+const KNOWN_PEAKS: [(&str, f64, f64); 2] = [("H100", 51_600.0, 3_000.0), ("H200", 51_600.0, 4_000.0)];
+
+#[derive(Serialize, Debug, Clone)]
+struct Row {
+    kernel: String,
+    shape: String,
+    variant: String,
+    time_us: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gflops: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gbps: Option<f64>,
+    peak_pct: Option<f64>,
+}
+
+/// One benchmark case: what it runs and what it moves or computes per dispatch.
+enum Case {
+    Gemv { format: WeightFormat, n: usize, k: usize },
+    MatmulWeight { format: WeightFormat, m: usize, n: usize, k: usize },
+    MatmulF32 { m: usize, n: usize, k: usize },
+    Attention { t: usize },
+    RmsNorm { rows: usize, c: usize },
+}
+
+fn format_name(f: WeightFormat) -> &'static str {
+    match f {
+        WeightFormat::F32 => "f32",
+        WeightFormat::Q4_0 => "q4_0",
+        WeightFormat::Q4_1 => "q4_1",
+        WeightFormat::Q8_0 => "q8_0",
+    }
+}
+
+fn cases(quick: bool) -> Vec<Case> {
+    use WeightFormat::*;
+    let mut v = Vec::new();
+    for format in [Q4_0, Q4_1, Q8_0] {
+        v.push(Case::Gemv { format, n: 1536, k: 576 });
+        v.push(Case::Gemv { format, n: 576, k: 1536 });
+        if !quick {
+            v.push(Case::Gemv { format, n: 4096, k: 4096 });
+        }
+    }
+    let t = if quick { 64 } else { 512 };
+    for format in [Q4_0, Q4_1, Q8_0] {
+        v.push(Case::MatmulWeight { format, m: t, n: 1536, k: 576 });
+    }
+    if quick {
+        v.push(Case::MatmulF32 { m: 128, n: 128, k: 128 });
+        v.push(Case::Attention { t: 64 });
+    } else {
+        v.push(Case::MatmulWeight { format: Q4_1, m: 512, n: 4096, k: 4096 });
+        for s in [512, 1024, 4096] {
+            v.push(Case::MatmulF32 { m: s, n: s, k: s });
+        }
+        for t in [256, 1024, 2048] {
+            v.push(Case::Attention { t });
+        }
+    }
+    v.push(Case::RmsNorm { rows: t, c: 576 });
+    v
+}
+
+/// Buffers a case runs on.
+struct Inputs {
+    w: Option<GpuWeight>,
+    bufs: Vec<GpuBuffer>,
+}
+
+fn random_weight(gpu: &Gpu, format: WeightFormat, n: usize, k: usize, rng: &mut Rng) -> Result<GpuWeight> {
+    let (bytes, values) = format.gguf_block();
+    let mut raw: Vec<u8> = (0..n * k / values * bytes).map(|_| rng.next_u32() as u8).collect();
+    // Keep scales finite and small: rewrite each block's leading f16 values.
+    if format != WeightFormat::F32 {
+        let half = afinador_core::util::f16_bits(0.01).to_le_bytes();
+        for block in raw.chunks_exact_mut(bytes) {
+            block[..2].copy_from_slice(&half);
+            if format == WeightFormat::Q4_1 {
+                block[2..4].copy_from_slice(&half);
+            }
+        }
+    } else {
+        for chunk in raw.chunks_exact_mut(4) {
+            chunk.copy_from_slice(&rng.uniform(-1.0, 1.0).to_le_bytes());
+        }
+    }
+    Ok(GpuWeight::upload(gpu, "bench weight", format, &raw, n, k)?)
+}
+
+fn buf(gpu: &Gpu, n: usize, rng: &mut Rng) -> Result<GpuBuffer> {
+    Ok(GpuBuffer::from_slice(gpu, "bench", &rng.vec_uniform(n, -1.0, 1.0))?)
+}
+
+impl Case {
+    fn kernel(&self) -> String {
+        match self {
+            Case::Gemv { format, .. } => format!("gemv_{}", format_name(*format)),
+            Case::MatmulWeight { format, .. } => format!("matmul_{}", format_name(*format)),
+            Case::MatmulF32 { .. } => "matmul_f32".into(),
+            Case::Attention { .. } => "attention_fwd".into(),
+            Case::RmsNorm { .. } => "rmsnorm".into(),
+        }
+    }
+
+    fn shape(&self) -> String {
+        match self {
+            Case::Gemv { n, k, .. } => format!("N{n} K{k}"),
+            Case::MatmulWeight { m, n, k, .. } | Case::MatmulF32 { m, n, k } => format!("M{m} N{n} K{k}"),
+            Case::Attention { t } => format!("T{t} NH9 KVH3 HS64"),
+            Case::RmsNorm { rows, c } => format!("R{rows} C{c}"),
+        }
+    }
+
+    /// (flops, bytes) per dispatch; the figure reported is GB/s for memory-bound kernels.
+    fn work(&self, inputs: &Inputs) -> (f64, f64) {
+        match self {
+            Case::Gemv { n, k, .. } => {
+                let w = inputs.w.as_ref().map_or(0, GpuWeight::device_bytes) as f64;
+                (2.0 * (*n * *k) as f64, w + 4.0 * (*n + *k) as f64)
+            }
+            Case::MatmulWeight { m, n, k, .. } | Case::MatmulF32 { m, n, k } => (2.0 * (*m * *n * *k) as f64, 0.0),
+            Case::Attention { t } => {
+                // causal: about half of the T² scores, QK and PV both, 9 heads of 64
+                let t = *t as f64;
+                (2.0 * 2.0 * 9.0 * 64.0 * t * (t + 1.0) / 2.0, 0.0)
+            }
+            Case::RmsNorm { rows, c } => (0.0, 8.0 * (*rows * *c) as f64),
+        }
+    }
+
+    fn memory_bound(&self) -> bool {
+        matches!(self, Case::Gemv { .. } | Case::RmsNorm { .. })
+    }
+
+    fn inputs(&self, gpu: &Gpu, rng: &mut Rng) -> Result<Inputs> {
+        Ok(match *self {
+            Case::Gemv { format, n, k } => Inputs {
+                w: Some(random_weight(gpu, format, n, k, rng)?),
+                bufs: vec![buf(gpu, k, rng)?, buf(gpu, n, rng)?],
+            },
+            Case::MatmulWeight { format, m, n, k } => Inputs {
+                w: Some(random_weight(gpu, format, n, k, rng)?),
+                bufs: vec![buf(gpu, m * k, rng)?, buf(gpu, m * n, rng)?],
+            },
+            Case::MatmulF32 { m, n, k } => {
+                Inputs { w: None, bufs: vec![buf(gpu, m * k, rng)?, buf(gpu, k * n, rng)?, buf(gpu, m * n, rng)?] }
+            }
+            Case::Attention { t } => Inputs {
+                w: None,
+                bufs: vec![
+                    buf(gpu, t * 576, rng)?,
+                    buf(gpu, t * 192, rng)?,
+                    buf(gpu, t * 192, rng)?,
+                    buf(gpu, t * 576, rng)?,
+                    buf(gpu, t * 9, rng)?,
+                ],
+            },
+            Case::RmsNorm { rows, c } => {
+                Inputs { w: None, bufs: vec![buf(gpu, rows * c, rng)?, buf(gpu, c, rng)?, buf(gpu, rows * c, rng)?, buf(gpu, rows, rng)?] }
+            }
+        })
+    }
+
+    async fn record(&self, rec: &mut Recorder<'_>, i: &Inputs) -> Result<()> {
+        let b = &i.bufs;
+        match *self {
+            Case::Gemv { n, .. } => {
+                gemv(rec, &b[0], 0, i.w.as_ref().expect("weight"), &b[1], 0, n as u32, 1, 1.0, false).await?
+            }
+            Case::MatmulWeight { m, n, .. } => {
+                let w = i.w.as_ref().expect("weight");
+                matmul_weight(rec, &b[0], 0, w, &b[1], 0, n as u32, m as u32, 1.0, false).await?
+            }
+            Case::MatmulF32 { m, n, k } => {
+                let (m, n, k) = (m as u32, n as u32, k as u32);
+                let (a, bb, c) = (MatView::rows(&b[0], 0, k), MatView::rows(&b[1], 0, n), MatView::rows(&b[2], 0, n));
+                matmul(rec, a, bb, c, (m, n, k), 1.0, false).await?
+            }
+            Case::Attention { t } => {
+                let shape = AttentionShape { b: 1, t: t as u32, nh: 9, kvh: 3, hs: 64, pos0: 0, s: t as u32 };
+                attention(rec, &b[0], &b[1], &b[2], &b[3], &b[4], shape).await?
+            }
+            Case::RmsNorm { rows, c } => rmsnorm(rec, &b[0], &b[1], &b[2], &b[3], (rows as u32, c as u32), 1e-5).await?,
+        }
+        Ok(())
+    }
+}
+
+/// Seconds per dispatch: a warm-up submission, then the median of `repeats` submissions of
+/// `iters` dispatches each, timed with GPU timestamps when available (else wall clock).
+async fn time_case(gpu: &Gpu, case: &Case, inputs: &Inputs, iters: usize, repeats: usize) -> Result<(f64, bool)> {
+    let mut times = Vec::new();
+    let mut used_timestamps = true;
+    for rep in 0..=repeats {
+        let mut rec = Recorder::new(gpu);
+        for _ in 0..iters {
+            case.record(&mut rec, inputs).await?;
+        }
+        let start = Instant::now();
+        let gpu_time = rec.submit_timed().await?;
+        // Wait for completion with a tiny readback, so wall-clock times are complete too.
+        read_buffer_f32(gpu, &inputs.bufs[0], 0, 1).await?;
+        let wall = start.elapsed().as_secs_f64();
+        if rep > 0 {
+            used_timestamps &= gpu_time.is_some();
+            times.push(gpu_time.unwrap_or(wall) / iters as f64);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    Ok((times[times.len() / 2], used_timestamps))
+}
+
+fn kernels(args: KernelArgs) -> Result<()> {
+    let gpu = args.gpu.open()?;
+    let known = KNOWN_PEAKS.iter().find(|(name, _, _)| gpu.adapter.name.contains(name));
+    let peak_gflops = args.peak_gflops.or(known.map(|k| k.1));
+    let peak_gbps = args.peak_gbps.or(known.map(|k| k.2));
+    let (iters, repeats) = if args.quick { (2, 2) } else { (10, 5) };
+    let mut rng = Rng::new(1);
+    let mut rows = Vec::new();
+    let mut timer = "gpu timestamps";
+    for case in cases(args.quick) {
+        let kernel = case.kernel();
+        if args.filter.as_ref().is_some_and(|f| !kernel.contains(f.as_str())) {
+            continue;
+        }
+        let inputs = case.inputs(&gpu, &mut rng)?;
+        let (secs, timestamps) = pollster::block_on(time_case(&gpu, &case, &inputs, iters, repeats))?;
+        if !timestamps {
+            timer = "wall clock";
+        }
+        let (flops, bytes) = case.work(&inputs);
+        let (gflops, gbps, peak_pct) = if case.memory_bound() {
+            let gbps = bytes / secs / 1e9;
+            (None, Some(gbps), peak_gbps.map(|p| 100.0 * gbps / p))
+        } else {
+            let gflops = flops / secs / 1e9;
+            (Some(gflops), None, peak_gflops.map(|p| 100.0 * gflops / p))
+        };
+        rows.push(Row { kernel, shape: case.shape(), variant: "portable".into(), time_us: secs * 1e6, gflops, gbps, peak_pct });
+    }
+    if rows.is_empty() {
+        bail!("no kernel matches --filter {:?}", args.filter.unwrap_or_default());
+    }
+    if args.json {
+        return print_json(&serde_json::json!({ "adapter": gpu.adapter, "timer": timer, "results": rows }));
+    }
+    println!("{} ({}, {}), timed with {timer}", gpu.adapter.name, gpu.adapter.backend, gpu.adapter.vendor);
+    println!("{:<14} {:<22} {:<9} {:>12} {:>14} {:>8}", "kernel", "shape", "variant", "time (µs)", "rate", "% peak");
+    for r in rows {
+        let rate = match (r.gflops, r.gbps) {
+            (Some(f), _) => format!("{f:.2} GFLOP/s"),
+            (_, Some(b)) => format!("{b:.2} GB/s"),
+            _ => "-".into(),
+        };
+        let peak = r.peak_pct.map_or("-".into(), |p| format!("{p:.1}"));
+        println!("{:<14} {:<22} {:<9} {:>12.1} {:>14} {:>8}", r.kernel, r.shape, r.variant, r.time_us, rate, peak);
+    }
+    Ok(())
+}
