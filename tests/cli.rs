@@ -34,7 +34,9 @@ fn one_line_error(out: &Output) -> String {
 
 #[test]
 fn every_command_has_help() {
-    for cmd in ["devices", "inspect", "tokenize", "score", "generate"] {
+    for cmd in [
+        "devices", "inspect", "tokenize", "score", "generate", "bench",
+    ] {
         let out = afinador(&[cmd, "--help"]);
         assert!(out.status.success(), "{cmd} --help");
         assert!(
@@ -138,4 +140,36 @@ fn bad_input_gives_one_line_errors() {
     assert!(e.contains("--text"), "{e}");
     let e = one_line_error(&afinador(&["devices", "--backend", "directx9"]));
     assert!(e.contains("unknown backend"), "{e}");
+}
+
+#[test]
+fn quick_kernel_bench_reports_every_family_with_positive_figures() {
+    let v = json(&afinador(&["bench", "kernels", "--quick", "--json"]));
+    assert!(v["adapter"]["name"].is_string());
+    let results = v["results"].as_array().expect("results");
+    for family in [
+        "gemv_q4_0",
+        "gemv_q4_1",
+        "gemv_q8_0",
+        "matmul_q4",
+        "matmul_f32",
+        "attention_fwd",
+        "rmsnorm",
+    ] {
+        assert!(
+            results
+                .iter()
+                .any(|r| r["kernel"].as_str().unwrap().contains(family)),
+            "no {family} row"
+        );
+    }
+    for r in results {
+        let time = r["time_us"].as_f64().unwrap();
+        let rate = r["gflops"].as_f64().or(r["gbps"].as_f64()).expect("a rate");
+        assert!(
+            time.is_finite() && time > 0.0 && rate.is_finite() && rate > 0.0,
+            "{r}"
+        );
+        assert!(r.get("peak_pct").is_some(), "{r}");
+    }
 }

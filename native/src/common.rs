@@ -89,8 +89,11 @@ impl ModelArgs {
 }
 
 impl ModelFile {
+    /// Upload the weights and compile the kernels the model needs.
     pub fn load(&self, gpu: &Gpu) -> Result<Model> {
-        Ok(Model::load(gpu, &self.gguf, &self.bytes)?)
+        let model = Model::load(gpu, &self.gguf, &self.bytes)?;
+        pollster::block_on(model.compile_kernels(gpu))?;
+        Ok(model)
     }
 }
 

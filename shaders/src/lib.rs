@@ -96,10 +96,13 @@ pub fn variants() -> Vec<(Shader, Vec<&'static str>)> {
     let mut out = Vec::new();
     for w in WEIGHT_FORMATS {
         out.push((Shader::Matmul, vec![w]));
+        out.push((Shader::Matmul, vec![w, "DIRECT"]));
         out.push((Shader::Gemv, vec![w]));
+        out.push((Shader::Gemv, vec![w, "SUBGROUPS"]));
         out.push((Shader::Embedding, vec![w]));
     }
     out.push((Shader::Matmul, vec!["B_STRIDED"]));
+    out.push((Shader::Matmul, vec!["B_STRIDED", "DIRECT"]));
     out.push((Shader::RmsNorm, vec![]));
     out.push((Shader::Rope, vec![]));
     out.push((Shader::Attention, vec![]));

@@ -7,8 +7,11 @@
 // C(m, n) = c[c_off + m·c_sm + n]
 //
 // Bindings: 0 params (uniform), 1 a (read), 2 b / w_q (read), 3 w_s (read), 4 c (read_write).
-// Tiles: 64×64 outputs per workgroup of 16×16 threads, each thread 4×4; K in steps of 16.
-// Dispatch: (ceil(N / 64), ceil(M / 64), 1).
+// Portable: 64×64 outputs per workgroup of 16×16 threads, each thread 4×4; K in steps of 16
+// through workgroup memory. Dispatch: (ceil(N / 64), ceil(M / 64), 1).
+// DIRECT (for CPU adapters, whose caches do what workgroup memory does on a GPU and whose
+// barriers are expensive): 32×32 outputs per workgroup of 8×8 threads, each thread 4×4 read
+// straight from memory, no barriers. Dispatch: (ceil(N / 32), ceil(M / 32), 1).
 
 struct Params {
     M: u32, N: u32, K: u32, accumulate: u32,
@@ -33,9 +36,11 @@ const BM: u32 = 64u;
 const BN: u32 = 64u;
 const BK: u32 = 16u;
 
+#ifndef DIRECT
 // k-major tiles of vec4 so the inner loop reads four m (or n) at once.
 var<workgroup> a_tile: array<vec4<f32>, 256>; // [BK][BM / 4]
 var<workgroup> b_tile: array<vec4<f32>, 256>; // [BK][BN / 4]
+#endif
 
 fn load_a(m: u32, k: u32) -> f32 {
     if (m < p.M && k < p.K) {
@@ -62,6 +67,54 @@ fn load_b4(k: u32, n: u32) -> vec4<f32> {
 #endif
 }
 
+#ifdef DIRECT
+fn load_a4(m: u32, k: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    if (m < p.M) {
+        let base = p.a_off + m * p.a_sm;
+        for (var i = 0u; i < 4u; i++) {
+            if (k + i < p.K) {
+                v[i] = a[base + (k + i) * p.a_sk];
+            }
+        }
+    }
+    return v;
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let m0 = wg.y * 32u + (t / 8u) * 4u;
+    let n0 = wg.x * 32u + (t % 8u) * 4u;
+    var acc: array<vec4<f32>, 4>;
+    for (var k = 0u; k < p.K; k += 4u) {
+        let b0 = load_b4(k, n0);
+        let b1 = load_b4(k, n0 + 1u);
+        let b2 = load_b4(k, n0 + 2u);
+        let b3 = load_b4(k, n0 + 3u);
+        for (var i = 0u; i < 4u; i++) {
+            let av = load_a4(m0 + i, k);
+            acc[i] += vec4<f32>(dot(av, b0), dot(av, b1), dot(av, b2), dot(av, b3));
+        }
+    }
+    for (var i = 0u; i < 4u; i++) {
+        let m = m0 + i;
+        if (m >= p.M) {
+            break;
+        }
+        for (var j = 0u; j < 4u; j++) {
+            let n = n0 + j;
+            if (n < p.N) {
+                let idx = p.c_off + m * p.c_sm + n;
+                var v = p.alpha * acc[i][j];
+                if (p.accumulate != 0u) {
+                    v += c[idx];
+                }
+                c[idx] = v;
+            }
+        }
+    }
+}
+#else
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let m0 = wg.y * BM;
@@ -111,3 +164,4 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         }
     }
 }
+#endif

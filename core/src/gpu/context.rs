@@ -244,6 +244,11 @@ impl Gpu {
         })
     }
 
+    /// Whether the adapter is a CPU implementation (lavapipe, SwiftShader, WARP).
+    pub fn is_cpu(&self) -> bool {
+        self.adapter.device_type == "Cpu"
+    }
+
     /// Whether the device was opened with `feature`.
     pub fn has(&self, feature: wgpu::Features) -> bool {
         self.features.contains(feature)

@@ -20,15 +20,32 @@ pub struct Recorder<'g> {
     gpu: &'g Gpu,
     ops: Vec<Op>,
     params: Vec<u8>,
+    portable: bool,
 }
 
 impl<'g> Recorder<'g> {
+    /// A recorder whose kernels use the fastest variants the device supports.
     pub fn new(gpu: &'g Gpu) -> Self {
         Recorder {
             gpu,
             ops: Vec::new(),
             params: Vec::new(),
+            portable: false,
         }
+    }
+
+    /// A recorder whose kernels use only the portable variants (the reference the faster
+    /// variants are tested against).
+    pub fn portable(gpu: &'g Gpu) -> Self {
+        Recorder {
+            portable: true,
+            ..Recorder::new(gpu)
+        }
+    }
+
+    /// Whether only portable kernel variants may be used.
+    pub fn is_portable(&self) -> bool {
+        self.portable
     }
 
     pub fn gpu(&self) -> &'g Gpu {
@@ -102,7 +119,8 @@ impl<'g> Recorder<'g> {
             usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
-        self.encode_and_submit(Some((&queries, &resolve, &resolved))).await?;
+        self.encode_and_submit(Some((&queries, &resolve, &resolved)))
+            .await?;
         let ticks = super::read_buffer_u32(gpu, &resolved, 0, 4).await?;
         let begin = ticks[0] as u64 | (ticks[1] as u64) << 32;
         let end = ticks[2] as u64 | (ticks[3] as u64) << 32;

@@ -32,11 +32,44 @@ pub const LAYOUT: KernelLayout = KernelLayout {
     ],
 };
 
-/// Rows of W per workgroup (gemv.wgsl's ROWS).
-const ROWS: u32 = 8;
+/// Which build of the kernel to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemvVariant {
+    /// Workgroup-memory reduction; runs everywhere.
+    Portable,
+    /// Subgroup reduction (needs the `SUBGROUP` feature).
+    Subgroups,
+}
 
-/// `y[m, :] (+)= α · W · x[m, :]` for `m` rows of x (row-major, K values each) at `x_off`;
-/// y rows `y_stride` apart from `y_off`.
+impl GemvVariant {
+    /// The preprocessor flags of this variant for weight format flag `w`.
+    pub fn defines(self, w: &'static str) -> Vec<&'static str> {
+        match self {
+            GemvVariant::Portable => vec![w],
+            GemvVariant::Subgroups => vec![w, "SUBGROUPS"],
+        }
+    }
+
+    /// Rows of W per workgroup (gemv.wgsl's ROWS for this variant).
+    fn rows_per_workgroup(self) -> u32 {
+        match self {
+            GemvVariant::Portable => 8,
+            GemvVariant::Subgroups => 32,
+        }
+    }
+
+    /// The fastest variant the recorder's device supports (portable when it must be).
+    pub fn for_recorder(rec: &Recorder<'_>) -> GemvVariant {
+        if rec.gpu().has(wgpu::Features::SUBGROUP) && !rec.is_portable() {
+            GemvVariant::Subgroups
+        } else {
+            GemvVariant::Portable
+        }
+    }
+}
+
+/// `y[m, :] (+)= α · W · x[m, :]` for `m` rows of x (row-major, K values each) at `x_off`
+/// (a multiple of 4); y rows `y_stride` apart from `y_off`. Uses the best variant.
 #[allow(clippy::too_many_arguments)]
 pub async fn gemv(
     rec: &mut Recorder<'_>,
@@ -50,8 +83,30 @@ pub async fn gemv(
     alpha: f32,
     accumulate: bool,
 ) -> Result<()> {
+    let variant = GemvVariant::for_recorder(rec);
+    gemv_variant(
+        rec, variant, x, x_off, w, y, y_off, y_stride, m, alpha, accumulate,
+    )
+    .await
+}
+
+/// [`gemv`] with an explicit variant.
+#[allow(clippy::too_many_arguments)]
+pub async fn gemv_variant(
+    rec: &mut Recorder<'_>,
+    variant: GemvVariant,
+    x: &GpuBuffer,
+    x_off: u32,
+    w: &GpuWeight,
+    y: &GpuBuffer,
+    y_off: u32,
+    y_stride: u32,
+    m: u32,
+    alpha: f32,
+    accumulate: bool,
+) -> Result<()> {
     let (n, k) = (w.rows as u32, w.cols as u32);
-    debug_assert_eq!(k as usize % w.format.k_multiple(), 0);
+    debug_assert!((k as usize).is_multiple_of(w.format.k_multiple()) && x_off.is_multiple_of(4));
     let params = GemvParams {
         n,
         k,
@@ -64,10 +119,10 @@ pub async fn gemv(
     };
     rec.dispatch(
         &LAYOUT,
-        &[w.format.define()],
+        &variant.defines(w.format.define()),
         &params,
         &[x, &w.q, &w.s, y],
-        [n.div_ceil(ROWS), m, 1],
+        [n.div_ceil(variant.rows_per_workgroup()), m, 1],
     )
     .await
 }
@@ -80,42 +135,50 @@ mod tests {
     use crate::util::Rng;
 
     #[test]
-    fn gemv_matches_cpu_for_every_format() {
+    fn gemv_matches_cpu_for_every_format_and_variant() {
         let mut rng = Rng::new(3);
-        for format in [
-            WeightFormat::F32,
-            WeightFormat::Q4_0,
-            WeightFormat::Q4_1,
-            WeightFormat::Q8_0,
-        ] {
-            for &(m, n, k) in &[(1, 1, 32), (1, 37, 64), (3, 129, 576), (1, 1000, 160)] {
-                let raw = random_blocks(format, n * k, &mut rng);
-                let w = dequant(format, &raw, n * k);
-                let x = rng.vec_uniform(m * k, -1.0, 1.0);
-                let y0 = rng.vec_uniform(m * n, -1.0, 1.0);
-                let want: Vec<f32> = (0..m * n)
-                    .map(|i| {
-                        let (r, c) = (i / n, i % n);
-                        let dot: f64 = (0..k)
-                            .map(|l| x[r * k + l] as f64 * w[c * k + l] as f64)
-                            .sum();
-                        y0[i] + 2.0 * dot as f32
-                    })
-                    .collect();
-                let gw = GpuWeight::upload(gpu(), "w", format, &raw, n, k).unwrap();
-                let (gx, gy) = (upload(&x), upload(&y0));
-                run(async |rec| {
-                    gemv(rec, &gx, 0, &gw, &gy, 0, n as u32, m as u32, 2.0, true)
-                        .await
-                        .unwrap()
-                });
-                assert_close(
-                    &format!("gemv {format:?} {m}x{n}x{k}"),
-                    &read(&gy),
-                    &want,
-                    1e-4,
-                    1e-4,
-                );
+        let variants = if gpu().has(wgpu::Features::SUBGROUP) {
+            vec![GemvVariant::Portable, GemvVariant::Subgroups]
+        } else {
+            vec![GemvVariant::Portable]
+        };
+        for variant in variants {
+            for format in [
+                WeightFormat::F32,
+                WeightFormat::Q4_0,
+                WeightFormat::Q4_1,
+                WeightFormat::Q8_0,
+            ] {
+                for &(m, n, k) in &[(1, 1, 32), (1, 37, 64), (3, 129, 576), (1, 1000, 160)] {
+                    let raw = random_blocks(format, n * k, &mut rng);
+                    let w = dequant(format, &raw, n * k);
+                    let x = rng.vec_uniform(m * k, -1.0, 1.0);
+                    let y0 = rng.vec_uniform(m * n, -1.0, 1.0);
+                    let want: Vec<f32> = (0..m * n)
+                        .map(|i| {
+                            let (r, c) = (i / n, i % n);
+                            let dot: f64 = (0..k)
+                                .map(|l| x[r * k + l] as f64 * w[c * k + l] as f64)
+                                .sum();
+                            y0[i] + 2.0 * dot as f32
+                        })
+                        .collect();
+                    let gw = GpuWeight::upload(gpu(), "w", format, &raw, n, k).unwrap();
+                    let (gx, gy) = (upload(&x), upload(&y0));
+                    run(async |rec| {
+                        let (n, m) = (n as u32, m as u32);
+                        gemv_variant(rec, variant, &gx, 0, &gw, &gy, 0, n, m, 2.0, true)
+                            .await
+                            .unwrap()
+                    });
+                    assert_close(
+                        &format!("gemv {variant:?} {format:?} {m}x{n}x{k}"),
+                        &read(&gy),
+                        &want,
+                        1e-4,
+                        1e-4,
+                    );
+                }
             }
         }
     }

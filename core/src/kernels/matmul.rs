@@ -38,7 +38,40 @@ pub const LAYOUT: KernelLayout = KernelLayout {
     ],
 };
 
-const TILE: u32 = 64;
+/// Which build of the kernel to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatmulVariant {
+    /// 64×64 tiles through workgroup memory (GPUs).
+    Tiled,
+    /// 32×32 tiles read straight from memory, no barriers (CPU adapters).
+    Direct,
+}
+
+impl MatmulVariant {
+    /// The variant suited to the recorder's device (the tiled one when it must be portable).
+    pub fn for_recorder(rec: &Recorder<'_>) -> MatmulVariant {
+        if rec.gpu().is_cpu() && !rec.is_portable() {
+            MatmulVariant::Direct
+        } else {
+            MatmulVariant::Tiled
+        }
+    }
+
+    fn tile(self) -> u32 {
+        match self {
+            MatmulVariant::Tiled => 64,
+            MatmulVariant::Direct => 32,
+        }
+    }
+
+    /// The preprocessor flags of this variant for the B source flag `b`.
+    pub fn defines(self, b: &'static str) -> Vec<&'static str> {
+        match self {
+            MatmulVariant::Tiled => vec![b],
+            MatmulVariant::Direct => vec![b, "DIRECT"],
+        }
+    }
+}
 
 /// A strided view of an f32 matrix: element (i, j) at `off + i·s0 + j·s1`.
 #[derive(Clone, Copy, Debug)]
@@ -100,10 +133,12 @@ pub async fn matmul(
         alpha,
         _pad: [0; 3],
     };
-    let groups = [n.div_ceil(TILE), m.div_ceil(TILE), 1];
+    let variant = MatmulVariant::for_recorder(rec);
+    let groups = [n.div_ceil(variant.tile()), m.div_ceil(variant.tile()), 1];
+    let defines = variant.defines("B_STRIDED");
     rec.dispatch(
         &LAYOUT,
-        &["B_STRIDED"],
+        &defines,
         &params,
         &[a.buf, b.buf, b.buf, c.buf],
         groups,
@@ -140,15 +175,11 @@ pub async fn matmul_weight(
         alpha,
         ..Default::default()
     };
-    let groups = [n.div_ceil(TILE), m.div_ceil(TILE), 1];
-    rec.dispatch(
-        &LAYOUT,
-        &[w.format.define()],
-        &params,
-        &[x, &w.q, &w.s, y],
-        groups,
-    )
-    .await
+    let variant = MatmulVariant::for_recorder(rec);
+    let groups = [n.div_ceil(variant.tile()), m.div_ceil(variant.tile()), 1];
+    let defines = variant.defines(w.format.define());
+    rec.dispatch(&LAYOUT, &defines, &params, &[x, &w.q, &w.s, y], groups)
+        .await
 }
 
 /// CPU reference: `c = α · a · b (+ c)` with a [m, k], b [k, n], c [m, n], all row-major.
@@ -176,7 +207,7 @@ pub fn matmul_ref(
 mod tests {
     use super::*;
     use crate::gpu::read_buffer_f32;
-    use crate::kernels::testing::{assert_close, gpu, random_blocks};
+    use crate::kernels::testing::{assert_close, gpu, random_blocks, recorder};
     use crate::kernels::{WeightFormat, testing::dequant};
     use crate::util::Rng;
 
@@ -194,64 +225,66 @@ mod tests {
     fn strided_matmul_matches_cpu_for_odd_and_round_shapes_and_transposes() {
         let gpu = gpu();
         let mut rng = Rng::new(1);
-        for &(m, n, k) in &[
-            (1, 1, 1),
-            (7, 13, 5),
-            (64, 64, 64),
-            (65, 130, 33),
-            (3, 200, 127),
-        ] {
-            for (ta, tb, acc) in [
-                (false, false, false),
-                (true, false, true),
-                (false, true, false),
-                (true, true, true),
+        for portable in [false, true] {
+            for &(m, n, k) in &[
+                (1, 1, 1),
+                (7, 13, 5),
+                (64, 64, 64),
+                (65, 130, 33),
+                (3, 200, 127),
             ] {
-                let a = rng.vec_uniform(m * k, -1.0, 1.0);
-                let b = rng.vec_uniform(k * n, -1.0, 1.0);
-                let c0 = rng.vec_uniform(m * n, -1.0, 1.0);
-                let mut want = c0.clone();
-                matmul_ref(&a, &b, &mut want, (m, n, k), 0.5, acc);
-                // Store A (and B) transposed in memory when asked, and read them through strides.
-                let a_mem = if ta { transpose(&a, m, k) } else { a.clone() };
-                let b_mem = if tb { transpose(&b, k, n) } else { b.clone() };
-                let ga = GpuBuffer::from_slice(gpu, "a", &a_mem).unwrap();
-                let gb = GpuBuffer::from_slice(gpu, "b", &b_mem).unwrap();
-                let gc = GpuBuffer::from_slice(gpu, "c", &c0).unwrap();
-                let av = if ta {
-                    MatView::transposed(&ga, 0, m as u32)
-                } else {
-                    MatView::rows(&ga, 0, k as u32)
-                };
-                let bv = if tb {
-                    MatView::transposed(&gb, 0, k as u32)
-                } else {
-                    MatView::rows(&gb, 0, n as u32)
-                };
-                pollster::block_on(async {
-                    let mut rec = Recorder::new(gpu);
-                    let cv = MatView::rows(&gc, 0, n as u32);
-                    matmul(
-                        &mut rec,
-                        av,
-                        bv,
-                        cv,
-                        (m as u32, n as u32, k as u32),
-                        0.5,
-                        acc,
-                    )
-                    .await
-                    .unwrap();
-                    rec.submit().await.unwrap();
-                });
-                let got = pollster::block_on(read_buffer_f32(gpu, &gc, 0, m * n)).unwrap();
-                assert_close(
-                    &format!("matmul {m}x{n}x{k} ta={ta} tb={tb}"),
-                    &got,
-                    &want,
-                    1e-4,
-                    1e-4,
-                );
+                for (ta, tb, acc) in [
+                    (false, false, false),
+                    (true, false, true),
+                    (false, true, false),
+                    (true, true, true),
+                ] {
+                    let a = rng.vec_uniform(m * k, -1.0, 1.0);
+                    let b = rng.vec_uniform(k * n, -1.0, 1.0);
+                    let c0 = rng.vec_uniform(m * n, -1.0, 1.0);
+                    let mut want = c0.clone();
+                    matmul_ref(&a, &b, &mut want, (m, n, k), 0.5, acc);
+                    // Store A (and B) transposed in memory when asked, and read them through strides.
+                    let a_mem = if ta { transpose(&a, m, k) } else { a.clone() };
+                    let b_mem = if tb { transpose(&b, k, n) } else { b.clone() };
+                    let ga = GpuBuffer::from_slice(gpu, "a", &a_mem).unwrap();
+                    let gb = GpuBuffer::from_slice(gpu, "b", &b_mem).unwrap();
+                    let gc = GpuBuffer::from_slice(gpu, "c", &c0).unwrap();
+                    let av = if ta {
+                        MatView::transposed(&ga, 0, m as u32)
+                    } else {
+                        MatView::rows(&ga, 0, k as u32)
+                    };
+                    let bv = if tb {
+                        MatView::transposed(&gb, 0, k as u32)
+                    } else {
+                        MatView::rows(&gb, 0, n as u32)
+                    };
+                    pollster::block_on(async {
+                        let mut rec = recorder(portable);
+                        let cv = MatView::rows(&gc, 0, n as u32);
+                        matmul(
+                            &mut rec,
+                            av,
+                            bv,
+                            cv,
+                            (m as u32, n as u32, k as u32),
+                            0.5,
+                            acc,
+                        )
+                        .await
+                        .unwrap();
+                        rec.submit().await.unwrap();
+                    });
+                    let got = pollster::block_on(read_buffer_f32(gpu, &gc, 0, m * n)).unwrap();
+                    assert_close(
+                        &format!("matmul {m}x{n}x{k} ta={ta} tb={tb} portable={portable}"),
+                        &got,
+                        &want,
+                        1e-4,
+                        1e-4,
+                    );
+                }
             }
         }
     }
@@ -260,32 +293,40 @@ mod tests {
     fn weight_matmul_matches_cpu_for_every_format() {
         let gpu = gpu();
         let mut rng = Rng::new(2);
-        for format in [
-            WeightFormat::F32,
-            WeightFormat::Q4_0,
-            WeightFormat::Q4_1,
-            WeightFormat::Q8_0,
-        ] {
-            for &(m, n, k) in &[(1, 1, 32), (5, 33, 64), (70, 67, 96), (64, 128, 576)] {
-                let raw = random_blocks(format, n * k, &mut rng);
-                let w = dequant(format, &raw, n * k);
-                let x = rng.vec_uniform(m * k, -1.0, 1.0);
-                let mut want = vec![0.0; m * n];
-                matmul_ref(&x, &transpose(&w, n, k), &mut want, (m, n, k), 1.0, false);
-                let gw = GpuWeight::upload(gpu, "w", format, &raw, n, k).unwrap();
-                let gx = GpuBuffer::from_slice(gpu, "x", &x).unwrap();
-                let gy = GpuBuffer::zeroed(gpu, "y", (m * n * 4) as u64).unwrap();
-                pollster::block_on(async {
-                    let mut rec = Recorder::new(gpu);
-                    matmul_weight(
-                        &mut rec, &gx, 0, &gw, &gy, 0, n as u32, m as u32, 1.0, false,
-                    )
-                    .await
-                    .unwrap();
-                    rec.submit().await.unwrap();
-                });
-                let got = pollster::block_on(read_buffer_f32(gpu, &gy, 0, m * n)).unwrap();
-                assert_close(&format!("{format:?} {m}x{n}x{k}"), &got, &want, 1e-4, 1e-4);
+        for portable in [false, true] {
+            for format in [
+                WeightFormat::F32,
+                WeightFormat::Q4_0,
+                WeightFormat::Q4_1,
+                WeightFormat::Q8_0,
+            ] {
+                for &(m, n, k) in &[(1, 1, 32), (5, 33, 64), (70, 67, 96), (64, 128, 576)] {
+                    let raw = random_blocks(format, n * k, &mut rng);
+                    let w = dequant(format, &raw, n * k);
+                    let x = rng.vec_uniform(m * k, -1.0, 1.0);
+                    let mut want = vec![0.0; m * n];
+                    matmul_ref(&x, &transpose(&w, n, k), &mut want, (m, n, k), 1.0, false);
+                    let gw = GpuWeight::upload(gpu, "w", format, &raw, n, k).unwrap();
+                    let gx = GpuBuffer::from_slice(gpu, "x", &x).unwrap();
+                    let gy = GpuBuffer::zeroed(gpu, "y", (m * n * 4) as u64).unwrap();
+                    pollster::block_on(async {
+                        let mut rec = recorder(portable);
+                        matmul_weight(
+                            &mut rec, &gx, 0, &gw, &gy, 0, n as u32, m as u32, 1.0, false,
+                        )
+                        .await
+                        .unwrap();
+                        rec.submit().await.unwrap();
+                    });
+                    let got = pollster::block_on(read_buffer_f32(gpu, &gy, 0, m * n)).unwrap();
+                    assert_close(
+                        &format!("{format:?} {m}x{n}x{k} portable={portable}"),
+                        &got,
+                        &want,
+                        1e-4,
+                        1e-4,
+                    );
+                }
             }
         }
     }

@@ -64,13 +64,25 @@ pub fn dequant(format: super::WeightFormat, raw: &[u8], n: usize) -> Vec<f32> {
     crate::formats::quant::dequantize(ty, raw, n).expect("valid blocks")
 }
 
-/// Run `f` on a fresh recorder, submit, and wait.
+/// Run `f` on a fresh recorder (fastest variants), submit, and wait.
 pub fn run<F>(f: F)
 where
     F: for<'r> AsyncFnOnce(&'r mut crate::gpu::Recorder<'static>),
 {
+    run_with(false, f)
+}
+
+/// Run `f` on a fresh recorder, portable variants only when `portable`, submit, and wait.
+pub fn run_with<F>(portable: bool, f: F)
+where
+    F: for<'r> AsyncFnOnce(&'r mut crate::gpu::Recorder<'static>),
+{
     pollster::block_on(async {
-        let mut rec = crate::gpu::Recorder::new(gpu());
+        let mut rec = if portable {
+            crate::gpu::Recorder::portable(gpu())
+        } else {
+            crate::gpu::Recorder::new(gpu())
+        };
         f(&mut rec).await;
         rec.submit().await.expect("submit");
     })
@@ -90,4 +102,13 @@ pub fn read(buf: &crate::gpu::GpuBuffer) -> Vec<f32> {
 /// An f32 buffer holding `data`.
 pub fn upload(data: &[f32]) -> crate::gpu::GpuBuffer {
     crate::gpu::GpuBuffer::from_slice(gpu(), "test", data).expect("upload")
+}
+
+/// A recorder for the test GPU: portable variants only, or the fastest ones.
+pub fn recorder(portable: bool) -> crate::gpu::Recorder<'static> {
+    if portable {
+        crate::gpu::Recorder::portable(gpu())
+    } else {
+        crate::gpu::Recorder::new(gpu())
+    }
 }

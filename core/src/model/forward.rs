@@ -106,6 +106,48 @@ pub struct ForwardOutput {
     pub last_logits: Option<Vec<f32>>,
 }
 
+/// Build every pipeline [`Forward::run`] may use with these weights.
+pub(crate) async fn compile_kernels(gpu: &Gpu, weights: &ModelWeights) -> Result<()> {
+    use crate::kernels::{attention, elementwise, embedding, gemv, logits, matmul, rmsnorm, rope};
+    let mut formats: Vec<_> = weights
+        .layers
+        .iter()
+        .flat_map(|l| {
+            [
+                &l.attn_q,
+                &l.attn_k,
+                &l.attn_v,
+                &l.attn_output,
+                &l.ffn_gate,
+                &l.ffn_up,
+                &l.ffn_down,
+            ]
+        })
+        .chain([weights.output()])
+        .map(|w| w.format)
+        .collect();
+    formats.sort_by_key(|f| f.define());
+    formats.dedup();
+    let rec = Recorder::new(gpu);
+    let (mv, gv) = (
+        matmul::MatmulVariant::for_recorder(&rec),
+        gemv::GemvVariant::for_recorder(&rec),
+    );
+    for f in formats {
+        gpu.pipeline(&matmul::LAYOUT, &mv.defines(f.define()))
+            .await?;
+        gpu.pipeline(&gemv::LAYOUT, &gv.defines(f.define())).await?;
+    }
+    gpu.pipeline(&embedding::LAYOUT, &[weights.token_embd.format.define()])
+        .await?;
+    gpu.pipeline(&rmsnorm::LAYOUT, &[]).await?;
+    gpu.pipeline(&rope::LAYOUT, &[]).await?;
+    gpu.pipeline(&attention::LAYOUT, &[]).await?;
+    gpu.pipeline(&elementwise::LAYOUT, &["OP_SWIGLU"]).await?;
+    gpu.pipeline(&logits::LAYOUT, &[]).await?;
+    Ok(())
+}
+
 /// Runs forward passes, owning the scratch buffers.
 #[derive(Debug, Default)]
 pub struct Forward {

@@ -71,6 +71,12 @@ impl Model {
         Ok(Model { config, weights })
     }
 
+    /// Compile every kernel variant the forward pass uses, so the first call is not slowed by
+    /// shader compilation (seconds on software drivers).
+    pub async fn compile_kernels(&self, gpu: &Gpu) -> Result<()> {
+        forward::compile_kernels(gpu, &self.weights).await
+    }
+
     fn check_ids(&self, ids: &[u32]) -> Result<()> {
         match ids
             .iter()

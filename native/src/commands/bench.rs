@@ -3,14 +3,14 @@
 
 use std::time::Instant;
 
-use anyhow::{Result, bail};
 use afinador_core::gpu::{Gpu, GpuBuffer, Recorder, read_buffer_f32};
 use afinador_core::kernels::attention::{AttentionShape, attention};
-use afinador_core::kernels::gemv::gemv;
-use afinador_core::kernels::matmul::{MatView, matmul, matmul_weight};
+use afinador_core::kernels::gemv::{GemvVariant, gemv};
+use afinador_core::kernels::matmul::{MatView, MatmulVariant, matmul, matmul_weight};
 use afinador_core::kernels::rmsnorm::rmsnorm;
 use afinador_core::kernels::{GpuWeight, WeightFormat};
 use afinador_core::util::Rng;
+use anyhow::{Result, bail};
 use serde::Serialize;
 
 use crate::common::{GpuArgs, print_json};
@@ -43,9 +43,20 @@ struct KernelArgs {
     /// The device's peak memory bandwidth in GB/s.
     #[arg(long)]
     peak_gbps: Option<f64>,
+    /// Time only the portable kernel variants (the ones every WebGPU device runs).
+    #[arg(long)]
+    portable: bool,
     /// Print JSON.
     #[arg(long)]
     json: bool,
+}
+
+fn recorder(gpu: &Gpu, portable: bool) -> Recorder<'_> {
+    if portable {
+        Recorder::portable(gpu)
+    } else {
+        Recorder::new(gpu)
+    }
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -55,7 +66,8 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 /// Known peaks (FP32 GFLOP/s, GB/s), matched on the adapter name.
-const KNOWN_PEAKS: [(&str, f64, f64); 2] = [("H100", 51_600.0, 3_000.0), ("H200", 51_600.0, 4_000.0)];
+const KNOWN_PEAKS: [(&str, f64, f64); 2] =
+    [("H100", 51_600.0, 3_000.0), ("H200", 51_600.0, 4_000.0)];
 
 #[derive(Serialize, Debug, Clone)]
 struct Row {
@@ -72,11 +84,29 @@ struct Row {
 
 /// One benchmark case: what it runs and what it moves or computes per dispatch.
 enum Case {
-    Gemv { format: WeightFormat, n: usize, k: usize },
-    MatmulWeight { format: WeightFormat, m: usize, n: usize, k: usize },
-    MatmulF32 { m: usize, n: usize, k: usize },
-    Attention { t: usize },
-    RmsNorm { rows: usize, c: usize },
+    Gemv {
+        format: WeightFormat,
+        n: usize,
+        k: usize,
+    },
+    MatmulWeight {
+        format: WeightFormat,
+        m: usize,
+        n: usize,
+        k: usize,
+    },
+    MatmulF32 {
+        m: usize,
+        n: usize,
+        k: usize,
+    },
+    Attention {
+        t: usize,
+    },
+    RmsNorm {
+        rows: usize,
+        c: usize,
+    },
 }
 
 fn format_name(f: WeightFormat) -> &'static str {
@@ -92,21 +122,47 @@ fn cases(quick: bool) -> Vec<Case> {
     use WeightFormat::*;
     let mut v = Vec::new();
     for format in [Q4_0, Q4_1, Q8_0] {
-        v.push(Case::Gemv { format, n: 1536, k: 576 });
-        v.push(Case::Gemv { format, n: 576, k: 1536 });
+        v.push(Case::Gemv {
+            format,
+            n: 1536,
+            k: 576,
+        });
+        v.push(Case::Gemv {
+            format,
+            n: 576,
+            k: 1536,
+        });
         if !quick {
-            v.push(Case::Gemv { format, n: 4096, k: 4096 });
+            v.push(Case::Gemv {
+                format,
+                n: 4096,
+                k: 4096,
+            });
         }
     }
     let t = if quick { 64 } else { 512 };
     for format in [Q4_0, Q4_1, Q8_0] {
-        v.push(Case::MatmulWeight { format, m: t, n: 1536, k: 576 });
+        v.push(Case::MatmulWeight {
+            format,
+            m: t,
+            n: 1536,
+            k: 576,
+        });
     }
     if quick {
-        v.push(Case::MatmulF32 { m: 128, n: 128, k: 128 });
+        v.push(Case::MatmulF32 {
+            m: 128,
+            n: 128,
+            k: 128,
+        });
         v.push(Case::Attention { t: 64 });
     } else {
-        v.push(Case::MatmulWeight { format: Q4_1, m: 512, n: 4096, k: 4096 });
+        v.push(Case::MatmulWeight {
+            format: Q4_1,
+            m: 512,
+            n: 4096,
+            k: 4096,
+        });
         for s in [512, 1024, 4096] {
             v.push(Case::MatmulF32 { m: s, n: s, k: s });
         }
@@ -124,9 +180,17 @@ struct Inputs {
     bufs: Vec<GpuBuffer>,
 }
 
-fn random_weight(gpu: &Gpu, format: WeightFormat, n: usize, k: usize, rng: &mut Rng) -> Result<GpuWeight> {
+fn random_weight(
+    gpu: &Gpu,
+    format: WeightFormat,
+    n: usize,
+    k: usize,
+    rng: &mut Rng,
+) -> Result<GpuWeight> {
     let (bytes, values) = format.gguf_block();
-    let mut raw: Vec<u8> = (0..n * k / values * bytes).map(|_| rng.next_u32() as u8).collect();
+    let mut raw: Vec<u8> = (0..n * k / values * bytes)
+        .map(|_| rng.next_u32() as u8)
+        .collect();
     // Keep scales finite and small: rewrite each block's leading f16 values.
     if format != WeightFormat::F32 {
         let half = afinador_core::util::f16_bits(0.01).to_le_bytes();
@@ -145,7 +209,11 @@ fn random_weight(gpu: &Gpu, format: WeightFormat, n: usize, k: usize, rng: &mut 
 }
 
 fn buf(gpu: &Gpu, n: usize, rng: &mut Rng) -> Result<GpuBuffer> {
-    Ok(GpuBuffer::from_slice(gpu, "bench", &rng.vec_uniform(n, -1.0, 1.0))?)
+    Ok(GpuBuffer::from_slice(
+        gpu,
+        "bench",
+        &rng.vec_uniform(n, -1.0, 1.0),
+    )?)
 }
 
 impl Case {
@@ -162,7 +230,9 @@ impl Case {
     fn shape(&self) -> String {
         match self {
             Case::Gemv { n, k, .. } => format!("N{n} K{k}"),
-            Case::MatmulWeight { m, n, k, .. } | Case::MatmulF32 { m, n, k } => format!("M{m} N{n} K{k}"),
+            Case::MatmulWeight { m, n, k, .. } | Case::MatmulF32 { m, n, k } => {
+                format!("M{m} N{n} K{k}")
+            }
             Case::Attention { t } => format!("T{t} NH9 KVH3 HS64"),
             Case::RmsNorm { rows, c } => format!("R{rows} C{c}"),
         }
@@ -175,7 +245,9 @@ impl Case {
                 let w = inputs.w.as_ref().map_or(0, GpuWeight::device_bytes) as f64;
                 (2.0 * (*n * *k) as f64, w + 4.0 * (*n + *k) as f64)
             }
-            Case::MatmulWeight { m, n, k, .. } | Case::MatmulF32 { m, n, k } => (2.0 * (*m * *n * *k) as f64, 0.0),
+            Case::MatmulWeight { m, n, k, .. } | Case::MatmulF32 { m, n, k } => {
+                (2.0 * (*m * *n * *k) as f64, 0.0)
+            }
             Case::Attention { t } => {
                 // causal: about half of the T² scores, QK and PV both, 9 heads of 64
                 let t = *t as f64;
@@ -183,6 +255,18 @@ impl Case {
             }
             Case::RmsNorm { rows, c } => (0.0, 8.0 * (*rows * *c) as f64),
         }
+    }
+
+    /// The build the engine picks for this case on `gpu`.
+    fn variant(&self, rec: &Recorder<'_>) -> String {
+        let v = match self {
+            Case::Gemv { .. } => format!("{:?}", GemvVariant::for_recorder(rec)),
+            Case::MatmulWeight { .. } | Case::MatmulF32 { .. } => {
+                format!("{:?}", MatmulVariant::for_recorder(rec))
+            }
+            _ => "portable".into(),
+        };
+        v.to_lowercase()
     }
 
     fn memory_bound(&self) -> bool {
@@ -199,9 +283,14 @@ impl Case {
                 w: Some(random_weight(gpu, format, n, k, rng)?),
                 bufs: vec![buf(gpu, m * k, rng)?, buf(gpu, m * n, rng)?],
             },
-            Case::MatmulF32 { m, n, k } => {
-                Inputs { w: None, bufs: vec![buf(gpu, m * k, rng)?, buf(gpu, k * n, rng)?, buf(gpu, m * n, rng)?] }
-            }
+            Case::MatmulF32 { m, n, k } => Inputs {
+                w: None,
+                bufs: vec![
+                    buf(gpu, m * k, rng)?,
+                    buf(gpu, k * n, rng)?,
+                    buf(gpu, m * n, rng)?,
+                ],
+            },
             Case::Attention { t } => Inputs {
                 w: None,
                 bufs: vec![
@@ -212,9 +301,15 @@ impl Case {
                     buf(gpu, t * 9, rng)?,
                 ],
             },
-            Case::RmsNorm { rows, c } => {
-                Inputs { w: None, bufs: vec![buf(gpu, rows * c, rng)?, buf(gpu, c, rng)?, buf(gpu, rows * c, rng)?, buf(gpu, rows, rng)?] }
-            }
+            Case::RmsNorm { rows, c } => Inputs {
+                w: None,
+                bufs: vec![
+                    buf(gpu, rows * c, rng)?,
+                    buf(gpu, c, rng)?,
+                    buf(gpu, rows * c, rng)?,
+                    buf(gpu, rows, rng)?,
+                ],
+            },
         })
     }
 
@@ -222,7 +317,19 @@ impl Case {
         let b = &i.bufs;
         match *self {
             Case::Gemv { n, .. } => {
-                gemv(rec, &b[0], 0, i.w.as_ref().expect("weight"), &b[1], 0, n as u32, 1, 1.0, false).await?
+                gemv(
+                    rec,
+                    &b[0],
+                    0,
+                    i.w.as_ref().expect("weight"),
+                    &b[1],
+                    0,
+                    n as u32,
+                    1,
+                    1.0,
+                    false,
+                )
+                .await?
             }
             Case::MatmulWeight { m, n, .. } => {
                 let w = i.w.as_ref().expect("weight");
@@ -230,14 +337,37 @@ impl Case {
             }
             Case::MatmulF32 { m, n, k } => {
                 let (m, n, k) = (m as u32, n as u32, k as u32);
-                let (a, bb, c) = (MatView::rows(&b[0], 0, k), MatView::rows(&b[1], 0, n), MatView::rows(&b[2], 0, n));
+                let (a, bb, c) = (
+                    MatView::rows(&b[0], 0, k),
+                    MatView::rows(&b[1], 0, n),
+                    MatView::rows(&b[2], 0, n),
+                );
                 matmul(rec, a, bb, c, (m, n, k), 1.0, false).await?
             }
             Case::Attention { t } => {
-                let shape = AttentionShape { b: 1, t: t as u32, nh: 9, kvh: 3, hs: 64, pos0: 0, s: t as u32 };
+                let shape = AttentionShape {
+                    b: 1,
+                    t: t as u32,
+                    nh: 9,
+                    kvh: 3,
+                    hs: 64,
+                    pos0: 0,
+                    s: t as u32,
+                };
                 attention(rec, &b[0], &b[1], &b[2], &b[3], &b[4], shape).await?
             }
-            Case::RmsNorm { rows, c } => rmsnorm(rec, &b[0], &b[1], &b[2], &b[3], (rows as u32, c as u32), 1e-5).await?,
+            Case::RmsNorm { rows, c } => {
+                rmsnorm(
+                    rec,
+                    &b[0],
+                    &b[1],
+                    &b[2],
+                    &b[3],
+                    (rows as u32, c as u32),
+                    1e-5,
+                )
+                .await?
+            }
         }
         Ok(())
     }
@@ -245,11 +375,18 @@ impl Case {
 
 /// Seconds per dispatch: a warm-up submission, then the median of `repeats` submissions of
 /// `iters` dispatches each, timed with GPU timestamps when available (else wall clock).
-async fn time_case(gpu: &Gpu, case: &Case, inputs: &Inputs, iters: usize, repeats: usize) -> Result<(f64, bool)> {
+async fn time_case(
+    gpu: &Gpu,
+    portable: bool,
+    case: &Case,
+    inputs: &Inputs,
+    iters: usize,
+    repeats: usize,
+) -> Result<(f64, bool)> {
     let mut times = Vec::new();
     let mut used_timestamps = true;
     for rep in 0..=repeats {
-        let mut rec = Recorder::new(gpu);
+        let mut rec = recorder(gpu, portable);
         for _ in 0..iters {
             case.record(&mut rec, inputs).await?;
         }
@@ -269,7 +406,9 @@ async fn time_case(gpu: &Gpu, case: &Case, inputs: &Inputs, iters: usize, repeat
 
 fn kernels(args: KernelArgs) -> Result<()> {
     let gpu = args.gpu.open()?;
-    let known = KNOWN_PEAKS.iter().find(|(name, _, _)| gpu.adapter.name.contains(name));
+    let known = KNOWN_PEAKS
+        .iter()
+        .find(|(name, _, _)| gpu.adapter.name.contains(name));
     let peak_gflops = args.peak_gflops.or(known.map(|k| k.1));
     let peak_gbps = args.peak_gbps.or(known.map(|k| k.2));
     let (iters, repeats) = if args.quick { (2, 2) } else { (10, 5) };
@@ -278,11 +417,22 @@ fn kernels(args: KernelArgs) -> Result<()> {
     let mut timer = "gpu timestamps";
     for case in cases(args.quick) {
         let kernel = case.kernel();
-        if args.filter.as_ref().is_some_and(|f| !kernel.contains(f.as_str())) {
+        if args
+            .filter
+            .as_ref()
+            .is_some_and(|f| !kernel.contains(f.as_str()))
+        {
             continue;
         }
         let inputs = case.inputs(&gpu, &mut rng)?;
-        let (secs, timestamps) = pollster::block_on(time_case(&gpu, &case, &inputs, iters, repeats))?;
+        let (secs, timestamps) = pollster::block_on(time_case(
+            &gpu,
+            args.portable,
+            &case,
+            &inputs,
+            iters,
+            repeats,
+        ))?;
         if !timestamps {
             timer = "wall clock";
         }
@@ -294,16 +444,35 @@ fn kernels(args: KernelArgs) -> Result<()> {
             let gflops = flops / secs / 1e9;
             (Some(gflops), None, peak_gflops.map(|p| 100.0 * gflops / p))
         };
-        rows.push(Row { kernel, shape: case.shape(), variant: "portable".into(), time_us: secs * 1e6, gflops, gbps, peak_pct });
+        rows.push(Row {
+            kernel,
+            shape: case.shape(),
+            variant: case.variant(&recorder(&gpu, args.portable)),
+            time_us: secs * 1e6,
+            gflops,
+            gbps,
+            peak_pct,
+        });
     }
     if rows.is_empty() {
-        bail!("no kernel matches --filter {:?}", args.filter.unwrap_or_default());
+        bail!(
+            "no kernel matches --filter {:?}",
+            args.filter.unwrap_or_default()
+        );
     }
     if args.json {
-        return print_json(&serde_json::json!({ "adapter": gpu.adapter, "timer": timer, "results": rows }));
+        return print_json(
+            &serde_json::json!({ "adapter": gpu.adapter, "timer": timer, "results": rows }),
+        );
     }
-    println!("{} ({}, {}), timed with {timer}", gpu.adapter.name, gpu.adapter.backend, gpu.adapter.vendor);
-    println!("{:<14} {:<22} {:<9} {:>12} {:>14} {:>8}", "kernel", "shape", "variant", "time (µs)", "rate", "% peak");
+    println!(
+        "{} ({}, {}), timed with {timer}",
+        gpu.adapter.name, gpu.adapter.backend, gpu.adapter.vendor
+    );
+    println!(
+        "{:<14} {:<22} {:<9} {:>12} {:>14} {:>8}",
+        "kernel", "shape", "variant", "time (µs)", "rate", "% peak"
+    );
     for r in rows {
         let rate = match (r.gflops, r.gbps) {
             (Some(f), _) => format!("{f:.2} GFLOP/s"),
@@ -311,7 +480,10 @@ fn kernels(args: KernelArgs) -> Result<()> {
             _ => "-".into(),
         };
         let peak = r.peak_pct.map_or("-".into(), |p| format!("{p:.1}"));
-        println!("{:<14} {:<22} {:<9} {:>12.1} {:>14} {:>8}", r.kernel, r.shape, r.variant, r.time_us, rate, peak);
+        println!(
+            "{:<14} {:<22} {:<9} {:>12.1} {:>14} {:>8}",
+            r.kernel, r.shape, r.variant, r.time_us, rate, peak
+        );
     }
     Ok(())
 }
