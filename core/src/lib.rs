@@ -10,4 +10,5 @@ pub mod gpu;
 pub mod kernels;
 pub mod model;
 pub mod tokenizer;
+pub mod train;
 pub mod util;

@@ -373,32 +373,45 @@ impl Case {
     }
 }
 
-/// Seconds per dispatch: a warm-up submission, then the median of `repeats` submissions of
-/// `iters` dispatches each, timed with GPU timestamps when available (else wall clock).
-async fn time_case(
+/// One submission of `iters` dispatches: (seconds, whether GPU timestamps measured it).
+async fn submit_once(
     gpu: &Gpu,
     portable: bool,
     case: &Case,
     inputs: &Inputs,
     iters: usize,
+) -> Result<(f64, bool)> {
+    let mut rec = recorder(gpu, portable);
+    for _ in 0..iters {
+        case.record(&mut rec, inputs).await?;
+    }
+    let start = Instant::now();
+    let gpu_time = rec.submit_timed().await?;
+    // Wait for completion with a tiny readback, so wall-clock times are complete too.
+    read_buffer_f32(gpu, &inputs.bufs[0], 0, 1).await?;
+    let wall = start.elapsed().as_secs_f64();
+    Ok((gpu_time.unwrap_or(wall), gpu_time.is_some()))
+}
+
+/// Seconds per dispatch: a warm-up submission of one dispatch sizes the batches (about
+/// `target_s` each, at most 100 dispatches), then the median of `repeats` timed batches.
+async fn time_case(
+    gpu: &Gpu,
+    portable: bool,
+    case: &Case,
+    inputs: &Inputs,
+    target_s: f64,
     repeats: usize,
 ) -> Result<(f64, bool)> {
+    let (first, _) = submit_once(gpu, portable, case, inputs, 1).await?;
+    let iters = ((target_s / first.max(1e-9)) as usize).clamp(1, 100);
+    let repeats = if first > 2.0 { 1 } else { repeats };
     let mut times = Vec::new();
     let mut used_timestamps = true;
-    for rep in 0..=repeats {
-        let mut rec = recorder(gpu, portable);
-        for _ in 0..iters {
-            case.record(&mut rec, inputs).await?;
-        }
-        let start = Instant::now();
-        let gpu_time = rec.submit_timed().await?;
-        // Wait for completion with a tiny readback, so wall-clock times are complete too.
-        read_buffer_f32(gpu, &inputs.bufs[0], 0, 1).await?;
-        let wall = start.elapsed().as_secs_f64();
-        if rep > 0 {
-            used_timestamps &= gpu_time.is_some();
-            times.push(gpu_time.unwrap_or(wall) / iters as f64);
-        }
+    for _ in 0..repeats {
+        let (secs, timestamps) = submit_once(gpu, portable, case, inputs, iters).await?;
+        used_timestamps &= timestamps;
+        times.push(secs / iters as f64);
     }
     times.sort_by(f64::total_cmp);
     Ok((times[times.len() / 2], used_timestamps))
@@ -411,7 +424,7 @@ fn kernels(args: KernelArgs) -> Result<()> {
         .find(|(name, _, _)| gpu.adapter.name.contains(name));
     let peak_gflops = args.peak_gflops.or(known.map(|k| k.1));
     let peak_gbps = args.peak_gbps.or(known.map(|k| k.2));
-    let (iters, repeats) = if args.quick { (2, 2) } else { (10, 5) };
+    let (target_s, repeats) = if args.quick { (0.005, 2) } else { (0.05, 5) };
     let mut rng = Rng::new(1);
     let mut rows = Vec::new();
     let mut timer = "gpu timestamps";
@@ -430,7 +443,7 @@ fn kernels(args: KernelArgs) -> Result<()> {
             args.portable,
             &case,
             &inputs,
-            iters,
+            target_s,
             repeats,
         ))?;
         if !timestamps {
