@@ -97,6 +97,8 @@ pub fn variants() -> Vec<(Shader, Vec<&'static str>)> {
     for w in WEIGHT_FORMATS {
         out.push((Shader::Matmul, vec![w]));
         out.push((Shader::Matmul, vec![w, "DIRECT"]));
+        out.push((Shader::Matmul, vec![w, "WT"]));
+        out.push((Shader::Matmul, vec![w, "WT", "DIRECT"]));
         out.push((Shader::Gemv, vec![w]));
         out.push((Shader::Gemv, vec![w, "SUBGROUPS"]));
         out.push((Shader::Embedding, vec![w]));

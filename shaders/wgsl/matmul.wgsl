@@ -4,6 +4,8 @@
 // B(k, n):
 //   B_STRIDED   = b[b_off + k·b_sk + n·b_sn]      (f32, any strides)
 //   W_*         = W[n, k] of a model weight (see weights.wgsl): C = A · Wᵀ, the linear layer
+//   W_* + WT    = W[k, n]: C = A · W, the input gradient of the linear layer (dX = dY · W);
+//                 N is the weight's row length then (N % 4 == 0)
 // C(m, n) = c[c_off + m·c_sm + n]
 //
 // Bindings: 0 params (uniform), 1 a (read), 2 b / w_q (read), 3 w_s (read), 4 c (read_write).
@@ -49,6 +51,15 @@ fn load_a(m: u32, k: u32) -> f32 {
     return 0.0;
 }
 
+#ifdef WT
+// B(k, n..n+4) = W[k, n..n+4] as a vec4 over n.
+fn load_b4n(k: u32, n: u32) -> vec4<f32> {
+    if (k < p.K && n < p.N) {
+        return w_load4(k, n, p.N);
+    }
+    return vec4<f32>(0.0);
+}
+#else
 // B(k..k+4, n) as a vec4 over k.
 fn load_b4(k: u32, n: u32) -> vec4<f32> {
 #ifdef B_STRIDED
@@ -66,6 +77,7 @@ fn load_b4(k: u32, n: u32) -> vec4<f32> {
     return vec4<f32>(0.0);
 #endif
 }
+#endif
 
 #ifdef DIRECT
 fn load_a4(m: u32, k: u32) -> vec4<f32> {
@@ -87,6 +99,19 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     let n0 = wg.x * 32u + (t % 8u) * 4u;
     var acc: array<vec4<f32>, 4>;
     for (var k = 0u; k < p.K; k += 4u) {
+#ifdef WT
+        let a0 = load_a4(m0, k);
+        let a1 = load_a4(m0 + 1u, k);
+        let a2 = load_a4(m0 + 2u, k);
+        let a3 = load_a4(m0 + 3u, k);
+        for (var kk = 0u; kk < 4u; kk++) {
+            let bn = load_b4n(k + kk, n0);
+            acc[0] += a0[kk] * bn;
+            acc[1] += a1[kk] * bn;
+            acc[2] += a2[kk] * bn;
+            acc[3] += a3[kk] * bn;
+        }
+#else
         let b0 = load_b4(k, n0);
         let b1 = load_b4(k, n0 + 1u);
         let b2 = load_b4(k, n0 + 2u);
@@ -95,6 +120,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
             let av = load_a4(m0 + i, k);
             acc[i] += vec4<f32>(dot(av, b0), dot(av, b1), dot(av, b2), dot(av, b3));
         }
+#endif
     }
     for (var i = 0u; i < 4u; i++) {
         let m = m0 + i;
@@ -130,10 +156,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         for (var i = 0u; i < 4u; i++) {
             a_tile[(lk + i) * 16u + lr / 4u][lr % 4u] = load_a(m0 + lr, k0 + lk + i);
         }
+#ifdef WT
+        b_tile[t] = load_b4n(k0 + t / 16u, n0 + (t % 16u) * 4u);
+#else
         let bv = load_b4(k0 + lk, n0 + lr);
         for (var i = 0u; i < 4u; i++) {
             b_tile[(lk + i) * 16u + lr / 4u][lr % 4u] = bv[i];
         }
+#endif
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk++) {
             let av = a_tile[kk * 16u + ty];

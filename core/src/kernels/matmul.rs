@@ -182,6 +182,44 @@ pub async fn matmul_weight(
         .await
 }
 
+/// `dx[M, K] (+)= α · dy[M, N] · W` for a weight `W[N, K]`: the input gradient of
+/// [`matmul_weight`] (the weight itself is frozen: no dW). dy and dx row-major at offsets.
+#[allow(clippy::too_many_arguments)]
+pub async fn matmul_weight_t(
+    rec: &mut Recorder<'_>,
+    dy: &GpuBuffer,
+    dy_off: u32,
+    w: &GpuWeight,
+    dx: &GpuBuffer,
+    dx_off: u32,
+    dx_stride: u32,
+    m: u32,
+    alpha: f32,
+    accumulate: bool,
+) -> Result<()> {
+    // C[M, N'] = A[M, K'] · B with N' = W's row length, K' = W's rows, B(k, n) = W[k, n].
+    let (n, k) = (w.cols as u32, w.rows as u32);
+    let params = MatmulParams {
+        m,
+        n,
+        k,
+        accumulate: accumulate as u32,
+        a_off: dy_off,
+        a_sm: k,
+        a_sk: 1,
+        c_off: dx_off,
+        c_sm: dx_stride,
+        alpha,
+        ..Default::default()
+    };
+    let variant = MatmulVariant::for_recorder(rec);
+    let groups = [n.div_ceil(variant.tile()), m.div_ceil(variant.tile()), 1];
+    let mut defines = variant.defines(w.format.define());
+    defines.push("WT");
+    rec.dispatch(&LAYOUT, &defines, &params, &[dy, &w.q, &w.s, dx], groups)
+        .await
+}
+
 /// CPU reference: `c = α · a · b (+ c)` with a [m, k], b [k, n], c [m, n], all row-major.
 pub fn matmul_ref(
     a: &[f32],
@@ -284,6 +322,43 @@ mod tests {
                         1e-4,
                         1e-4,
                     );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn weight_input_gradient_matches_cpu_for_every_format() {
+        let gpu = gpu();
+        let mut rng = Rng::new(12);
+        for portable in [false, true] {
+            for format in [
+                WeightFormat::F32,
+                WeightFormat::Q4_0,
+                WeightFormat::Q4_1,
+                WeightFormat::Q8_0,
+            ] {
+                for &(m, n, k) in &[(1, 1, 32), (5, 33, 64), (70, 67, 96), (64, 128, 576)] {
+                    let raw = random_blocks(format, n * k, &mut rng);
+                    let w = dequant(format, &raw, n * k);
+                    let dy = rng.vec_uniform(m * n, -1.0, 1.0);
+                    let dx0 = rng.vec_uniform(m * k, -1.0, 1.0);
+                    let mut want = dx0.clone();
+                    matmul_ref(&dy, &w, &mut want, (m, k, n), 0.5, true);
+                    let gw = GpuWeight::upload(gpu, "w", format, &raw, n, k).unwrap();
+                    let gdy = GpuBuffer::from_slice(gpu, "dy", &dy).unwrap();
+                    let gdx = GpuBuffer::from_slice(gpu, "dx", &dx0).unwrap();
+                    pollster::block_on(async {
+                        let mut rec = recorder(portable);
+                        let (m, k) = (m as u32, k as u32);
+                        matmul_weight_t(&mut rec, &gdy, 0, &gw, &gdx, 0, k, m, 0.5, true)
+                            .await
+                            .unwrap();
+                        rec.submit().await.unwrap();
+                    });
+                    let got = pollster::block_on(read_buffer_f32(gpu, &gdx, 0, m * k)).unwrap();
+                    let what = format!("dX {format:?} {m}x{n}x{k} portable={portable}");
+                    assert_close(&what, &got, &want, 1e-4, 1e-4);
                 }
             }
         }
