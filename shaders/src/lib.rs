@@ -30,13 +30,17 @@ pub enum Shader {
     /// Element-wise kernels (SwiGLU, add).
     Elementwise,
     /// Per-row log-softmax statistics of logits: log-sum-exp, argmax, target log-probability,
-    /// entropy.
+    /// entropy; and the cross-entropy gradient.
     Logits,
+    /// AdamW over flat parameter arrays.
+    AdamW,
+    /// Two-pass reductions (the global gradient norm).
+    Reduce,
 }
 
 impl Shader {
     /// Every kernel family.
-    pub const ALL: [Shader; 8] = [
+    pub const ALL: [Shader; 10] = [
         Shader::Matmul,
         Shader::Gemv,
         Shader::Embedding,
@@ -45,6 +49,8 @@ impl Shader {
         Shader::Attention,
         Shader::Elementwise,
         Shader::Logits,
+        Shader::AdamW,
+        Shader::Reduce,
     ];
 
     /// The file name under `wgsl/`.
@@ -58,6 +64,8 @@ impl Shader {
             Shader::Attention => "attention.wgsl",
             Shader::Elementwise => "elementwise.wgsl",
             Shader::Logits => "logits.wgsl",
+            Shader::AdamW => "adamw.wgsl",
+            Shader::Reduce => "reduce.wgsl",
         }
     }
 
@@ -84,6 +92,8 @@ pub fn source_file(name: &str) -> Option<&'static str> {
         "elementwise.wgsl" => include_str!("../wgsl/elementwise.wgsl"),
         "logits.wgsl" => include_str!("../wgsl/logits.wgsl"),
         "weights.wgsl" => include_str!("../wgsl/weights.wgsl"),
+        "adamw.wgsl" => include_str!("../wgsl/adamw.wgsl"),
+        "reduce.wgsl" => include_str!("../wgsl/reduce.wgsl"),
         _ => return None,
     })
 }
@@ -106,6 +116,12 @@ pub fn variants() -> Vec<(Shader, Vec<&'static str>)> {
     out.push((Shader::Matmul, vec!["B_STRIDED"]));
     out.push((Shader::Matmul, vec!["B_STRIDED", "DIRECT"]));
     out.push((Shader::RmsNorm, vec![]));
+    out.push((Shader::RmsNorm, vec!["BACKWARD"]));
+    out.push((Shader::Elementwise, vec!["OP_SWIGLU_BWD"]));
+    out.push((Shader::Logits, vec!["GRAD"]));
+    out.push((Shader::AdamW, vec![]));
+    out.push((Shader::Reduce, vec!["SUMSQ_PARTIAL"]));
+    out.push((Shader::Reduce, vec!["NORM_FINISH"]));
     out.push((Shader::Rope, vec![]));
     out.push((Shader::Attention, vec![]));
     out.push((Shader::Elementwise, vec!["OP_SWIGLU"]));

@@ -2,18 +2,27 @@
 //   OP_SWIGLU  out[i] = silu(gate[i]) · up[i],  silu(g) = g / (1 + e^(−g))
 //              gate(i) = a[a_off + i], up(i) = b[b_off + i]
 //   OP_ADD     out[i] = a[a_off + i] + b[b_off + i]
-// out(i) = out[out_off + i].
-// Bindings: 0 params (uniform), 1 a (read), 2 b (read), 3 out (read_write).
+//   OP_SWIGLU_BWD  given gate a, up b and the output gradient g = c[c_off + i]:
+//              out[i] = g · b · σ(a)·(1 + a·(1 − σ(a)))   (d gate, =)
+//              out2[i] = g · silu(a)                      (d up, =)
+// out(i) = out[out_off + i], out2(i) = out2[out_off + i].
+// Bindings: 0 params (uniform), 1 a (read), 2 b (read), 3 out (read_write);
+//           OP_SWIGLU_BWD adds 4 c (read), 5 out2 (read_write).
 // One thread per element. Dispatch: (min(ceil(n / 256), 32768), ceil(n / 256 / 32768), 1).
 
 struct Params {
     n: u32, a_off: u32, b_off: u32, out_off: u32,
+    c_off: u32, _pad0: u32, _pad1: u32, _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
+#ifdef OP_SWIGLU_BWD
+@group(0) @binding(4) var<storage, read> c: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out2: array<f32>;
+#endif
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -28,5 +37,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 #endif
 #ifdef OP_ADD
     out[p.out_off + i] = x + y;
+#endif
+#ifdef OP_SWIGLU_BWD
+    let g = c[p.c_off + i];
+    let s = 1.0 / (1.0 + exp(-x));
+    out[p.out_off + i] = g * y * s * (1.0 + x * (1.0 - s));
+    out2[p.out_off + i] = g * x * s;
 #endif
 }

@@ -9,13 +9,39 @@
 // Each thread keeps a running (max, Σe, Σe·z, argmax) over a strided slice; the workgroup
 // merges them in a tree.
 // Bindings: 0 params (uniform), 1 z (read), 2 targets (read), 3 stats (read_write).
+// GRAD: the cross-entropy gradient, in place: z[r, v] = (softmax(z[r])_v − [v = target])·grad_scale
+// from the lse in stats (rows without a target get 0), so logits chunks never need a second
+// buffer. Bindings: 0 params, 1 z (read_write), 2 targets (read), 3 stats (read).
 // One workgroup of 256 threads per row. Dispatch: (R, 1, 1).
 
 struct Params {
-    V: u32, R: u32, row_off: u32, _pad: u32,
+    V: u32, R: u32, row_off: u32, grad_scale: f32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
+#ifdef GRAD
+@group(0) @binding(1) var<storage, read_write> z: array<f32>;
+@group(0) @binding(2) var<storage, read> targets: array<u32>;
+@group(0) @binding(3) var<storage, read> stats: array<f32>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let r = wg.x;
+    let base = r * p.V;
+    let tgt = targets[p.row_off + r];
+    let lse = stats[(p.row_off + r) * 4u];
+    for (var v = t; v < p.V; v += 256u) {
+        var g = 0.0;
+        if (tgt < p.V) {
+            g = exp(z[base + v] - lse);
+            if (v == tgt) {
+                g -= 1.0;
+            }
+        }
+        z[base + v] = g * p.grad_scale;
+    }
+}
+#else
 @group(0) @binding(1) var<storage, read> z: array<f32>;
 @group(0) @binding(2) var<storage, read> targets: array<u32>;
 @group(0) @binding(3) var<storage, read_write> stats: array<f32>;
@@ -83,3 +109,4 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         stats[o + 3u] = lse - s_dot[0] / s_sum[0];
     }
 }
+#endif

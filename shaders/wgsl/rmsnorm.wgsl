@@ -2,6 +2,8 @@
 //
 // Rows r < R of C channels, contiguous. rstd is saved for the backward pass.
 // Bindings: 0 params (uniform), 1 x (read), 2 w (read), 3 out (read_write), 4 rstd (read_write).
+// BACKWARD: dx[r, :] += rstd·(g − x̂·mean(g·x̂)), g = dy·w, x̂ = x·rstd (w frozen: no dw).
+// Bindings: 0 params, 1 x (read), 2 w (read), 3 dy (read), 4 rstd (read), 5 dx (read_write).
 // One workgroup of 256 threads per row. Dispatch: (R, 1, 1).
 
 struct Params {
@@ -11,11 +13,48 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> w: array<f32>;
+#ifdef BACKWARD
+@group(0) @binding(3) var<storage, read> dy: array<f32>;
+@group(0) @binding(4) var<storage, read> rstd: array<f32>;
+@group(0) @binding(5) var<storage, read_write> dx: array<f32>;
+#else
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<storage, read_write> rstd: array<f32>;
+#endif
 
 var<workgroup> partial: array<f32, 256>;
 
+fn workgroup_sum(t: u32, v: f32) -> f32 {
+    partial[t] = v;
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s >>= 1u) {
+        if (t < s) {
+            partial[t] += partial[t + s];
+        }
+        workgroupBarrier();
+    }
+    let total = partial[0];
+    workgroupBarrier();
+    return total;
+}
+
+#ifdef BACKWARD
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let r = wg.x;
+    let base = r * p.C;
+    let inv = rstd[r];
+    var dot_gx = 0.0;
+    for (var c = t; c < p.C; c += 256u) {
+        dot_gx += dy[base + c] * w[c] * x[base + c] * inv;
+    }
+    let mean_gx = workgroup_sum(t, dot_gx) / f32(p.C);
+    for (var c = t; c < p.C; c += 256u) {
+        let g = dy[base + c] * w[c];
+        dx[base + c] += inv * (g - x[base + c] * inv * mean_gx);
+    }
+}
+#else
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let r = wg.x;
@@ -25,15 +64,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         let v = x[base + c];
         ss += v * v;
     }
-    partial[t] = ss;
-    workgroupBarrier();
-    for (var s = 128u; s > 0u; s >>= 1u) {
-        if (t < s) {
-            partial[t] += partial[t + s];
-        }
-        workgroupBarrier();
-    }
-    let inv = inverseSqrt(partial[0] / f32(p.C) + p.eps);
+    let inv = inverseSqrt(workgroup_sum(t, ss) / f32(p.C) + p.eps);
     for (var c = t; c < p.C; c += 256u) {
         out[base + c] = x[base + c] * inv * w[c];
     }
@@ -41,3 +72,4 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         rstd[r] = inv;
     }
 }
+#endif

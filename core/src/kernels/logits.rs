@@ -14,7 +14,7 @@ pub struct LogitsParams {
     pub v: u32,
     pub r: u32,
     pub row_off: u32,
-    pub _pad: u32,
+    pub grad_scale: f32,
 }
 assert_params_size!(LogitsParams, 16);
 
@@ -69,11 +69,50 @@ pub async fn logit_stats(
         v,
         r: rows,
         row_off,
-        _pad: 0,
+        grad_scale: 0.0,
     };
     rec.dispatch(
         &LAYOUT,
         &[],
+        &params,
+        &[logits, targets, stats],
+        [rows, 1, 1],
+    )
+    .await
+}
+
+pub const LAYOUT_GRAD: KernelLayout = KernelLayout {
+    shader: Shader::Logits,
+    bindings: &[
+        Binding::Uniform,
+        Binding::ReadWrite,
+        Binding::Read,
+        Binding::Read,
+    ],
+};
+
+/// The cross-entropy gradient with respect to the logits, in place (`=`):
+/// `z[r, v] = (softmax(z[r])_v − [v = target_r]) · grad_scale`, using the `lse` that
+/// [`logit_stats`] wrote for the same rows; rows without a target become 0. With
+/// `grad_scale = 1 / trained tokens` this is the gradient of the mean NLL.
+pub async fn cross_entropy_grad(
+    rec: &mut Recorder<'_>,
+    logits: &GpuBuffer,
+    targets: &GpuBuffer,
+    stats: &GpuBuffer,
+    (rows, v): (u32, u32),
+    row_off: u32,
+    grad_scale: f32,
+) -> Result<()> {
+    let params = LogitsParams {
+        v,
+        r: rows,
+        row_off,
+        grad_scale,
+    };
+    rec.dispatch(
+        &LAYOUT_GRAD,
+        &["GRAD"],
         &params,
         &[logits, targets, stats],
         [rows, 1, 1],
@@ -121,6 +160,35 @@ mod tests {
     use super::*;
     use crate::kernels::testing::{assert_close, gpu, read, run, upload};
     use crate::util::Rng;
+
+    #[test]
+    fn cross_entropy_grad_matches_finite_differences() {
+        let mut rng = Rng::new(17);
+        let (rows, v) = (3usize, 37usize);
+        let logits = rng.vec_uniform(rows * v, -4.0, 4.0);
+        let targets = vec![5u32, NO_TARGET, 36];
+        let scale = 0.5; // mean over the two rows with a target
+        // L = scale · Σ_r −log softmax(z_r)[t_r]
+        let loss = |z: &[f32]| -> f64 {
+            -logit_stats_ref(z, &targets, v)
+                .iter()
+                .map(|s| s.target_logprob as f64)
+                .sum::<f64>()
+                * scale
+        };
+        let fd = crate::kernels::testing::finite_differences(&loss, &logits, 1e-2);
+        let gl = upload(&logits);
+        let gt = GpuBuffer::from_slice(gpu(), "targets", &targets).unwrap();
+        let gs = upload(&vec![0.0; rows * 4]);
+        run(async |rec| {
+            let shape = (rows as u32, v as u32);
+            logit_stats(rec, &gl, &gt, &gs, shape, 0).await.unwrap();
+            cross_entropy_grad(rec, &gl, &gt, &gs, shape, 0, scale as f32)
+                .await
+                .unwrap();
+        });
+        assert_close("dlogits vs finite differences", &read(&gl), &fd, 2e-4, 1e-2);
+    }
 
     #[test]
     fn logit_stats_match_cpu() {

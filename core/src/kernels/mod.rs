@@ -8,6 +8,7 @@ pub mod embedding;
 pub mod gemv;
 pub mod logits;
 pub mod matmul;
+pub mod optim;
 pub mod rmsnorm;
 pub mod rope;
 mod weights;

@@ -27,6 +27,63 @@ pub const LAYOUT: KernelLayout = KernelLayout {
     ],
 };
 
+pub const LAYOUT_BACKWARD: KernelLayout = KernelLayout {
+    shader: Shader::RmsNorm,
+    bindings: &[
+        Binding::Uniform,
+        Binding::Read,
+        Binding::Read,
+        Binding::Read,
+        Binding::Read,
+        Binding::ReadWrite,
+    ],
+};
+
+/// Input gradient of [`rmsnorm`]: `dx += rstd·(g − x̂·mean(g·x̂))` with `g = dy·w` (`+=`, so
+/// it adds straight into the residual stream's gradient). The weight is frozen.
+pub async fn rmsnorm_backward(
+    rec: &mut Recorder<'_>,
+    x: &GpuBuffer,
+    w: &GpuBuffer,
+    dy: &GpuBuffer,
+    rstd: &GpuBuffer,
+    dx: &GpuBuffer,
+    (rows, c): (u32, u32),
+) -> Result<()> {
+    let params = RmsNormParams {
+        c,
+        r: rows,
+        eps: 0.0,
+        _pad: 0,
+    };
+    rec.dispatch(
+        &LAYOUT_BACKWARD,
+        &["BACKWARD"],
+        &params,
+        &[x, w, dy, rstd, dx],
+        [rows, 1, 1],
+    )
+    .await
+}
+
+/// CPU reference of the input gradient (returned, not accumulated).
+pub fn rmsnorm_backward_ref(x: &[f32], w: &[f32], dy: &[f32], c: usize, eps: f32) -> Vec<f32> {
+    let mut dx = vec![0.0; x.len()];
+    for ((row, g), out) in x.chunks(c).zip(dy.chunks(c)).zip(dx.chunks_mut(c)) {
+        let ms = row.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / c as f64;
+        let inv = 1.0 / (ms + eps as f64).sqrt();
+        let mean_gx = (0..c)
+            .map(|i| g[i] as f64 * w[i] as f64 * row[i] as f64 * inv)
+            .sum::<f64>()
+            / c as f64;
+        for i in 0..c {
+            let gi = g[i] as f64 * w[i] as f64;
+            out[i] = (inv * (gi - row[i] as f64 * inv * mean_gx)) as f32;
+        }
+    }
+    dx
+}
+
 /// Normalize `rows` rows of `c` values of `x` into `out` (`=`), writing `rstd[rows]` (`=`).
 pub async fn rmsnorm(
     rec: &mut Recorder<'_>,
@@ -67,6 +124,45 @@ mod tests {
     use super::*;
     use crate::kernels::testing::{assert_close, read, run, upload};
     use crate::util::Rng;
+
+    #[test]
+    fn rmsnorm_backward_matches_finite_differences_and_gpu() {
+        let mut rng = Rng::new(15);
+        for &(rows, c) in &[(1, 3), (2, 7), (3, 576)] {
+            let x = rng.vec_uniform(rows * c, -2.0, 2.0);
+            let w = rng.vec_uniform(c, 0.5, 1.5);
+            let dy = rng.vec_uniform(rows * c, -1.0, 1.0);
+            let want = rmsnorm_backward_ref(&x, &w, &dy, c, 1e-5);
+            // L = Σ dy·rmsnorm(x): its gradient by central differences.
+            if c < 100 {
+                let loss = |x: &[f32]| -> f64 {
+                    let (out, _) = rmsnorm_ref(x, &w, c, 1e-5);
+                    out.iter()
+                        .zip(&dy)
+                        .map(|(o, g)| *o as f64 * *g as f64)
+                        .sum()
+                };
+                let fd = crate::kernels::testing::finite_differences(&loss, &x, 1e-3);
+                assert_close("rmsnorm dx vs finite differences", &want, &fd, 2e-3, 1e-2);
+            }
+            let (_, rstd) = rmsnorm_ref(&x, &w, c, 1e-5);
+            let dx0 = rng.vec_uniform(rows * c, -1.0, 1.0);
+            let (gx, gw, gdy, gr, gdx) = (
+                upload(&x),
+                upload(&w),
+                upload(&dy),
+                upload(&rstd),
+                upload(&dx0),
+            );
+            run(async |rec| {
+                rmsnorm_backward(rec, &gx, &gw, &gdy, &gr, &gdx, (rows as u32, c as u32))
+                    .await
+                    .unwrap()
+            });
+            let want_acc: Vec<f32> = dx0.iter().zip(&want).map(|(a, b)| a + b).collect();
+            assert_close("rmsnorm dx gpu", &read(&gdx), &want_acc, 1e-5, 1e-4);
+        }
+    }
 
     #[test]
     fn rmsnorm_matches_cpu() {

@@ -112,3 +112,19 @@ pub fn recorder(portable: bool) -> crate::gpu::Recorder<'static> {
         crate::gpu::Recorder::new(gpu())
     }
 }
+
+/// Central finite differences of `f` at `x` (evaluated in f32 inputs, f64 outputs).
+pub fn finite_differences(f: &dyn Fn(&[f32]) -> f64, x: &[f32], h: f32) -> Vec<f32> {
+    let mut x = x.to_vec();
+    (0..x.len())
+        .map(|i| {
+            let orig = x[i];
+            x[i] = orig + h;
+            let up = f(&x);
+            x[i] = orig - h;
+            let down = f(&x);
+            x[i] = orig;
+            ((up - down) / (2.0 * h as f64)) as f32
+        })
+        .collect()
+}
