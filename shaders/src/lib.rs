@@ -124,6 +124,8 @@ pub fn variants() -> Vec<(Shader, Vec<&'static str>)> {
     out.push((Shader::Reduce, vec!["NORM_FINISH"]));
     out.push((Shader::Rope, vec![]));
     out.push((Shader::Attention, vec![]));
+    out.push((Shader::Attention, vec!["BWD_DQ"]));
+    out.push((Shader::Attention, vec!["BWD_DKV"]));
     out.push((Shader::Elementwise, vec!["OP_SWIGLU"]));
     out.push((Shader::Elementwise, vec!["OP_ADD"]));
     out.push((Shader::Logits, vec![]));

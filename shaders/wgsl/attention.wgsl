@@ -8,6 +8,18 @@
 // Bindings: 0 params (uniform), 1 q (read), 2 k (read), 3 v (read), 4 o (read_write),
 //           5 lse (read_write).
 // One workgroup of 64 threads per (t, h, b). Dispatch: (T, NH, B). HS ≤ 256.
+//
+// Backward (flash style: probabilities are recomputed from q, k and the saved lse; pos0 = 0):
+//   P[t,s] = exp(q_t·k_s·scale − lse_t),  dP[t,s] = dO_t·v_s,  D_t = dO_t·O_t,
+//   dS[t,s] = P·(dP − D_t);  dQ_t = scale·Σ_s dS·k_s;  dK_s = scale·Σ_{t,h∈g} dS·q_t;
+//   dV_s = Σ_{t,h∈g} P·dO_t.
+// BWD_DQ: one workgroup per (t, h, b) writes dq (=) and delta = D (=).
+//   Bindings: 0 params, 1 q, 2 k, 3 v, 4 o, 5 dout, 6 lse (read), 7 delta, 8 dq (read_write).
+//   Dispatch: (T, NH, B).
+// BWD_DKV: one workgroup per (s, kv head, b) sums over the queries and the query heads of its
+//   group (so GQA needs no atomics) and writes dk, dv (=). Runs after BWD_DQ (reads delta).
+//   Bindings: 0 params, 1 q, 2 k, 3 v, 4 dout, 5 lse, 6 delta (read), 7 dk, 8 dv (read_write).
+//   Dispatch: (S, KVH, B).
 
 struct Params {
     T: u32, NH: u32, KVH: u32, HS: u32,
@@ -18,8 +30,24 @@ struct Params {
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(2) var<storage, read> k: array<f32>;
 @group(0) @binding(3) var<storage, read> v: array<f32>;
+#ifdef BWD_DQ
+@group(0) @binding(4) var<storage, read> o: array<f32>;
+@group(0) @binding(5) var<storage, read> dout: array<f32>;
+@group(0) @binding(6) var<storage, read> lse: array<f32>;
+@group(0) @binding(7) var<storage, read_write> delta: array<f32>;
+@group(0) @binding(8) var<storage, read_write> dq: array<f32>;
+#else
+#ifdef BWD_DKV
+@group(0) @binding(4) var<storage, read> dout: array<f32>;
+@group(0) @binding(5) var<storage, read> lse: array<f32>;
+@group(0) @binding(6) var<storage, read> delta: array<f32>;
+@group(0) @binding(7) var<storage, read_write> dk: array<f32>;
+@group(0) @binding(8) var<storage, read_write> dv: array<f32>;
+#else
 @group(0) @binding(4) var<storage, read_write> o: array<f32>;
 @group(0) @binding(5) var<storage, read_write> lse: array<f32>;
+#endif
+#endif
 
 const WG: u32 = 64u;
 const MAX_HS: u32 = 256u;
@@ -56,6 +84,139 @@ fn reduce_sum(t: u32, x: f32) -> f32 {
     return r;
 }
 
+#ifdef BWD_DQ
+var<workgroup> do_row: array<f32, MAX_HS>;
+var<workgroup> ds: array<f32, WG>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let qt = wg.x;
+    let h = wg.y;
+    let b = wg.z;
+    let kvh = h / (p.NH / p.KVH);
+    let row = (b * p.T + qt) * p.NH + h;
+    let q_base = row * p.HS;
+    let kv_stride = p.KVH * p.HS;
+    let kv_base = b * p.S * kv_stride + kvh * p.HS;
+    let n_keys = qt + 1u;
+    var part = 0.0;
+    for (var d = t; d < p.HS; d += WG) {
+        q_row[d] = q[q_base + d] * p.scale;
+        do_row[d] = dout[q_base + d];
+        part += dout[q_base + d] * o[q_base + d];
+    }
+    let big_d = reduce_sum(t, part); // also a barrier for q_row/do_row
+    if (t == 0u) {
+        delta[row] = big_d;
+    }
+    let l = lse[row];
+    var acc: array<f32, 4>;
+    for (var s0 = 0u; s0 < n_keys; s0 += WG) {
+        let s = s0 + t;
+        var g = 0.0;
+        if (s < n_keys) {
+            let kb = kv_base + s * kv_stride;
+            var score = 0.0;
+            var dp = 0.0;
+            for (var d = 0u; d < p.HS; d++) {
+                score += q_row[d] * k[kb + d];
+                dp += do_row[d] * v[kb + d];
+            }
+            g = exp(score - l) * (dp - big_d);
+        }
+        ds[t] = g;
+        workgroupBarrier();
+        let n_chunk = min(WG, n_keys - s0);
+        for (var i = 0u; i < 4u; i++) {
+            let d = t + i * WG;
+            if (d < p.HS) {
+                var sum = acc[i];
+                for (var j = 0u; j < n_chunk; j++) {
+                    sum += ds[j] * k[kv_base + (s0 + j) * kv_stride + d];
+                }
+                acc[i] = sum;
+            }
+        }
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < 4u; i++) {
+        let d = t + i * WG;
+        if (d < p.HS) {
+            dq[q_base + d] = acc[i] * p.scale;
+        }
+    }
+}
+#else
+#ifdef BWD_DKV
+var<workgroup> k_row: array<f32, MAX_HS>;
+var<workgroup> v_row: array<f32, MAX_HS>;
+var<workgroup> ds: array<f32, WG>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let s = wg.x;
+    let kvh = wg.y;
+    let b = wg.z;
+    let group = p.NH / p.KVH;
+    let kv_stride = p.KVH * p.HS;
+    let kb = b * p.S * kv_stride + s * kv_stride + kvh * p.HS;
+    for (var d = t; d < p.HS; d += WG) {
+        k_row[d] = k[kb + d];
+        v_row[d] = v[kb + d];
+    }
+    workgroupBarrier();
+    var acc_k: array<f32, 4>;
+    var acc_v: array<f32, 4>;
+    // Queries t ≥ s attend key s; one (query, head) pair per thread in chunks of 64.
+    let n_pairs = (p.T - min(s, p.T)) * group;
+    for (var i0 = 0u; i0 < n_pairs; i0 += WG) {
+        let i = i0 + t;
+        var g = 0.0;
+        var pr = 0.0;
+        if (i < n_pairs) {
+            let qt = s + i / group;
+            let h = kvh * group + i % group;
+            let row = (b * p.T + qt) * p.NH + h;
+            let qb = row * p.HS;
+            var score = 0.0;
+            var dp = 0.0;
+            for (var d = 0u; d < p.HS; d++) {
+                score += q[qb + d] * k_row[d];
+                dp += dout[qb + d] * v_row[d];
+            }
+            pr = exp(score * p.scale - lse[row]);
+            g = pr * (dp - delta[row]);
+        }
+        ds[t] = g;
+        probs[t] = pr;
+        workgroupBarrier();
+        let n_chunk = min(WG, n_pairs - i0);
+        for (var c = 0u; c < 4u; c++) {
+            let d = t + c * WG;
+            if (d < p.HS) {
+                var sk = acc_k[c];
+                var sv = acc_v[c];
+                for (var j = 0u; j < n_chunk; j++) {
+                    let ij = i0 + j;
+                    let row = (b * p.T + s + ij / group) * p.NH + kvh * group + ij % group;
+                    sk += ds[j] * q[row * p.HS + d];
+                    sv += probs[j] * dout[row * p.HS + d];
+                }
+                acc_k[c] = sk;
+                acc_v[c] = sv;
+            }
+        }
+        workgroupBarrier();
+    }
+    for (var c = 0u; c < 4u; c++) {
+        let d = t + c * WG;
+        if (d < p.HS) {
+            dk[kb + d] = acc_k[c] * p.scale;
+            dv[kb + d] = acc_v[c];
+        }
+    }
+}
+#else
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let qt = wg.x;
@@ -121,3 +282,5 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         lse[(b * p.T + qt) * p.NH + h] = m + log(l);
     }
 }
+#endif
+#endif

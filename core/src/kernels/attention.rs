@@ -77,6 +77,147 @@ pub async fn attention(
     .await
 }
 
+pub const LAYOUT_BACKWARD: KernelLayout = KernelLayout {
+    shader: Shader::Attention,
+    bindings: &[
+        Binding::Uniform,
+        Binding::Read,
+        Binding::Read,
+        Binding::Read,
+        Binding::Read,
+        Binding::Read,
+        Binding::Read,
+        Binding::ReadWrite,
+        Binding::ReadWrite,
+    ],
+};
+
+/// Saved forward tensors and the output gradient, for [`attention_backward`].
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionSaved<'a> {
+    pub q: &'a GpuBuffer,
+    pub k: &'a GpuBuffer,
+    pub v: &'a GpuBuffer,
+    pub o: &'a GpuBuffer,
+    pub lse: &'a GpuBuffer,
+    pub dout: &'a GpuBuffer,
+}
+
+/// Gradients of [`attention`] (prompt from position 0): `dq`, `dk`, `dv` (all `=`); `delta`
+/// (B·T·NH floats) is scratch. GQA gradients are summed per kv head inside one workgroup, so
+/// no atomics are needed.
+pub async fn attention_backward(
+    rec: &mut Recorder<'_>,
+    saved: AttentionSaved<'_>,
+    delta: &GpuBuffer,
+    (dq, dk, dv): (&GpuBuffer, &GpuBuffer, &GpuBuffer),
+    sh: AttentionShape,
+) -> Result<()> {
+    assert!(
+        sh.pos0 == 0 && sh.s == sh.t,
+        "the backward pass runs on whole sequences"
+    );
+    let params = AttentionParams {
+        t: sh.t,
+        nh: sh.nh,
+        kvh: sh.kvh,
+        hs: sh.hs,
+        pos0: 0,
+        s: sh.s,
+        scale: 1.0 / (sh.hs as f32).sqrt(),
+        _pad: 0,
+    };
+    let AttentionSaved {
+        q,
+        k,
+        v,
+        o,
+        lse,
+        dout,
+    } = saved;
+    let dq_bufs = [q, k, v, o, dout, lse, delta, dq];
+    rec.dispatch(
+        &LAYOUT_BACKWARD,
+        &["BWD_DQ"],
+        &params,
+        &dq_bufs,
+        [sh.t, sh.nh, sh.b],
+    )
+    .await?;
+    let dkv_bufs = [q, k, v, dout, lse, delta, dk, dv];
+    rec.dispatch(
+        &LAYOUT_BACKWARD,
+        &["BWD_DKV"],
+        &params,
+        &dkv_bufs,
+        [sh.s, sh.kvh, sh.b],
+    )
+    .await
+}
+
+/// CPU reference of [`attention_backward`]: (dq, dk, dv).
+pub fn attention_backward_ref(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    dout: &[f32],
+    sh: AttentionShape,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (b, t, nh, kvh, hs, s) = (
+        sh.b as usize,
+        sh.t as usize,
+        sh.nh as usize,
+        sh.kvh as usize,
+        sh.hs as usize,
+        sh.s as usize,
+    );
+    let scale = 1.0 / (hs as f64).sqrt();
+    let (mut dq, mut dk, mut dv) = (
+        vec![0.0f64; q.len()],
+        vec![0.0f64; k.len()],
+        vec![0.0f64; v.len()],
+    );
+    for bi in 0..b {
+        for ti in 0..t {
+            for h in 0..nh {
+                let g = h / (nh / kvh);
+                let qo = ((bi * t + ti) * nh + h) * hs;
+                let kv = |si: usize| (bi * s + si) * kvh * hs + g * hs;
+                let n = ti + 1;
+                let scores: Vec<f64> = (0..n)
+                    .map(|si| {
+                        (0..hs)
+                            .map(|d| q[qo + d] as f64 * k[kv(si) + d] as f64)
+                            .sum::<f64>()
+                            * scale
+                    })
+                    .collect();
+                let m = scores.iter().cloned().fold(f64::MIN, f64::max);
+                let z: f64 = scores.iter().map(|x| (x - m).exp()).sum();
+                let probs: Vec<f64> = scores.iter().map(|x| (x - m).exp() / z).collect();
+                let dp: Vec<f64> = (0..n)
+                    .map(|si| {
+                        (0..hs)
+                            .map(|d| dout[qo + d] as f64 * v[kv(si) + d] as f64)
+                            .sum()
+                    })
+                    .collect();
+                let big_d: f64 = (0..n).map(|si| probs[si] * dp[si]).sum();
+                for si in 0..n {
+                    let ds = probs[si] * (dp[si] - big_d);
+                    for d in 0..hs {
+                        dq[qo + d] += ds * k[kv(si) + d] as f64 * scale;
+                        dk[kv(si) + d] += ds * q[qo + d] as f64 * scale;
+                        dv[kv(si) + d] += probs[si] * dout[qo + d] as f64;
+                    }
+                }
+            }
+        }
+    }
+    let f = |x: Vec<f64>| x.into_iter().map(|v| v as f32).collect();
+    (f(dq), f(dk), f(dv))
+}
+
 /// CPU reference; returns (o, lse).
 pub fn attention_ref(q: &[f32], k: &[f32], v: &[f32], sh: AttentionShape) -> (Vec<f32>, Vec<f32>) {
     let (b, t, nh, kvh, hs, s) = (
@@ -127,6 +268,126 @@ mod tests {
     use super::*;
     use crate::kernels::testing::{assert_close, read, run, upload};
     use crate::util::Rng;
+
+    #[test]
+    fn attention_backward_matches_finite_differences_and_gpu() {
+        use crate::kernels::testing::finite_differences;
+        let mut rng = Rng::new(19);
+        // Finite differences on a small GQA shape.
+        let sh = AttentionShape {
+            b: 1,
+            t: 4,
+            nh: 4,
+            kvh: 2,
+            hs: 4,
+            pos0: 0,
+            s: 4,
+        };
+        let n_q = 4 * 4 * 4;
+        let n_kv = 4 * 2 * 4;
+        let (q, k, v) = (
+            rng.vec_uniform(n_q, -1.0, 1.0),
+            rng.vec_uniform(n_kv, -1.0, 1.0),
+            rng.vec_uniform(n_kv, -1.0, 1.0),
+        );
+        let dout = rng.vec_uniform(n_q, -1.0, 1.0);
+        let (dq, dk, dv) = attention_backward_ref(&q, &k, &v, &dout, sh);
+        let loss = |q: &[f32], k: &[f32], v: &[f32]| -> f64 {
+            attention_ref(q, k, v, sh)
+                .0
+                .iter()
+                .zip(&dout)
+                .map(|(o, g)| *o as f64 * *g as f64)
+                .sum()
+        };
+        assert_close(
+            "dq vs fd",
+            &dq,
+            &finite_differences(&|x| loss(x, &k, &v), &q, 1e-3),
+            1e-3,
+            1e-2,
+        );
+        assert_close(
+            "dk vs fd",
+            &dk,
+            &finite_differences(&|x| loss(&q, x, &v), &k, 1e-3),
+            1e-3,
+            1e-2,
+        );
+        assert_close(
+            "dv vs fd",
+            &dv,
+            &finite_differences(&|x| loss(&q, &k, x), &v, 1e-3),
+            1e-3,
+            1e-2,
+        );
+        // GPU against the reference, on shapes with several chunks of 64 keys or queries.
+        for sh in [
+            sh,
+            AttentionShape {
+                b: 2,
+                t: 7,
+                nh: 4,
+                kvh: 2,
+                hs: 16,
+                pos0: 0,
+                s: 7,
+            },
+            AttentionShape {
+                b: 1,
+                t: 70,
+                nh: 9,
+                kvh: 3,
+                hs: 64,
+                pos0: 0,
+                s: 70,
+            },
+        ] {
+            let (b, t, nh, kvh, hs) = (
+                sh.b as usize,
+                sh.t as usize,
+                sh.nh as usize,
+                sh.kvh as usize,
+                sh.hs as usize,
+            );
+            let (nq, nkv) = (b * t * nh * hs, b * t * kvh * hs);
+            let (q, k, v) = (
+                rng.vec_uniform(nq, -1.0, 1.0),
+                rng.vec_uniform(nkv, -1.0, 1.0),
+                rng.vec_uniform(nkv, -1.0, 1.0),
+            );
+            let dout = rng.vec_uniform(nq, -1.0, 1.0);
+            let (want_dq, want_dk, want_dv) = attention_backward_ref(&q, &k, &v, &dout, sh);
+            let (gq, gk, gv, gdo) = (upload(&q), upload(&k), upload(&v), upload(&dout));
+            let (go, glse, delta) = (
+                upload(&vec![0.0; nq]),
+                upload(&vec![0.0; b * t * nh]),
+                upload(&vec![0.0; b * t * nh]),
+            );
+            let (dq, dk, dv) = (
+                upload(&vec![7.0; nq]),
+                upload(&vec![7.0; nkv]),
+                upload(&vec![7.0; nkv]),
+            );
+            run(async |rec| {
+                attention(rec, &gq, &gk, &gv, &go, &glse, sh).await.unwrap();
+                let saved = AttentionSaved {
+                    q: &gq,
+                    k: &gk,
+                    v: &gv,
+                    o: &go,
+                    lse: &glse,
+                    dout: &gdo,
+                };
+                attention_backward(rec, saved, &delta, (&dq, &dk, &dv), sh)
+                    .await
+                    .unwrap();
+            });
+            assert_close(&format!("dq {sh:?}"), &read(&dq), &want_dq, 1e-4, 1e-3);
+            assert_close(&format!("dk {sh:?}"), &read(&dk), &want_dk, 1e-4, 1e-3);
+            assert_close(&format!("dv {sh:?}"), &read(&dv), &want_dv, 1e-4, 1e-3);
+        }
+    }
 
     #[test]
     fn attention_matches_cpu_for_prompts_and_decode() {
