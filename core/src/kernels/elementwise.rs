@@ -84,6 +84,7 @@ pub const LAYOUT_SWIGLU_BACKWARD: KernelLayout = KernelLayout {
 
 /// Gradients of `h = silu(gate)·up` given `dh`: `dgate = dh·up·silu'(gate)`, `dup = dh·silu(gate)`
 /// (both `=`; dgate and dup share the offset `out.1`).
+#[allow(clippy::too_many_arguments)]
 pub async fn swiglu_backward(
     rec: &mut Recorder<'_>,
     n: u32,
