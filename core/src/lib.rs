@@ -8,6 +8,7 @@ pub mod eval;
 pub mod formats;
 pub mod gpu;
 pub mod kernels;
+pub mod lora;
 pub mod model;
 pub mod tokenizer;
 pub mod train;

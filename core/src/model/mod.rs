@@ -4,6 +4,7 @@
 mod config;
 mod forward;
 mod sampling;
+pub mod tiny;
 mod weights;
 
 pub use config::{LLAMA_FAMILY, LlamaConfig};

@@ -1,0 +1,150 @@
+//! Small random Llama models written as real GGUF files: for tests (a CPU reference can follow
+//! them exactly), smoke tests and the browser tests, where a 135M model is too slow.
+
+use crate::formats::{GgmlType, Gguf, GgufError, GgufWriter, MetaValue};
+use crate::util::Rng;
+
+/// The shape and weight format of a tiny model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TinySpec {
+    pub n_layer: usize,
+    pub n_embd: usize,
+    pub n_ff: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    /// Ignored when a tokenizer is copied (the vocabulary then sets it).
+    pub vocab_size: usize,
+    pub context_length: usize,
+    /// Type of the projection matrices (F32, Q8_0, Q4_0 or Q4_1); the embedding is Q8_0 unless
+    /// this is F32.
+    pub weight_type: GgmlType,
+    pub seed: u64,
+}
+
+impl Default for TinySpec {
+    fn default() -> Self {
+        TinySpec {
+            n_layer: 2,
+            n_embd: 64,
+            n_ff: 128,
+            n_head: 4,
+            n_head_kv: 2,
+            vocab_size: 256,
+            context_length: 512,
+            weight_type: GgmlType::Q8_0,
+            seed: 1,
+        }
+    }
+}
+
+/// A GGUF file for `spec` with random weights; with `tokenizer_from`, every `tokenizer.*` key of
+/// that model is copied (so the tiny model tokenizes exactly like it).
+pub fn make_tiny_gguf(
+    spec: &TinySpec,
+    tokenizer_from: Option<&Gguf>,
+) -> Result<Vec<u8>, GgufError> {
+    let mut rng = Rng::new(spec.seed);
+    let mut w = GgufWriter::new();
+    let arch = "llama";
+    let mut vocab = spec.vocab_size;
+    w.add_metadata("general.architecture", arch)?;
+    w.add_metadata("general.name", "afinador tiny llama")?;
+    w.add_metadata("general.type", "model")?;
+    let head_dim = spec.n_embd / spec.n_head;
+    let meta: [(&str, MetaValue); 9] = [
+        ("context_length", (spec.context_length as u32).into()),
+        ("embedding_length", (spec.n_embd as u32).into()),
+        ("block_count", (spec.n_layer as u32).into()),
+        ("feed_forward_length", (spec.n_ff as u32).into()),
+        ("attention.head_count", (spec.n_head as u32).into()),
+        ("attention.head_count_kv", (spec.n_head_kv as u32).into()),
+        ("attention.layer_norm_rms_epsilon", 1e-5f32.into()),
+        ("rope.freq_base", 10000f32.into()),
+        ("rope.dimension_count", (head_dim as u32).into()),
+    ];
+    for (key, value) in meta {
+        w.add_metadata(format!("{arch}.{key}"), value)?;
+    }
+    if let Some(src) = tokenizer_from {
+        for (key, value) in src.metadata().iter() {
+            if key.starts_with("tokenizer.") {
+                w.add_metadata(key, value.clone())?;
+            }
+        }
+        vocab = src.metadata().get_str_array("tokenizer.ggml.tokens")?.len();
+    }
+    let (c, ff) = (spec.n_embd as u64, spec.n_ff as u64);
+    let q = (spec.n_head * head_dim) as u64;
+    let kv = (spec.n_head_kv * head_dim) as u64;
+    let mut matrix = |w: &mut GgufWriter, name: &str, rows: u64, cols: u64, ty: GgmlType| {
+        let bound = 1.0 / (cols as f32).sqrt();
+        let values = rng.vec_uniform((rows * cols) as usize, -bound, bound);
+        w.add_tensor_f32(name, &[cols, rows], ty, &values)
+            .map(|_| ())
+    };
+    let embd_type = if spec.weight_type == GgmlType::F32 {
+        GgmlType::F32
+    } else {
+        GgmlType::Q8_0
+    };
+    matrix(&mut w, "token_embd.weight", vocab as u64, c, embd_type)?;
+    let mut norms = Rng::new(spec.seed ^ 0x5eed);
+    let mut norm = |w: &mut GgufWriter, name: &str| {
+        let values: Vec<f32> = (0..c).map(|_| 1.0 + norms.uniform(-0.1, 0.1)).collect();
+        w.add_tensor_f32(name, &[c], GgmlType::F32, &values)
+            .map(|_| ())
+    };
+    norm(&mut w, "output_norm.weight")?;
+    for i in 0..spec.n_layer {
+        let n = |s: &str| format!("blk.{i}.{s}.weight");
+        let t = spec.weight_type;
+        norm(&mut w, &n("attn_norm"))?;
+        norm(&mut w, &n("ffn_norm"))?;
+        matrix(&mut w, &n("attn_q"), q, c, t)?;
+        matrix(&mut w, &n("attn_k"), kv, c, t)?;
+        matrix(&mut w, &n("attn_v"), kv, c, t)?;
+        matrix(&mut w, &n("attn_output"), c, q, t)?;
+        matrix(&mut w, &n("ffn_gate"), ff, c, t)?;
+        matrix(&mut w, &n("ffn_up"), ff, c, t)?;
+        matrix(&mut w, &n("ffn_down"), c, ff, t)?;
+    }
+    Ok(w.to_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::LlamaConfig;
+
+    #[test]
+    fn tiny_models_parse_and_describe_their_shape() {
+        for ty in [
+            GgmlType::F32,
+            GgmlType::Q8_0,
+            GgmlType::Q4_1,
+            GgmlType::Q4_0,
+        ] {
+            let spec = TinySpec {
+                weight_type: ty,
+                ..TinySpec::default()
+            };
+            let bytes = make_tiny_gguf(&spec, None).unwrap();
+            let gguf = Gguf::parse(&bytes).unwrap();
+            let config = LlamaConfig::from_gguf(&gguf).unwrap();
+            assert_eq!((config.n_layer, config.n_embd, config.n_ff), (2, 64, 128));
+            assert_eq!(
+                (
+                    config.n_head,
+                    config.n_head_kv,
+                    config.head_dim,
+                    config.vocab_size
+                ),
+                (4, 2, 16, 256)
+            );
+            assert!(config.tied_embeddings);
+            assert_eq!(gguf.tensor("blk.1.attn_q.weight").unwrap().ty, ty);
+            // Same seed, same bytes.
+            assert_eq!(make_tiny_gguf(&spec, None).unwrap(), bytes);
+        }
+    }
+}
