@@ -2,7 +2,8 @@
 // llama.cpp's converter permutes Q/K rows so that the pairs (2i, 2i+1) rotate together).
 //
 // x holds T tokens of H heads of HS values: element (t, h, d) at x[off + t·row_stride + h·HS + d].
-// Token t is at position pos0 + t; pair i rotates by θ = pos · base^(−2i / HS).
+// Token t is at position pos0 + (t mod period) (period = T of each sequence when a batch of
+// sequences is stacked; larger than T otherwise); pair i rotates by θ = pos · base^(−2i / HS).
 // sign = +1 rotates (forward); sign = −1 rotates back (the backward pass).
 // Bindings: 0 params (uniform), 1 x (read_write). One thread per pair.
 // Dispatch: (ceil(T·H·HS/2 / 256), 1, 1).
@@ -10,6 +11,7 @@
 struct Params {
     T: u32, H: u32, HS: u32, pos0: u32,
     off: u32, row_stride: u32, theta_base: f32, sign: f32,
+    period: u32, _pad0: u32, _pad1: u32, _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -27,7 +29,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let i = idx % half;
     let h = (idx / half) % p.H;
     let t = idx / (half * p.H);
-    let pos = f32(p.pos0 + t);
+    let pos = f32(p.pos0 + t % p.period);
     let theta = pos * pow(p.theta_base, -2.0 * f32(i) / f32(p.HS));
     // Reduce to [0, 2π) first: GPU sin/cos are only accurate on small arguments.
     let r = theta - TAU * floor(theta / TAU);

@@ -21,6 +21,7 @@ pub struct Recorder<'g> {
     ops: Vec<Op>,
     params: Vec<u8>,
     portable: bool,
+    clears: Vec<wgpu::Buffer>,
 }
 
 impl<'g> Recorder<'g> {
@@ -31,6 +32,7 @@ impl<'g> Recorder<'g> {
             ops: Vec::new(),
             params: Vec::new(),
             portable: false,
+            clears: Vec::new(),
         }
     }
 
@@ -41,6 +43,12 @@ impl<'g> Recorder<'g> {
             portable: true,
             ..Recorder::new(gpu)
         }
+    }
+
+    /// Zero `buf` when the batch starts, before any of its kernels run (for buffers that
+    /// kernels later accumulate into).
+    pub fn clear_first(&mut self, buf: &GpuBuffer) {
+        self.clears.push(buf.buffer.clone());
     }
 
     /// Whether only portable kernel variants may be used.
@@ -132,20 +140,23 @@ impl<'g> Recorder<'g> {
         self,
         timestamps: Option<(&wgpu::QuerySet, &wgpu::Buffer, &GpuBuffer)>,
     ) -> Result<()> {
-        if self.ops.is_empty() {
+        if self.ops.is_empty() && self.clears.is_empty() {
             return Ok(());
         }
         let gpu = self.gpu;
         let ops = self.ops;
         let params = self.params;
+        let clears = self.clears;
         gpu.checked("running kernels", move || {
             let uniform = gpu.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("params"),
-                size: params.len() as u64,
+                size: params.len().max(16) as u64,
                 usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             });
-            gpu.queue.write_buffer(&uniform, 0, &params);
+            if !params.is_empty() {
+                gpu.queue.write_buffer(&uniform, 0, &params);
+            }
             let groups: Vec<wgpu::BindGroup> = ops
                 .iter()
                 .map(|op| {
@@ -171,6 +182,9 @@ impl<'g> Recorder<'g> {
                 })
                 .collect();
             let mut encoder = gpu.device.create_command_encoder(&Default::default());
+            for buf in &clears {
+                encoder.clear_buffer(buf, 0, None);
+            }
             {
                 let timestamp_writes =
                     timestamps.map(|(q, _, _)| wgpu::ComputePassTimestampWrites {

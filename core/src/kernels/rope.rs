@@ -17,17 +17,22 @@ pub struct RopeParams {
     pub row_stride: u32,
     pub theta_base: f32,
     pub sign: f32,
+    pub period: u32,
+    pub _pad: [u32; 3],
 }
-assert_params_size!(RopeParams, 32);
+assert_params_size!(RopeParams, 48);
 
 pub const LAYOUT: KernelLayout = KernelLayout {
     shader: Shader::Rope,
     bindings: &[Binding::Uniform, Binding::ReadWrite],
 };
 
-/// Where the heads to rotate live: T tokens, `row_stride` apart, of H heads of HS values.
+/// Where the heads to rotate live: T tokens, `row_stride` apart, of H heads of HS values;
+/// token t is at position `pos0 + t % period` (`period` = each sequence's length when B
+/// sequences are stacked, `u32::MAX` for one sequence).
 #[derive(Clone, Copy, Debug)]
 pub struct RopeShape {
+    pub period: u32,
     pub t: u32,
     pub h: u32,
     pub hs: u32,
@@ -53,6 +58,8 @@ pub async fn rope(
         row_stride: s.row_stride,
         theta_base,
         sign: if inverse { -1.0 } else { 1.0 },
+        period: s.period,
+        _pad: [0; 3],
     };
     let pairs = s.t * s.h * s.hs / 2;
     rec.dispatch(&LAYOUT, &[], &params, &[x], grid_1d(pairs.div_ceil(256)))
@@ -63,7 +70,7 @@ pub async fn rope(
 pub fn rope_ref(x: &mut [f32], s: RopeShape, pos0: u32, theta_base: f32, inverse: bool) {
     let hs = s.hs as usize;
     for t in 0..s.t as usize {
-        let pos = (pos0 as usize + t) as f64;
+        let pos = (pos0 as usize + t % s.period as usize) as f64;
         for h in 0..s.h as usize {
             let base = s.off as usize + t * s.row_stride as usize + h * hs;
             for i in 0..hs / 2 {
@@ -89,6 +96,7 @@ mod tests {
         let mut rng = Rng::new(6);
         // 5 tokens of 3 heads of 8 inside rows of 40 (other values untouched), from position 300.
         let s = RopeShape {
+            period: 3,
             t: 5,
             h: 3,
             hs: 8,
@@ -105,6 +113,7 @@ mod tests {
         assert_close("rope inverse", &read(&g), &x, 2e-5, 1e-4);
         // Real model shape: 9 heads of 64, base 100000, positions up to 2000.
         let s = RopeShape {
+            period: u32::MAX,
             t: 4,
             h: 9,
             hs: 64,

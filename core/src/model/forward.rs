@@ -230,6 +230,7 @@ impl Forward {
             linear(&mut rec, &a.xn, &lw.attn_v, vc, pos0 * kvd, kvd, tt, false).await?;
             let hs = config.head_dim as u32;
             let q_shape = RopeShape {
+                period: u32::MAX,
                 t: tt,
                 h: config.n_head as u32,
                 hs,
@@ -237,6 +238,7 @@ impl Forward {
                 row_stride: qd,
             };
             let k_shape = RopeShape {
+                period: u32::MAX,
                 t: tt,
                 h: config.n_head_kv as u32,
                 hs,

@@ -1,7 +1,31 @@
-//! Training: the streaming data pipeline (records → token ids + loss mask → packed sequences).
-//! The optimizer, the step loop, metrics and checkpoints come with the training issue.
+//! Training: the streaming data pipeline (records → token ids + loss mask → packed sequences),
+//! LoRA weights on the GPU, and the training step (forward, fused cross-entropy, explicit
+//! backward, gradient norm, AdamW).
 
 pub mod data;
 mod encoder;
+pub mod lora_gpu;
+pub mod step;
 
 pub use encoder::ModelTextEncoder;
+pub use lora_gpu::GpuLora;
+pub use step::{StepOptions, StepStats, Trainer};
+
+/// Errors of the training layer.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Gpu(#[from] crate::gpu::GpuError),
+    #[error(transparent)]
+    Lora(#[from] crate::lora::LoraError),
+    #[error("bad batch: {0}")]
+    Batch(String),
+    #[error("adapter does not fit the model: {0}")]
+    Adapter(String),
+}
+
+/// Result alias for the training layer.
+pub type Result<T, E = TrainError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests;

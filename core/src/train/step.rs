@@ -1,0 +1,883 @@
+//! One training step on the GPU: forward over B sequences with every activation the backward
+//! needs saved, the fused chunked cross-entropy, the explicit backward layer by layer (base
+//! weights frozen, LoRA gradients accumulated), the global gradient norm and AdamW. Per step
+//! the host reads back only the per-token statistics and the gradient norm.
+
+use super::lora_gpu::{GpuLora, LoraSlot};
+use super::{Result, TrainError};
+use crate::gpu::{Gpu, GpuBuffer, Recorder, read_buffer_f32};
+use crate::kernels::GpuWeight;
+use crate::kernels::attention::{AttentionSaved, AttentionShape, attention, attention_backward};
+use crate::kernels::elementwise::{Op, elementwise, swiglu_backward};
+use crate::kernels::embedding::embedding;
+use crate::kernels::logits::{NO_TARGET, RowStats, cross_entropy_grad, logit_stats};
+use crate::kernels::matmul::{MatView, matmul, matmul_weight, matmul_weight_t};
+use crate::kernels::optim::{AdamW, NORM_PARTIALS, adamw_step, grad_norm};
+use crate::kernels::rmsnorm::{rmsnorm, rmsnorm_backward};
+use crate::kernels::rope::{RopeShape, rope};
+use crate::lora::Module;
+use crate::model::{LlamaConfig, Model};
+
+/// Activations of one layer saved by the forward pass for the backward pass.
+#[derive(Debug)]
+struct LayerActs {
+    xn1: GpuBuffer,
+    rstd1: GpuBuffer,
+    q: GpuBuffer,
+    k: GpuBuffer,
+    v: GpuBuffer,
+    att: GpuBuffer,
+    lse: GpuBuffer,
+    x_mid: GpuBuffer,
+    xn2: GpuBuffer,
+    rstd2: GpuBuffer,
+    gate: GpuBuffer,
+    up: GpuBuffer,
+    hidden: GpuBuffer,
+    /// x·Aᵀ of each adapted projection, by module.
+    lora_u: Vec<(Module, GpuBuffer)>,
+}
+
+/// Every buffer a step uses, sized once for B×T tokens.
+#[derive(Debug)]
+struct Arena {
+    b: usize,
+    t: usize,
+    ids: GpuBuffer,
+    targets: GpuBuffer,
+    /// Residual stream entering each layer, and after the last one (L + 1 of them).
+    x: Vec<GpuBuffer>,
+    layers: Vec<LayerActs>,
+    xnf: GpuBuffer,
+    rstdf: GpuBuffer,
+    logits: GpuBuffer,
+    logit_rows: usize,
+    stats: GpuBuffer,
+    tmp: GpuBuffer,
+    dx: GpuBuffer,
+    dxn: GpuBuffer,
+    datt: GpuBuffer,
+    dq: GpuBuffer,
+    dk: GpuBuffer,
+    dv: GpuBuffer,
+    delta: GpuBuffer,
+    dh: GpuBuffer,
+    dgate: GpuBuffer,
+    dup: GpuBuffer,
+    du: GpuBuffer,
+    norm_partials: GpuBuffer,
+    norm: GpuBuffer,
+}
+
+impl Arena {
+    fn new(gpu: &Gpu, c: &LlamaConfig, lora: &GpuLora, b: usize, t: usize) -> Result<Arena> {
+        let n = b * t;
+        let f = |name: &str, len: usize| GpuBuffer::zeroed(gpu, name, (len.max(1) * 4) as u64);
+        let (ce, ff, qd, kvd, r) = (c.n_embd, c.n_ff, c.q_dim(), c.kv_dim(), lora.config.r);
+        let mut layers = Vec::with_capacity(c.n_layer);
+        for l in 0..c.n_layer {
+            let lora_u = lora
+                .slots
+                .iter()
+                .filter(|s| s.layer == l)
+                .map(|s| Ok((s.module, f("lora u", n * r)?)))
+                .collect::<Result<Vec<_>>>()?;
+            layers.push(LayerActs {
+                xn1: f("xn1", n * ce)?,
+                rstd1: f("rstd1", n)?,
+                q: f("q", n * qd)?,
+                k: f("k", n * kvd)?,
+                v: f("v", n * kvd)?,
+                att: f("att", n * qd)?,
+                lse: f("lse", n * c.n_head)?,
+                x_mid: f("x_mid", n * ce)?,
+                xn2: f("xn2", n * ce)?,
+                rstd2: f("rstd2", n)?,
+                gate: f("gate", n * ff)?,
+                up: f("up", n * ff)?,
+                hidden: f("hidden", n * ff)?,
+                lora_u,
+            });
+        }
+        let max_rows =
+            (gpu.limits.max_storage_buffer_binding_size as usize / (c.vocab_size * 4)).max(1);
+        let logit_rows = n.min(max_rows).min(512);
+        Ok(Arena {
+            b,
+            t,
+            ids: f("ids", n)?,
+            targets: f("targets", n)?,
+            x: (0..=c.n_layer)
+                .map(|_| f("x", n * ce))
+                .collect::<std::result::Result<_, _>>()?,
+            layers,
+            xnf: f("xnf", n * ce)?,
+            rstdf: f("rstdf", n)?,
+            logits: f("logits", logit_rows * c.vocab_size)?,
+            logit_rows,
+            stats: f("stats", n * 4)?,
+            tmp: f("tmp", n * ce)?,
+            dx: f("dx", n * ce)?,
+            dxn: f("dxn", n * ce)?,
+            datt: f("datt", n * qd)?,
+            dq: f("dq", n * qd)?,
+            dk: f("dk", n * kvd)?,
+            dv: f("dv", n * kvd)?,
+            delta: f("delta", n * c.n_head)?,
+            dh: f("dh", n * ff)?,
+            dgate: f("dgate", n * ff)?,
+            dup: f("dup", n * ff)?,
+            du: f("du", n * r)?,
+            norm_partials: f("norm partials", NORM_PARTIALS as usize)?,
+            norm: f("norm", 4)?,
+        })
+    }
+
+    /// Bytes of device memory the arena holds.
+    fn device_bytes(&self) -> u64 {
+        let layer: u64 = self
+            .layers
+            .iter()
+            .map(|l| {
+                [
+                    &l.xn1, &l.rstd1, &l.q, &l.k, &l.v, &l.att, &l.lse, &l.x_mid, &l.xn2, &l.rstd2,
+                    &l.gate, &l.up, &l.hidden,
+                ]
+                .iter()
+                .map(|b| b.size)
+                .sum::<u64>()
+                    + l.lora_u.iter().map(|(_, b)| b.size).sum::<u64>()
+            })
+            .sum();
+        let rest = [
+            &self.ids,
+            &self.targets,
+            &self.xnf,
+            &self.rstdf,
+            &self.logits,
+            &self.stats,
+            &self.tmp,
+            &self.dx,
+            &self.dxn,
+            &self.datt,
+            &self.dq,
+            &self.dk,
+            &self.dv,
+            &self.delta,
+            &self.dh,
+            &self.dgate,
+            &self.dup,
+            &self.du,
+            &self.norm_partials,
+            &self.norm,
+        ];
+        layer
+            + self.x.iter().map(|b| b.size).sum::<u64>()
+            + rest.iter().map(|b| b.size).sum::<u64>()
+    }
+}
+
+/// What one step measured.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct StepStats {
+    /// Mean NLL over the trained tokens (before the update).
+    pub loss: f64,
+    /// Fraction of trained tokens whose most likely prediction was the target.
+    pub token_accuracy: f64,
+    /// Mean predictive entropy over the trained tokens.
+    pub entropy: f64,
+    /// Global LoRA gradient norm before clipping.
+    pub grad_norm: f64,
+    pub trained_tokens: usize,
+    /// The update was skipped because the gradient was not finite.
+    pub skipped: bool,
+}
+
+/// Options of the optimizer step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepOptions {
+    pub adamw: AdamW,
+    /// Clip the global gradient norm to this (0: no clipping).
+    pub max_grad_norm: f32,
+}
+
+/// Trains LoRA adapters on a frozen (quantized) model, one batch at a time.
+#[derive(Debug)]
+pub struct Trainer<'m> {
+    pub model: &'m Model,
+    pub lora: GpuLora,
+    arena: Option<Arena>,
+    /// Optimizer steps taken.
+    pub step: u32,
+}
+
+impl<'m> Trainer<'m> {
+    pub fn new(model: &'m Model, lora: GpuLora) -> Trainer<'m> {
+        Trainer {
+            model,
+            lora,
+            arena: None,
+            step: 0,
+        }
+    }
+
+    /// Device bytes of the activation arena (0 before the first step).
+    pub fn arena_bytes(&self) -> u64 {
+        self.arena.as_ref().map_or(0, Arena::device_bytes)
+    }
+
+    fn arena(&mut self, gpu: &Gpu, b: usize, t: usize) -> Result<&Arena> {
+        if self.arena.as_ref().is_none_or(|a| a.b != b || a.t != t) {
+            self.arena = None;
+            self.arena = Some(Arena::new(gpu, &self.model.config, &self.lora, b, t)?);
+        }
+        Ok(self.arena.as_ref().expect("allocated above"))
+    }
+
+    /// Loss statistics of a batch without updating anything (evaluation).
+    pub async fn evaluate(
+        &mut self,
+        gpu: &Gpu,
+        ids: &[u32],
+        targets: &[u32],
+        b: usize,
+    ) -> Result<StepStats> {
+        self.run(gpu, ids, targets, b, None).await
+    }
+
+    /// One optimizer step on a batch of `b` sequences of equal length (`ids` and `targets` hold
+    /// b·T values; a target of `u32::MAX` is not trained).
+    pub async fn train_step(
+        &mut self,
+        gpu: &Gpu,
+        ids: &[u32],
+        targets: &[u32],
+        b: usize,
+        options: StepOptions,
+    ) -> Result<StepStats> {
+        self.run(gpu, ids, targets, b, Some(options)).await
+    }
+
+    async fn run(
+        &mut self,
+        gpu: &Gpu,
+        ids: &[u32],
+        targets: &[u32],
+        b: usize,
+        update: Option<StepOptions>,
+    ) -> Result<StepStats> {
+        let n = ids.len();
+        if b == 0 || n == 0 || !n.is_multiple_of(b) || targets.len() != n {
+            return Err(TrainError::Batch(format!(
+                "{n} ids, {} targets, {b} sequences",
+                targets.len()
+            )));
+        }
+        let vocab = self.model.config.vocab_size;
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(TrainError::Batch(format!(
+                "token id {id} is outside the vocabulary of {vocab}"
+            )));
+        }
+        let t = n / b;
+        let trained = targets.iter().filter(|&&x| x != NO_TARGET).count();
+        self.arena(gpu, b, t)?;
+        let arena = self.arena.as_ref().expect("allocated");
+        arena.ids.write(gpu, 0, ids);
+        arena.targets.write(gpu, 0, targets);
+        let model = self.model;
+        let lora = &self.lora;
+        let mut rec = Recorder::new(gpu);
+        forward(&mut rec, model, lora, arena).await?;
+        let grad_scale = if trained > 0 {
+            1.0 / trained as f32
+        } else {
+            0.0
+        };
+        loss_and_head_backward(&mut rec, model, arena, update.map(|_| grad_scale)).await?;
+        if let Some(options) = update {
+            rec.clear_first(&lora.grads);
+            backward(&mut rec, model, lora, arena).await?;
+            let n_params = lora.n as u32;
+            grad_norm(
+                &mut rec,
+                &lora.grads,
+                n_params,
+                &arena.norm_partials,
+                &arena.norm,
+                options.max_grad_norm,
+            )
+            .await?;
+            let t_step = self.step + 1;
+            adamw_step(
+                &mut rec,
+                options.adamw,
+                t_step,
+                &lora.params,
+                &lora.grads,
+                &lora.m,
+                &lora.v,
+                &arena.norm,
+                n_params,
+            )
+            .await?;
+        }
+        rec.submit().await?;
+        let stats = RowStats::decode(&read_buffer_f32(gpu, &arena.stats, 0, n * 4).await?);
+        let mut out = summarize(&stats, targets);
+        if update.is_some() {
+            let norm = read_buffer_f32(gpu, &arena.norm, 0, 3).await?;
+            out.grad_norm = norm[0] as f64;
+            out.skipped = norm[2] == 0.0;
+            if !out.skipped {
+                self.step += 1;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Loss, accuracy and entropy over the trained positions.
+fn summarize(stats: &[RowStats], targets: &[u32]) -> StepStats {
+    let (mut loss, mut correct, mut entropy, mut count) = (0.0f64, 0usize, 0.0f64, 0usize);
+    for (s, &t) in stats.iter().zip(targets) {
+        if t != NO_TARGET {
+            loss -= s.target_logprob as f64;
+            entropy += s.entropy as f64;
+            correct += (s.argmax == t) as usize;
+            count += 1;
+        }
+    }
+    let c = count.max(1) as f64;
+    StepStats {
+        loss: loss / c,
+        token_accuracy: correct as f64 / c,
+        entropy: entropy / c,
+        grad_norm: 0.0,
+        trained_tokens: count,
+        skipped: false,
+    }
+}
+
+/// `y[n, out] (+)= x·Wᵀ` plus the LoRA term `s·(x·Aᵀ)·Bᵀ` when the projection is adapted
+/// (saving x·Aᵀ in `u`).
+#[allow(clippy::too_many_arguments)]
+async fn adapted_linear(
+    rec: &mut Recorder<'_>,
+    x: &GpuBuffer,
+    w: &GpuWeight,
+    y: &GpuBuffer,
+    n: u32,
+    lora: &GpuLora,
+    slot: Option<(&LoraSlot, &GpuBuffer)>,
+    accumulate: bool,
+) -> Result<()> {
+    let out = w.rows as u32;
+    matmul_weight(rec, x, 0, w, y, 0, out, n, 1.0, accumulate).await?;
+    if let Some((s, u)) = slot {
+        let r = lora.config.r as u32;
+        let p = &lora.params;
+        // u[n, r] = x[n, in] · Aᵀ   (A [r, in] read transposed)
+        matmul(
+            rec,
+            MatView::rows(x, 0, s.in_features),
+            MatView::transposed(p, s.a_off, s.in_features),
+            MatView::rows(u, 0, r),
+            (n, r, s.in_features),
+            1.0,
+            false,
+        )
+        .await?;
+        // y += s · u · Bᵀ   (B [out, r] read transposed)
+        matmul(
+            rec,
+            MatView::rows(u, 0, r),
+            MatView::transposed(p, s.b_off, r),
+            MatView::rows(y, 0, out),
+            (n, out, r),
+            lora.scale(),
+            true,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Backward of [`adapted_linear`] for the input and the LoRA matrices: `dx (+)= dy·W`
+/// (+ `s·(dy·B)·A`), `dB += s·dyᵀ·u`, `dA += (s·dy·B)ᵀ·x`.
+#[allow(clippy::too_many_arguments)]
+async fn adapted_linear_backward(
+    rec: &mut Recorder<'_>,
+    dy: &GpuBuffer,
+    w: &GpuWeight,
+    x: &GpuBuffer,
+    dx: &GpuBuffer,
+    n: u32,
+    lora: &GpuLora,
+    slot: Option<(&LoraSlot, &GpuBuffer)>,
+    du: &GpuBuffer,
+    accumulate: bool,
+) -> Result<()> {
+    let inp = w.cols as u32;
+    matmul_weight_t(rec, dy, 0, w, dx, 0, inp, n, 1.0, accumulate).await?;
+    if let Some((s, u)) = slot {
+        let (r, out, sc) = (lora.config.r as u32, s.out_features, lora.scale());
+        let (p, g) = (&lora.params, &lora.grads);
+        // dB[out, r] += s · dyᵀ · u
+        matmul(
+            rec,
+            MatView::transposed(dy, 0, out),
+            MatView::rows(u, 0, r),
+            MatView::rows(g, s.b_off, r),
+            (out, r, n),
+            sc,
+            true,
+        )
+        .await?;
+        // du[n, r] = s · dy · B
+        matmul(
+            rec,
+            MatView::rows(dy, 0, out),
+            MatView::rows(p, s.b_off, r),
+            MatView::rows(du, 0, r),
+            (n, r, out),
+            sc,
+            false,
+        )
+        .await?;
+        // dA[r, in] += duᵀ · x
+        matmul(
+            rec,
+            MatView::transposed(du, 0, r),
+            MatView::rows(x, 0, inp),
+            MatView::rows(g, s.a_off, inp),
+            (r, inp, n),
+            1.0,
+            true,
+        )
+        .await?;
+        // dx += du · A
+        matmul(
+            rec,
+            MatView::rows(du, 0, r),
+            MatView::rows(p, s.a_off, inp),
+            MatView::rows(dx, 0, inp),
+            (n, inp, r),
+            1.0,
+            true,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+fn slot_of<'a>(
+    lora: &'a GpuLora,
+    acts: &'a LayerActs,
+    layer: usize,
+    module: Module,
+) -> Option<(&'a LoraSlot, &'a GpuBuffer)> {
+    let slot = lora.slot(layer, module)?;
+    let u = acts
+        .lora_u
+        .iter()
+        .find(|(m, _)| *m == module)
+        .map(|(_, u)| u)?;
+    Some((slot, u))
+}
+
+fn rope_shapes(c: &LlamaConfig, n: u32, t: u32) -> (RopeShape, RopeShape) {
+    let hs = c.head_dim as u32;
+    let (qd, kvd) = (c.q_dim() as u32, c.kv_dim() as u32);
+    (
+        RopeShape {
+            period: t,
+            t: n,
+            h: c.n_head as u32,
+            hs,
+            off: 0,
+            row_stride: qd,
+        },
+        RopeShape {
+            period: t,
+            t: n,
+            h: c.n_head_kv as u32,
+            hs,
+            off: 0,
+            row_stride: kvd,
+        },
+    )
+}
+
+fn attention_shape(c: &LlamaConfig, b: u32, t: u32) -> AttentionShape {
+    AttentionShape {
+        b,
+        t,
+        nh: c.n_head as u32,
+        kvh: c.n_head_kv as u32,
+        hs: c.head_dim as u32,
+        pos0: 0,
+        s: t,
+    }
+}
+
+async fn forward(rec: &mut Recorder<'_>, model: &Model, lora: &GpuLora, a: &Arena) -> Result<()> {
+    let c = &model.config;
+    let w = &model.weights;
+    let (n, t) = ((a.b * a.t) as u32, a.t as u32);
+    let (ce, ff) = (c.n_embd as u32, c.n_ff as u32);
+    embedding(rec, &a.ids, n, &w.token_embd, &a.x[0], 0).await?;
+    for (l, (lw, acts)) in w.layers.iter().zip(&a.layers).enumerate() {
+        let slot = |m| slot_of(lora, acts, l, m);
+        rmsnorm(
+            rec,
+            &a.x[l],
+            &lw.attn_norm,
+            &acts.xn1,
+            &acts.rstd1,
+            (n, ce),
+            c.rms_eps,
+        )
+        .await?;
+        adapted_linear(
+            rec,
+            &acts.xn1,
+            &lw.attn_q,
+            &acts.q,
+            n,
+            lora,
+            slot(Module::QProj),
+            false,
+        )
+        .await?;
+        adapted_linear(
+            rec,
+            &acts.xn1,
+            &lw.attn_k,
+            &acts.k,
+            n,
+            lora,
+            slot(Module::KProj),
+            false,
+        )
+        .await?;
+        adapted_linear(
+            rec,
+            &acts.xn1,
+            &lw.attn_v,
+            &acts.v,
+            n,
+            lora,
+            slot(Module::VProj),
+            false,
+        )
+        .await?;
+        let (q_shape, k_shape) = rope_shapes(c, n, t);
+        rope(rec, &acts.q, q_shape, 0, c.rope_base, false).await?;
+        rope(rec, &acts.k, k_shape, 0, c.rope_base, false).await?;
+        attention(
+            rec,
+            &acts.q,
+            &acts.k,
+            &acts.v,
+            &acts.att,
+            &acts.lse,
+            attention_shape(c, a.b as u32, t),
+        )
+        .await?;
+        adapted_linear(
+            rec,
+            &acts.att,
+            &lw.attn_output,
+            &a.tmp,
+            n,
+            lora,
+            slot(Module::OProj),
+            false,
+        )
+        .await?;
+        elementwise(
+            rec,
+            Op::Add,
+            n * ce,
+            (&a.x[l], 0),
+            (&a.tmp, 0),
+            (&acts.x_mid, 0),
+        )
+        .await?;
+        rmsnorm(
+            rec,
+            &acts.x_mid,
+            &lw.ffn_norm,
+            &acts.xn2,
+            &acts.rstd2,
+            (n, ce),
+            c.rms_eps,
+        )
+        .await?;
+        adapted_linear(
+            rec,
+            &acts.xn2,
+            &lw.ffn_gate,
+            &acts.gate,
+            n,
+            lora,
+            slot(Module::GateProj),
+            false,
+        )
+        .await?;
+        adapted_linear(
+            rec,
+            &acts.xn2,
+            &lw.ffn_up,
+            &acts.up,
+            n,
+            lora,
+            slot(Module::UpProj),
+            false,
+        )
+        .await?;
+        elementwise(
+            rec,
+            Op::SwiGlu,
+            n * ff,
+            (&acts.gate, 0),
+            (&acts.up, 0),
+            (&acts.hidden, 0),
+        )
+        .await?;
+        adapted_linear(
+            rec,
+            &acts.hidden,
+            &lw.ffn_down,
+            &a.tmp,
+            n,
+            lora,
+            slot(Module::DownProj),
+            false,
+        )
+        .await?;
+        elementwise(
+            rec,
+            Op::Add,
+            n * ce,
+            (&acts.x_mid, 0),
+            (&a.tmp, 0),
+            (&a.x[l + 1], 0),
+        )
+        .await?;
+    }
+    let last = &a.x[c.n_layer];
+    rmsnorm(
+        rec,
+        last,
+        &w.output_norm,
+        &a.xnf,
+        &a.rstdf,
+        (n, ce),
+        c.rms_eps,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Logits a chunk of rows at a time: statistics, and with `grad_scale` the cross-entropy
+/// gradient, taken back through the output projection and the final norm into `dx` (`=`).
+async fn loss_and_head_backward(
+    rec: &mut Recorder<'_>,
+    model: &Model,
+    a: &Arena,
+    grad_scale: Option<f32>,
+) -> Result<()> {
+    let c = &model.config;
+    let out = model.weights.output();
+    let (n, v, ce) = (a.b * a.t, c.vocab_size as u32, c.n_embd as u32);
+    let mut row = 0;
+    while row < n {
+        let rows = (n - row).min(a.logit_rows) as u32;
+        let x_off = (row * c.n_embd) as u32;
+        matmul_weight(rec, &a.xnf, x_off, out, &a.logits, 0, v, rows, 1.0, false).await?;
+        logit_stats(rec, &a.logits, &a.targets, &a.stats, (rows, v), row as u32).await?;
+        if let Some(scale) = grad_scale {
+            cross_entropy_grad(
+                rec,
+                &a.logits,
+                &a.targets,
+                &a.stats,
+                (rows, v),
+                row as u32,
+                scale,
+            )
+            .await?;
+            matmul_weight_t(rec, &a.logits, 0, out, &a.dxn, x_off, ce, rows, 1.0, false).await?;
+        }
+        row += rows as usize;
+    }
+    if grad_scale.is_some() {
+        rec.clear_first(&a.dx);
+        rmsnorm_backward(
+            rec,
+            &a.x[c.n_layer],
+            &model.weights.output_norm,
+            &a.dxn,
+            &a.rstdf,
+            &a.dx,
+            (n as u32, ce),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn backward(rec: &mut Recorder<'_>, model: &Model, lora: &GpuLora, a: &Arena) -> Result<()> {
+    let c = &model.config;
+    let (n, t) = ((a.b * a.t) as u32, a.t as u32);
+    let (ce, ff) = (c.n_embd as u32, c.n_ff as u32);
+    for (l, (lw, acts)) in model.weights.layers.iter().zip(&a.layers).enumerate().rev() {
+        let slot = |m| slot_of(lora, acts, l, m);
+        // Feed-forward block; dx holds dL/d(layer output).
+        adapted_linear_backward(
+            rec,
+            &a.dx,
+            &lw.ffn_down,
+            &acts.hidden,
+            &a.dh,
+            n,
+            lora,
+            slot(Module::DownProj),
+            &a.du,
+            false,
+        )
+        .await?;
+        swiglu_backward(
+            rec,
+            n * ff,
+            (&acts.gate, 0),
+            (&acts.up, 0),
+            (&a.dh, 0),
+            &a.dgate,
+            &a.dup,
+            0,
+        )
+        .await?;
+        adapted_linear_backward(
+            rec,
+            &a.dgate,
+            &lw.ffn_gate,
+            &acts.xn2,
+            &a.dxn,
+            n,
+            lora,
+            slot(Module::GateProj),
+            &a.du,
+            false,
+        )
+        .await?;
+        adapted_linear_backward(
+            rec,
+            &a.dup,
+            &lw.ffn_up,
+            &acts.xn2,
+            &a.dxn,
+            n,
+            lora,
+            slot(Module::UpProj),
+            &a.du,
+            true,
+        )
+        .await?;
+        rmsnorm_backward(
+            rec,
+            &acts.x_mid,
+            &lw.ffn_norm,
+            &a.dxn,
+            &acts.rstd2,
+            &a.dx,
+            (n, ce),
+        )
+        .await?;
+        // Attention block; dx holds dL/d(x_mid).
+        adapted_linear_backward(
+            rec,
+            &a.dx,
+            &lw.attn_output,
+            &acts.att,
+            &a.datt,
+            n,
+            lora,
+            slot(Module::OProj),
+            &a.du,
+            false,
+        )
+        .await?;
+        let saved = AttentionSaved {
+            q: &acts.q,
+            k: &acts.k,
+            v: &acts.v,
+            o: &acts.att,
+            lse: &acts.lse,
+            dout: &a.datt,
+        };
+        attention_backward(
+            rec,
+            saved,
+            &a.delta,
+            (&a.dq, &a.dk, &a.dv),
+            attention_shape(c, a.b as u32, t),
+        )
+        .await?;
+        let (q_shape, k_shape) = rope_shapes(c, n, t);
+        rope(rec, &a.dq, q_shape, 0, c.rope_base, true).await?;
+        rope(rec, &a.dk, k_shape, 0, c.rope_base, true).await?;
+        adapted_linear_backward(
+            rec,
+            &a.dq,
+            &lw.attn_q,
+            &acts.xn1,
+            &a.dxn,
+            n,
+            lora,
+            slot(Module::QProj),
+            &a.du,
+            false,
+        )
+        .await?;
+        adapted_linear_backward(
+            rec,
+            &a.dk,
+            &lw.attn_k,
+            &acts.xn1,
+            &a.dxn,
+            n,
+            lora,
+            slot(Module::KProj),
+            &a.du,
+            true,
+        )
+        .await?;
+        adapted_linear_backward(
+            rec,
+            &a.dv,
+            &lw.attn_v,
+            &acts.xn1,
+            &a.dxn,
+            n,
+            lora,
+            slot(Module::VProj),
+            &a.du,
+            true,
+        )
+        .await?;
+        rmsnorm_backward(
+            rec,
+            &a.x[l],
+            &lw.attn_norm,
+            &a.dxn,
+            &acts.rstd1,
+            &a.dx,
+            (n, ce),
+        )
+        .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,139 @@
+//! The training step on a tiny random Llama: its LoRA gradients against finite differences of
+//! the GPU loss, and a loss that falls.
+
+use super::*;
+use crate::formats::{GgmlType, Gguf};
+use crate::kernels::optim::AdamW;
+use crate::kernels::testing::gpu;
+use crate::lora::{LoraConfig, Module};
+use crate::model::Model;
+use crate::model::tiny::{TinySpec, make_tiny_gguf};
+use crate::util::Rng;
+
+fn tiny_model(ty: GgmlType) -> Model {
+    let bytes = make_tiny_gguf(
+        &TinySpec {
+            weight_type: ty,
+            ..TinySpec::default()
+        },
+        None,
+    )
+    .unwrap();
+    let gguf = Gguf::parse(&bytes).unwrap();
+    Model::load(gpu(), &gguf, &bytes).unwrap()
+}
+
+fn batch(rng: &mut Rng, b: usize, t: usize, vocab: u32) -> (Vec<u32>, Vec<u32>) {
+    let ids: Vec<u32> = (0..b * t).map(|_| rng.below(vocab as u64) as u32).collect();
+    // Next-token targets within each sequence; the first half of each sequence is "prompt".
+    let targets = (0..b * t)
+        .map(|i| {
+            if i % t + 1 < t && i % t >= t / 2 {
+                ids[i + 1]
+            } else {
+                u32::MAX
+            }
+        })
+        .collect();
+    (ids, targets)
+}
+
+#[test]
+fn lora_gradients_match_finite_differences_of_the_loss() {
+    let gpu = gpu();
+    let model = tiny_model(GgmlType::F32);
+    let config = LoraConfig::new(4, 8.0, &Module::ALL);
+    let lora = GpuLora::init(gpu, &model.config, &config, 3).unwrap();
+    // Non-zero B so gradients reach A as well.
+    let mut rng = Rng::new(4);
+    let mut values =
+        pollster::block_on(crate::gpu::read_buffer_f32(gpu, &lora.params, 0, lora.n)).unwrap();
+    for s in &lora.slots {
+        let b = s.b_off as usize..s.b_off as usize + 4 * s.out_features as usize;
+        values[b]
+            .iter_mut()
+            .for_each(|x| *x = rng.uniform(-0.2, 0.2));
+    }
+    lora.params.write(gpu, 0, &values);
+    let (ids, targets) = batch(&mut rng, 2, 9, 256);
+    let mut trainer = Trainer::new(&model, lora);
+    // A step with lr 0 computes gradients without moving the parameters.
+    let zero = StepOptions {
+        adamw: AdamW {
+            lr: 0.0,
+            ..AdamW::default()
+        },
+        max_grad_norm: 0.0,
+    };
+    pollster::block_on(trainer.train_step(gpu, &ids, &targets, 2, zero)).unwrap();
+    let grads = pollster::block_on(crate::gpu::read_buffer_f32(
+        gpu,
+        &trainer.lora.grads,
+        0,
+        trainer.lora.n,
+    ))
+    .unwrap();
+    let loss_at = |trainer: &mut Trainer, values: &[f32]| -> f64 {
+        trainer.lora.params.write(gpu, 0, values);
+        pollster::block_on(trainer.evaluate(gpu, &ids, &targets, 2))
+            .unwrap()
+            .loss
+    };
+    // Check parameters of A and of B in every module of both layers.
+    let h = 1e-2f32;
+    let mut checked = 0;
+    for s in trainer.lora.slots.clone() {
+        for off in [s.a_off + 5, s.b_off + 3] {
+            let i = off as usize;
+            let mut p = values.clone();
+            p[i] += h;
+            let up = loss_at(&mut trainer, &p);
+            p[i] -= 2.0 * h;
+            let down = loss_at(&mut trainer, &p);
+            let fd = (up - down) / (2.0 * h as f64);
+            let g = grads[i] as f64;
+            let tol = 2e-4 + 0.05 * fd.abs().max(g.abs());
+            assert!(
+                (fd - g).abs() <= tol,
+                "{:?} layer {} param {i}: grad {g}, finite differences {fd}",
+                s.module,
+                s.layer
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 2 * 2 * 7);
+}
+
+#[test]
+fn training_lowers_the_loss_on_a_repeated_batch() {
+    let gpu = gpu();
+    for ty in [GgmlType::Q8_0, GgmlType::Q4_1] {
+        let model = tiny_model(ty);
+        let config = LoraConfig::new(8, 16.0, &Module::ALL);
+        let lora = GpuLora::init(gpu, &model.config, &config, 5).unwrap();
+        let mut trainer = Trainer::new(&model, lora);
+        let mut rng = Rng::new(6);
+        let (ids, targets) = batch(&mut rng, 2, 16, 256);
+        let options = StepOptions {
+            adamw: AdamW {
+                lr: 1e-2,
+                ..AdamW::default()
+            },
+            max_grad_norm: 1.0,
+        };
+        let losses: Vec<f64> = (0..12)
+            .map(|_| {
+                pollster::block_on(trainer.train_step(gpu, &ids, &targets, 2, options))
+                    .unwrap()
+                    .loss
+            })
+            .collect();
+        assert!(losses.iter().all(|l| l.is_finite()));
+        assert!(
+            losses[11] < losses[0] * 0.8,
+            "{ty:?}: loss did not fall: {losses:?}"
+        );
+        assert_eq!(trainer.step, 12);
+    }
+}
