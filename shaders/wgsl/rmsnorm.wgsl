@@ -2,12 +2,13 @@
 //
 // Rows r < R of C channels, contiguous. rstd is saved for the backward pass.
 // Bindings: 0 params (uniform), 1 x (read), 2 w (read), 3 out (read_write), 4 rstd (read_write).
-// BACKWARD: dx[r, :] += rstd·(g − x̂·mean(g·x̂)), g = dy·w, x̂ = x·rstd (w frozen: no dw).
+// BACKWARD: dx[r, :] (+)= rstd·(g − x̂·mean(g·x̂)), g = dy·w, x̂ = x·rstd (w frozen: no dw);
+// `+=` when accumulate = 1.
 // Bindings: 0 params, 1 x (read), 2 w (read), 3 dy (read), 4 rstd (read), 5 dx (read_write).
 // One workgroup of 256 threads per row. Dispatch: (R, 1, 1).
 
 struct Params {
-    C: u32, R: u32, eps: f32, _pad: u32,
+    C: u32, R: u32, eps: f32, accumulate: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -51,7 +52,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     let mean_gx = workgroup_sum(t, dot_gx) / f32(p.C);
     for (var c = t; c < p.C; c += 256u) {
         let g = dy[base + c] * w[c];
-        dx[base + c] += inv * (g - x[base + c] * inv * mean_gx);
+        var d = inv * (g - x[base + c] * inv * mean_gx);
+        if (p.accumulate != 0u) {
+            d += dx[base + c];
+        }
+        dx[base + c] = d;
     }
 }
 #else

@@ -12,7 +12,7 @@ pub struct RmsNormParams {
     pub c: u32,
     pub r: u32,
     pub eps: f32,
-    pub _pad: u32,
+    pub accumulate: u32,
 }
 assert_params_size!(RmsNormParams, 16);
 
@@ -39,8 +39,10 @@ pub const LAYOUT_BACKWARD: KernelLayout = KernelLayout {
     ],
 };
 
-/// Input gradient of [`rmsnorm`]: `dx += rstd·(g − x̂·mean(g·x̂))` with `g = dy·w` (`+=`, so
-/// it adds straight into the residual stream's gradient). The weight is frozen.
+/// Input gradient of [`rmsnorm`]: `dx (+)= rstd·(g − x̂·mean(g·x̂))` with `g = dy·w` (`+=`
+/// when `accumulate`, so it can add straight into the residual stream's gradient). The weight
+/// is frozen.
+#[allow(clippy::too_many_arguments)]
 pub async fn rmsnorm_backward(
     rec: &mut Recorder<'_>,
     x: &GpuBuffer,
@@ -49,12 +51,13 @@ pub async fn rmsnorm_backward(
     rstd: &GpuBuffer,
     dx: &GpuBuffer,
     (rows, c): (u32, u32),
+    accumulate: bool,
 ) -> Result<()> {
     let params = RmsNormParams {
         c,
         r: rows,
         eps: 0.0,
-        _pad: 0,
+        accumulate: accumulate as u32,
     };
     rec.dispatch(
         &LAYOUT_BACKWARD,
@@ -98,7 +101,7 @@ pub async fn rmsnorm(
         c,
         r: rows,
         eps,
-        _pad: 0,
+        accumulate: 0,
     };
     rec.dispatch(&LAYOUT, &[], &params, &[x, w, out, rstd], [rows, 1, 1])
         .await
@@ -155,9 +158,18 @@ mod tests {
                 upload(&dx0),
             );
             run(async |rec| {
-                rmsnorm_backward(rec, &gx, &gw, &gdy, &gr, &gdx, (rows as u32, c as u32))
-                    .await
-                    .unwrap()
+                rmsnorm_backward(
+                    rec,
+                    &gx,
+                    &gw,
+                    &gdy,
+                    &gr,
+                    &gdx,
+                    (rows as u32, c as u32),
+                    true,
+                )
+                .await
+                .unwrap()
             });
             let want_acc: Vec<f32> = dx0.iter().zip(&want).map(|(a, b)| a + b).collect();
             assert_close("rmsnorm dx gpu", &read(&gdx), &want_acc, 1e-5, 1e-4);

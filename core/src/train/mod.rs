@@ -9,7 +9,7 @@ pub mod step;
 
 pub use encoder::ModelTextEncoder;
 pub use lora_gpu::GpuLora;
-pub use step::{StepOptions, StepStats, Trainer};
+pub use step::{MicroBatch, StepOptions, StepStats, Trainer};
 
 /// Errors of the training layer.
 #[derive(Debug, thiserror::Error)]

@@ -43,8 +43,10 @@ struct LayerActs {
 struct Arena {
     b: usize,
     t: usize,
-    ids: GpuBuffer,
-    targets: GpuBuffer,
+    /// Token ids, targets and per-position statistics of each micro-batch of the step.
+    ids: Vec<GpuBuffer>,
+    targets: Vec<GpuBuffer>,
+    stats: Vec<GpuBuffer>,
     /// Residual stream entering each layer, and after the last one (L + 1 of them).
     x: Vec<GpuBuffer>,
     layers: Vec<LayerActs>,
@@ -52,7 +54,6 @@ struct Arena {
     rstdf: GpuBuffer,
     logits: GpuBuffer,
     logit_rows: usize,
-    stats: GpuBuffer,
     tmp: GpuBuffer,
     dx: GpuBuffer,
     dxn: GpuBuffer,
@@ -70,7 +71,14 @@ struct Arena {
 }
 
 impl Arena {
-    fn new(gpu: &Gpu, c: &LlamaConfig, lora: &GpuLora, b: usize, t: usize) -> Result<Arena> {
+    fn new(
+        gpu: &Gpu,
+        c: &LlamaConfig,
+        lora: &GpuLora,
+        b: usize,
+        t: usize,
+        micro: usize,
+    ) -> Result<Arena> {
         let n = b * t;
         let f = |name: &str, len: usize| GpuBuffer::zeroed(gpu, name, (len.max(1) * 4) as u64);
         let (ce, ff, qd, kvd, r) = (c.n_embd, c.n_ff, c.q_dim(), c.kv_dim(), lora.config.r);
@@ -105,8 +113,15 @@ impl Arena {
         Ok(Arena {
             b,
             t,
-            ids: f("ids", n)?,
-            targets: f("targets", n)?,
+            ids: (0..micro)
+                .map(|_| f("ids", n))
+                .collect::<std::result::Result<_, _>>()?,
+            targets: (0..micro)
+                .map(|_| f("targets", n))
+                .collect::<std::result::Result<_, _>>()?,
+            stats: (0..micro)
+                .map(|_| f("stats", n * 4))
+                .collect::<std::result::Result<_, _>>()?,
             x: (0..=c.n_layer)
                 .map(|_| f("x", n * ce))
                 .collect::<std::result::Result<_, _>>()?,
@@ -115,7 +130,6 @@ impl Arena {
             rstdf: f("rstdf", n)?,
             logits: f("logits", logit_rows * c.vocab_size)?,
             logit_rows,
-            stats: f("stats", n * 4)?,
             tmp: f("tmp", n * ce)?,
             dx: f("dx", n * ce)?,
             dxn: f("dxn", n * ce)?,
@@ -149,13 +163,17 @@ impl Arena {
                     + l.lora_u.iter().map(|(_, b)| b.size).sum::<u64>()
             })
             .sum();
+        let io: u64 = self
+            .ids
+            .iter()
+            .chain(&self.targets)
+            .chain(&self.stats)
+            .map(|b| b.size)
+            .sum();
         let rest = [
-            &self.ids,
-            &self.targets,
             &self.xnf,
             &self.rstdf,
             &self.logits,
-            &self.stats,
             &self.tmp,
             &self.dx,
             &self.dxn,
@@ -172,6 +190,7 @@ impl Arena {
             &self.norm,
         ];
         layer
+            + io
             + self.x.iter().map(|b| b.size).sum::<u64>()
             + rest.iter().map(|b| b.size).sum::<u64>()
     }
@@ -226,78 +245,99 @@ impl<'m> Trainer<'m> {
         self.arena.as_ref().map_or(0, Arena::device_bytes)
     }
 
-    fn arena(&mut self, gpu: &Gpu, b: usize, t: usize) -> Result<&Arena> {
-        if self.arena.as_ref().is_none_or(|a| a.b != b || a.t != t) {
+    fn arena(&mut self, gpu: &Gpu, b: usize, t: usize, micro: usize) -> Result<()> {
+        if self
+            .arena
+            .as_ref()
+            .is_none_or(|a| a.b != b || a.t != t || a.ids.len() < micro)
+        {
             self.arena = None;
-            self.arena = Some(Arena::new(gpu, &self.model.config, &self.lora, b, t)?);
+            self.arena = Some(Arena::new(
+                gpu,
+                &self.model.config,
+                &self.lora,
+                b,
+                t,
+                micro,
+            )?);
         }
-        Ok(self.arena.as_ref().expect("allocated above"))
+        Ok(())
     }
 
     /// Loss statistics of a batch without updating anything (evaluation).
     pub async fn evaluate(
         &mut self,
         gpu: &Gpu,
-        ids: &[u32],
-        targets: &[u32],
+        batch: MicroBatch<'_>,
         b: usize,
     ) -> Result<StepStats> {
-        self.run(gpu, ids, targets, b, None).await
+        self.run(gpu, &[batch], b, None).await
     }
 
-    /// One optimizer step on a batch of `b` sequences of equal length (`ids` and `targets` hold
-    /// b·T values; a target of `u32::MAX` is not trained).
+    /// One optimizer step over gradient-accumulation micro-batches of `b` sequences each (the
+    /// loss is the mean over every trained token of all of them).
     pub async fn train_step(
         &mut self,
         gpu: &Gpu,
-        ids: &[u32],
-        targets: &[u32],
+        batches: &[MicroBatch<'_>],
         b: usize,
         options: StepOptions,
     ) -> Result<StepStats> {
-        self.run(gpu, ids, targets, b, Some(options)).await
+        self.run(gpu, batches, b, Some(options)).await
     }
 
     async fn run(
         &mut self,
         gpu: &Gpu,
-        ids: &[u32],
-        targets: &[u32],
+        batches: &[MicroBatch<'_>],
         b: usize,
         update: Option<StepOptions>,
     ) -> Result<StepStats> {
-        let n = ids.len();
-        if b == 0 || n == 0 || !n.is_multiple_of(b) || targets.len() != n {
-            return Err(TrainError::Batch(format!(
-                "{n} ids, {} targets, {b} sequences",
-                targets.len()
-            )));
-        }
+        let n = batches.first().map_or(0, |m| m.ids.len());
         let vocab = self.model.config.vocab_size;
-        if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
-            return Err(TrainError::Batch(format!(
-                "token id {id} is outside the vocabulary of {vocab}"
-            )));
+        for m in batches {
+            if b == 0 || n == 0 || !n.is_multiple_of(b) || m.ids.len() != n || m.targets.len() != n
+            {
+                return Err(TrainError::Batch(format!(
+                    "micro-batches must hold {b} sequences of one length: got {} ids and {} targets",
+                    m.ids.len(),
+                    m.targets.len()
+                )));
+            }
+            if let Some(&id) = m.ids.iter().find(|&&id| id as usize >= vocab) {
+                return Err(TrainError::Batch(format!(
+                    "token id {id} is outside the vocabulary of {vocab}"
+                )));
+            }
         }
         let t = n / b;
-        let trained = targets.iter().filter(|&&x| x != NO_TARGET).count();
-        self.arena(gpu, b, t)?;
+        let trained: usize = batches
+            .iter()
+            .map(|m| m.targets.iter().filter(|&&x| x != NO_TARGET).count())
+            .sum();
+        self.arena(gpu, b, t, batches.len())?;
         let arena = self.arena.as_ref().expect("allocated");
-        arena.ids.write(gpu, 0, ids);
-        arena.targets.write(gpu, 0, targets);
         let model = self.model;
         let lora = &self.lora;
-        let mut rec = Recorder::new(gpu);
-        forward(&mut rec, model, lora, arena).await?;
         let grad_scale = if trained > 0 {
             1.0 / trained as f32
         } else {
             0.0
         };
-        loss_and_head_backward(&mut rec, model, arena, update.map(|_| grad_scale)).await?;
-        if let Some(options) = update {
+        let mut rec = Recorder::new(gpu);
+        if update.is_some() {
             rec.clear_first(&lora.grads);
-            backward(&mut rec, model, lora, arena).await?;
+        }
+        for (g, m) in batches.iter().enumerate() {
+            arena.ids[g].write(gpu, 0, m.ids);
+            arena.targets[g].write(gpu, 0, m.targets);
+            forward(&mut rec, model, lora, arena, g).await?;
+            loss_and_head_backward(&mut rec, model, arena, g, update.map(|_| grad_scale)).await?;
+            if update.is_some() {
+                backward(&mut rec, model, lora, arena).await?;
+            }
+        }
+        if let Some(options) = update {
             let n_params = lora.n as u32;
             grad_norm(
                 &mut rec,
@@ -323,8 +363,15 @@ impl<'m> Trainer<'m> {
             .await?;
         }
         rec.submit().await?;
-        let stats = RowStats::decode(&read_buffer_f32(gpu, &arena.stats, 0, n * 4).await?);
-        let mut out = summarize(&stats, targets);
+        let mut stats = Vec::with_capacity(n * batches.len());
+        let mut targets = Vec::with_capacity(n * batches.len());
+        for (g, m) in batches.iter().enumerate() {
+            stats.extend(RowStats::decode(
+                &read_buffer_f32(gpu, &arena.stats[g], 0, n * 4).await?,
+            ));
+            targets.extend_from_slice(m.targets);
+        }
+        let mut out = summarize(&stats, &targets);
         if update.is_some() {
             let norm = read_buffer_f32(gpu, &arena.norm, 0, 3).await?;
             out.grad_norm = norm[0] as f64;
@@ -335,6 +382,13 @@ impl<'m> Trainer<'m> {
         }
         Ok(out)
     }
+}
+
+/// One micro-batch: B sequences of T token ids and their targets (`u32::MAX`: not trained).
+#[derive(Clone, Copy, Debug)]
+pub struct MicroBatch<'a> {
+    pub ids: &'a [u32],
+    pub targets: &'a [u32],
 }
 
 /// Loss, accuracy and entropy over the trained positions.
@@ -521,12 +575,18 @@ fn attention_shape(c: &LlamaConfig, b: u32, t: u32) -> AttentionShape {
     }
 }
 
-async fn forward(rec: &mut Recorder<'_>, model: &Model, lora: &GpuLora, a: &Arena) -> Result<()> {
+async fn forward(
+    rec: &mut Recorder<'_>,
+    model: &Model,
+    lora: &GpuLora,
+    a: &Arena,
+    g: usize,
+) -> Result<()> {
     let c = &model.config;
     let w = &model.weights;
     let (n, t) = ((a.b * a.t) as u32, a.t as u32);
     let (ce, ff) = (c.n_embd as u32, c.n_ff as u32);
-    embedding(rec, &a.ids, n, &w.token_embd, &a.x[0], 0).await?;
+    embedding(rec, &a.ids[g], n, &w.token_embd, &a.x[0], 0).await?;
     for (l, (lw, acts)) in w.layers.iter().zip(&a.layers).enumerate() {
         let slot = |m| slot_of(lora, acts, l, m);
         rmsnorm(
@@ -687,6 +747,7 @@ async fn loss_and_head_backward(
     rec: &mut Recorder<'_>,
     model: &Model,
     a: &Arena,
+    g: usize,
     grad_scale: Option<f32>,
 ) -> Result<()> {
     let c = &model.config;
@@ -697,13 +758,21 @@ async fn loss_and_head_backward(
         let rows = (n - row).min(a.logit_rows) as u32;
         let x_off = (row * c.n_embd) as u32;
         matmul_weight(rec, &a.xnf, x_off, out, &a.logits, 0, v, rows, 1.0, false).await?;
-        logit_stats(rec, &a.logits, &a.targets, &a.stats, (rows, v), row as u32).await?;
+        logit_stats(
+            rec,
+            &a.logits,
+            &a.targets[g],
+            &a.stats[g],
+            (rows, v),
+            row as u32,
+        )
+        .await?;
         if let Some(scale) = grad_scale {
             cross_entropy_grad(
                 rec,
                 &a.logits,
-                &a.targets,
-                &a.stats,
+                &a.targets[g],
+                &a.stats[g],
                 (rows, v),
                 row as u32,
                 scale,
@@ -714,7 +783,6 @@ async fn loss_and_head_backward(
         row += rows as usize;
     }
     if grad_scale.is_some() {
-        rec.clear_first(&a.dx);
         rmsnorm_backward(
             rec,
             &a.x[c.n_layer],
@@ -723,6 +791,7 @@ async fn loss_and_head_backward(
             &a.rstdf,
             &a.dx,
             (n as u32, ce),
+            false,
         )
         .await?;
     }
@@ -794,6 +863,7 @@ async fn backward(rec: &mut Recorder<'_>, model: &Model, lora: &GpuLora, a: &Are
             &acts.rstd2,
             &a.dx,
             (n, ce),
+            true,
         )
         .await?;
         // Attention block; dx holds dL/d(x_mid).
@@ -876,6 +946,7 @@ async fn backward(rec: &mut Recorder<'_>, model: &Model, lora: &GpuLora, a: &Are
             &acts.rstd1,
             &a.dx,
             (n, ce),
+            true,
         )
         .await?;
     }

@@ -65,7 +65,11 @@ fn lora_gradients_match_finite_differences_of_the_loss() {
         },
         max_grad_norm: 0.0,
     };
-    pollster::block_on(trainer.train_step(gpu, &ids, &targets, 2, zero)).unwrap();
+    let batch = MicroBatch {
+        ids: &ids,
+        targets: &targets,
+    };
+    pollster::block_on(trainer.train_step(gpu, &[batch], 2, zero)).unwrap();
     let grads = pollster::block_on(crate::gpu::read_buffer_f32(
         gpu,
         &trainer.lora.grads,
@@ -75,9 +79,16 @@ fn lora_gradients_match_finite_differences_of_the_loss() {
     .unwrap();
     let loss_at = |trainer: &mut Trainer, values: &[f32]| -> f64 {
         trainer.lora.params.write(gpu, 0, values);
-        pollster::block_on(trainer.evaluate(gpu, &ids, &targets, 2))
-            .unwrap()
-            .loss
+        pollster::block_on(trainer.evaluate(
+            gpu,
+            MicroBatch {
+                ids: &ids,
+                targets: &targets,
+            },
+            2,
+        ))
+        .unwrap()
+        .loss
     };
     // Check parameters of A and of B in every module of both layers.
     let h = 1e-2f32;
@@ -124,9 +135,17 @@ fn training_lowers_the_loss_on_a_repeated_batch() {
         };
         let losses: Vec<f64> = (0..12)
             .map(|_| {
-                pollster::block_on(trainer.train_step(gpu, &ids, &targets, 2, options))
-                    .unwrap()
-                    .loss
+                pollster::block_on(trainer.train_step(
+                    gpu,
+                    &[MicroBatch {
+                        ids: &ids,
+                        targets: &targets,
+                    }],
+                    2,
+                    options,
+                ))
+                .unwrap()
+                .loss
             })
             .collect();
         assert!(losses.iter().all(|l| l.is_finite()));
@@ -136,4 +155,56 @@ fn training_lowers_the_loss_on_a_repeated_batch() {
         );
         assert_eq!(trainer.step, 12);
     }
+}
+
+#[test]
+fn gradient_accumulation_equals_one_big_batch() {
+    // Two micro-batches of one sequence give the step that one batch of both sequences gives.
+    let gpu = gpu();
+    let model = tiny_model(GgmlType::Q8_0);
+    let config = LoraConfig::new(4, 8.0, &[Module::QProj, Module::VProj, Module::DownProj]);
+    let mut rng = Rng::new(8);
+    let (ids, targets) = batch(&mut rng, 2, 12, 256);
+    let options = StepOptions {
+        adamw: AdamW {
+            lr: 1e-2,
+            ..AdamW::default()
+        },
+        max_grad_norm: 1.0,
+    };
+    let run = |micro: bool| -> Vec<f32> {
+        let lora = GpuLora::init(gpu, &model.config, &config, 9).unwrap();
+        let mut trainer = Trainer::new(&model, lora);
+        for _ in 0..3 {
+            let stats = if micro {
+                let halves = [
+                    MicroBatch {
+                        ids: &ids[..12],
+                        targets: &targets[..12],
+                    },
+                    MicroBatch {
+                        ids: &ids[12..],
+                        targets: &targets[12..],
+                    },
+                ];
+                pollster::block_on(trainer.train_step(gpu, &halves, 1, options)).unwrap()
+            } else {
+                let whole = MicroBatch {
+                    ids: &ids,
+                    targets: &targets,
+                };
+                pollster::block_on(trainer.train_step(gpu, &[whole], 2, options)).unwrap()
+            };
+            assert!(stats.loss.is_finite());
+        }
+        pollster::block_on(crate::gpu::read_buffer_f32(
+            gpu,
+            &trainer.lora.params,
+            0,
+            trainer.lora.n,
+        ))
+        .unwrap()
+    };
+    let (a, b) = (run(true), run(false));
+    crate::kernels::testing::assert_close("params after 3 steps", &a, &b, 1e-5, 1e-3);
 }
