@@ -118,6 +118,7 @@ pub fn variants() -> Vec<(Shader, Vec<&'static str>)> {
     out.push((Shader::RmsNorm, vec![]));
     out.push((Shader::RmsNorm, vec!["BACKWARD"]));
     out.push((Shader::Elementwise, vec!["OP_SWIGLU_BWD"]));
+    out.push((Shader::Elementwise, vec!["OP_DROPOUT"]));
     out.push((Shader::Logits, vec!["GRAD"]));
     out.push((Shader::AdamW, vec![]));
     out.push((Shader::Reduce, vec!["SUMSQ_PARTIAL"]));

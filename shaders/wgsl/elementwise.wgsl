@@ -5,6 +5,9 @@
 //   OP_SWIGLU_BWD  given gate a, up b and the output gradient g = c[c_off + i]:
 //              out[i] = g · b · σ(a)·(1 + a·(1 − σ(a)))   (d gate, =)
 //              out2[i] = g · silu(a)                      (d up, =)
+//   OP_DROPOUT out[i] = a[i] / (1 − p_drop) when hash(seed, i) keeps it, else 0 (the mask is a
+//              pure function of (seed, i), so the backward pass regenerates it); with
+//              accumulate = 1, out[i] += that instead (the backward through the mask)
 // out(i) = out[out_off + i], out2(i) = out2[out_off + i].
 // Bindings: 0 params (uniform), 1 a (read), 2 b (read), 3 out (read_write);
 //           OP_SWIGLU_BWD adds 4 c (read), 5 out2 (read_write).
@@ -12,7 +15,7 @@
 
 struct Params {
     n: u32, a_off: u32, b_off: u32, out_off: u32,
-    c_off: u32, _pad0: u32, _pad1: u32, _pad2: u32,
+    c_off: u32, seed: u32, p_drop: f32, accumulate: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -31,7 +34,20 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         return;
     }
     let x = a[p.a_off + i];
+#ifdef OP_DROPOUT
+    // PCG-style hash of (seed, i) to a uniform in [0, 1).
+    var h = i * 747796405u + p.seed * 2891336453u + 1u;
+    h = ((h >> ((h >> 28u) + 4u)) ^ h) * 277803737u;
+    h = (h >> 22u) ^ h;
+    let u = f32(h >> 8u) / 16777216.0;
+    var v = select(0.0, x / (1.0 - p.p_drop), u >= p.p_drop);
+    if (p.accumulate != 0u) {
+        v += out[p.out_off + i];
+    }
+    out[p.out_off + i] = v;
+#else
     let y = b[p.b_off + i];
+#endif
 #ifdef OP_SWIGLU
     out[p.out_off + i] = x / (1.0 + exp(-x)) * y;
 #endif

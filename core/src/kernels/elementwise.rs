@@ -14,7 +14,9 @@ pub struct ElementwiseParams {
     pub b_off: u32,
     pub out_off: u32,
     pub c_off: u32,
-    pub _pad: [u32; 3],
+    pub seed: u32,
+    pub p_drop: f32,
+    pub accumulate: u32,
 }
 assert_params_size!(ElementwiseParams, 32);
 
@@ -101,7 +103,7 @@ pub async fn swiglu_backward(
         b_off: up.1,
         out_off,
         c_off: dh.1,
-        _pad: [0; 3],
+        ..Default::default()
     };
     let buffers = [gate.0, up.0, dgate, dh.0, dup];
     rec.dispatch(
@@ -109,6 +111,38 @@ pub async fn swiglu_backward(
         &["OP_SWIGLU_BWD"],
         &params,
         &buffers,
+        grid_1d(n.div_ceil(256)),
+    )
+    .await
+}
+
+/// Inverted dropout: `out[i] (+)= x[i] / (1 − p)` where the hash of `(seed, i)` keeps element
+/// i, else 0 (`+=` when `accumulate`). The same seed gives the same mask, so a backward pass can
+/// regenerate it (and apply it to the gradient with `accumulate`).
+#[allow(clippy::too_many_arguments)]
+pub async fn dropout(
+    rec: &mut Recorder<'_>,
+    n: u32,
+    x: Slice<'_>,
+    out: Slice<'_>,
+    p_drop: f32,
+    seed: u32,
+    accumulate: bool,
+) -> Result<()> {
+    let params = ElementwiseParams {
+        n,
+        a_off: x.1,
+        out_off: out.1,
+        seed,
+        p_drop,
+        accumulate: accumulate as u32,
+        ..Default::default()
+    };
+    rec.dispatch(
+        &LAYOUT,
+        &["OP_DROPOUT"],
+        &params,
+        &[x.0, x.0, out.0],
         grid_1d(n.div_ceil(256)),
     )
     .await
@@ -177,6 +211,35 @@ mod tests {
         });
         assert_close("dgate gpu", &read(&gdg), &dgate, 1e-5, 1e-4);
         assert_close("dup gpu", &read(&gdu), &dup, 1e-5, 1e-4);
+    }
+
+    #[test]
+    fn dropout_keeps_the_right_fraction_scaled_and_repeats_with_the_seed() {
+        let n = 100_000;
+        let x = vec![1.0f32; n];
+        let gx = upload(&x);
+        let (a, b, c) = (
+            upload(&vec![0.0; n]),
+            upload(&vec![0.0; n]),
+            upload(&vec![0.0; n]),
+        );
+        run(async |rec| {
+            dropout(rec, n as u32, (&gx, 0), (&a, 0), 0.25, 7, false)
+                .await
+                .unwrap();
+            dropout(rec, n as u32, (&gx, 0), (&b, 0), 0.25, 7, false)
+                .await
+                .unwrap();
+            dropout(rec, n as u32, (&gx, 0), (&c, 0), 0.25, 8, false)
+                .await
+                .unwrap();
+        });
+        let (a, b, c) = (read(&a), read(&b), read(&c));
+        assert_eq!(a, b, "same seed, same mask");
+        assert_ne!(a, c, "another seed, another mask");
+        let kept = a.iter().filter(|&&v| v != 0.0).count() as f64 / n as f64;
+        assert!((kept - 0.75).abs() < 0.01, "kept {kept}");
+        assert!(a.iter().all(|&v| v == 0.0 || (v - 1.0 / 0.75).abs() < 1e-6));
     }
 
     #[test]

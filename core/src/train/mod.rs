@@ -2,11 +2,13 @@
 //! LoRA weights on the GPU, and the training step (forward, fused cross-entropy, explicit
 //! backward, gradient norm, AdamW).
 
+pub mod config;
 pub mod data;
 mod encoder;
 pub mod lora_gpu;
 pub mod step;
 
+pub use config::{LrSchedule, TrainConfig};
 pub use encoder::ModelTextEncoder;
 pub use lora_gpu::GpuLora;
 pub use step::{MicroBatch, StepOptions, StepStats, Trainer};

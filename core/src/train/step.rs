@@ -8,7 +8,7 @@ use super::{Result, TrainError};
 use crate::gpu::{Gpu, GpuBuffer, Recorder, read_buffer_f32};
 use crate::kernels::GpuWeight;
 use crate::kernels::attention::{AttentionSaved, AttentionShape, attention, attention_backward};
-use crate::kernels::elementwise::{Op, elementwise, swiglu_backward};
+use crate::kernels::elementwise::{Op, dropout, elementwise, swiglu_backward};
 use crate::kernels::embedding::embedding;
 use crate::kernels::logits::{NO_TARGET, RowStats, cross_entropy_grad, logit_stats};
 use crate::kernels::matmul::{MatView, matmul, matmul_weight, matmul_weight_t};
@@ -66,6 +66,9 @@ struct Arena {
     dgate: GpuBuffer,
     dup: GpuBuffer,
     du: GpuBuffer,
+    /// The dropped-out input of a LoRA projection, and its gradient (scratch).
+    xdrop: GpuBuffer,
+    xdrop2: GpuBuffer,
     norm_partials: GpuBuffer,
     norm: GpuBuffer,
 }
@@ -142,6 +145,8 @@ impl Arena {
             dgate: f("dgate", n * ff)?,
             dup: f("dup", n * ff)?,
             du: f("du", n * r)?,
+            xdrop: f("lora dropout", n * ce.max(ff).max(qd))?,
+            xdrop2: f("lora dropout grad", n * ce.max(ff).max(qd))?,
             norm_partials: f("norm partials", NORM_PARTIALS as usize)?,
             norm: f("norm", 4)?,
         })
@@ -186,6 +191,8 @@ impl Arena {
             &self.dgate,
             &self.dup,
             &self.du,
+            &self.xdrop,
+            &self.xdrop2,
             &self.norm_partials,
             &self.norm,
         ];
@@ -228,6 +235,8 @@ pub struct Trainer<'m> {
     arena: Option<Arena>,
     /// Optimizer steps taken.
     pub step: u32,
+    /// Seeds the LoRA dropout masks (with the step and the micro-batch).
+    pub seed: u64,
 }
 
 impl<'m> Trainer<'m> {
@@ -237,6 +246,7 @@ impl<'m> Trainer<'m> {
             lora,
             arena: None,
             step: 0,
+            seed: 0,
         }
     }
 
@@ -331,10 +341,20 @@ impl<'m> Trainer<'m> {
         for (g, m) in batches.iter().enumerate() {
             arena.ids[g].write(gpu, 0, m.ids);
             arena.targets[g].write(gpu, 0, m.targets);
-            forward(&mut rec, model, lora, arena, g).await?;
+            let p_drop = lora.config.dropout;
+            let drop = (update.is_some() && p_drop > 0.0).then(|| Drop {
+                p: p_drop,
+                seed: crate::util::hash32(&[
+                    self.seed as u32,
+                    (self.seed >> 32) as u32,
+                    self.step,
+                    g as u32,
+                ]),
+            });
+            forward(&mut rec, model, lora, arena, g, drop).await?;
             loss_and_head_backward(&mut rec, model, arena, g, update.map(|_| grad_scale)).await?;
             if update.is_some() {
-                backward(&mut rec, model, lora, arena).await?;
+                backward(&mut rec, model, lora, arena, drop).await?;
             }
         }
         if let Some(options) = update {
@@ -413,8 +433,25 @@ fn summarize(stats: &[RowStats], targets: &[u32]) -> StepStats {
     }
 }
 
-/// `y[n, out] (+)= x·Wᵀ` plus the LoRA term `s·(x·Aᵀ)·Bᵀ` when the projection is adapted
-/// (saving x·Aᵀ in `u`).
+/// LoRA dropout of one projection in one micro-batch of one step: the probability and the seed
+/// of its mask (forward and backward use the same).
+#[derive(Clone, Copy, Debug)]
+struct Drop {
+    p: f32,
+    seed: u32,
+}
+
+/// What the LoRA term of one projection needs: its slot, its saved `u = dropout(x)·Aᵀ`, and the
+/// dropout of its input.
+#[derive(Clone, Copy)]
+struct Adapted<'a> {
+    slot: &'a LoraSlot,
+    u: &'a GpuBuffer,
+    drop: Option<Drop>,
+}
+
+/// `y[n, out] = x·Wᵀ` plus the LoRA term `s·(dropout(x)·Aᵀ)·Bᵀ` when the projection is adapted
+/// (saving `dropout(x)·Aᵀ` in `u`; `scratch` holds the dropped-out input).
 #[allow(clippy::too_many_arguments)]
 async fn adapted_linear(
     rec: &mut Recorder<'_>,
@@ -423,31 +460,34 @@ async fn adapted_linear(
     y: &GpuBuffer,
     n: u32,
     lora: &GpuLora,
-    slot: Option<(&LoraSlot, &GpuBuffer)>,
-    accumulate: bool,
+    adapted: Option<Adapted<'_>>,
+    scratch: &GpuBuffer,
 ) -> Result<()> {
     let out = w.rows as u32;
-    matmul_weight(rec, x, 0, w, y, 0, out, n, 1.0, accumulate).await?;
-    if let Some((s, u)) = slot {
-        let r = lora.config.r as u32;
-        let p = &lora.params;
-        // u[n, r] = x[n, in] · Aᵀ   (A [r, in] read transposed)
-        matmul(
-            rec,
-            MatView::rows(x, 0, s.in_features),
-            MatView::transposed(p, s.a_off, s.in_features),
+    matmul_weight(rec, x, 0, w, y, 0, out, n, 1.0, false).await?;
+    if let Some(Adapted { slot: s, u, drop }) = adapted {
+        let (r, inp, p) = (lora.config.r as u32, s.in_features, &lora.params);
+        let xin = match drop {
+            Some(d) => {
+                dropout(rec, n * inp, (x, 0), (scratch, 0), d.p, d.seed, false).await?;
+                scratch
+            }
+            None => x,
+        };
+        // u[n, r] = dropout(x)[n, in] · Aᵀ   (A [r, in] read transposed)
+        let (xv, av, uv) = (
+            MatView::rows(xin, 0, inp),
+            MatView::transposed(p, s.a_off, inp),
             MatView::rows(u, 0, r),
-            (n, r, s.in_features),
-            1.0,
-            false,
-        )
-        .await?;
+        );
+        matmul(rec, xv, av, uv, (n, r, inp), 1.0, false).await?;
         // y += s · u · Bᵀ   (B [out, r] read transposed)
+        let (bv, yv) = (MatView::transposed(p, s.b_off, r), MatView::rows(y, 0, out));
         matmul(
             rec,
             MatView::rows(u, 0, r),
-            MatView::transposed(p, s.b_off, r),
-            MatView::rows(y, 0, out),
+            bv,
+            yv,
             (n, out, r),
             lora.scale(),
             true,
@@ -458,7 +498,8 @@ async fn adapted_linear(
 }
 
 /// Backward of [`adapted_linear`] for the input and the LoRA matrices: `dx (+)= dy·W`
-/// (+ `s·(dy·B)·A`), `dB += s·dyᵀ·u`, `dA += (s·dy·B)ᵀ·x`.
+/// (+ `mask ⊙ s·(dy·B)·A`), `dB += s·dyᵀ·u`, `dA += (s·dy·B)ᵀ·dropout(x)`. `du` and the two
+/// scratch buffers are temporaries.
 #[allow(clippy::too_many_arguments)]
 async fn adapted_linear_backward(
     rec: &mut Recorder<'_>,
@@ -468,59 +509,72 @@ async fn adapted_linear_backward(
     dx: &GpuBuffer,
     n: u32,
     lora: &GpuLora,
-    slot: Option<(&LoraSlot, &GpuBuffer)>,
-    du: &GpuBuffer,
+    adapted: Option<Adapted<'_>>,
+    (du, scratch, scratch2): (&GpuBuffer, &GpuBuffer, &GpuBuffer),
     accumulate: bool,
 ) -> Result<()> {
     let inp = w.cols as u32;
     matmul_weight_t(rec, dy, 0, w, dx, 0, inp, n, 1.0, accumulate).await?;
-    if let Some((s, u)) = slot {
+    if let Some(Adapted { slot: s, u, drop }) = adapted {
         let (r, out, sc) = (lora.config.r as u32, s.out_features, lora.scale());
         let (p, g) = (&lora.params, &lora.grads);
         // dB[out, r] += s · dyᵀ · u
-        matmul(
-            rec,
+        let (dyt, uv, dbv) = (
             MatView::transposed(dy, 0, out),
             MatView::rows(u, 0, r),
             MatView::rows(g, s.b_off, r),
-            (out, r, n),
-            sc,
-            true,
-        )
-        .await?;
+        );
+        matmul(rec, dyt, uv, dbv, (out, r, n), sc, true).await?;
         // du[n, r] = s · dy · B
-        matmul(
-            rec,
+        let (dyv, bv, duv) = (
             MatView::rows(dy, 0, out),
             MatView::rows(p, s.b_off, r),
             MatView::rows(du, 0, r),
-            (n, r, out),
-            sc,
-            false,
-        )
-        .await?;
-        // dA[r, in] += duᵀ · x
-        matmul(
-            rec,
+        );
+        matmul(rec, dyv, bv, duv, (n, r, out), sc, false).await?;
+        // dA[r, in] += duᵀ · dropout(x)   (the same mask as the forward pass)
+        let xin = match drop {
+            Some(d) => {
+                dropout(rec, n * inp, (x, 0), (scratch, 0), d.p, d.seed, false).await?;
+                scratch
+            }
+            None => x,
+        };
+        let (dut, xv, dav) = (
             MatView::transposed(du, 0, r),
-            MatView::rows(x, 0, inp),
+            MatView::rows(xin, 0, inp),
             MatView::rows(g, s.a_off, inp),
-            (r, inp, n),
-            1.0,
-            true,
-        )
-        .await?;
-        // dx += du · A
-        matmul(
-            rec,
-            MatView::rows(du, 0, r),
-            MatView::rows(p, s.a_off, inp),
-            MatView::rows(dx, 0, inp),
-            (n, inp, r),
-            1.0,
-            true,
-        )
-        .await?;
+        );
+        matmul(rec, dut, xv, dav, (r, inp, n), 1.0, true).await?;
+        // dx += mask ⊙ (du · A)
+        let (duv, av) = (MatView::rows(du, 0, r), MatView::rows(p, s.a_off, inp));
+        match drop {
+            Some(d) => {
+                matmul(
+                    rec,
+                    duv,
+                    av,
+                    MatView::rows(scratch2, 0, inp),
+                    (n, inp, r),
+                    1.0,
+                    false,
+                )
+                .await?;
+                dropout(rec, n * inp, (scratch2, 0), (dx, 0), d.p, d.seed, true).await?;
+            }
+            None => {
+                matmul(
+                    rec,
+                    duv,
+                    av,
+                    MatView::rows(dx, 0, inp),
+                    (n, inp, r),
+                    1.0,
+                    true,
+                )
+                .await?
+            }
+        }
     }
     Ok(())
 }
@@ -530,14 +584,20 @@ fn slot_of<'a>(
     acts: &'a LayerActs,
     layer: usize,
     module: Module,
-) -> Option<(&'a LoraSlot, &'a GpuBuffer)> {
+    drop: Option<Drop>,
+) -> Option<Adapted<'a>> {
     let slot = lora.slot(layer, module)?;
     let u = acts
         .lora_u
         .iter()
         .find(|(m, _)| *m == module)
         .map(|(_, u)| u)?;
-    Some((slot, u))
+    // A distinct mask per layer and projection, from the step's seed.
+    let drop = drop.map(|d| Drop {
+        p: d.p,
+        seed: crate::util::hash32(&[d.seed, layer as u32, module as u32]),
+    });
+    Some(Adapted { slot, u, drop })
 }
 
 fn rope_shapes(c: &LlamaConfig, n: u32, t: u32) -> (RopeShape, RopeShape) {
@@ -581,6 +641,7 @@ async fn forward(
     lora: &GpuLora,
     a: &Arena,
     g: usize,
+    drop: Option<Drop>,
 ) -> Result<()> {
     let c = &model.config;
     let w = &model.weights;
@@ -588,7 +649,7 @@ async fn forward(
     let (ce, ff) = (c.n_embd as u32, c.n_ff as u32);
     embedding(rec, &a.ids[g], n, &w.token_embd, &a.x[0], 0).await?;
     for (l, (lw, acts)) in w.layers.iter().zip(&a.layers).enumerate() {
-        let slot = |m| slot_of(lora, acts, l, m);
+        let slot = |m| slot_of(lora, acts, l, m, drop);
         rmsnorm(
             rec,
             &a.x[l],
@@ -607,7 +668,7 @@ async fn forward(
             n,
             lora,
             slot(Module::QProj),
-            false,
+            &a.xdrop,
         )
         .await?;
         adapted_linear(
@@ -618,7 +679,7 @@ async fn forward(
             n,
             lora,
             slot(Module::KProj),
-            false,
+            &a.xdrop,
         )
         .await?;
         adapted_linear(
@@ -629,7 +690,7 @@ async fn forward(
             n,
             lora,
             slot(Module::VProj),
-            false,
+            &a.xdrop,
         )
         .await?;
         let (q_shape, k_shape) = rope_shapes(c, n, t);
@@ -653,7 +714,7 @@ async fn forward(
             n,
             lora,
             slot(Module::OProj),
-            false,
+            &a.xdrop,
         )
         .await?;
         elementwise(
@@ -683,7 +744,7 @@ async fn forward(
             n,
             lora,
             slot(Module::GateProj),
-            false,
+            &a.xdrop,
         )
         .await?;
         adapted_linear(
@@ -694,7 +755,7 @@ async fn forward(
             n,
             lora,
             slot(Module::UpProj),
-            false,
+            &a.xdrop,
         )
         .await?;
         elementwise(
@@ -714,7 +775,7 @@ async fn forward(
             n,
             lora,
             slot(Module::DownProj),
-            false,
+            &a.xdrop,
         )
         .await?;
         elementwise(
@@ -798,12 +859,18 @@ async fn loss_and_head_backward(
     Ok(())
 }
 
-async fn backward(rec: &mut Recorder<'_>, model: &Model, lora: &GpuLora, a: &Arena) -> Result<()> {
+async fn backward(
+    rec: &mut Recorder<'_>,
+    model: &Model,
+    lora: &GpuLora,
+    a: &Arena,
+    drop: Option<Drop>,
+) -> Result<()> {
     let c = &model.config;
     let (n, t) = ((a.b * a.t) as u32, a.t as u32);
     let (ce, ff) = (c.n_embd as u32, c.n_ff as u32);
     for (l, (lw, acts)) in model.weights.layers.iter().zip(&a.layers).enumerate().rev() {
-        let slot = |m| slot_of(lora, acts, l, m);
+        let slot = |m| slot_of(lora, acts, l, m, drop);
         // Feed-forward block; dx holds dL/d(layer output).
         adapted_linear_backward(
             rec,
@@ -814,7 +881,7 @@ async fn backward(rec: &mut Recorder<'_>, model: &Model, lora: &GpuLora, a: &Are
             n,
             lora,
             slot(Module::DownProj),
-            &a.du,
+            (&a.du, &a.xdrop, &a.xdrop2),
             false,
         )
         .await?;
@@ -838,7 +905,7 @@ async fn backward(rec: &mut Recorder<'_>, model: &Model, lora: &GpuLora, a: &Are
             n,
             lora,
             slot(Module::GateProj),
-            &a.du,
+            (&a.du, &a.xdrop, &a.xdrop2),
             false,
         )
         .await?;
@@ -851,7 +918,7 @@ async fn backward(rec: &mut Recorder<'_>, model: &Model, lora: &GpuLora, a: &Are
             n,
             lora,
             slot(Module::UpProj),
-            &a.du,
+            (&a.du, &a.xdrop, &a.xdrop2),
             true,
         )
         .await?;
@@ -876,7 +943,7 @@ async fn backward(rec: &mut Recorder<'_>, model: &Model, lora: &GpuLora, a: &Are
             n,
             lora,
             slot(Module::OProj),
-            &a.du,
+            (&a.du, &a.xdrop, &a.xdrop2),
             false,
         )
         .await?;
@@ -908,7 +975,7 @@ async fn backward(rec: &mut Recorder<'_>, model: &Model, lora: &GpuLora, a: &Are
             n,
             lora,
             slot(Module::QProj),
-            &a.du,
+            (&a.du, &a.xdrop, &a.xdrop2),
             false,
         )
         .await?;
@@ -921,7 +988,7 @@ async fn backward(rec: &mut Recorder<'_>, model: &Model, lora: &GpuLora, a: &Are
             n,
             lora,
             slot(Module::KProj),
-            &a.du,
+            (&a.du, &a.xdrop, &a.xdrop2),
             true,
         )
         .await?;
@@ -934,7 +1001,7 @@ async fn backward(rec: &mut Recorder<'_>, model: &Model, lora: &GpuLora, a: &Are
             n,
             lora,
             slot(Module::VProj),
-            &a.du,
+            (&a.du, &a.xdrop, &a.xdrop2),
             true,
         )
         .await?;

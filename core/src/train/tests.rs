@@ -208,3 +208,86 @@ fn gradient_accumulation_equals_one_big_batch() {
     let (a, b) = (run(true), run(false));
     crate::kernels::testing::assert_close("params after 3 steps", &a, &b, 1e-5, 1e-3);
 }
+
+#[test]
+fn lora_gradients_with_dropout_match_finite_differences() {
+    // With dropout the loss depends on the mask; a step with lr 0 at step 0 always draws the
+    // same mask, so the training loss itself can be differentiated numerically.
+    let gpu = gpu();
+    let model = tiny_model(GgmlType::F32);
+    let mut config = LoraConfig::new(4, 8.0, &[Module::QProj, Module::OProj, Module::DownProj]);
+    config.dropout = 0.3;
+    let lora = GpuLora::init(gpu, &model.config, &config, 3).unwrap();
+    let mut rng = Rng::new(14);
+    let mut values =
+        pollster::block_on(crate::gpu::read_buffer_f32(gpu, &lora.params, 0, lora.n)).unwrap();
+    for s in &lora.slots {
+        let b = s.b_off as usize..s.b_off as usize + 4 * s.out_features as usize;
+        values[b]
+            .iter_mut()
+            .for_each(|x| *x = rng.uniform(-0.2, 0.2));
+    }
+    lora.params.write(gpu, 0, &values);
+    let (ids, targets) = batch(&mut rng, 2, 9, 256);
+    let mut trainer = Trainer::new(&model, lora);
+    trainer.seed = 77;
+    let zero = StepOptions {
+        adamw: AdamW {
+            lr: 0.0,
+            ..AdamW::default()
+        },
+        max_grad_norm: 0.0,
+    };
+    let mut loss_at = |trainer: &mut Trainer, values: &[f32]| -> (f64, Vec<f32>) {
+        trainer.lora.params.write(gpu, 0, values);
+        trainer.step = 0;
+        let batch = MicroBatch {
+            ids: &ids,
+            targets: &targets,
+        };
+        let loss = pollster::block_on(trainer.train_step(gpu, &[batch], 2, zero))
+            .unwrap()
+            .loss;
+        let grads = pollster::block_on(crate::gpu::read_buffer_f32(
+            gpu,
+            &trainer.lora.grads,
+            0,
+            trainer.lora.n,
+        ))
+        .unwrap();
+        (loss, grads)
+    };
+    let (_, grads) = loss_at(&mut trainer, &values);
+    let h = 1e-2f32;
+    for s in trainer.lora.slots.clone() {
+        for off in [s.a_off + 5, s.b_off + 3] {
+            let i = off as usize;
+            let mut p = values.clone();
+            p[i] += h;
+            let up = loss_at(&mut trainer, &p).0;
+            p[i] -= 2.0 * h;
+            let down = loss_at(&mut trainer, &p).0;
+            let fd = (up - down) / (2.0 * h as f64);
+            let g = grads[i] as f64;
+            let tol = 2e-4 + 0.05 * fd.abs().max(g.abs());
+            assert!(
+                (fd - g).abs() <= tol,
+                "{:?} layer {} param {i}: grad {g}, finite differences {fd}",
+                s.module,
+                s.layer
+            );
+        }
+    }
+    // And dropout changes the loss (the mask is really applied).
+    let no_drop = pollster::block_on(trainer.evaluate(
+        gpu,
+        MicroBatch {
+            ids: &ids,
+            targets: &targets,
+        },
+        2,
+    ))
+    .unwrap()
+    .loss;
+    assert!((no_drop - loss_at(&mut trainer, &values).0).abs() > 1e-6);
+}
