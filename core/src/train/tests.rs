@@ -238,7 +238,7 @@ fn lora_gradients_with_dropout_match_finite_differences() {
         },
         max_grad_norm: 0.0,
     };
-    let mut loss_at = |trainer: &mut Trainer, values: &[f32]| -> (f64, Vec<f32>) {
+    let loss_at = |trainer: &mut Trainer, values: &[f32]| -> (f64, Vec<f32>) {
         trainer.lora.params.write(gpu, 0, values);
         trainer.step = 0;
         let batch = MicroBatch {
