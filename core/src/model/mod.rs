@@ -67,8 +67,23 @@ pub struct Score {
 impl Model {
     /// Read the config and upload the weights of a GGUF file (`file` is its whole content).
     pub fn load(gpu: &Gpu, gguf: &Gguf, file: &[u8]) -> Result<Model> {
+        Self::load_with_adapter(gpu, gguf, file, None)
+    }
+
+    /// [`load`](Self::load) with a LoRA adapter merged into the projections it adapts (those
+    /// become f32 on the GPU; the rest stay quantized).
+    pub fn load_with_adapter(
+        gpu: &Gpu,
+        gguf: &Gguf,
+        file: &[u8],
+        adapter: Option<&crate::lora::LoraAdapter>,
+    ) -> Result<Model> {
         let config = LlamaConfig::from_gguf(gguf)?;
-        let weights = ModelWeights::upload(gpu, &config, gguf, file)?;
+        if let Some(a) = adapter {
+            a.validate()
+                .map_err(|e| ModelError::BadConfig(e.to_string()))?;
+        }
+        let weights = ModelWeights::upload(gpu, &config, gguf, file, adapter)?;
         Ok(Model { config, weights })
     }
 

@@ -4,6 +4,7 @@ use super::{LlamaConfig, ModelError, Result};
 use crate::formats::{GgmlType, Gguf};
 use crate::gpu::{Gpu, GpuBuffer};
 use crate::kernels::{GpuWeight, WeightFormat};
+use crate::lora::{LoraAdapter, Module};
 
 /// One transformer block.
 #[derive(Debug)]
@@ -62,12 +63,14 @@ impl ModelWeights {
             + self.output.as_ref().map_or(0, GpuWeight::device_bytes)
     }
 
-    /// Upload every weight `config` names from the GGUF file's bytes.
+    /// Upload every weight `config` names from the GGUF file's bytes; projections that
+    /// `adapter` adapts are merged (`W + s·B·A`, in f32) on the way.
     pub fn upload(
         gpu: &Gpu,
         config: &LlamaConfig,
         gguf: &Gguf,
         file: &[u8],
+        adapter: Option<&LoraAdapter>,
     ) -> Result<ModelWeights> {
         let (c, ff, v) = (config.n_embd, config.n_ff, config.vocab_size);
         let (q, kv) = (config.q_dim(), config.kv_dim());
@@ -77,16 +80,26 @@ impl ModelWeights {
         let mut layers = Vec::with_capacity(config.n_layer);
         for i in 0..config.n_layer {
             let n = |s: &str| format!("blk.{i}.{s}.weight");
+            // A projection: merged with the adapter's pair when there is one.
+            let proj = |module: Module, rows: usize, cols: usize| -> Result<GpuWeight> {
+                let name = n(module.gguf_name());
+                match adapter.and_then(|a| a.pair(i, module).map(|p| (a.config.scale(), p))) {
+                    Some((scale, pair)) => {
+                        upload_merged(gpu, gguf, file, &name, rows, cols, scale, pair)
+                    }
+                    None => matrix(&name, rows, cols),
+                }
+            };
             layers.push(LayerWeights {
                 attn_norm: vector(&n("attn_norm"), c)?,
-                attn_q: matrix(&n("attn_q"), q, c)?,
-                attn_k: matrix(&n("attn_k"), kv, c)?,
-                attn_v: matrix(&n("attn_v"), kv, c)?,
-                attn_output: matrix(&n("attn_output"), c, q)?,
+                attn_q: proj(Module::QProj, q, c)?,
+                attn_k: proj(Module::KProj, kv, c)?,
+                attn_v: proj(Module::VProj, kv, c)?,
+                attn_output: proj(Module::OProj, c, q)?,
                 ffn_norm: vector(&n("ffn_norm"), c)?,
-                ffn_gate: matrix(&n("ffn_gate"), ff, c)?,
-                ffn_up: matrix(&n("ffn_up"), ff, c)?,
-                ffn_down: matrix(&n("ffn_down"), c, ff)?,
+                ffn_gate: proj(Module::GateProj, ff, c)?,
+                ffn_up: proj(Module::UpProj, ff, c)?,
+                ffn_down: proj(Module::DownProj, c, ff)?,
             });
         }
         Ok(ModelWeights {
@@ -160,6 +173,46 @@ fn upload_matrix(
             )?)
         }
     }
+}
+
+/// `W + scale·B·A` in f32 for a LoRA pair (A [r, cols], B [rows, r], both in GGUF row order).
+#[allow(clippy::too_many_arguments)]
+fn upload_merged(
+    gpu: &Gpu,
+    gguf: &Gguf,
+    file: &[u8],
+    name: &str,
+    rows: usize,
+    cols: usize,
+    scale: f32,
+    pair: &crate::lora::LoraPair,
+) -> Result<GpuWeight> {
+    let info = gguf.require_tensor(name)?;
+    check_dims(name, &info.dims, &[cols, rows])?;
+    if pair.in_features != cols || pair.out_features != rows {
+        return Err(ModelError::BadConfig(format!(
+            "the adapter's {name} is [{}, {}], the model's is [{rows}, {cols}]",
+            pair.out_features, pair.in_features
+        )));
+    }
+    let mut w = gguf.tensor_f32(info, file)?;
+    let r = pair.rank();
+    for (row, w_row) in w.chunks_mut(cols).enumerate() {
+        let b_row = &pair.b[row * r..(row + 1) * r];
+        for (k, b) in b_row.iter().enumerate() {
+            let a_row = &pair.a[k * cols..(k + 1) * cols];
+            let f = scale * b;
+            w_row.iter_mut().zip(a_row).for_each(|(x, a)| *x += f * a);
+        }
+    }
+    Ok(GpuWeight::upload(
+        gpu,
+        name,
+        WeightFormat::F32,
+        bytemuck::cast_slice(&w),
+        rows,
+        cols,
+    )?)
 }
 
 fn upload_vector(gpu: &Gpu, gguf: &Gguf, file: &[u8], name: &str, len: usize) -> Result<GpuBuffer> {

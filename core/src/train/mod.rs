@@ -2,6 +2,7 @@
 //! LoRA weights on the GPU, and the training step (forward, fused cross-entropy, explicit
 //! backward, gradient norm, AdamW).
 
+pub mod checkpoint;
 pub mod config;
 pub mod data;
 mod encoder;
@@ -24,6 +25,8 @@ pub enum TrainError {
     Batch(String),
     #[error("adapter does not fit the model: {0}")]
     Adapter(String),
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
 }
 
 /// Result alias for the training layer.

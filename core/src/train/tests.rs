@@ -291,3 +291,67 @@ fn lora_gradients_with_dropout_match_finite_differences() {
     .loss;
     assert!((no_drop - loss_at(&mut trainer, &values).0).abs() > 1e-6);
 }
+
+#[test]
+fn a_merged_adapter_scores_what_the_trainer_measured() {
+    // Train a little, read the adapter back, merge it into the weights: scoring a sequence
+    // gives the NLL the trainer's own forward (quantized W plus the LoRA path) gives.
+    let gpu = gpu();
+    let spec = TinySpec {
+        weight_type: GgmlType::Q4_1,
+        ..TinySpec::default()
+    };
+    let bytes = make_tiny_gguf(&spec, None).unwrap();
+    let gguf = Gguf::parse(&bytes).unwrap();
+    let model = Model::load(gpu, &gguf, &bytes).unwrap();
+    let config = LoraConfig::new(8, 16.0, &Module::ALL);
+    let lora = GpuLora::init(gpu, &model.config, &config, 11).unwrap();
+    let mut trainer = Trainer::new(&model, lora);
+    let mut rng = Rng::new(12);
+    let (ids, targets) = batch(&mut rng, 1, 20, 256);
+    let options = StepOptions {
+        adamw: AdamW {
+            lr: 2e-2,
+            ..AdamW::default()
+        },
+        max_grad_norm: 1.0,
+    };
+    for _ in 0..5 {
+        pollster::block_on(trainer.train_step(
+            gpu,
+            &[MicroBatch {
+                ids: &ids,
+                targets: &targets,
+            }],
+            1,
+            options,
+        ))
+        .unwrap();
+    }
+    let all: Vec<u32> = (0..20)
+        .map(|i| if i + 1 < 20 { ids[i + 1] } else { u32::MAX })
+        .collect();
+    let trained = pollster::block_on(trainer.evaluate(
+        gpu,
+        MicroBatch {
+            ids: &ids,
+            targets: &all,
+        },
+        1,
+    ))
+    .unwrap();
+    let adapter = pollster::block_on(trainer.lora.download(gpu)).unwrap();
+    let base = pollster::block_on(model.score(gpu, &ids)).unwrap();
+    let merged = Model::load_with_adapter(gpu, &gguf, &bytes, Some(&adapter)).unwrap();
+    let score = pollster::block_on(merged.score(gpu, &ids)).unwrap();
+    assert!(
+        (score.nll - trained.loss).abs() < 1e-4 * trained.loss,
+        "merged {} vs trainer {}",
+        score.nll,
+        trained.loss
+    );
+    assert!(
+        (base.nll - score.nll).abs() > 1e-3,
+        "training changed nothing"
+    );
+}
