@@ -4,5 +4,7 @@ pub mod bench;
 pub mod devices;
 pub mod generate;
 pub mod inspect;
+pub mod make_tiny_model;
 pub mod score;
 pub mod tokenize;
+pub mod train;

@@ -1,0 +1,200 @@
+//! `afinador train` flags, and their merge with a `--config` file (flags win).
+
+use std::path::PathBuf;
+
+use afinador_core::train::TrainConfig;
+use anyhow::{Context, Result, bail};
+
+use crate::common::GpuArgs;
+
+/// Every flag is optional so that a config file can provide it; the defaults are
+/// [`TrainConfig`]'s.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub gpu: GpuArgs,
+    /// A TOML or YAML file whose keys are these flags' names (with underscores).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Continue a run from a checkpoint directory (or a run directory: its newest checkpoint).
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// Print the summary as JSON at the end.
+    #[arg(long)]
+    pub json: bool,
+    /// The base model (GGUF) [default: models/SmolLM2-135M-Instruct.Q4_1.gguf].
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Training data: JSONL, a JSON array, or plain text.
+    #[arg(long)]
+    pub data: Option<String>,
+    /// A separate evaluation data file.
+    #[arg(long)]
+    pub eval_data: Option<String>,
+    /// Hold out this fraction of the training records for evaluation.
+    #[arg(long)]
+    pub val_ratio: Option<f64>,
+    /// Stratify the held-out split by this record field.
+    #[arg(long)]
+    pub stratify_field: Option<String>,
+    /// Output directory (metrics, checkpoints, adapters).
+    #[arg(long)]
+    pub output: Option<String>,
+    /// Record format: text, prompt-completion, messages, instruction (default: detected).
+    #[arg(long)]
+    pub format: Option<String>,
+    #[arg(long)]
+    pub prompt_field: Option<String>,
+    #[arg(long)]
+    pub completion_field: Option<String>,
+    /// Train on prompt tokens too (default: completions only).
+    #[arg(long)]
+    pub train_on_prompt: bool,
+    /// Stop at the first bad record instead of skipping it.
+    #[arg(long)]
+    pub strict: bool,
+    /// Optimizer steps to run (overrides --epochs).
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    #[arg(long)]
+    pub epochs: Option<f64>,
+    /// Sequences per micro-batch.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Micro-batches per optimizer step.
+    #[arg(long)]
+    pub grad_accum: Option<usize>,
+    /// Tokens per sequence.
+    #[arg(long)]
+    pub seq_len: Option<usize>,
+    /// One example per sequence, padded, instead of packing several.
+    #[arg(long)]
+    pub no_pack: bool,
+    #[arg(long)]
+    pub lr: Option<f32>,
+    /// cosine, linear or constant.
+    #[arg(long)]
+    pub lr_schedule: Option<String>,
+    #[arg(long)]
+    pub warmup_ratio: Option<f32>,
+    #[arg(long)]
+    pub weight_decay: Option<f32>,
+    #[arg(long)]
+    pub max_grad_norm: Option<f32>,
+    #[arg(long)]
+    pub lora_r: Option<usize>,
+    #[arg(long)]
+    pub lora_alpha: Option<f32>,
+    #[arg(long)]
+    pub lora_dropout: Option<f32>,
+    /// Comma list of q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj, or all-linear.
+    #[arg(long)]
+    pub target_modules: Option<String>,
+    /// Scale LoRA by alpha/√r instead of alpha/r.
+    #[arg(long)]
+    pub rslora: bool,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Checkpoint every N optimizer steps.
+    #[arg(long)]
+    pub save_every: Option<usize>,
+    /// Checkpoints to keep.
+    #[arg(long)]
+    pub keep_checkpoints: Option<usize>,
+    /// Evaluate every N optimizer steps (default: at the end of each epoch).
+    #[arg(long)]
+    pub eval_every: Option<usize>,
+    /// Use at most this many validation sequences per evaluation.
+    #[arg(long)]
+    pub eval_limit: Option<usize>,
+    /// Stop after this many evaluations without improvement.
+    #[arg(long)]
+    pub early_stopping_patience: Option<usize>,
+    #[arg(long)]
+    pub early_stopping_min_delta: Option<f64>,
+}
+
+impl Args {
+    /// Defaults, then the config file, then the flags given.
+    pub fn resolve(&self) -> Result<TrainConfig> {
+        let mut c = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                let yaml = matches!(
+                    path.extension().and_then(|e| e.to_str()),
+                    Some("yaml" | "yml")
+                );
+                if yaml {
+                    serde_yaml::from_str(&text)
+                        .with_context(|| format!("{} is not a valid config", path.display()))?
+                } else {
+                    toml::from_str(&text)
+                        .with_context(|| format!("{} is not a valid config", path.display()))?
+                }
+            }
+            None => TrainConfig::default(),
+        };
+        macro_rules! set {
+            ($($f:ident),*) => {$( if let Some(v) = &self.$f { c.$f = v.clone().into(); } )*};
+        }
+        set!(
+            model,
+            data,
+            output,
+            max_steps,
+            epochs,
+            batch_size,
+            grad_accum,
+            seq_len,
+            lr,
+            warmup_ratio
+        );
+        set!(
+            weight_decay,
+            max_grad_norm,
+            lora_r,
+            lora_alpha,
+            lora_dropout,
+            target_modules,
+            seed,
+            save_every
+        );
+        set!(
+            keep_checkpoints,
+            eval_every,
+            eval_limit,
+            early_stopping_patience,
+            early_stopping_min_delta,
+            val_ratio
+        );
+        if self.eval_data.is_some() {
+            c.eval_data = self.eval_data.clone();
+        }
+        if self.stratify_field.is_some() {
+            c.stratify_field = self.stratify_field.clone();
+        }
+        if self.format.is_some() {
+            c.format = self.format.clone();
+        }
+        if self.prompt_field.is_some() {
+            c.prompt_field = self.prompt_field.clone();
+        }
+        if self.completion_field.is_some() {
+            c.completion_field = self.completion_field.clone();
+        }
+        if let Some(s) = &self.lr_schedule {
+            c.lr_schedule = s.parse().map_err(anyhow::Error::msg)?;
+        }
+        c.train_on_prompt |= self.train_on_prompt;
+        c.strict |= self.strict;
+        c.rslora |= self.rslora;
+        if self.no_pack {
+            c.pack = false;
+        }
+        if let Err(e) = c.validate() {
+            bail!(e);
+        }
+        Ok(c)
+    }
+}
