@@ -26,7 +26,7 @@ enum Command {
     /// Generate text from a prompt.
     Generate(commands::generate::Args),
     /// Fine-tune a model with LoRA on a data file (the base stays 4-bit).
-    Train(commands::train::Args),
+    Train(Box<commands::train::Args>),
     /// Write a small random Llama GGUF (for smoke tests and the browser tests).
     MakeTinyModel(commands::make_tiny_model::Args),
     /// Benchmarks: kernels at the real model's shapes.
@@ -42,7 +42,7 @@ fn main() {
         Command::Score(args) => commands::score::run(args),
         Command::Generate(args) => commands::generate::run(args),
         Command::Bench(args) => commands::bench::run(args),
-        Command::Train(args) => commands::train::run(args),
+        Command::Train(args) => commands::train::run(*args),
         Command::MakeTinyModel(args) => commands::make_tiny_model::run(args),
     };
     if let Err(e) = result {
