@@ -1,1 +1,302 @@
+//! `afinador train` end to end on a tiny model that carries SmolLM2's tokenizer (fast on
+//! lavapipe): outputs, checkpoints, exact resume, bad records; and a short real SmolLM2 run.
 
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{model_path, repo};
+
+fn afinador(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_afinador"))
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .expect("run afinador")
+}
+
+fn ok(out: Output) -> Output {
+    assert!(
+        out.status.success(),
+        "failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("afinador-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A tiny random model with the real tokenizer, and the first `n` ENEM records.
+fn fixtures(dir: &Path, n: usize) -> (String, String) {
+    let model = dir.join("tiny.gguf");
+    let real = model_path();
+    ok(afinador(&[
+        "make-tiny-model",
+        "--output",
+        model.to_str().unwrap(),
+        "--tokenizer-from",
+        real.to_str().unwrap(),
+    ]));
+    let enem = std::fs::read_to_string(repo().join("examples/enem/train.jsonl")).unwrap();
+    let data = dir.join("data.jsonl");
+    std::fs::write(&data, enem.lines().take(n).collect::<Vec<_>>().join("\n")).unwrap();
+    (
+        model.to_str().unwrap().into(),
+        data.to_str().unwrap().into(),
+    )
+}
+
+fn losses(run: &Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v.get("loss").is_some())
+        .map(|v| (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap()))
+        .collect()
+}
+
+fn train_args<'a>(model: &'a str, data: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "train",
+        "--model",
+        model,
+        "--data",
+        data,
+        "--output",
+        out,
+        "--batch-size",
+        "2",
+        "--seq-len",
+        "320",
+        "--lr",
+        "2e-3",
+        "--lr-schedule",
+        "constant",
+        "--warmup-ratio",
+        "0",
+        "--seed",
+        "7",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+#[test]
+fn training_writes_metrics_checkpoints_best_and_a_peft_adapter() {
+    let dir = scratch("outputs");
+    let (model, data) = fixtures(&dir, 40);
+    let out = dir.join("run");
+    let o = out.to_str().unwrap();
+    let extra = [
+        "--max-steps",
+        "6",
+        "--val-ratio",
+        "0.2",
+        "--eval-every",
+        "3",
+        "--save-every",
+        "2",
+        "--keep-checkpoints",
+        "2",
+    ];
+    ok(afinador(&train_args(&model, &data, o, &extra)));
+    // metrics.jsonl: one line per step with the contract keys; eval keys at eval steps.
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 6);
+    for line in &lines {
+        for key in [
+            "step",
+            "epoch",
+            "loss",
+            "token_accuracy",
+            "entropy",
+            "grad_norm",
+            "lr",
+            "tokens_per_s",
+            "elapsed_s",
+        ] {
+            assert!(
+                line.get(key).is_some(),
+                "metrics line without {key}: {line}"
+            );
+        }
+    }
+    for key in ["eval_loss", "eval_ppl", "eval_token_accuracy"] {
+        assert!(
+            lines[2].get(key).is_some() && lines[5].get(key).is_some(),
+            "no {key} at eval steps"
+        );
+    }
+    // The newest two checkpoints, each complete.
+    let names: Vec<String> = std::fs::read_dir(out.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    let mut names = names;
+    names.sort();
+    assert_eq!(names, ["step-4", "step-6"]);
+    for f in [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "optimizer.safetensors",
+        "trainer_state.json",
+    ] {
+        assert!(
+            out.join("checkpoints/step-6").join(f).exists(),
+            "checkpoint lacks {f}"
+        );
+    }
+    // PEFT adapter: config keys and tensor names/shapes.
+    for d in ["adapter", "best"] {
+        assert!(
+            out.join(d).join("adapter_model.safetensors").exists(),
+            "{d}/ has no adapter"
+        );
+    }
+    let config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("adapter/adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(config["peft_type"], "LORA");
+    assert_eq!(config["task_type"], "CAUSAL_LM");
+    assert_eq!(config["r"], 16);
+    assert_eq!(config["bias"], "none");
+    assert_eq!(config["fan_in_fan_out"], false);
+    assert_eq!(config["inference_mode"], true);
+    let bytes = std::fs::read(out.join("adapter/adapter_model.safetensors")).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    assert_eq!(header["__metadata__"]["format"], "pt");
+    let a = &header["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"];
+    assert_eq!(a["dtype"], "F32");
+    assert_eq!(a["shape"], serde_json::json!([16, 64]));
+    assert_eq!(
+        header["base_model.model.model.layers.1.self_attn.k_proj.lora_B.weight"]["shape"],
+        serde_json::json!([32, 16])
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("training_summary.json")).unwrap())
+            .unwrap();
+    for key in [
+        "best_step",
+        "best_eval_loss",
+        "steps",
+        "tokens",
+        "time_s",
+        "tokens_per_s",
+        "gpu_memory_bytes",
+    ] {
+        assert!(summary.get(key).is_some(), "summary without {key}");
+    }
+    assert_eq!(summary["steps"], 6);
+    // The adapter loads back for scoring, and changes the model.
+    let text = "Resposta: B. A água ferve a 100 °C ao nível do mar.";
+    let base = ok(afinador(&[
+        "score", "--model", &model, "--text", text, "--json",
+    ]));
+    let tuned = ok(afinador(&[
+        "score",
+        "--model",
+        &model,
+        "--adapter",
+        out.join("adapter").to_str().unwrap(),
+        "--text",
+        text,
+        "--json",
+    ]));
+    let nll = |o: &Output| {
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["nll"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(
+        (nll(&base) - nll(&tuned)).abs() > 1e-4,
+        "the adapter changed nothing"
+    );
+}
+
+#[test]
+fn a_resumed_run_continues_exactly() {
+    // 6 steps in one go, and 3 steps + resume to 6: the same losses (dropout on, constant lr).
+    let dir = scratch("resume");
+    let (model, data) = fixtures(&dir, 30);
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    ok(afinador(&train_args(
+        &model,
+        &data,
+        a.to_str().unwrap(),
+        &["--max-steps", "6"],
+    )));
+    ok(afinador(&train_args(
+        &model,
+        &data,
+        b.to_str().unwrap(),
+        &["--max-steps", "3"],
+    )));
+    ok(afinador(&[
+        "train",
+        "--resume",
+        b.to_str().unwrap(),
+        "--max-steps",
+        "6",
+    ]));
+    let (la, lb) = (losses(&a), losses(&b));
+    assert_eq!(la.len(), 6);
+    assert_eq!(
+        lb.iter().map(|x| x.0).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5, 6]
+    );
+    for ((sa, x), (_, y)) in la.iter().zip(&lb) {
+        assert!((x - y).abs() <= 1e-5 * x.abs(), "step {sa}: {x} vs {y}");
+    }
+}
+
+#[test]
+fn bad_records_are_skipped_and_reported_or_stop_a_strict_run() {
+    let dir = scratch("bad");
+    let (model, data) = fixtures(&dir, 12);
+    let mut lines: Vec<String> = std::fs::read_to_string(&data)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    lines.insert(2, "{\"messages\": [oops".into());
+    lines.insert(5, "{\"messages\": 42}".into());
+    std::fs::write(&data, lines.join("\n")).unwrap();
+    let out = dir.join("run");
+    let o = out.to_str().unwrap();
+    let run = ok(afinador(&train_args(
+        &model,
+        &data,
+        o,
+        &["--max-steps", "1"],
+    )));
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        err.contains("2 bad") && err.contains("line 3") && err.contains("line 6"),
+        "{err}"
+    );
+    let strict = afinador(&train_args(
+        &model,
+        &data,
+        o,
+        &["--max-steps", "1", "--strict"],
+    ));
+    assert!(!strict.status.success());
+    assert!(
+        String::from_utf8_lossy(&strict.stderr).contains("line 3"),
+        "{}",
+        String::from_utf8_lossy(&strict.stderr)
+    );
+}

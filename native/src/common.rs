@@ -91,10 +91,38 @@ impl ModelArgs {
 impl ModelFile {
     /// Upload the weights and compile the kernels the model needs.
     pub fn load(&self, gpu: &Gpu) -> Result<Model> {
-        let model = Model::load(gpu, &self.gguf, &self.bytes)?;
+        self.load_with_adapter(gpu, None)
+    }
+
+    /// [`load`](Self::load) with a PEFT adapter directory merged in.
+    pub fn load_with_adapter(&self, gpu: &Gpu, adapter_dir: Option<&Path>) -> Result<Model> {
+        let adapter = match adapter_dir {
+            Some(dir) => Some(read_adapter(dir, &self.gguf)?),
+            None => None,
+        };
+        let model = Model::load_with_adapter(gpu, &self.gguf, &self.bytes, adapter.as_ref())?;
         pollster::block_on(model.compile_kernels(gpu))?;
         Ok(model)
     }
+}
+
+/// A Hugging Face PEFT LoRA adapter directory (ours or one made by PEFT for a llama model of
+/// the same shape), in GGUF row order for `gguf`'s model.
+pub fn read_adapter(dir: &Path, gguf: &Gguf) -> Result<afinador_core::lora::LoraAdapter> {
+    let config_path = dir.join("adapter_config.json");
+    let tensors_path = dir.join("adapter_model.safetensors");
+    let config = std::fs::read_to_string(&config_path).with_context(|| {
+        format!(
+            "reading {} (is {} a PEFT adapter directory?)",
+            config_path.display(),
+            dir.display()
+        )
+    })?;
+    let tensors = std::fs::read(&tensors_path)
+        .with_context(|| format!("reading {}", tensors_path.display()))?;
+    let model = afinador_core::model::LlamaConfig::from_gguf(gguf)?;
+    afinador_core::lora::from_peft(&config, &tensors, model.n_head, model.n_head_kv)
+        .with_context(|| format!("the adapter in {}", dir.display()))
 }
 
 /// The text of `--text`/`--prompt` or of the file given instead.

@@ -16,6 +16,10 @@ pub struct Args {
     model: ModelArgs,
     #[command(flatten)]
     gpu: GpuArgs,
+    /// A LoRA adapter directory (Hugging Face PEFT: adapter_config.json +
+    /// adapter_model.safetensors) to apply to the model.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
     /// The prompt.
     #[arg(long)]
     prompt: Option<String>,
@@ -60,7 +64,7 @@ pub fn run(args: Args) -> Result<()> {
         bail!("the prompt is empty");
     }
     let gpu = args.gpu.open()?;
-    let model = file.load(&gpu)?;
+    let model = file.load_with_adapter(&gpu, args.adapter.as_deref())?;
     let sampling = SamplingConfig {
         temperature: args.temperature,
         top_k: args.top_k,

@@ -12,6 +12,10 @@ pub struct Args {
     model: ModelArgs,
     #[command(flatten)]
     gpu: GpuArgs,
+    /// A LoRA adapter directory (Hugging Face PEFT: adapter_config.json +
+    /// adapter_model.safetensors) to apply to the model.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
     /// The text to score.
     #[arg(long)]
     text: Option<String>,
@@ -35,7 +39,7 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     let gpu = args.gpu.open()?;
-    let model = file.load(&gpu)?;
+    let model = file.load_with_adapter(&gpu, args.adapter.as_deref())?;
     let score = pollster::block_on(model.score(&gpu, &ids))?;
     if args.json {
         return print_json(&serde_json::json!({
