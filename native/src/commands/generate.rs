@@ -29,6 +29,9 @@ pub struct Args {
     /// Wrap the prompt as a user message in the model's chat template.
     #[arg(long)]
     chat: bool,
+    /// A system message for --chat.
+    #[arg(long)]
+    system: Option<String>,
     /// Stop after this many new tokens (or at end of generation).
     #[arg(long, default_value_t = 128)]
     max_new_tokens: usize,
@@ -55,7 +58,12 @@ pub fn run(args: Args) -> Result<()> {
     let tokenizer = args.model.tokenizer(&file)?;
     let text = if args.chat {
         let template = file.gguf.metadata().get_str("tokenizer.chat_template").ok();
-        ChatTemplate::for_model(template, &tokenizer)?.render(&[ChatMessage::user(prompt)], true)?
+        let mut messages = Vec::new();
+        if let Some(system) = &args.system {
+            messages.push(ChatMessage::system(system.clone()));
+        }
+        messages.push(ChatMessage::user(prompt));
+        ChatTemplate::for_model(template, &tokenizer)?.render(&messages, true)?
     } else {
         prompt
     };

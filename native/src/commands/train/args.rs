@@ -198,3 +198,28 @@ impl Args {
         Ok(c)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use afinador_core::train::TrainConfig;
+
+    #[test]
+    fn the_enem_example_config_parses() {
+        let text = include_str!("../../../../examples/enem/config.toml");
+        let config: TrainConfig =
+            toml::from_str(text).expect("examples/enem/config.toml is a valid config");
+        assert_eq!(config.seq_len, 384);
+        assert_eq!(
+            config.eval_data.as_deref(),
+            Some("examples/enem/validation.jsonl")
+        );
+        config.validate().unwrap();
+        let yaml = "data: d.jsonl\nlora_r: 8\nlr_schedule: linear\n";
+        let config: TrainConfig = serde_yaml::from_str(yaml).unwrap();
+        assert_eq!(config.lora_r, 8);
+        assert!(
+            toml::from_str::<TrainConfig>("lora_rank = 8").is_err(),
+            "unknown keys are refused"
+        );
+    }
+}
