@@ -11,6 +11,7 @@
 mod adapter;
 mod error;
 pub mod gguf_lora;
+pub mod merge;
 pub mod peft;
 mod peft_config;
 pub mod permute;

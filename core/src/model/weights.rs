@@ -196,15 +196,7 @@ fn upload_merged(
         )));
     }
     let mut w = gguf.tensor_f32(info, file)?;
-    let r = pair.rank();
-    for (row, w_row) in w.chunks_mut(cols).enumerate() {
-        let b_row = &pair.b[row * r..(row + 1) * r];
-        for (k, b) in b_row.iter().enumerate() {
-            let a_row = &pair.a[k * cols..(k + 1) * cols];
-            let f = scale * b;
-            w_row.iter_mut().zip(a_row).for_each(|(x, a)| *x += f * a);
-        }
-    }
+    crate::lora::merge::add_scaled_product(&mut w, cols, scale, pair);
     Ok(GpuWeight::upload(
         gpu,
         name,

@@ -5,6 +5,7 @@ pub mod devices;
 pub mod generate;
 pub mod inspect;
 pub mod make_tiny_model;
+pub mod merge;
 pub mod score;
 pub mod tokenize;
 pub mod train;

@@ -1,0 +1,46 @@
+//! `afinador merge`: a GGUF model with a LoRA adapter merged into its weights.
+
+use std::path::PathBuf;
+
+use afinador_core::formats::GgmlType;
+use afinador_core::lora::merge::merge_into_gguf;
+use anyhow::{Context, Result, bail};
+
+use crate::common::{ModelArgs, read_adapter};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The PEFT adapter directory to merge.
+    #[arg(long)]
+    adapter: PathBuf,
+    /// Where to write the merged GGUF.
+    #[arg(long)]
+    output: PathBuf,
+    /// Type of the merged projections: f16, q8_0, bf16 or f32 (the others keep their type).
+    #[arg(long, default_value = "q8_0")]
+    merged_type: String,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let ty = match args.merged_type.as_str() {
+        "f16" => GgmlType::F16,
+        "bf16" => GgmlType::BF16,
+        "q8_0" => GgmlType::Q8_0,
+        "f32" => GgmlType::F32,
+        other => bail!("unknown --merged-type '{other}': use f16, q8_0, bf16 or f32"),
+    };
+    let file = args.model.read()?;
+    let adapter = read_adapter(&args.adapter, &file.gguf)?;
+    let bytes = merge_into_gguf(&file.gguf, &file.bytes, &adapter, ty)?;
+    std::fs::write(&args.output, &bytes)
+        .with_context(|| format!("writing {}", args.output.display()))?;
+    eprintln!(
+        "merged {} LoRA pairs into {} ({:.1} MB)",
+        adapter.tensors.len(),
+        args.output.display(),
+        bytes.len() as f64 / 1e6
+    );
+    Ok(())
+}
