@@ -182,6 +182,7 @@ pub fn run(args: Args) -> Result<()> {
         val: &val,
         total_steps,
         per_epoch,
+        quiet: args.json,
     };
     let started = Instant::now();
     let elapsed_before = state.elapsed_s;
@@ -344,6 +345,8 @@ struct RunCtx<'a> {
     total_steps: usize,
     /// Training sequences per epoch.
     per_epoch: usize,
+    /// `--json`: nothing but the summary on stdout, no step lines on stderr.
+    quiet: bool,
 }
 
 fn data_config(config: &TrainConfig, val_ratio: f64) -> Result<DataConfig> {
@@ -445,12 +448,17 @@ fn train_one(
         "elapsed_s": elapsed,
     });
     bar.set_position(state.step as u64);
-    bar.set_message(format!(
+    let message = format!(
         "loss {:.4} acc {:.3} {:.0} tok/s",
         stats.loss,
         stats.token_accuracy,
         tokens as f64 / step_s.max(1e-9)
-    ));
+    );
+    if bar.is_hidden() && !ctx.quiet {
+        // No terminal (a log or CI): one line per step instead of the bar.
+        eprintln!("step {}/{}: {message}", state.step, ctx.total_steps);
+    }
+    bar.set_message(message);
     if c.eval_every > 0 && state.step.is_multiple_of(c.eval_every) && !ctx.val.is_empty() {
         let eval = evaluate(ctx, trainer)?;
         line["eval_loss"] = json!(eval.loss);
