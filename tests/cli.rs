@@ -173,3 +173,35 @@ fn quick_kernel_bench_reports_every_family_with_positive_figures() {
         assert!(r.get("peak_pct").is_some(), "{r}");
     }
 }
+
+#[test]
+fn bench_train_reports_throughput_and_memory() {
+    let dir = std::env::temp_dir().join(format!("afinador-bench-train-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = dir.join("tiny.gguf");
+    assert!(
+        afinador(&["make-tiny-model", "--output", model.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let v = json(&afinador(&[
+        "bench",
+        "train",
+        "--model",
+        model.to_str().unwrap(),
+        "--shapes",
+        "2x32",
+        "--steps",
+        "1",
+        "--json",
+    ]));
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2, "attention and all-linear");
+    for r in results {
+        for key in ["tokens_per_s", "gpu_memory_bytes", "step_s"] {
+            let x = r[key].as_f64().unwrap();
+            assert!(x.is_finite() && x > 0.0, "{key} in {r}");
+        }
+    }
+    assert!(results[1]["gpu_memory_bytes"].as_f64() > results[0]["gpu_memory_bytes"].as_f64());
+}

@@ -25,6 +25,8 @@ pub struct Args {
 enum What {
     /// Time each kernel family at SmolLM2-135M shapes and at C 4096.
     Kernels(KernelArgs),
+    /// Training throughput (tokens/s) and GPU memory of QLoRA steps.
+    Train(super::bench_train::Args),
 }
 
 #[derive(clap::Args, Debug)]
@@ -62,6 +64,7 @@ fn recorder(gpu: &Gpu, portable: bool) -> Recorder<'_> {
 pub fn run(args: Args) -> Result<()> {
     match args.what {
         What::Kernels(k) => kernels(k),
+        What::Train(t) => super::bench_train::run(t),
     }
 }
 
