@@ -33,4 +33,6 @@ pub enum TrainError {
 pub type Result<T, E = TrainError> = std::result::Result<T, E>;
 
 #[cfg(test)]
+mod reference;
+#[cfg(test)]
 mod tests;

@@ -1,0 +1,436 @@
+//! A CPU reference of the QLoRA training step (tests only): the same model, loss and AdamW
+//! computed on the host from the dequantized weights with the kernels' CPU references (each of
+//! which is checked against finite differences), to compare whole loss curves with the GPU.
+
+use crate::formats::Gguf;
+use crate::kernels::attention::{AttentionShape, attention_backward_ref, attention_ref};
+use crate::kernels::elementwise::{Op, elementwise_ref, swiglu_backward_ref};
+use crate::kernels::logits::NO_TARGET;
+use crate::kernels::optim::{AdamW, adamw_ref};
+use crate::kernels::rmsnorm::{rmsnorm_backward_ref, rmsnorm_ref};
+use crate::kernels::rope::{RopeShape, rope_ref};
+use crate::lora::{LoraAdapter, Module};
+use crate::model::LlamaConfig;
+
+/// Dequantized weights, W[rows, cols] row-major.
+pub struct RefModel {
+    pub config: LlamaConfig,
+    pub embd: Vec<f32>,
+    pub out_norm: Vec<f32>,
+    pub layers: Vec<RefLayer>,
+}
+
+pub struct RefLayer {
+    pub attn_norm: Vec<f32>,
+    pub ffn_norm: Vec<f32>,
+    /// By `Module` discriminant order: q, k, v, o, gate, up, down.
+    pub w: Vec<Vec<f32>>,
+}
+
+impl RefModel {
+    pub fn load(gguf: &Gguf, file: &[u8]) -> RefModel {
+        let config = LlamaConfig::from_gguf(gguf).unwrap();
+        let t = |name: &str| {
+            gguf.tensor_f32(gguf.require_tensor(name).unwrap(), file)
+                .unwrap()
+        };
+        let layers = (0..config.n_layer)
+            .map(|i| RefLayer {
+                attn_norm: t(&format!("blk.{i}.attn_norm.weight")),
+                ffn_norm: t(&format!("blk.{i}.ffn_norm.weight")),
+                w: Module::ALL
+                    .iter()
+                    .map(|m| t(&format!("blk.{i}.{}.weight", m.gguf_name())))
+                    .collect(),
+            })
+            .collect();
+        RefModel {
+            embd: t("token_embd.weight"),
+            out_norm: t("output_norm.weight"),
+            layers,
+            config,
+        }
+    }
+}
+
+/// y[n, out] = x[n, in] · Wᵀ
+fn linear(x: &[f32], w: &[f32], n: usize, inp: usize, out: usize) -> Vec<f32> {
+    let mut y = vec![0.0f32; n * out];
+    for i in 0..n {
+        for o in 0..out {
+            let s: f64 = (0..inp)
+                .map(|k| x[i * inp + k] as f64 * w[o * inp + k] as f64)
+                .sum();
+            y[i * out + o] = s as f32;
+        }
+    }
+    y
+}
+
+/// dx[n, in] = dy[n, out] · W
+fn linear_t(dy: &[f32], w: &[f32], n: usize, inp: usize, out: usize) -> Vec<f32> {
+    let mut dx = vec![0.0f32; n * inp];
+    for i in 0..n {
+        for k in 0..inp {
+            let s: f64 = (0..out)
+                .map(|o| dy[i * out + o] as f64 * w[o * inp + k] as f64)
+                .sum();
+            dx[i * inp + k] = s as f32;
+        }
+    }
+    dx
+}
+
+fn add(a: &[f32], b: &[f32]) -> Vec<f32> {
+    elementwise_ref(Op::Add, a, b)
+}
+
+/// The reference trainer's LoRA state: flat params, gradients and moments in the adapter's pair
+/// order (A then B of each pair), as `GpuLora` lays them out.
+pub struct RefLora {
+    pub r: usize,
+    pub scale: f32,
+    /// (layer, module, offset of A, offset of B) of each pair.
+    pub pairs: Vec<(usize, Module, usize, usize)>,
+    pub params: Vec<f32>,
+    pub m: Vec<f32>,
+    pub v: Vec<f32>,
+}
+
+impl RefLora {
+    pub fn from_adapter(adapter: &LoraAdapter) -> RefLora {
+        let r = adapter.config.r;
+        let (mut pairs, mut params) = (Vec::new(), Vec::new());
+        for p in &adapter.tensors {
+            let a_off = params.len();
+            params.extend_from_slice(&p.a);
+            let b_off = params.len();
+            params.extend_from_slice(&p.b);
+            pairs.push((p.layer, p.module, a_off, b_off));
+        }
+        let n = params.len();
+        RefLora {
+            r,
+            scale: adapter.config.scale(),
+            pairs,
+            params,
+            m: vec![0.0; n],
+            v: vec![0.0; n],
+        }
+    }
+
+    fn find(&self, layer: usize, module: Module) -> Option<(usize, usize)> {
+        self.pairs
+            .iter()
+            .find(|p| p.0 == layer && p.1 == module)
+            .map(|p| (p.2, p.3))
+    }
+}
+
+/// Projection with its LoRA term; returns (y, u = x·Aᵀ).
+fn adapted(
+    m: &RefModel,
+    lora: &RefLora,
+    l: usize,
+    module: Module,
+    x: &[f32],
+    n: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let (out, inp) = crate::train::lora_gpu::module_shape(&m.config, module);
+    let mut y = linear(x, &m.layers[l].w[module as usize], n, inp, out);
+    let Some((a_off, b_off)) = lora.find(l, module) else {
+        return (y, Vec::new());
+    };
+    let r = lora.r;
+    let u = linear(x, &lora.params[a_off..a_off + r * inp], n, inp, r);
+    let lo = linear(&u, &lora.params[b_off..b_off + out * r], n, r, out);
+    y.iter_mut()
+        .zip(&lo)
+        .for_each(|(y, l)| *y += lora.scale * l);
+    (y, u)
+}
+
+/// Backward of [`adapted`]: returns dx and adds dA, dB into `grads`.
+#[allow(clippy::too_many_arguments)]
+fn adapted_backward(
+    m: &RefModel,
+    lora: &RefLora,
+    grads: &mut [f32],
+    l: usize,
+    module: Module,
+    x: &[f32],
+    u: &[f32],
+    dy: &[f32],
+    n: usize,
+) -> Vec<f32> {
+    let (out, inp) = crate::train::lora_gpu::module_shape(&m.config, module);
+    let mut dx = linear_t(dy, &m.layers[l].w[module as usize], n, inp, out);
+    let Some((a_off, b_off)) = lora.find(l, module) else {
+        return dx;
+    };
+    let (r, s) = (lora.r, lora.scale as f64);
+    let b = &lora.params[b_off..b_off + out * r];
+    let a = &lora.params[a_off..a_off + r * inp];
+    // du = s·dy·B [n, r]
+    let du: Vec<f64> = (0..n * r)
+        .map(|i| {
+            let (t, j) = (i / r, i % r);
+            s * (0..out)
+                .map(|o| dy[t * out + o] as f64 * b[o * r + j] as f64)
+                .sum::<f64>()
+        })
+        .collect();
+    for o in 0..out {
+        for j in 0..r {
+            let g: f64 = (0..n)
+                .map(|t| dy[t * out + o] as f64 * u[t * r + j] as f64)
+                .sum();
+            grads[b_off + o * r + j] += (s * g) as f32;
+        }
+    }
+    for j in 0..r {
+        for k in 0..inp {
+            let g: f64 = (0..n).map(|t| du[t * r + j] * x[t * inp + k] as f64).sum();
+            grads[a_off + j * inp + k] += g as f32;
+        }
+    }
+    for t in 0..n {
+        for k in 0..inp {
+            let g: f64 = (0..r).map(|j| du[t * r + j] * a[j * inp + k] as f64).sum();
+            dx[t * inp + k] += g as f32;
+        }
+    }
+    dx
+}
+
+/// One training step (no dropout): returns the mean loss over trained tokens and updates the
+/// LoRA parameters with AdamW after clipping.
+#[allow(clippy::too_many_arguments)]
+pub fn step(
+    m: &RefModel,
+    lora: &mut RefLora,
+    ids: &[u32],
+    targets: &[u32],
+    b: usize,
+    opt: AdamW,
+    t_step: u32,
+    max_norm: f32,
+) -> f64 {
+    let c = &m.config;
+    let (n, t) = (ids.len(), ids.len() / b);
+    let (ce, eps) = (c.n_embd, c.rms_eps);
+    let rope_q = RopeShape {
+        period: t as u32,
+        t: n as u32,
+        h: c.n_head as u32,
+        hs: c.head_dim as u32,
+        off: 0,
+        row_stride: c.q_dim() as u32,
+    };
+    let rope_k = RopeShape {
+        h: c.n_head_kv as u32,
+        row_stride: c.kv_dim() as u32,
+        ..rope_q
+    };
+    let shape = AttentionShape {
+        b: b as u32,
+        t: t as u32,
+        nh: c.n_head as u32,
+        kvh: c.n_head_kv as u32,
+        hs: c.head_dim as u32,
+        pos0: 0,
+        s: t as u32,
+    };
+    let mut x: Vec<f32> = ids
+        .iter()
+        .flat_map(|&id| m.embd[id as usize * ce..(id as usize + 1) * ce].to_vec())
+        .collect();
+    struct Saved {
+        x: Vec<f32>,
+        xn1: Vec<f32>,
+        q: Vec<f32>,
+        k: Vec<f32>,
+        v: Vec<f32>,
+        att: Vec<f32>,
+        x_mid: Vec<f32>,
+        xn2: Vec<f32>,
+        gate: Vec<f32>,
+        up: Vec<f32>,
+        hidden: Vec<f32>,
+        u: Vec<(Module, Vec<f32>)>,
+    }
+    let mut saved = Vec::new();
+    for (l, lw) in m.layers.iter().enumerate() {
+        let mut u = Vec::new();
+        let xn1 = rmsnorm_ref(&x, &lw.attn_norm, ce, eps).0;
+        let mut proj = |module: Module, input: &[f32]| {
+            let (y, uu) = adapted(m, lora, l, module, input, n);
+            u.push((module, uu));
+            y
+        };
+        let mut q = proj(Module::QProj, &xn1);
+        let mut k = proj(Module::KProj, &xn1);
+        let v = proj(Module::VProj, &xn1);
+        rope_ref(&mut q, rope_q, 0, c.rope_base, false);
+        rope_ref(&mut k, rope_k, 0, c.rope_base, false);
+        let att = attention_ref(&q, &k, &v, shape).0;
+        let x_mid = add(&x, &proj(Module::OProj, &att));
+        let xn2 = rmsnorm_ref(&x_mid, &lw.ffn_norm, ce, eps).0;
+        let gate = proj(Module::GateProj, &xn2);
+        let up = proj(Module::UpProj, &xn2);
+        let hidden = elementwise_ref(Op::SwiGlu, &gate, &up);
+        let x_out = add(&x_mid, &proj(Module::DownProj, &hidden));
+        saved.push(Saved {
+            x: x.clone(),
+            xn1,
+            q,
+            k,
+            v,
+            att,
+            x_mid,
+            xn2,
+            gate,
+            up,
+            hidden,
+            u,
+        });
+        x = x_out;
+    }
+    let xnf = rmsnorm_ref(&x, &m.out_norm, ce, eps).0;
+    let vocab = c.vocab_size;
+    let logits = linear(&xnf, &m.embd, n, ce, vocab);
+    let trained = targets.iter().filter(|&&t| t != NO_TARGET).count().max(1) as f64;
+    let mut loss = 0.0;
+    let mut dlogits = vec![0.0f32; n * vocab];
+    for i in 0..n {
+        if targets[i] == NO_TARGET {
+            continue;
+        }
+        let row = &logits[i * vocab..(i + 1) * vocab];
+        let mx = row.iter().cloned().fold(f32::MIN, f32::max) as f64;
+        let z: f64 = row.iter().map(|&v| (v as f64 - mx).exp()).sum();
+        let lse = mx + z.ln();
+        loss += lse - row[targets[i] as usize] as f64;
+        for (j, &v) in row.iter().enumerate() {
+            let p = (v as f64 - lse).exp() - if j == targets[i] as usize { 1.0 } else { 0.0 };
+            dlogits[i * vocab + j] = (p / trained) as f32;
+        }
+    }
+    let dxnf = linear_t(&dlogits, &m.embd, n, ce, vocab);
+    let mut dx = rmsnorm_backward_ref(&x, &m.out_norm, &dxnf, ce, eps);
+    let mut grads = vec![0.0f32; lora.params.len()];
+    for (l, lw) in m.layers.iter().enumerate().rev() {
+        let s = &saved[l];
+        let u = |module: Module| {
+            s.u.iter()
+                .find(|(mm, _)| *mm == module)
+                .map(|(_, u)| u.as_slice())
+                .unwrap_or(&[])
+        };
+        let dh = adapted_backward(
+            m,
+            lora,
+            &mut grads,
+            l,
+            Module::DownProj,
+            &s.hidden,
+            u(Module::DownProj),
+            &dx,
+            n,
+        );
+        let (dgate, dup) = swiglu_backward_ref(&s.gate, &s.up, &dh);
+        let dxn2 = add(
+            &adapted_backward(
+                m,
+                lora,
+                &mut grads,
+                l,
+                Module::GateProj,
+                &s.xn2,
+                u(Module::GateProj),
+                &dgate,
+                n,
+            ),
+            &adapted_backward(
+                m,
+                lora,
+                &mut grads,
+                l,
+                Module::UpProj,
+                &s.xn2,
+                u(Module::UpProj),
+                &dup,
+                n,
+            ),
+        );
+        dx = add(
+            &dx,
+            &rmsnorm_backward_ref(&s.x_mid, &lw.ffn_norm, &dxn2, ce, eps),
+        );
+        let datt = adapted_backward(
+            m,
+            lora,
+            &mut grads,
+            l,
+            Module::OProj,
+            &s.att,
+            u(Module::OProj),
+            &dx,
+            n,
+        );
+        let (mut dq, mut dk, dv) = attention_backward_ref(&s.q, &s.k, &s.v, &datt, shape);
+        rope_ref(&mut dq, rope_q, 0, c.rope_base, true);
+        rope_ref(&mut dk, rope_k, 0, c.rope_base, true);
+        let dxn1 = add(
+            &add(
+                &adapted_backward(
+                    m,
+                    lora,
+                    &mut grads,
+                    l,
+                    Module::QProj,
+                    &s.xn1,
+                    u(Module::QProj),
+                    &dq,
+                    n,
+                ),
+                &adapted_backward(
+                    m,
+                    lora,
+                    &mut grads,
+                    l,
+                    Module::KProj,
+                    &s.xn1,
+                    u(Module::KProj),
+                    &dk,
+                    n,
+                ),
+            ),
+            &adapted_backward(
+                m,
+                lora,
+                &mut grads,
+                l,
+                Module::VProj,
+                &s.xn1,
+                u(Module::VProj),
+                &dv,
+                n,
+            ),
+        );
+        dx = add(
+            &dx,
+            &rmsnorm_backward_ref(&s.x, &lw.attn_norm, &dxn1, ce, eps),
+        );
+    }
+    adamw_ref(
+        opt,
+        t_step,
+        max_norm,
+        &mut lora.params,
+        &grads,
+        &mut lora.m,
+        &mut lora.v,
+    );
+    loss / trained
+}
