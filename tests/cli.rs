@@ -205,3 +205,77 @@ fn bench_train_reports_throughput_and_memory() {
     }
     assert!(results[1]["gpu_memory_bytes"].as_f64() > results[0]["gpu_memory_bytes"].as_f64());
 }
+
+#[test]
+fn eval_scores_predictions_like_the_reference_packages_and_writes_its_outputs() {
+    let expected = common::data("eval_expected.json");
+    let out = std::env::temp_dir().join(format!("afinador-eval-{}", std::process::id()));
+    let v = json(&afinador(&[
+        "eval",
+        "--predictions",
+        "tests/data/eval_cases.jsonl",
+        "--metrics",
+        "bleu,rouge",
+        "--json",
+        "--output",
+        out.to_str().unwrap(),
+    ]));
+    let want = expected["corpus_bleu"]["all"]["score"].as_f64().unwrap();
+    assert!(
+        (v["bleu"].as_f64().unwrap() - want).abs() < 1e-4,
+        "bleu {} vs sacrebleu {want}",
+        v["bleu"]
+    );
+    for key in ["rouge1", "rouge2", "rougeL", "rougeLsum"] {
+        let x = v[key].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&x), "{key} = {x}");
+    }
+    assert!(v.get("f1").is_none(), "only the selected metrics");
+    let lines = std::fs::read_to_string(out.join("predictions.jsonl")).unwrap();
+    let cases = std::fs::read_to_string(repo().join("tests/data/eval_cases.jsonl")).unwrap();
+    assert_eq!(
+        lines.lines().count(),
+        cases.lines().filter(|l| !l.trim().is_empty()).count()
+    );
+    assert!(
+        std::fs::read_to_string(out.join("metrics.md"))
+            .unwrap()
+            .contains("| rougeL |")
+    );
+    assert!(out.join("metrics.json").exists());
+}
+
+#[test]
+fn eval_generates_answers_for_chat_records() {
+    // A tiny random model answers two ENEM questions: the path runs end to end and the
+    // accuracy is a fraction.
+    let dir = std::env::temp_dir().join(format!("afinador-eval-gen-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = dir.join("tiny.gguf");
+    let real = model_path();
+    let made = afinador(&[
+        "make-tiny-model",
+        "--output",
+        model.to_str().unwrap(),
+        "--tokenizer-from",
+        real.to_str().unwrap(),
+    ]);
+    assert!(made.status.success());
+    let v = json(&afinador(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        "examples/enem/validation.jsonl",
+        "--limit",
+        "2",
+        "--metrics",
+        "accuracy,f1",
+        "--max-new-tokens",
+        "8",
+        "--json",
+    ]));
+    let acc = v["accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&acc));
+    assert!(v["f1"].as_f64().is_some());
+}

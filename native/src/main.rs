@@ -27,6 +27,8 @@ enum Command {
     Generate(commands::generate::Args),
     /// Fine-tune a model with LoRA on a data file (the base stays 4-bit).
     Train(Box<commands::train::Args>),
+    /// Score generations against references: ROUGE, BLEU, EM/F1, multiple-choice accuracy.
+    Eval(Box<commands::eval::Args>),
     /// Write a GGUF model with a LoRA adapter merged into its weights.
     Merge(commands::merge::Args),
     /// Write a small random Llama GGUF (for smoke tests and the browser tests).
@@ -47,6 +49,7 @@ fn main() {
         Command::Train(args) => commands::train::run(*args),
         Command::MakeTinyModel(args) => commands::make_tiny_model::run(args),
         Command::Merge(args) => commands::merge::run(args),
+        Command::Eval(args) => commands::eval::run(*args),
     };
     if let Err(e) = result {
         // One line: the error and its causes.

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod bench_train;
 pub mod devices;
+pub mod eval;
 pub mod generate;
 pub mod inspect;
 pub mod make_tiny_model;
