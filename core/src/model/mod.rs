@@ -192,6 +192,33 @@ impl<'m> Generation<'m> {
         self.cache.capacity - self.cache.len
     }
 
+    /// Generate after `prompt`: up to `max_new` tokens, stopping before the first one `stop`
+    /// accepts (end of generation) or when the cache is full; `on_token` sees each new token as
+    /// it is chosen (for streaming). Returns the new tokens.
+    pub async fn generate(
+        &mut self,
+        gpu: &Gpu,
+        prompt: &[u32],
+        max_new: usize,
+        stop: impl Fn(u32) -> bool,
+        mut on_token: impl FnMut(u32),
+    ) -> Result<Vec<u32>> {
+        let mut new_ids = Vec::new();
+        if max_new == 0 {
+            return Ok(new_ids);
+        }
+        let mut next = self.feed(gpu, prompt).await?;
+        while !stop(next) {
+            new_ids.push(next);
+            on_token(next);
+            if new_ids.len() == max_new || self.remaining() == 0 {
+                break;
+            }
+            next = self.feed(gpu, &[next]).await?;
+        }
+        Ok(new_ids)
+    }
+
     /// Feed tokens (the prompt, or the token just chosen) and choose the next one.
     pub async fn feed(&mut self, gpu: &Gpu, ids: &[u32]) -> Result<u32> {
         self.model.check_ids(ids)?;

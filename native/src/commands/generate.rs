@@ -81,25 +81,31 @@ pub fn run(args: Args) -> Result<()> {
     };
     let mut generation = Generation::new(&gpu, &model, ids.len() + args.max_new_tokens, sampling)?;
 
-    let start = Instant::now();
-    let mut next = pollster::block_on(generation.feed(&gpu, &ids))?;
-    let prompt_s = start.elapsed().as_secs_f64();
-    let mut new_ids = Vec::new();
     let mut decoder = tokenizer.stream_decoder();
     let mut out = std::io::stdout().lock();
-    let decode_start = Instant::now();
-    while new_ids.len() < args.max_new_tokens && !tokenizer.is_eog(next) {
-        new_ids.push(next);
+    let start = Instant::now();
+    // The prompt's forward pass ends when the first new token is chosen.
+    let mut first_token_at: Option<Instant> = None;
+    let mut write_error = None;
+    let stop = |id| tokenizer.is_eog(id);
+    let on_token = |id| {
+        first_token_at.get_or_insert_with(Instant::now);
         if !args.json {
-            write!(out, "{}", decoder.push(next))?;
-            out.flush()?;
+            let piece = decoder.push(id);
+            if let Err(e) = write!(out, "{piece}").and_then(|_| out.flush()) {
+                write_error.get_or_insert(e);
+            }
         }
-        if new_ids.len() == args.max_new_tokens || generation.remaining() == 0 {
-            break;
-        }
-        next = pollster::block_on(generation.feed(&gpu, &[next]))?;
+    };
+    let new_ids =
+        pollster::block_on(generation.generate(&gpu, &ids, args.max_new_tokens, stop, on_token))?;
+    if let Some(e) = write_error {
+        return Err(e.into());
     }
-    let decode_s = decode_start.elapsed().as_secs_f64();
+    let end = Instant::now();
+    let decode_start = first_token_at.unwrap_or(end);
+    let prompt_s = (decode_start - start).as_secs_f64();
+    let decode_s = (end - decode_start).as_secs_f64();
     // Tokens decoded by forward passes after the prompt's.
     let decoded = new_ids.len().saturating_sub(1);
     let prompt_tps = ids.len() as f64 / prompt_s.max(1e-9);
