@@ -159,6 +159,7 @@ pub struct Forward {
 async fn linear(
     rec: &mut Recorder<'_>,
     x: &GpuBuffer,
+    x_off: u32,
     w: &GpuWeight,
     y: &GpuBuffer,
     y_off: u32,
@@ -167,9 +168,9 @@ async fn linear(
     accumulate: bool,
 ) -> Result<()> {
     if t <= 4 {
-        gemv(rec, x, 0, w, y, y_off, y_stride, t, 1.0, accumulate).await?;
+        gemv(rec, x, x_off, w, y, y_off, y_stride, t, 1.0, accumulate).await?;
     } else {
-        matmul_weight(rec, x, 0, w, y, y_off, y_stride, t, 1.0, accumulate).await?;
+        matmul_weight(rec, x, x_off, w, y, y_off, y_stride, t, 1.0, accumulate).await?;
     }
     Ok(())
 }
@@ -225,9 +226,31 @@ impl Forward {
                 config.rms_eps,
             )
             .await?;
-            linear(&mut rec, &a.xn, &lw.attn_q, &a.q, 0, qd, tt, false).await?;
-            linear(&mut rec, &a.xn, &lw.attn_k, kc, pos0 * kvd, kvd, tt, false).await?;
-            linear(&mut rec, &a.xn, &lw.attn_v, vc, pos0 * kvd, kvd, tt, false).await?;
+            linear(&mut rec, &a.xn, 0, &lw.attn_q, &a.q, 0, qd, tt, false).await?;
+            linear(
+                &mut rec,
+                &a.xn,
+                0,
+                &lw.attn_k,
+                kc,
+                pos0 * kvd,
+                kvd,
+                tt,
+                false,
+            )
+            .await?;
+            linear(
+                &mut rec,
+                &a.xn,
+                0,
+                &lw.attn_v,
+                vc,
+                pos0 * kvd,
+                kvd,
+                tt,
+                false,
+            )
+            .await?;
             let hs = config.head_dim as u32;
             let q_shape = RopeShape {
                 period: u32::MAX,
@@ -257,7 +280,7 @@ impl Forward {
                 s: cache.capacity as u32,
             };
             attention(&mut rec, &a.q, kc, vc, &a.att, &a.lse, shape).await?;
-            linear(&mut rec, &a.att, &lw.attn_output, &a.x, 0, c, tt, true).await?;
+            linear(&mut rec, &a.att, 0, &lw.attn_output, &a.x, 0, c, tt, true).await?;
             // Feed-forward block: x += W_down · (silu(W_gate·n(x)) ⊙ W_up·n(x)).
             rmsnorm(
                 &mut rec,
@@ -269,8 +292,8 @@ impl Forward {
                 config.rms_eps,
             )
             .await?;
-            linear(&mut rec, &a.xn, &lw.ffn_gate, &a.gate, 0, ff, tt, false).await?;
-            linear(&mut rec, &a.xn, &lw.ffn_up, &a.up, 0, ff, tt, false).await?;
+            linear(&mut rec, &a.xn, 0, &lw.ffn_gate, &a.gate, 0, ff, tt, false).await?;
+            linear(&mut rec, &a.xn, 0, &lw.ffn_up, &a.up, 0, ff, tt, false).await?;
             elementwise(
                 &mut rec,
                 Op::SwiGlu,
@@ -280,7 +303,7 @@ impl Forward {
                 (&a.hidden, 0),
             )
             .await?;
-            linear(&mut rec, &a.hidden, &lw.ffn_down, &a.x, 0, c, tt, true).await?;
+            linear(&mut rec, &a.hidden, 0, &lw.ffn_down, &a.x, 0, c, tt, true).await?;
         }
         rmsnorm(
             &mut rec,
@@ -305,35 +328,18 @@ impl Forward {
         while row < t {
             let rows = (t - row).min(a.logit_rows);
             let x_off = (row * config.n_embd) as u32;
-            if rows <= 4 {
-                gemv(
-                    &mut rec,
-                    &a.xn,
-                    x_off,
-                    out,
-                    &a.logits,
-                    0,
-                    v,
-                    rows as u32,
-                    1.0,
-                    false,
-                )
-                .await?;
-            } else {
-                matmul_weight(
-                    &mut rec,
-                    &a.xn,
-                    x_off,
-                    out,
-                    &a.logits,
-                    0,
-                    v,
-                    rows as u32,
-                    1.0,
-                    false,
-                )
-                .await?;
-            }
+            linear(
+                &mut rec,
+                &a.xn,
+                x_off,
+                out,
+                &a.logits,
+                0,
+                v,
+                rows as u32,
+                false,
+            )
+            .await?;
             logit_stats(
                 &mut rec,
                 &a.logits,
