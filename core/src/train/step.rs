@@ -635,6 +635,74 @@ fn attention_shape(c: &LlamaConfig, b: u32, t: u32) -> AttentionShape {
     }
 }
 
+/// The projections of one layer in one micro-batch: each is the base weight plus, when the
+/// layer adapts it, its LoRA term (with the step's dropout and the arena's scratch buffers).
+struct LayerProj<'a> {
+    lora: &'a GpuLora,
+    acts: &'a LayerActs,
+    arena: &'a Arena,
+    layer: usize,
+    drop: Option<Drop>,
+    n: u32,
+}
+
+impl LayerProj<'_> {
+    fn adapted(&self, module: Module) -> Option<Adapted<'_>> {
+        slot_of(self.lora, self.acts, self.layer, module, self.drop)
+    }
+
+    /// `y = x·Wᵀ (+ LoRA)` for `module`.
+    async fn forward(
+        &self,
+        rec: &mut Recorder<'_>,
+        module: Module,
+        x: &GpuBuffer,
+        w: &GpuWeight,
+        y: &GpuBuffer,
+    ) -> Result<()> {
+        adapted_linear(
+            rec,
+            x,
+            w,
+            y,
+            self.n,
+            self.lora,
+            self.adapted(module),
+            &self.arena.xdrop,
+        )
+        .await
+    }
+
+    /// `dx (+)= dy·W (+ LoRA)` for `module`, accumulating its LoRA gradients.
+    #[allow(clippy::too_many_arguments)]
+    async fn backward(
+        &self,
+        rec: &mut Recorder<'_>,
+        module: Module,
+        dy: &GpuBuffer,
+        w: &GpuWeight,
+        x: &GpuBuffer,
+        dx: &GpuBuffer,
+        accumulate: bool,
+    ) -> Result<()> {
+        let a = self.arena;
+        let scratch = (&a.du, &a.xdrop, &a.xdrop2);
+        adapted_linear_backward(
+            rec,
+            dy,
+            w,
+            x,
+            dx,
+            self.n,
+            self.lora,
+            self.adapted(module),
+            scratch,
+            accumulate,
+        )
+        .await
+    }
+}
+
 async fn forward(
     rec: &mut Recorder<'_>,
     model: &Model,
@@ -649,7 +717,14 @@ async fn forward(
     let (ce, ff) = (c.n_embd as u32, c.n_ff as u32);
     embedding(rec, &a.ids[g], n, &w.token_embd, &a.x[0], 0).await?;
     for (l, (lw, acts)) in w.layers.iter().zip(&a.layers).enumerate() {
-        let slot = |m| slot_of(lora, acts, l, m, drop);
+        let p = LayerProj {
+            lora,
+            acts,
+            arena: a,
+            layer: l,
+            drop,
+            n,
+        };
         rmsnorm(
             rec,
             &a.x[l],
@@ -660,63 +735,19 @@ async fn forward(
             c.rms_eps,
         )
         .await?;
-        adapted_linear(
-            rec,
-            &acts.xn1,
-            &lw.attn_q,
-            &acts.q,
-            n,
-            lora,
-            slot(Module::QProj),
-            &a.xdrop,
-        )
-        .await?;
-        adapted_linear(
-            rec,
-            &acts.xn1,
-            &lw.attn_k,
-            &acts.k,
-            n,
-            lora,
-            slot(Module::KProj),
-            &a.xdrop,
-        )
-        .await?;
-        adapted_linear(
-            rec,
-            &acts.xn1,
-            &lw.attn_v,
-            &acts.v,
-            n,
-            lora,
-            slot(Module::VProj),
-            &a.xdrop,
-        )
-        .await?;
+        p.forward(rec, Module::QProj, &acts.xn1, &lw.attn_q, &acts.q)
+            .await?;
+        p.forward(rec, Module::KProj, &acts.xn1, &lw.attn_k, &acts.k)
+            .await?;
+        p.forward(rec, Module::VProj, &acts.xn1, &lw.attn_v, &acts.v)
+            .await?;
         let (q_shape, k_shape) = rope_shapes(c, n, t);
         rope(rec, &acts.q, q_shape, 0, c.rope_base, false).await?;
         rope(rec, &acts.k, k_shape, 0, c.rope_base, false).await?;
-        attention(
-            rec,
-            &acts.q,
-            &acts.k,
-            &acts.v,
-            &acts.att,
-            &acts.lse,
-            attention_shape(c, a.b as u32, t),
-        )
-        .await?;
-        adapted_linear(
-            rec,
-            &acts.att,
-            &lw.attn_output,
-            &a.tmp,
-            n,
-            lora,
-            slot(Module::OProj),
-            &a.xdrop,
-        )
-        .await?;
+        let shape = attention_shape(c, a.b as u32, t);
+        attention(rec, &acts.q, &acts.k, &acts.v, &acts.att, &acts.lse, shape).await?;
+        p.forward(rec, Module::OProj, &acts.att, &lw.attn_output, &a.tmp)
+            .await?;
         elementwise(
             rec,
             Op::Add,
@@ -736,28 +767,10 @@ async fn forward(
             c.rms_eps,
         )
         .await?;
-        adapted_linear(
-            rec,
-            &acts.xn2,
-            &lw.ffn_gate,
-            &acts.gate,
-            n,
-            lora,
-            slot(Module::GateProj),
-            &a.xdrop,
-        )
-        .await?;
-        adapted_linear(
-            rec,
-            &acts.xn2,
-            &lw.ffn_up,
-            &acts.up,
-            n,
-            lora,
-            slot(Module::UpProj),
-            &a.xdrop,
-        )
-        .await?;
+        p.forward(rec, Module::GateProj, &acts.xn2, &lw.ffn_gate, &acts.gate)
+            .await?;
+        p.forward(rec, Module::UpProj, &acts.xn2, &lw.ffn_up, &acts.up)
+            .await?;
         elementwise(
             rec,
             Op::SwiGlu,
@@ -767,17 +780,8 @@ async fn forward(
             (&acts.hidden, 0),
         )
         .await?;
-        adapted_linear(
-            rec,
-            &acts.hidden,
-            &lw.ffn_down,
-            &a.tmp,
-            n,
-            lora,
-            slot(Module::DownProj),
-            &a.xdrop,
-        )
-        .await?;
+        p.forward(rec, Module::DownProj, &acts.hidden, &lw.ffn_down, &a.tmp)
+            .await?;
         elementwise(
             rec,
             Op::Add,
@@ -870,55 +874,44 @@ async fn backward(
     let (n, t) = ((a.b * a.t) as u32, a.t as u32);
     let (ce, ff) = (c.n_embd as u32, c.n_ff as u32);
     for (l, (lw, acts)) in model.weights.layers.iter().zip(&a.layers).enumerate().rev() {
-        let slot = |m| slot_of(lora, acts, l, m, drop);
+        let p = LayerProj {
+            lora,
+            acts,
+            arena: a,
+            layer: l,
+            drop,
+            n,
+        };
         // Feed-forward block; dx holds dL/d(layer output).
-        adapted_linear_backward(
+        p.backward(
             rec,
+            Module::DownProj,
             &a.dx,
             &lw.ffn_down,
             &acts.hidden,
             &a.dh,
-            n,
-            lora,
-            slot(Module::DownProj),
-            (&a.du, &a.xdrop, &a.xdrop2),
             false,
         )
         .await?;
-        swiglu_backward(
+        let (gate, up, dh) = ((&acts.gate, 0), (&acts.up, 0), (&a.dh, 0));
+        swiglu_backward(rec, n * ff, gate, up, dh, &a.dgate, &a.dup, 0).await?;
+        p.backward(
             rec,
-            n * ff,
-            (&acts.gate, 0),
-            (&acts.up, 0),
-            (&a.dh, 0),
-            &a.dgate,
-            &a.dup,
-            0,
-        )
-        .await?;
-        adapted_linear_backward(
-            rec,
+            Module::GateProj,
             &a.dgate,
             &lw.ffn_gate,
             &acts.xn2,
             &a.dxn,
-            n,
-            lora,
-            slot(Module::GateProj),
-            (&a.du, &a.xdrop, &a.xdrop2),
             false,
         )
         .await?;
-        adapted_linear_backward(
+        p.backward(
             rec,
+            Module::UpProj,
             &a.dup,
             &lw.ffn_up,
             &acts.xn2,
             &a.dxn,
-            n,
-            lora,
-            slot(Module::UpProj),
-            (&a.du, &a.xdrop, &a.xdrop2),
             true,
         )
         .await?;
@@ -934,16 +927,13 @@ async fn backward(
         )
         .await?;
         // Attention block; dx holds dL/d(x_mid).
-        adapted_linear_backward(
+        p.backward(
             rec,
+            Module::OProj,
             &a.dx,
             &lw.attn_output,
             &acts.att,
             &a.datt,
-            n,
-            lora,
-            slot(Module::OProj),
-            (&a.du, &a.xdrop, &a.xdrop2),
             false,
         )
         .await?;
@@ -955,53 +945,45 @@ async fn backward(
             lse: &acts.lse,
             dout: &a.datt,
         };
+        let grads = (&a.dq, &a.dk, &a.dv);
         attention_backward(
             rec,
             saved,
             &a.delta,
-            (&a.dq, &a.dk, &a.dv),
+            grads,
             attention_shape(c, a.b as u32, t),
         )
         .await?;
         let (q_shape, k_shape) = rope_shapes(c, n, t);
         rope(rec, &a.dq, q_shape, 0, c.rope_base, true).await?;
         rope(rec, &a.dk, k_shape, 0, c.rope_base, true).await?;
-        adapted_linear_backward(
+        p.backward(
             rec,
+            Module::QProj,
             &a.dq,
             &lw.attn_q,
             &acts.xn1,
             &a.dxn,
-            n,
-            lora,
-            slot(Module::QProj),
-            (&a.du, &a.xdrop, &a.xdrop2),
             false,
         )
         .await?;
-        adapted_linear_backward(
+        p.backward(
             rec,
+            Module::KProj,
             &a.dk,
             &lw.attn_k,
             &acts.xn1,
             &a.dxn,
-            n,
-            lora,
-            slot(Module::KProj),
-            (&a.du, &a.xdrop, &a.xdrop2),
             true,
         )
         .await?;
-        adapted_linear_backward(
+        p.backward(
             rec,
+            Module::VProj,
             &a.dv,
             &lw.attn_v,
             &acts.xn1,
             &a.dxn,
-            n,
-            lora,
-            slot(Module::VProj),
-            (&a.du, &a.xdrop, &a.xdrop2),
             true,
         )
         .await?;
