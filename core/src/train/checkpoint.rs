@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{GpuLora, Result, TrainConfig, TrainError};
 use crate::gpu::{Gpu, read_buffer_f32};
+use crate::lora::LoraAdapter;
 
 /// Where a run stands: enough to continue exactly where it stopped.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -39,8 +40,13 @@ pub struct CheckpointFiles {
     pub state_json: String,
 }
 
-/// Read the LoRA parameters and moments back and encode them with `state`.
-pub async fn save(gpu: &Gpu, lora: &GpuLora, state: &TrainerState) -> Result<CheckpointFiles> {
+/// Read the LoRA parameters and moments back and encode them with `state`; also returns the
+/// adapter those parameters make (so callers need not read them back a second time).
+pub async fn save(
+    gpu: &Gpu,
+    lora: &GpuLora,
+    state: &TrainerState,
+) -> Result<(CheckpointFiles, LoraAdapter)> {
     let read = |b| read_buffer_f32(gpu, b, 0, lora.n);
     let (p, m, v) = (
         read(&lora.params).await?,
@@ -66,10 +72,14 @@ pub async fn save(gpu: &Gpu, lora: &GpuLora, state: &TrainerState) -> Result<Che
         .map_err(|e| TrainError::Checkpoint(e.to_string()))?;
     let state_json =
         serde_json::to_string_pretty(state).map_err(|e| TrainError::Checkpoint(e.to_string()))?;
-    Ok(CheckpointFiles {
-        tensors,
-        state_json,
-    })
+    let adapter = lora.adapter_from(&p);
+    Ok((
+        CheckpointFiles {
+            tensors,
+            state_json,
+        },
+        adapter,
+    ))
 }
 
 /// Decode a checkpoint and load it into `lora` (whose layout must match); returns the state.

@@ -148,7 +148,11 @@ impl GpuLora {
 
     /// Read the adapter back (one readback).
     pub async fn download(&self, gpu: &Gpu) -> Result<LoraAdapter> {
-        let values = read_buffer_f32(gpu, &self.params, 0, self.n).await?;
+        Ok(self.adapter_from(&read_buffer_f32(gpu, &self.params, 0, self.n).await?))
+    }
+
+    /// The adapter whose flat parameters (this layout's `params`) are `values`.
+    pub fn adapter_from(&self, values: &[f32]) -> LoraAdapter {
         let r = self.config.r;
         let tensors = self
             .slots
@@ -165,9 +169,9 @@ impl GpuLora {
                 }
             })
             .collect();
-        Ok(LoraAdapter {
+        LoraAdapter {
             config: self.config.clone(),
             tensors,
-        })
+        }
     }
 }

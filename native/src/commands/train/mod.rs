@@ -278,8 +278,7 @@ pub fn run(args: Args) -> Result<()> {
     {
         evaluate_and_keep_best(&ctx, &mut trainer, &mut state, &mut metrics)?;
     }
-    save_checkpoint(&ctx, &trainer, &state)?;
-    let adapter = pollster::block_on(trainer.lora.download(&gpu))?;
+    let adapter = save_checkpoint(&ctx, &trainer, &state)?;
     let peft = files::peft_files(&adapter, model.config.n_head, model.config.n_head_kv)?;
     files::write_dir_atomic(
         &out.join("adapter"),
@@ -560,9 +559,13 @@ fn early_stop(config: &TrainConfig, state: &TrainerState) -> bool {
 }
 
 /// Write `checkpoints/step-N` atomically and keep only the newest `keep_checkpoints`.
-fn save_checkpoint(ctx: &RunCtx<'_>, trainer: &Trainer<'_>, state: &TrainerState) -> Result<()> {
-    let ckpt = pollster::block_on(checkpoint::save(ctx.gpu, &trainer.lora, state))?;
-    let adapter = pollster::block_on(trainer.lora.download(ctx.gpu))?;
+/// Returns the adapter it saved.
+fn save_checkpoint(
+    ctx: &RunCtx<'_>,
+    trainer: &Trainer<'_>,
+    state: &TrainerState,
+) -> Result<afinador_core::lora::LoraAdapter> {
+    let (ckpt, adapter) = pollster::block_on(checkpoint::save(ctx.gpu, &trainer.lora, state))?;
     let peft = files::peft_files(
         &adapter,
         ctx.model.config.n_head,
@@ -575,5 +578,5 @@ fn save_checkpoint(ctx: &RunCtx<'_>, trainer: &Trainer<'_>, state: &TrainerState
     for (_, old) in all.iter().take(all.len().saturating_sub(keep)) {
         let _ = std::fs::remove_dir_all(old);
     }
-    Ok(())
+    Ok(adapter)
 }
