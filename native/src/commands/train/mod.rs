@@ -2,7 +2,7 @@
 //! evaluation, checkpoints, the best adapter, early stopping, Ctrl+C safety and exact resume.
 
 mod args;
-mod data;
+pub(crate) mod data;
 mod files;
 
 use std::path::{Path, PathBuf};
@@ -74,12 +74,7 @@ pub fn run(args: Args) -> Result<()> {
     let gpu = args.gpu.open()?;
     let model = file.load(&gpu)?;
 
-    let names: Vec<&str> = config.target_modules.split(',').map(str::trim).collect();
-    let modules = Module::parse_list(&names)?;
-    let mut lora_config = LoraConfig::new(config.lora_r, config.lora_alpha, &modules);
-    lora_config.dropout = config.lora_dropout;
-    lora_config.use_rslora = config.rslora;
-    lora_config.base_model_name_or_path = Some(base_model_name(&file.gguf, &config.model));
+    let lora_config = lora_config(&config, &file.gguf)?;
     let lora = GpuLora::init(&gpu, &model.config, &lora_config, config.seed)?;
     let mut trainer = Trainer::new(&model, lora);
     trainer.seed = config.seed;
@@ -287,8 +282,8 @@ pub fn run(args: Args) -> Result<()> {
             ("adapter_model.safetensors", &peft.1),
         ],
     )?;
-    let gpu_bytes =
-        model.weights.device_bytes() + 4 * 4 * trainer.lora.n as u64 + trainer.arena_bytes();
+    // Every storage buffer the run held at its peak: weights, LoRA state, activations.
+    let gpu_bytes = gpu.memory.peak();
     let summary = json!({
         "stop_reason": stop_reason,
         "steps": state.step,
@@ -307,6 +302,12 @@ pub fn run(args: Args) -> Result<()> {
         out.join("training_summary.json"),
         serde_json::to_string_pretty(&summary)?,
     )?;
+    // The report is a view of the files just written: a failure to draw it loses nothing.
+    match crate::commands::report::write(&out, &out.join("report")) {
+        Ok(written) if !args.json => eprintln!("report: {}", written.html.display()),
+        Ok(_) => {}
+        Err(e) => eprintln!("warning: the report could not be written: {e:#}"),
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
@@ -348,7 +349,21 @@ struct RunCtx<'a> {
     quiet: bool,
 }
 
-fn data_config(config: &TrainConfig, val_ratio: f64) -> Result<DataConfig> {
+/// The LoRA settings of a run.
+pub(crate) fn lora_config(
+    config: &TrainConfig,
+    gguf: &afinador_core::formats::Gguf,
+) -> Result<LoraConfig> {
+    let names: Vec<&str> = config.target_modules.split(',').map(str::trim).collect();
+    let modules = Module::parse_list(&names)?;
+    let mut lora = LoraConfig::new(config.lora_r, config.lora_alpha, &modules);
+    lora.dropout = config.lora_dropout;
+    lora.use_rslora = config.rslora;
+    lora.base_model_name_or_path = Some(base_model_name(gguf, &config.model));
+    Ok(lora)
+}
+
+pub(crate) fn data_config(config: &TrainConfig, val_ratio: f64) -> Result<DataConfig> {
     let format = RecordFormat::from_flags(
         config.format.as_deref(),
         config.prompt_field.as_deref(),
@@ -385,7 +400,7 @@ fn base_model_name(gguf: &afinador_core::formats::Gguf, path: &str) -> String {
         })
 }
 
-fn concat(seqs: &[Sequence]) -> (Vec<u32>, Vec<u32>) {
+pub(crate) fn concat(seqs: &[Sequence]) -> (Vec<u32>, Vec<u32>) {
     let ids = seqs.iter().flat_map(|s| s.ids.iter().copied()).collect();
     let targets = seqs
         .iter()
