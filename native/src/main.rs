@@ -35,6 +35,8 @@ enum Command {
     MakeTinyModel(commands::make_tiny_model::Args),
     /// Benchmarks: kernels at the real model's shapes.
     Bench(commands::bench::Args),
+    /// Serve the browser trainer (web/dist) on 127.0.0.1.
+    Web(commands::web::Args),
 }
 
 fn main() {
@@ -50,6 +52,7 @@ fn main() {
         Command::MakeTinyModel(args) => commands::make_tiny_model::run(args),
         Command::Merge(args) => commands::merge::run(args),
         Command::Eval(args) => commands::eval::run(*args),
+        Command::Web(args) => commands::web::run(args),
     };
     if let Err(e) = result {
         // One line: the error and its causes.

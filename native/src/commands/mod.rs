@@ -11,3 +11,4 @@ pub mod merge;
 pub mod score;
 pub mod tokenize;
 pub mod train;
+pub mod web;
