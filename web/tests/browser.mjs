@@ -1,6 +1,8 @@
 // Browser tests of the trainer page in real headless Chromium (WebGPU on SwiftShader).
 // Usage: node web/tests/browser.mjs --url URL --model tiny.gguf --data train.jsonl
 //          --malformed bad.jsonl --native metrics.jsonl --config '{"max_steps":…}' --out DIR
+//        node web/tests/browser.mjs --bench --url URL --model M.gguf --data D.jsonl --config '{…}' --out DIR
+//          (manual benchmark: train, report tokens/s, no comparison)
 // Exits non-zero with a message on the first failed check.
 import { chromium } from 'playwright-core';
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -12,7 +14,7 @@ const { values: opt } = parseArgs({
   options: {
     url: { type: 'string' }, model: { type: 'string' }, data: { type: 'string' },
     malformed: { type: 'string' }, native: { type: 'string' }, config: { type: 'string' },
-    out: { type: 'string' }, tolerance: { type: 'string', default: '1e-4' },
+    out: { type: 'string' }, bench: { type: 'boolean', default: false }, tolerance: { type: 'string', default: '1e-4' },
   },
 });
 const config = JSON.parse(opt.config);
@@ -20,7 +22,7 @@ const config = JSON.parse(opt.config);
 // different float summation orders and kernel variants).
 const ATOL = Number(opt.tolerance);
 const RTOL = Number(opt.tolerance);
-const TRAIN_TIMEOUT = 6 * 60_000;
+const TRAIN_TIMEOUT = (opt.bench ? 60 : 6) * 60_000;
 mkdirSync(opt.out, { recursive: true });
 
 function check(cond, what) {
@@ -103,7 +105,7 @@ async function trainTest() {
   const maxAbs = Math.max(...nativeSteps.map((n, i) => Math.abs(steps[i].loss - n.loss)));
   writeFileSync(join(opt.out, 'comparison.json'), JSON.stringify({ browser: steps, evals, native, maxAbsLossDiff: maxAbs,
     tolerance: { atol: ATOL, rtol: RTOL }, browserSeconds: seconds, summary }, null, 1));
-  console.log(`largest |browser − CLI| step loss: ${maxAbs.toExponential(2)} (${(worst * 100).toFixed(0)}% of the tolerance)`);
+  console.log(`largest |browser − CLI| step loss: ${maxAbs.toExponential(2)} (${(worst * 100).toFixed(1)}% of the tolerance)`);
 
   // The adapter downloads as PEFT files.
   const downloads = [];
@@ -172,10 +174,30 @@ async function malformedTest() {
   await page.close();
 }
 
+async function bench() {
+  const page = await openPage();
+  await page.setInputFiles('#data-file', opt.data);
+  await fillConfig(page, config);
+  await page.click('#start');
+  await page.waitForFunction(() => window.afinador.summary || document.getElementById('messages').textContent,
+    null, { timeout: TRAIN_TIMEOUT, polling: 1000 });
+  const messages = await page.textContent('#messages');
+  if (messages) throw new Error(messages);
+  const { steps, summary } = await page.evaluate(() => window.afinador);
+  for (const s of steps) console.log(`step ${s.step}: loss ${s.loss.toFixed(4)}, ${s.tokens_per_s.toFixed(1)} tok/s`);
+  console.log(`bench: ${JSON.stringify(summary)}`);
+  writeFileSync(join(opt.out, 'bench.json'), JSON.stringify({ steps, summary }, null, 1));
+  await page.screenshot({ path: join(opt.out, 'bench.png'), fullPage: true });
+}
+
 try {
-  await trainTest();
-  await malformedTest();
-  console.log('browser tests: all checks passed');
+  if (opt.bench) {
+    await bench();
+  } else {
+    await trainTest();
+    await malformedTest();
+    console.log('browser tests: all checks passed');
+  }
 } finally {
   await context.close();
   rmSync(profile, { recursive: true, force: true });

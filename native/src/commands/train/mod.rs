@@ -199,7 +199,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let (trainer, state) = (&session.trainer, &session.state);
     let stop_reason = stop_reason.as_str();
-    let adapter = save_checkpoint(&ctx, &trainer, &state)?;
+    let adapter = save_checkpoint(&ctx, trainer, state)?;
     let peft = files::peft_files(&adapter, model.config.n_head, model.config.n_head_kv)?;
     files::write_dir_atomic(
         &out.join("adapter"),
