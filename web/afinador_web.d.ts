@@ -98,6 +98,17 @@ export class Afinador {
      */
     pushChunk(chunk: Uint8Array | number[]): void;
     /**
+     * Continue a run from a checkpoint: call after the first pass's `endPass` and before any
+     * step, having configured the checkpoint's own configuration
+     * (`configure(JSON.parse(stateJson).config)`) and streaming the same data. `metrics_jsonl`
+     * holds the metrics lines written before the checkpoint. Returns the step it resumes at.
+     */
+    resumeFrom(tensors: Uint8Array | number[], state_json: string, metrics_jsonl: string): number;
+    /**
+     * The run's checkpoint, read back from the GPU (between steps).
+     */
+    saveCheckpoint(): Promise<Checkpoint>;
+    /**
      * Take one optimizer step when the pass has a batch ready (evaluating when `eval_every`
      * says so). Returns the step's metrics line plus `total_steps` (and `skipped` for a step
      * skipped on a non-finite gradient), or `undefined` when the pass needs more data or the
@@ -109,6 +120,24 @@ export class Afinador {
      * `undefined` while it goes on.
      */
     stopReason(): string | undefined;
+}
+
+/**
+ * A run's checkpoint: the CLI's `optimizer.safetensors` (LoRA parameters and AdamW moments)
+ * and `trainer_state.json` (step, epoch, position in the epoch, best loss, configuration).
+ */
+export class Checkpoint {
+    private constructor();
+    free(): void;
+    [Symbol.dispose](): void;
+    /**
+     * `trainer_state.json`.
+     */
+    readonly stateJson: string;
+    /**
+     * `optimizer.safetensors`.
+     */
+    readonly tensors: Uint8Array;
 }
 
 /**
@@ -132,6 +161,7 @@ export interface InitOutput {
     readonly memory: WebAssembly.Memory;
     readonly __wbg_adapterfiles_free: (a: number, b: number) => void;
     readonly __wbg_afinador_free: (a: number, b: number) => void;
+    readonly __wbg_checkpoint_free: (a: number, b: number) => void;
     readonly adapterfiles_configJson: (a: number) => [number, number];
     readonly adapterfiles_safetensors: (a: number) => [number, number];
     readonly afinador_adapterInfo: (a: number) => [number, number, number];
@@ -149,14 +179,18 @@ export interface InitOutput {
     readonly afinador_metricsJsonl: (a: number) => [number, number];
     readonly afinador_modelInfo: (a: number) => [number, number, number];
     readonly afinador_pushChunk: (a: number, b: number, c: number) => [number, number];
+    readonly afinador_resumeFrom: (a: number, b: number, c: number, d: number, e: number, f: number, g: number) => [number, number, number];
+    readonly afinador_saveCheckpoint: (a: number) => any;
     readonly afinador_step: (a: number) => any;
     readonly afinador_stopReason: (a: number) => [number, number];
+    readonly checkpoint_stateJson: (a: number) => [number, number];
+    readonly checkpoint_tensors: (a: number) => [number, number];
     readonly defaultConfig: () => [number, number, number];
     readonly inspectGguf: (a: number, b: number) => [number, number, number, number];
     readonly version: () => [number, number];
     readonly wasm_bindgen__convert__closures_____invoke__h18ce28caf726df32: (a: number, b: number, c: any) => [number, number];
-    readonly wasm_bindgen__convert__closures_____invoke__h18ce28caf726df32_25: (a: number, b: number, c: any) => [number, number];
-    readonly wasm_bindgen__convert__closures_____invoke__h18ce28caf726df32_26: (a: number, b: number, c: any) => [number, number];
+    readonly wasm_bindgen__convert__closures_____invoke__h18ce28caf726df32_29: (a: number, b: number, c: any) => [number, number];
+    readonly wasm_bindgen__convert__closures_____invoke__h18ce28caf726df32_30: (a: number, b: number, c: any) => [number, number];
     readonly wasm_bindgen__convert__closures_____invoke__h63b598d0c5b6b0f2: (a: number, b: number, c: any, d: any) => void;
     readonly wasm_bindgen__convert__closures_____invoke__hebe8512b4d3e9e42: (a: number, b: number, c: any) => [number, number];
     readonly __wbindgen_malloc: (a: number, b: number) => number;

@@ -11,12 +11,14 @@
 //!
 //! [`Session`]: afinador_core::train::Session
 
+mod checkpoint;
 mod engine;
 mod training;
 
 use afinador_core::formats::Gguf;
 use wasm_bindgen::prelude::*;
 
+pub use checkpoint::Checkpoint;
 pub use engine::Afinador;
 pub use training::AdapterFiles;
 

@@ -41,7 +41,7 @@ const CSV_COLUMNS: [&str; 12] = [
 /// The state of one run between JS calls.
 pub(crate) struct Run {
     /// `None` until the first (counting) pass has ended.
-    session: Option<Session<'static>>,
+    pub(crate) session: Option<Session<'static>>,
     pipeline: Option<DataPipeline>,
     /// Sequences of the current pass not yet offered (`true`: validation).
     queue: VecDeque<(Sequence, bool)>,
@@ -51,9 +51,9 @@ pub(crate) struct Run {
     /// The last finished pass's counters.
     stats: Option<DataStats>,
     format: Option<String>,
-    metrics: Vec<serde_json::Value>,
+    pub(crate) metrics: Vec<serde_json::Value>,
     /// Milliseconds spent in steps and evaluations (pauses excluded).
-    busy_ms: f64,
+    pub(crate) busy_ms: f64,
     best: Option<LoraAdapter>,
     summary: Option<serde_json::Value>,
 }
@@ -431,6 +431,6 @@ async fn evaluate(run: &mut Run, gpu: &afinador_core::gpu::Gpu) -> Result<StepSt
     Ok(eval)
 }
 
-fn no_run() -> JsError {
+pub(crate) fn no_run() -> JsError {
     JsError::new("no training run: call configure, then beginPass")
 }

@@ -41,22 +41,26 @@ const context = await chromium.launchPersistentContext(profile, {
     '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'],
 });
 
-async function openPage() {
-  const page = await context.newPage();
-  page.on('console', (m) => console.log(`  [page ${m.type()}] ${m.text()}`));
-  page.on('pageerror', (e) => console.log(`  [page error] ${e.message}`));
-  await page.goto(opt.url);
-  // WebGPU up: the adapter is described and the Load button enabled.
+// WebGPU up: the adapter is described and the Load button enabled (after a load or reload).
+async function waitReady(page) {
   await page.waitForFunction(() => !document.getElementById('load-model').disabled
     || document.getElementById('messages').textContent, null, { timeout: 60_000 });
   const messages = await page.textContent('#messages');
   if (messages) console.log(`  page message: ${messages}`);
   check(!messages, `WebGPU adapter opened (${(await page.textContent('#gpu-info')).split('\n')[0]})`);
+}
+
+async function openPage() {
+  const page = await context.newPage();
+  page.on('console', (m) => console.log(`  [page ${m.type()}] ${m.text()}`));
+  page.on('pageerror', (e) => console.log(`  [page error] ${e.message}`));
+  await page.goto(opt.url);
+  await waitReady(page);
   await page.setInputFiles('#model-file', opt.model);
   await page.click('#load-model');
   await page.waitForFunction(() => /layers/.test(document.getElementById('model-info').textContent)
-    || document.getElementById('messages').textContent, null, { timeout: 60_000 });
-  check(!(await page.textContent('#messages')), 'the tiny model loaded');
+    || document.getElementById('messages').textContent, null, { timeout: 10 * 60_000 });
+  check(!(await page.textContent('#messages')), 'the model loaded');
   return page;
 }
 
@@ -75,6 +79,19 @@ async function trainTest() {
   await fillConfig(page, config);
   const started = Date.now();
   await page.click('#start');
+  // Pause after two steps (a checkpoint goes to IndexedDB), reload the page, resume: the run
+  // must go on exactly, so the losses below still equal the CLI's uninterrupted run.
+  await page.waitForFunction(() => window.afinador.steps.length >= 2 || document.getElementById('messages').textContent,
+    null, { timeout: TRAIN_TIMEOUT, polling: 100 });
+  await page.click('#pause');
+  await page.waitForFunction(() => window.afinador.checkpointStep !== undefined, null, { timeout: 120_000, polling: 100 });
+  const saved = await page.evaluate(() => window.afinador.checkpointStep);
+  await page.reload();
+  await waitReady(page);
+  check(await page.isVisible('#resume-box'), 'after a reload the page offers to resume');
+  check((await page.textContent('#resume-info')).includes(`step ${saved} of ${config.max_steps}`),
+    `the saved run is at step ${saved}`);
+  await page.click('#resume-run');
   await page.waitForFunction(() => window.afinador.summary || document.getElementById('messages').textContent,
     null, { timeout: TRAIN_TIMEOUT, polling: 500 });
   check(!(await page.textContent('#messages')), 'training ran without an error message');
@@ -85,22 +102,27 @@ async function trainTest() {
     `${config.max_steps} steps completed`);
   check(steps.at(-1).loss < steps[0].loss, `the loss fell (${steps[0].loss.toFixed(4)} → ${steps.at(-1).loss.toFixed(4)})`);
 
-  // The same losses as the CLI on the same model, data and seed.
+  // The same losses as the CLI on the same model, data and seed: every step's loss and
+  // learning rate, every evaluation (per step, end of epoch, final).
   const native = readFileSync(opt.native, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
   const nativeSteps = native.filter((l) => l.loss !== undefined);
+  const nativeEvals = native.filter((l) => l.eval_loss !== undefined);
   check(nativeSteps.length === steps.length, `the CLI ran as many steps (${nativeSteps.length})`);
+  check(nativeEvals.length === evals.length && evals.length > 0, `as many evaluations as the CLI (${evals.length})`);
   let worst = 0;
+  const compare = (what, b, n) => {
+    const diff = Math.abs(b - n);
+    worst = Math.max(worst, diff / (ATOL + RTOL * Math.abs(n)));
+    console.log(`  ${what}: browser ${b.toFixed(6)} CLI ${n.toFixed(6)} |diff| ${diff.toExponential(2)}`);
+    check(diff <= ATOL + RTOL * Math.abs(n), `${what} equals the CLI's within ${ATOL} + ${RTOL}·|x|`);
+  };
   for (const [i, n] of nativeSteps.entries()) {
-    const w = steps[i];
-    for (const key of ['loss', 'eval_loss']) {
-      if (n[key] === undefined) continue;
-      check(w[key] !== undefined, `step ${n.step} has ${key} in both`);
-      const diff = Math.abs(w[key] - n[key]);
-      worst = Math.max(worst, diff / (ATOL + RTOL * Math.abs(n[key])));
-      console.log(`  step ${n.step} ${key}: browser ${w[key].toFixed(6)} CLI ${n[key].toFixed(6)} |diff| ${diff.toExponential(2)}`);
-      check(diff <= ATOL + RTOL * Math.abs(n[key]), `step ${n.step} ${key} equals the CLI's within ${ATOL} + ${RTOL}·|x|`);
-    }
-    check(Math.abs(w.lr - n.lr) <= 1e-9 + 1e-6 * n.lr, `step ${n.step} learning rate equals the CLI's`);
+    compare(`step ${n.step} loss`, steps[i].loss, n.loss);
+    check(Math.abs(steps[i].lr - n.lr) <= 1e-9 + 1e-6 * n.lr, `step ${n.step} learning rate equals the CLI's`);
+  }
+  for (const [i, n] of nativeEvals.entries()) {
+    check(evals[i].step === n.step, `evaluation ${i + 1} at step ${n.step}`);
+    compare(`step ${n.step} eval_loss`, evals[i].eval_loss, n.eval_loss);
   }
   const maxAbs = Math.max(...nativeSteps.map((n, i) => Math.abs(steps[i].loss - n.loss)));
   writeFileSync(join(opt.out, 'comparison.json'), JSON.stringify({ browser: steps, evals, native, maxAbsLossDiff: maxAbs,
@@ -150,17 +172,42 @@ async function trainTest() {
 }
 
 async function malformedTest() {
-  // Lenient: the bad lines are skipped and listed with their line numbers.
+  // Lenient: the bad lines are skipped and listed with their line numbers. The same run checks
+  // Pause (no step while paused), Resume, Stop (an interrupted summary) and the metrics files.
   let page = await openPage();
   await page.setInputFiles('#data-file', opt.malformed);
-  await fillConfig(page, { ...config, max_steps: 1, val_ratio: 0, eval_every: 0 });
+  await fillConfig(page, { ...config, max_steps: 20, val_ratio: 0, eval_every: 0 });
   await page.click('#start');
-  await page.waitForFunction(() => window.afinador.summary || document.getElementById('messages').textContent,
-    null, { timeout: TRAIN_TIMEOUT, polling: 250 });
+  const stepsNow = () => page.evaluate(() => window.afinador.steps.length);
+  await page.waitForFunction(() => window.afinador.steps.length >= 1, null, { timeout: 120_000, polling: 100 });
   const info = await page.textContent('#data-info');
   console.log(info);
   check(/skipped line 3: /.test(info), 'the data panel names line 3 (invalid JSON)');
   check(/skipped line 10: /.test(info), 'the data panel names line 10 (wrong field type)');
+  await page.click('#pause');
+  await page.waitForTimeout(10_000); // a step already running finishes
+  const paused = await stepsNow();
+  await page.waitForTimeout(10_000);
+  check((await stepsNow()) === paused, `no step while paused (${paused} steps)`);
+  await page.click('#pause'); // Resume
+  await page.waitForFunction((n) => window.afinador.steps.length > n, paused, { timeout: 120_000, polling: 100 });
+  check(true, 'training resumed');
+  await page.click('#stop');
+  await page.waitForFunction(() => window.afinador.summary, null, { timeout: 120_000, polling: 250 });
+  const { steps, summary } = await page.evaluate(() => window.afinador);
+  check(summary.stop_reason === 'interrupted' && steps.length < 20, `Stop ends the run (${steps.length} steps, interrupted)`);
+  const downloads = [];
+  page.on('download', (d) => downloads.push(d));
+  await page.click('#download-jsonl');
+  await page.click('#download-csv');
+  for (let i = 0; i < 100 && downloads.length < 2; i++) await page.waitForTimeout(100);
+  check(downloads.length === 2, 'metrics downloaded as JSONL and CSV');
+  for (const d of downloads) await d.saveAs(join(opt.out, `interrupted-${d.suggestedFilename()}`));
+  const jsonl = readFileSync(join(opt.out, 'interrupted-metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  check(jsonl.length === steps.length && jsonl.every((l, i) => l.step === i + 1 && l.loss === steps[i].loss),
+    'metrics.jsonl has one line per step with the step events\' losses');
+  const csv = readFileSync(join(opt.out, 'interrupted-metrics.csv'), 'utf8').trim().split('\n');
+  check(csv[0].startsWith('step,epoch,loss') && csv.length === steps.length + 1, 'metrics.csv: a header and one row per step');
   await page.close();
   // Strict: the first bad record stops the run with its line number.
   page = await openPage();

@@ -49,7 +49,15 @@ worker.onmessage = ({ data }) => {
 worker.onerror = (e) => showMessage(`The worker failed: ${e.message}`);
 
 const events = {
-  configured: () => {},
+  configured: ({ config }) => fillForm(config),
+  model: ({ info }) => renderModel(info),
+  restored: ({ step, metrics }) => {
+    state.steps = metrics.filter((l) => l.loss !== undefined);
+    state.evals = metrics.filter((l) => l.eval_loss !== undefined);
+    $('status').textContent = `resumed at step ${step}`;
+    redraw();
+  },
+  checkpoint: ({ step }) => { state.checkpointStep = step; },
   data: ({ kind, stats }) => renderData(kind, stats),
   plan: ({ plan }) => {
     state.totalSteps = plan.plan.total_steps;
@@ -77,6 +85,18 @@ const events = {
 };
 
 // --- rendering ------------------------------------------------------------------------------
+function renderModel(info) {
+  const c = info.config;
+  const t = info.tokenizer;
+  $('model-info').textContent = `${c.name || '(no name)'} · ${c.architecture}: ${c.n_layer} layers, ` +
+    `C ${c.n_embd}, FF ${c.n_ff}, ${c.n_head} heads (${c.n_head_kv} KV), V ${c.vocab_size}, ` +
+    `context ${c.context_length}\n${(info.parameters / 1e6).toFixed(2)} M parameters, file ${mib(info.file_bytes)}, ` +
+    `on the GPU ${mib(info.gpu_bytes)}\ntokenizer: ${t.pre}, ${t.vocab_size} tokens, ` +
+    `chat template ${t.chat_template ? 'yes' : 'no (ChatML)'}`;
+  state.modelLoaded = true;
+  $('load-model').disabled = true; // one model per worker
+}
+
 function mib(bytes) { return `${(bytes / 2 ** 20).toFixed(1)} MiB`; }
 
 function renderData(kind, { data, format }) {
@@ -147,6 +167,15 @@ function buildForm(defaults) {
   }
 }
 
+function fillForm(config) {
+  for (const [key, type] of FIELDS) {
+    const input = $(`cfg-${key}`);
+    const v = config[key];
+    if (type === 'checkbox') input.checked = !!v;
+    else input.value = typeof v === 'number' ? String(Number(v.toPrecision(7))) : (v ?? '');
+  }
+}
+
 function readForm() {
   const config = {};
   for (const [key, type] of FIELDS) {
@@ -190,6 +219,13 @@ async function start() {
       `${a.max_compute_invocations_per_workgroup} invocations per workgroup`;
     buildForm(ready.defaults);
     $('load-model').disabled = false;
+    const { run } = await request({ type: 'savedRun' });
+    if (run) {
+      $('resume-info').textContent = `An unfinished run was saved at step ${run.step}` +
+        `${run.maxSteps ? ` of ${run.maxSteps}` : ''} (model ${run.model}, data ${run.data}, ` +
+        `${new Date(run.savedAt).toLocaleString()}).`;
+      $('resume-box').hidden = false;
+    }
   } catch (e) {
     $('gpu-info').textContent = 'no GPU';
     showMessage(e.message || String(e));
@@ -204,14 +240,7 @@ $('load-model').onclick = async () => {
   $('load-model').disabled = true;
   try {
     const { info } = await request({ type: 'loadModel', file, url });
-    const c = info.config;
-    const t = info.tokenizer;
-    $('model-info').textContent = `${c.name || '(no name)'} · ${c.architecture}: ${c.n_layer} layers, ` +
-      `C ${c.n_embd}, FF ${c.n_ff}, ${c.n_head} heads (${c.n_head_kv} KV), V ${c.vocab_size}, ` +
-      `context ${c.context_length}\n${(info.parameters / 1e6).toFixed(2)} M parameters, file ${mib(info.file_bytes)}, ` +
-      `on the GPU ${mib(info.gpu_bytes)}\ntokenizer: ${t.pre}, ${t.vocab_size} tokens, ` +
-      `chat template ${t.chat_template ? 'yes' : 'no (ChatML)'}`;
-    state.modelLoaded = true;
+    renderModel(info);
   } catch (e) {
     $('model-info').textContent = '';
     $('load-model').disabled = false;
@@ -223,22 +252,32 @@ $('load-model').onclick = async () => {
 $('data-file').onchange = setButtons;
 $('data-url').oninput = setButtons;
 
-$('start').onclick = async () => {
-  const file = $('data-file').files[0];
-  const url = $('data-url').value.trim();
+async function run(msg) {
   Object.assign(state, { steps: [], evals: [], running: true, paused: false, pausedMs: 0, summary: null });
   $('messages').textContent = '';
+  $('resume-box').hidden = true;
   $('status').textContent = 'reading the data…';
   setButtons();
   try {
-    const reply = await request({ type: 'train', config: readForm(), source: file ? { file } : { url } });
-    events.done(reply);
+    events.done(await request(msg));
   } catch (e) {
     state.running = false;
     $('status').textContent = 'failed';
     showMessage(`Training failed: ${e.message}`);
   }
   setButtons();
+}
+
+$('start').onclick = () => {
+  const file = $('data-file').files[0];
+  const url = $('data-url').value.trim();
+  run({ type: 'train', config: readForm(), source: file ? { file } : { url } });
+};
+// Resume the run saved in IndexedDB: its model, data and configuration.
+$('resume-run').onclick = () => run({ type: 'resumeRun' });
+$('discard-run').onclick = async () => {
+  await request({ type: 'discardRun' });
+  $('resume-box').hidden = true;
 };
 
 $('pause').onclick = () => {

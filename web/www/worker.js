@@ -1,10 +1,15 @@
 // The training worker: owns the wasm module, the WebGPU device, the model and the run, so the
-// page stays responsive. Messages in: init, loadModel, train, pause, resume, stop, generate,
-// exportAdapter, metrics. Messages out: ready, model, data, plan, step, eval, done, generated,
-// adapter, metrics, error (each with `id` when it answers a request).
+// page stays responsive. Messages in: init, loadModel, train, resumeRun, savedRun, discardRun,
+// pause, resume, stop, generate, exportAdapter, metrics. Messages out: ready, model, configured,
+// restored, data, plan, step, eval, checkpoint, done, generated, adapter, metrics, error (each
+// with `id` when it answers a request).
 import init, { Afinador, defaultConfig, version } from './pkg/afinador_web.js';
+import { clearRun, loadRun, saveRun } from './store.js';
 
 let af = null;
+// Where the model and the data came from ({ file } or { url }), kept with checkpoints.
+let modelSource = null;
+let dataSource = null;
 let paused = false;
 let stopping = false;
 let resumeWaiters = [];
@@ -34,7 +39,10 @@ async function waitWhilePaused() {
 // Runs steps while the pass has batches ready; false when the run must end.
 async function drain() {
   for (;;) {
-    await waitWhilePaused();
+    if (paused && !stopping) {
+      await checkpoint();
+      await waitWhilePaused();
+    }
     if (stopping) return false;
     const ev = await serial(() => af.step());
     if (ev === undefined) return !af.stopReason();
@@ -75,23 +83,56 @@ async function pass(source) {
   return drain();
 }
 
-async function train(config, source) {
+// Save the run to IndexedDB (on pause, stop and at the end of each epoch).
+async function checkpoint() {
+  const c = await serial(() => af.saveCheckpoint());
+  const state = JSON.parse(c.stateJson);
+  await saveRun({ savedAt: Date.now(), step: state.step, config: state.config, tensors: c.tensors,
+    stateJson: c.stateJson, metricsJsonl: af.metricsJsonl(), model: modelSource, data: dataSource });
+  post({ type: 'checkpoint', step: state.step });
+}
+
+// Train; `saved`: a run from IndexedDB to continue (its configuration wins).
+async function train(config, source, saved) {
   paused = false;
   stopping = false;
-  const resolved = af.configure(config);
+  dataSource = source;
+  const resolved = af.configure(saved ? saved.config : config);
   post({ type: 'configured', config: resolved });
   await pass(source); // count the sequences, collect the validation set
+  if (saved) {
+    const step = af.resumeFrom(saved.tensors, saved.stateJson, saved.metricsJsonl);
+    post({ type: 'restored', step, metrics: saved.metricsJsonl.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l)) });
+  }
   for (;;) {
     if (af.stopReason() || stopping) break;
     if (!(await pass(source))) break;
     const end = await serial(() => af.endEpoch());
     if (end.eval) post({ type: 'eval', ev: end.eval });
     if (!end.continue) break;
+    await checkpoint();
   }
+  if (stopping) await checkpoint();
   const summary = await serial(() => af.finish(stopping));
   if (summary.final_eval) post({ type: 'eval', ev: summary.final_eval });
+  if (!stopping) await clearRun();
   return summary;
 }
+
+async function loadModel(source) {
+  const bytes = source.file
+    ? new Uint8Array(await source.file.arrayBuffer())
+    : new Uint8Array(await (await fetchOk(source.url)).arrayBuffer());
+  const info = await serial(() => af.loadModel(bytes));
+  modelSource = source;
+  return info;
+}
+
+const describe = (run) => run && {
+  step: run.step, savedAt: run.savedAt, maxSteps: run.config.max_steps,
+  model: run.model.file ? run.model.file.name : run.model.url,
+  data: run.data.file ? run.data.file.name : run.data.url,
+};
 
 async function handle(msg) {
   switch (msg.type) {
@@ -103,14 +144,21 @@ async function handle(msg) {
       af = await Afinador.create();
       return { type: 'ready', version: version(), adapter: af.adapterInfo(), defaults: defaultConfig() };
     }
-    case 'loadModel': {
-      const bytes = msg.file
-        ? new Uint8Array(await msg.file.arrayBuffer())
-        : new Uint8Array(await (await fetchOk(msg.url)).arrayBuffer());
-      return { type: 'model', info: await serial(() => af.loadModel(bytes)) };
-    }
+    case 'loadModel':
+      return { type: 'model', info: await loadModel(msg.file ? { file: msg.file } : { url: msg.url }) };
     case 'train':
       return { type: 'done', summary: await train(msg.config, msg.source) };
+    case 'savedRun':
+      return { type: 'savedRun', run: describe(await loadRun()) };
+    case 'discardRun':
+      await clearRun();
+      return { type: 'discarded' };
+    case 'resumeRun': {
+      const saved = await loadRun();
+      if (!saved) throw new Error('no saved run to resume');
+      post({ type: 'model', info: await loadModel(saved.model) });
+      return { type: 'done', summary: await train(null, saved.data, saved) };
+    }
     case 'pause':
       paused = true;
       return null;
