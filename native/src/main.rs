@@ -39,6 +39,8 @@ enum Command {
     MakeTinyModel(commands::make_tiny_model::Args),
     /// Benchmarks: kernels at the real model's shapes.
     Bench(commands::bench::Args),
+    /// Serve the browser trainer (web/dist) on 127.0.0.1.
+    Web(commands::web::Args),
 }
 
 fn main() {
@@ -56,6 +58,7 @@ fn main() {
         Command::Eval(args) => commands::eval::run(*args),
         Command::Preflight(args) => commands::preflight::run(*args),
         Command::Report(args) => commands::report::run(args),
+        Command::Web(args) => commands::web::run(args),
     };
     if let Err(e) = result {
         // One line: the error and its causes.

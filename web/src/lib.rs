@@ -1,10 +1,26 @@
 //! afinador in the browser: a wasm-bindgen API over afinador-core on WebGPU.
 //!
-//! For now it exposes what the core can do without a GPU (inspecting a GGUF file and
-//! tokenizing); the training page and worker come with the browser issue.
+//! [`Afinador`] is one GPU device, one model and at most one training run. A page drives it from
+//! a dedicated Web Worker (see `web/www/worker.js`): load the model's bytes, configure, stream the
+//! data set through it in chunks pass after pass, call `step()` until it says the pass needs more
+//! data, then export the adapter. The training loop is the core's [`Session`], the one the CLI
+//! runs, so the same model, data and seed give the CLI's per-step losses.
+//!
+//! Structured results cross the boundary as plain JS objects (built from JSON); errors are
+//! `Error`s carrying the core's message.
+//!
+//! [`Session`]: afinador_core::train::Session
+
+mod checkpoint;
+mod engine;
+mod training;
 
 use afinador_core::formats::Gguf;
 use wasm_bindgen::prelude::*;
+
+pub use checkpoint::Checkpoint;
+pub use engine::Afinador;
+pub use training::AdapterFiles;
 
 /// The afinador version this module was built from.
 #[wasm_bindgen]
@@ -15,7 +31,7 @@ pub fn version() -> String {
 /// Parse a GGUF file's bytes and describe it as JSON (architecture, tensor count, metadata keys).
 #[wasm_bindgen(js_name = inspectGguf)]
 pub fn inspect_gguf(bytes: &[u8]) -> Result<String, JsError> {
-    let gguf = Gguf::parse(bytes).map_err(|e| JsError::new(&e.to_string()))?;
+    let gguf = Gguf::parse(bytes).map_err(err)?;
     let keys: Vec<&str> = gguf.metadata().iter().map(|(k, _)| k).collect();
     let info = serde_json::json!({
         "architecture": gguf.architecture().ok(),
@@ -24,4 +40,25 @@ pub fn inspect_gguf(bytes: &[u8]) -> Result<String, JsError> {
         "metadata_keys": keys,
     });
     Ok(info.to_string())
+}
+
+/// The CLI's training defaults (`afinador train`), as an object with the config's snake_case keys.
+#[wasm_bindgen(js_name = defaultConfig)]
+pub fn default_config() -> Result<JsValue, JsError> {
+    to_js(&serde_json::to_value(afinador_core::train::TrainConfig::default()).map_err(err)?)
+}
+
+/// A core error as a JS `Error`.
+fn err(e: impl std::fmt::Display) -> JsError {
+    JsError::new(&e.to_string())
+}
+
+/// A JSON value as a plain JS object.
+fn to_js(value: &serde_json::Value) -> Result<JsValue, JsError> {
+    js_sys::JSON::parse(&value.to_string()).map_err(|_| JsError::new("internal: bad JSON"))
+}
+
+/// The current time in milliseconds (the core has no clock).
+fn now_ms() -> f64 {
+    js_sys::Date::now()
 }

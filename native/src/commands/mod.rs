@@ -13,3 +13,4 @@ pub mod report;
 pub mod score;
 pub mod tokenize;
 pub mod train;
+pub mod web;

@@ -9,6 +9,7 @@ use afinador_core::gpu::Gpu;
 use afinador_core::kernels::optim::AdamW;
 use afinador_core::train::data::{DataStats, LengthHistogram, Sequence};
 use afinador_core::train::memory::largest_batch;
+use afinador_core::train::session;
 use afinador_core::train::{
     GpuLora, MemoryPlan, MicroBatch, ModelTextEncoder, RunShape, StepOptions, TrainConfig, Trainer,
 };
@@ -54,7 +55,7 @@ pub fn run(args: Args) -> Result<()> {
     let (mut train_seqs, mut val_seqs) = (0usize, 0usize);
     let stats = train::data::stream(
         Path::new(&config.data),
-        &train::data_config(&config, config.val_ratio)?,
+        &session::data_config(&config, config.val_ratio)?,
         0,
         &encoder,
         |s, is_val| {
@@ -74,7 +75,7 @@ pub fn run(args: Args) -> Result<()> {
             val_seqs = 0;
             let s = train::data::stream(
                 Path::new(path),
-                &train::data_config(&config, 0.0)?,
+                &session::data_config(&config, 0.0)?,
                 0,
                 &encoder,
                 |_, _| {
@@ -96,7 +97,8 @@ pub fn run(args: Args) -> Result<()> {
     // Memory.
     let model_config = afinador_core::model::LlamaConfig::from_gguf(&file.gguf)?;
     let weight_bytes: u64 = file.gguf.tensors().iter().map(|t| t.n_bytes).sum();
-    let lora_config = train::lora_config(&config, &file.gguf)?;
+    // The adapter's name does not change its size.
+    let lora_config = session::lora_config(&config, String::new())?;
     let max_binding = gpu.limits.max_storage_buffer_binding_size;
     let budget = match args.memory_budget {
         Some(gib) => Some((gib * GIB) as u64),
@@ -214,8 +216,10 @@ fn measure(
     let model = afinador_core::model::Model::load(gpu, &file.gguf, &file.bytes)?;
     let lora = GpuLora::init(gpu, &model.config, lora_config, config.seed)?;
     let mut trainer = Trainer::new(&model, lora);
-    let micro: Vec<(Vec<u32>, Vec<u32>)> =
-        seqs.chunks(config.batch_size).map(train::concat).collect();
+    let micro: Vec<(Vec<u32>, Vec<u32>)> = seqs
+        .chunks(config.batch_size)
+        .map(session::concat)
+        .collect();
     let batches: Vec<MicroBatch> = micro
         .iter()
         .map(|(i, t)| MicroBatch { ids: i, targets: t })

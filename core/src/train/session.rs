@@ -1,0 +1,369 @@
+//! One training run's loop, shared by the CLI and the browser: which sequences form a step, the
+//! learning rate, the step bookkeeping, evaluation, the best loss and early stopping.
+//!
+//! The caller owns the data source, the clock and the outputs. Per pass over the data it runs a
+//! [`DataPipeline`](super::data::DataPipeline) built from [`data_config`] and offers every
+//! sequence to [`Session::offer`]; when that returns `true` it calls [`Session::step`]. The
+//! first pass (before any step) only counts the training sequences and collects the validation
+//! set, which [`Plan::new`] turns into the number of steps. Because both front ends go through
+//! this one loop, the same model, data and seed give the same per-step losses everywhere.
+
+use super::checkpoint::TrainerState;
+use super::data::{DataConfig, DataError, PackMode, RecordFormat, Sequence};
+use super::{MicroBatch, Result, StepOptions, StepStats, TrainConfig, TrainError, Trainer};
+use crate::gpu::Gpu;
+use crate::kernels::optim::AdamW;
+use crate::lora::{LoraConfig, Module};
+
+/// Steps in a row with a non-finite gradient before the run stops.
+pub const MAX_SKIPPED_IN_A_ROW: usize = 5;
+
+/// The data pipeline options of a run (`val_ratio` 0 for a separate evaluation file).
+pub fn data_config(config: &TrainConfig, val_ratio: f64) -> Result<DataConfig, DataError> {
+    let format = RecordFormat::from_flags(
+        config.format.as_deref(),
+        config.prompt_field.as_deref(),
+        config.completion_field.as_deref(),
+    )?;
+    Ok(DataConfig {
+        format,
+        train_on_prompt: config.train_on_prompt,
+        strict: config.strict,
+        seq_len: config.seq_len,
+        pack: if config.pack {
+            PackMode::Packed
+        } else {
+            PackMode::Padded
+        },
+        pad_id: 0,
+        shuffle_buffer: config.shuffle_buffer,
+        seed: config.seed,
+        val_ratio,
+        stratify_field: config.stratify_field.clone(),
+        ..Default::default()
+    })
+}
+
+/// The LoRA configuration of a run.
+pub fn lora_config(config: &TrainConfig, base_model: String) -> Result<LoraConfig> {
+    let names: Vec<&str> = config.target_modules.split(',').map(str::trim).collect();
+    let modules = Module::parse_list(&names)?;
+    let mut lora = LoraConfig::new(config.lora_r, config.lora_alpha, &modules);
+    lora.dropout = config.lora_dropout;
+    lora.use_rslora = config.rslora;
+    lora.base_model_name_or_path = Some(base_model);
+    Ok(lora)
+}
+
+/// The state of a run that has not taken a step yet.
+pub fn fresh_state(config: &TrainConfig) -> TrainerState {
+    TrainerState {
+        step: 0,
+        epoch: 0,
+        sequences_in_epoch: 0,
+        best_eval_loss: None,
+        best_step: None,
+        evals_without_improvement: 0,
+        tokens: 0,
+        elapsed_s: 0.0,
+        config: config.clone(),
+    }
+}
+
+/// How long the run is, from the first pass over the data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Plan {
+    /// Training sequences per epoch.
+    pub per_epoch: usize,
+    pub steps_per_epoch: usize,
+    pub total_steps: usize,
+}
+
+impl Plan {
+    pub fn new(config: &TrainConfig, per_epoch: usize) -> Result<Plan> {
+        let seqs_per_step = config.batch_size * config.grad_accum;
+        if per_epoch < config.batch_size {
+            return Err(TrainError::Batch(format!(
+                "the data gives {per_epoch} training sequences, fewer than one batch of {}: add data or lower the batch size",
+                config.batch_size
+            )));
+        }
+        let total_steps = if config.max_steps > 0 {
+            config.max_steps
+        } else {
+            ((config.epochs * per_epoch as f64) / seqs_per_step as f64)
+                .ceil()
+                .max(1.0) as usize
+        };
+        Ok(Plan {
+            per_epoch,
+            steps_per_epoch: (per_epoch / seqs_per_step).max(1),
+            total_steps,
+        })
+    }
+}
+
+/// Why a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    Completed,
+    NonFinite,
+    EarlyStopping,
+    Interrupted,
+}
+
+impl StopReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopReason::Completed => "completed",
+            StopReason::NonFinite => "non-finite gradients",
+            StopReason::EarlyStopping => "early stopping",
+            StopReason::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// What one optimizer step did.
+#[derive(Clone, Debug)]
+pub struct StepReport {
+    pub stats: StepStats,
+    /// Optimizer steps taken after this one.
+    pub step: usize,
+    /// Epochs done, fractional.
+    pub epoch: f64,
+    pub lr: f32,
+    /// Tokens (positions) of this step's sequences.
+    pub tokens: usize,
+}
+
+impl StepReport {
+    /// The `metrics.jsonl` line of this step (the caller measures time).
+    pub fn metrics(&self, tokens_per_s: f64, elapsed_s: f64) -> serde_json::Value {
+        serde_json::json!({
+            "step": self.step,
+            "epoch": self.epoch,
+            "loss": self.stats.loss,
+            "token_accuracy": self.stats.token_accuracy,
+            "entropy": self.stats.entropy,
+            "grad_norm": self.stats.grad_norm,
+            "lr": self.lr,
+            "tokens_per_s": tokens_per_s,
+            "elapsed_s": elapsed_s,
+        })
+    }
+}
+
+/// Add an evaluation's figures to a metrics line.
+pub fn add_eval_metrics(line: &mut serde_json::Value, eval: &StepStats) {
+    line["eval_loss"] = serde_json::json!(eval.loss);
+    line["eval_ppl"] = serde_json::json!(eval.loss.exp());
+    line["eval_token_accuracy"] = serde_json::json!(eval.token_accuracy);
+}
+
+/// A training run in progress.
+#[derive(Debug)]
+pub struct Session<'m> {
+    pub config: TrainConfig,
+    pub trainer: Trainer<'m>,
+    pub state: TrainerState,
+    pub plan: Plan,
+    /// The validation sequences (already cut to `eval_limit`).
+    pub val: Vec<Sequence>,
+    pending: Vec<Sequence>,
+    /// Training sequences offered in the current pass.
+    seen: usize,
+    skipped_in_a_row: usize,
+}
+
+impl<'m> Session<'m> {
+    pub fn new(
+        config: TrainConfig,
+        trainer: Trainer<'m>,
+        state: TrainerState,
+        plan: Plan,
+        mut val: Vec<Sequence>,
+    ) -> Session<'m> {
+        if config.eval_limit > 0 {
+            val.truncate(config.eval_limit);
+        }
+        Session {
+            pending: Vec::with_capacity(config.batch_size * config.grad_accum),
+            config,
+            trainer,
+            state,
+            plan,
+            val,
+            seen: 0,
+            skipped_in_a_row: 0,
+        }
+    }
+
+    /// Start a pass over the data for epoch `self.state.epoch`.
+    pub fn begin_pass(&mut self) {
+        self.seen = 0;
+        self.pending.clear();
+    }
+
+    /// Offer the pass's next sequence; `true` when a step's worth is ready for [`step`](Self::step).
+    /// Validation sequences are ignored (they were collected by the first pass), and so are the
+    /// training sequences a resumed run already trained on in this epoch.
+    pub fn offer(&mut self, seq: Sequence, is_val: bool) -> bool {
+        if is_val {
+            return false;
+        }
+        self.seen += 1;
+        if self.seen <= self.state.sequences_in_epoch {
+            return false;
+        }
+        self.pending.push(seq);
+        self.pending.len() >= self.config.batch_size * self.config.grad_accum
+    }
+
+    /// One optimizer step over the sequences offered since the last one.
+    pub async fn step(&mut self, gpu: &Gpu) -> Result<StepReport> {
+        let c = &self.config;
+        let seqs = std::mem::take(&mut self.pending);
+        let lr = c.lr_at(self.state.step, self.plan.total_steps);
+        let options = StepOptions {
+            adamw: AdamW {
+                lr,
+                weight_decay: c.weight_decay,
+                ..AdamW::default()
+            },
+            max_grad_norm: c.max_grad_norm,
+        };
+        let micro: Vec<(Vec<u32>, Vec<u32>)> = seqs.chunks(c.batch_size).map(concat).collect();
+        let batches: Vec<MicroBatch> = micro
+            .iter()
+            .map(|(i, t)| MicroBatch { ids: i, targets: t })
+            .collect();
+        let stats = self
+            .trainer
+            .train_step(gpu, &batches, c.batch_size, options)
+            .await?;
+        let tokens = seqs.len() * c.seq_len;
+        self.state.tokens += tokens;
+        let epoch = self.state.epoch as f64
+            + (self.state.sequences_in_epoch + seqs.len()) as f64
+                / self.plan.per_epoch.max(1) as f64;
+        self.state.sequences_in_epoch += seqs.len();
+        if stats.skipped {
+            self.skipped_in_a_row += 1;
+        } else {
+            self.skipped_in_a_row = 0;
+            self.state.step = self.trainer.step as usize;
+        }
+        Ok(StepReport {
+            stats,
+            step: self.state.step,
+            epoch,
+            lr,
+            tokens,
+        })
+    }
+
+    /// Why the run should stop now, if it should (interruptions are the caller's).
+    pub fn stop_reason(&self) -> Option<StopReason> {
+        if self.skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW {
+            Some(StopReason::NonFinite)
+        } else if self.config.early_stopping_patience > 0
+            && self.state.evals_without_improvement >= self.config.early_stopping_patience
+        {
+            Some(StopReason::EarlyStopping)
+        } else if self.state.step >= self.plan.total_steps {
+            Some(StopReason::Completed)
+        } else {
+            None
+        }
+    }
+
+    /// Whether the step just taken (not skipped) is followed by an evaluation (`eval_every`).
+    pub fn eval_due(&self, report: &StepReport) -> bool {
+        let every = self.config.eval_every;
+        !report.stats.skipped
+            && every > 0
+            && report.step.is_multiple_of(every)
+            && !self.val.is_empty()
+    }
+
+    /// Whether a pass that ended without a stop is followed by an end-of-epoch evaluation (no
+    /// `eval_every`). Call before [`next_epoch`](Self::next_epoch).
+    pub fn epoch_eval_due(&self) -> bool {
+        self.state.step < self.plan.total_steps
+            && self.config.eval_every == 0
+            && !self.val.is_empty()
+    }
+
+    /// Whether the next epoch starts (the run is not over): advances the epoch counters.
+    pub fn next_epoch(&mut self) -> bool {
+        if self.state.step >= self.plan.total_steps {
+            return false;
+        }
+        self.state.epoch += 1;
+        self.state.sequences_in_epoch = 0;
+        self.pending.clear();
+        true
+    }
+
+    /// Whether a run that ended with `reason` gets a last evaluation.
+    pub fn final_eval_due(&self, reason: StopReason) -> bool {
+        reason == StopReason::Completed
+            && !self.val.is_empty()
+            && (self.config.eval_every == 0
+                || !self.state.step.is_multiple_of(self.config.eval_every))
+    }
+
+    /// Mean loss and accuracy over the validation sequences (weighted by trained tokens; batches
+    /// are whole, a remainder smaller than one batch is left out).
+    pub async fn evaluate(&mut self, gpu: &Gpu) -> Result<StepStats> {
+        let b = self.config.batch_size;
+        let (mut loss, mut acc, mut tokens) = (0.0, 0.0, 0usize);
+        for chunk in self.val.chunks(b) {
+            if chunk.len() < b {
+                continue;
+            }
+            let (ids, targets) = concat(chunk);
+            let batch = MicroBatch {
+                ids: &ids,
+                targets: &targets,
+            };
+            let s = self.trainer.evaluate(gpu, batch, b).await?;
+            loss += s.loss * s.trained_tokens as f64;
+            acc += s.token_accuracy * s.trained_tokens as f64;
+            tokens += s.trained_tokens;
+        }
+        let t = tokens.max(1) as f64;
+        Ok(StepStats {
+            loss: loss / t,
+            token_accuracy: acc / t,
+            trained_tokens: tokens,
+            ..Default::default()
+        })
+    }
+
+    /// Track the best evaluation loss (early stopping); `true` when `loss` is a new best (the
+    /// caller then keeps the adapter).
+    pub fn record_eval(&mut self, loss: f64) -> bool {
+        let improved = self
+            .state
+            .best_eval_loss
+            .is_none_or(|best| loss < best - self.config.early_stopping_min_delta);
+        if improved {
+            self.state.best_eval_loss = Some(loss);
+            self.state.best_step = Some(self.state.step);
+            self.state.evals_without_improvement = 0;
+        } else {
+            self.state.evals_without_improvement += 1;
+        }
+        improved
+    }
+}
+
+pub fn concat(seqs: &[Sequence]) -> (Vec<u32>, Vec<u32>) {
+    let ids = seqs.iter().flat_map(|s| s.ids.iter().copied()).collect();
+    let targets = seqs
+        .iter()
+        .flat_map(|s| s.targets.iter().copied())
+        .collect();
+    (ids, targets)
+}

@@ -1,0 +1,188 @@
+//! The GPU device, the loaded model and generation.
+
+use afinador_core::formats::Gguf;
+use afinador_core::gpu::{Backend, Gpu, GpuOptions};
+use afinador_core::model::{Generation, Model, SamplingConfig};
+use afinador_core::tokenizer::{ChatMessage, ChatTemplate, Tokenizer};
+use afinador_core::train::{ModelTextEncoder, TrainConfig};
+use wasm_bindgen::prelude::*;
+
+use crate::training::Run;
+use crate::{err, now_ms, to_js};
+
+/// A model file, parsed, with its tokenizer and weights on the GPU.
+///
+/// It lives as long as the module instance (the trainer borrows it for the whole run): a page
+/// that wants another model starts a fresh worker, which frees everything.
+pub(crate) struct Loaded {
+    pub bytes: Vec<u8>,
+    pub gguf: Gguf,
+    pub tokenizer: Tokenizer,
+    pub template: Option<String>,
+    pub model: Model,
+}
+
+/// afinador on one WebGPU device: a model, a training run, generation.
+#[wasm_bindgen]
+pub struct Afinador {
+    pub(crate) gpu: Gpu,
+    pub(crate) loaded: Option<&'static Loaded>,
+    pub(crate) encoder: Option<ModelTextEncoder<'static>>,
+    pub(crate) config: TrainConfig,
+    pub(crate) run: Option<Run>,
+}
+
+#[wasm_bindgen]
+impl Afinador {
+    /// Open the browser's WebGPU adapter (with every optional feature afinador can use).
+    /// Fails with a message naming what to enable when WebGPU is missing.
+    pub async fn create() -> Result<Afinador, JsError> {
+        let options = GpuOptions {
+            backend: Backend::WebGpu,
+            adapter_index: None,
+        };
+        let gpu = Gpu::new(&options).await.map_err(|e| {
+            JsError::new(&format!(
+                "WebGPU is not available ({e}). Use a browser with WebGPU: Chrome/Edge 113+, \
+                 Firefox 141+ (Windows) or Safari 26+; on Linux, Chrome needs \
+                 --enable-unsafe-webgpu (chrome://flags/#enable-unsafe-webgpu)."
+            ))
+        })?;
+        Ok(Afinador {
+            gpu,
+            loaded: None,
+            encoder: None,
+            config: TrainConfig::default(),
+            run: None,
+        })
+    }
+
+    /// The adapter: name, vendor, backend, features and limits.
+    #[wasm_bindgen(js_name = adapterInfo)]
+    pub fn adapter_info(&self) -> Result<JsValue, JsError> {
+        to_js(&serde_json::to_value(&self.gpu.adapter).map_err(err)?)
+    }
+
+    /// Parse a GGUF file, build its tokenizer and upload its weights; returns the model's
+    /// description (architecture, shape, parameters, tokenizer, GPU bytes). Once per instance.
+    #[wasm_bindgen(js_name = loadModel)]
+    pub fn load_model(&mut self, bytes: Vec<u8>) -> Result<JsValue, JsError> {
+        if self.loaded.is_some() {
+            return Err(JsError::new(
+                "a model is already loaded: create a new Afinador (a new worker) for another model",
+            ));
+        }
+        let gguf = Gguf::parse(&bytes).map_err(|e| err(format!("not a valid GGUF file: {e}")))?;
+        let tokenizer = Tokenizer::from_gguf(&gguf).map_err(err)?;
+        let template = gguf
+            .metadata()
+            .get_str("tokenizer.chat_template")
+            .ok()
+            .map(str::to_string);
+        let model = Model::load(&self.gpu, &gguf, &bytes).map_err(err)?;
+        let loaded: &'static Loaded = Box::leak(Box::new(Loaded {
+            bytes,
+            gguf,
+            tokenizer,
+            template,
+            model,
+        }));
+        let encoder =
+            ModelTextEncoder::new(&loaded.tokenizer, loaded.template.as_deref()).map_err(err)?;
+        self.loaded = Some(loaded);
+        self.encoder = Some(encoder);
+        self.model_info()
+    }
+
+    /// The loaded model's description.
+    #[wasm_bindgen(js_name = modelInfo)]
+    pub fn model_info(&self) -> Result<JsValue, JsError> {
+        let l = self.loaded()?;
+        let c = &l.model.config;
+        let info = serde_json::json!({
+            "config": c,
+            "parameters": c.n_params(),
+            "file_bytes": l.bytes.len(),
+            "gpu_bytes": l.model.weights.device_bytes(),
+            "tokenizer": {
+                "vocab_size": l.tokenizer.vocab_size(),
+                "pre": l.tokenizer.pre_tokenizer(),
+                "bos": l.tokenizer.bos_id(),
+                "eos": l.tokenizer.eos_id(),
+                "chat_template": l.template.is_some(),
+            },
+        });
+        to_js(&info)
+    }
+
+    /// Generate after `prompt` (greedy when `temperature` is 0). With `with_adapter`, the LoRA
+    /// adapter trained so far is merged into a second copy of the model for this call. With
+    /// `chat`, the prompt is wrapped as a user message in the model's chat template.
+    /// Returns `{ text, tokens, tokens_per_s, adapter }`.
+    pub async fn generate(
+        &self,
+        prompt: String,
+        max_new_tokens: usize,
+        with_adapter: bool,
+        chat: bool,
+        temperature: f32,
+        seed: u64,
+    ) -> Result<JsValue, JsError> {
+        let l = self.loaded()?;
+        let text = if chat {
+            let template =
+                ChatTemplate::for_model(l.template.as_deref(), &l.tokenizer).map_err(err)?;
+            template
+                .render(&[ChatMessage::user(prompt)], true)
+                .map_err(err)?
+        } else {
+            prompt
+        };
+        let ids = l.tokenizer.encode(&text, true).map_err(err)?;
+        if ids.is_empty() {
+            return Err(JsError::new("the prompt is empty"));
+        }
+        let merged = if with_adapter {
+            let adapter = self.current_adapter().await?;
+            Some(
+                Model::load_with_adapter(&self.gpu, &l.gguf, &l.bytes, Some(&adapter))
+                    .map_err(err)?,
+            )
+        } else {
+            None
+        };
+        let model = merged.as_ref().unwrap_or(&l.model);
+        let sampling = SamplingConfig {
+            temperature,
+            seed,
+            ..SamplingConfig::default()
+        };
+        let mut generation =
+            Generation::new(&self.gpu, model, ids.len() + max_new_tokens, sampling).map_err(err)?;
+        let start = now_ms();
+        let new_ids = generation
+            .generate(
+                &self.gpu,
+                &ids,
+                max_new_tokens,
+                |id| l.tokenizer.is_eog(id),
+                |_| {},
+            )
+            .await
+            .map_err(err)?;
+        let seconds = (now_ms() - start) / 1000.0;
+        to_js(&serde_json::json!({
+            "text": l.tokenizer.decode(&new_ids),
+            "tokens": new_ids.len(),
+            "tokens_per_s": (ids.len() + new_ids.len()) as f64 / seconds.max(1e-9),
+            "adapter": with_adapter,
+        }))
+    }
+}
+
+impl Afinador {
+    pub(crate) fn loaded(&self) -> Result<&'static Loaded, JsError> {
+        self.loaded
+            .ok_or_else(|| JsError::new("no model loaded: call loadModel first"))
+    }
+}

@@ -1,0 +1,436 @@
+//! A training run driven from JavaScript: configure, passes over streamed data, steps, export.
+//!
+//! The JS side owns the data source (a `File`'s or a `fetch` body's `ReadableStream`) and the
+//! schedule of calls; it reads the source once per pass:
+//!
+//! ```text
+//! configure(cfg)
+//! beginPass() → "scan"; pushChunk(…)*; endPass() → plan          (count, validation set)
+//! loop: beginPass() → "train"; { pushChunk(c); while (ev = await step()) … }*; endPass();
+//!       while (ev = await step()) …; if (!(await endEpoch()).continue) break
+//! await finish(interrupted) → summary; await exportAdapter()
+//! ```
+
+use std::collections::VecDeque;
+
+use afinador_core::lora::{LoraAdapter, to_peft};
+use afinador_core::train::data::{DataPipeline, DataStats, Sequence};
+use afinador_core::train::session::{self, add_eval_metrics};
+use afinador_core::train::{GpuLora, Plan, Session, StepStats, StopReason, TrainConfig, Trainer};
+use wasm_bindgen::prelude::*;
+
+use crate::engine::Afinador;
+use crate::{err, now_ms, to_js};
+
+/// Metrics columns of [`Afinador::metrics_csv`], in order.
+const CSV_COLUMNS: [&str; 12] = [
+    "step",
+    "epoch",
+    "loss",
+    "token_accuracy",
+    "entropy",
+    "grad_norm",
+    "lr",
+    "tokens_per_s",
+    "elapsed_s",
+    "eval_loss",
+    "eval_ppl",
+    "eval_token_accuracy",
+];
+
+/// The state of one run between JS calls.
+pub(crate) struct Run {
+    /// `None` until the first (counting) pass has ended.
+    pub(crate) session: Option<Session<'static>>,
+    pipeline: Option<DataPipeline>,
+    /// Sequences of the current pass not yet offered (`true`: validation).
+    queue: VecDeque<(Sequence, bool)>,
+    /// The first pass: validation sequences and the count of training ones.
+    val: Vec<Sequence>,
+    per_epoch: usize,
+    /// The last finished pass's counters.
+    stats: Option<DataStats>,
+    format: Option<String>,
+    pub(crate) metrics: Vec<serde_json::Value>,
+    /// Milliseconds spent in steps and evaluations (pauses excluded).
+    pub(crate) busy_ms: f64,
+    best: Option<LoraAdapter>,
+    summary: Option<serde_json::Value>,
+}
+
+/// A PEFT adapter's two files.
+#[wasm_bindgen]
+pub struct AdapterFiles {
+    config_json: String,
+    safetensors: Vec<u8>,
+}
+
+#[wasm_bindgen]
+impl AdapterFiles {
+    /// `adapter_config.json`.
+    #[wasm_bindgen(getter, js_name = configJson)]
+    pub fn config_json(&self) -> String {
+        self.config_json.clone()
+    }
+
+    /// `adapter_model.safetensors`.
+    #[wasm_bindgen(getter)]
+    pub fn safetensors(&self) -> Vec<u8> {
+        self.safetensors.clone()
+    }
+}
+
+#[wasm_bindgen]
+impl Afinador {
+    /// Set the training configuration: an object with `afinador train`'s keys in snake_case
+    /// (`lora_r`, `lr`, `batch_size`, `seq_len`, `max_steps`, `val_ratio`, …); missing keys keep
+    /// the CLI's defaults. Returns the resolved configuration. Starts a new run.
+    pub fn configure(&mut self, config: JsValue) -> Result<JsValue, JsError> {
+        let text: String = js_sys::JSON::stringify(&config)
+            .map_err(|_| JsError::new("the configuration is not a JSON object"))?
+            .into();
+        let mut c: TrainConfig =
+            serde_json::from_str(&text).map_err(|e| err(format!("configuration: {e}")))?;
+        if c.data.is_empty() {
+            c.data = "browser".into();
+        }
+        c.validate().map_err(err)?;
+        session::data_config(&c, c.val_ratio).map_err(err)?;
+        self.config = c;
+        self.run = None;
+        to_js(&serde_json::to_value(&self.config).map_err(err)?)
+    }
+
+    /// Start a pass over the data: `"scan"` for the first one (counting), then `"train"`.
+    #[wasm_bindgen(js_name = beginPass)]
+    pub fn begin_pass(&mut self) -> Result<String, JsError> {
+        self.loaded()?;
+        let config = self.config.clone();
+        let run = self.run.get_or_insert_with(|| Run {
+            session: None,
+            pipeline: None,
+            queue: VecDeque::new(),
+            val: Vec::new(),
+            per_epoch: 0,
+            stats: None,
+            format: None,
+            metrics: Vec::new(),
+            busy_ms: 0.0,
+            best: None,
+            summary: None,
+        });
+        if run.summary.is_some() {
+            return Err(JsError::new("the run is over: configure a new one"));
+        }
+        run.queue.clear();
+        let epoch = match &mut run.session {
+            Some(s) => {
+                s.begin_pass();
+                s.state.epoch as u64
+            }
+            None => 0,
+        };
+        let data = session::data_config(&config, config.val_ratio).map_err(err)?;
+        run.pipeline = Some(DataPipeline::new(&data, epoch).map_err(err)?);
+        Ok(if run.session.is_some() {
+            "train"
+        } else {
+            "scan"
+        }
+        .into())
+    }
+
+    /// Feed the next chunk of the data (any size, split anywhere).
+    #[wasm_bindgen(js_name = pushChunk)]
+    pub fn push_chunk(&mut self, chunk: &[u8]) -> Result<(), JsError> {
+        let (run, encoder) = self.run_and_encoder()?;
+        let pipeline = run
+            .pipeline
+            .as_mut()
+            .ok_or_else(|| JsError::new("no pass in progress: call beginPass first"))?;
+        let batches = pipeline.push(chunk, encoder).map_err(err)?;
+        run.format = pipeline.format().map(|f| f.name().to_string());
+        run.take(batches.val, batches.train);
+        Ok(())
+    }
+
+    /// End the pass (the last records come out). After the first pass, sets the run up and
+    /// returns `{ plan, data, validation_sequences, format }`; after a training pass, `{ data }`.
+    #[wasm_bindgen(js_name = endPass)]
+    pub fn end_pass(&mut self) -> Result<JsValue, JsError> {
+        let (run, encoder) = self.run_and_encoder()?;
+        let pipeline = run
+            .pipeline
+            .take()
+            .ok_or_else(|| JsError::new("no pass in progress: call beginPass first"))?;
+        run.format = pipeline.format().map(|f| f.name().to_string());
+        let (batches, stats) = pipeline.finish(encoder).map_err(err)?;
+        run.take(batches.val, batches.train);
+        run.stats = Some(stats.clone());
+        if run.session.is_some() {
+            return to_js(&serde_json::json!({ "data": stats }));
+        }
+        let per_epoch = run.per_epoch;
+        let plan = Plan::new(&self.config, per_epoch).map_err(err)?;
+        let loaded = self.loaded()?;
+        let name = loaded.model.config.name.clone();
+        let lora_config = session::lora_config(&self.config, name).map_err(err)?;
+        let lora = GpuLora::init(
+            &self.gpu,
+            &loaded.model.config,
+            &lora_config,
+            self.config.seed,
+        )
+        .map_err(err)?;
+        let mut trainer = Trainer::new(&loaded.model, lora);
+        trainer.seed = self.config.seed;
+        let state = session::fresh_state(&self.config);
+        let run = self.run.as_mut().expect("checked above");
+        let val = std::mem::take(&mut run.val);
+        let session = Session::new(self.config.clone(), trainer, state, plan, val);
+        let out = serde_json::json!({
+            "plan": plan,
+            "data": stats,
+            "validation_sequences": session.val.len(),
+            "format": run.format,
+            "lora_parameters": session.trainer.lora.n,
+        });
+        run.session = Some(session);
+        to_js(&out)
+    }
+
+    /// Counters of the pass in progress (records, bad records with line numbers, tokens) and
+    /// the record format detected.
+    #[wasm_bindgen(js_name = dataStats)]
+    pub fn data_stats(&self) -> Result<JsValue, JsError> {
+        let run = self.run()?;
+        let stats = match &run.pipeline {
+            Some(p) => p.stats(),
+            None => run.stats.clone().unwrap_or_default(),
+        };
+        to_js(&serde_json::json!({ "data": stats, "format": run.format }))
+    }
+
+    /// Take one optimizer step when the pass has a batch ready (evaluating when `eval_every`
+    /// says so). Returns the step's metrics line plus `total_steps` (and `skipped` for a step
+    /// skipped on a non-finite gradient), or `undefined` when the pass needs more data or the
+    /// run is over.
+    pub async fn step(&mut self) -> Result<JsValue, JsError> {
+        let Afinador { gpu, run, .. } = self;
+        let run = run.as_mut().ok_or_else(no_run)?;
+        let Some(session) = run.session.as_mut() else {
+            return Err(JsError::new("the first pass has not ended: call endPass"));
+        };
+        if run.summary.is_some() || session.stop_reason().is_some() {
+            return Ok(JsValue::UNDEFINED);
+        }
+        loop {
+            let Some((seq, is_val)) = run.queue.pop_front() else {
+                return Ok(JsValue::UNDEFINED);
+            };
+            if session.offer(seq, is_val) {
+                break;
+            }
+        }
+        let start = now_ms();
+        let report = session.step(gpu).await.map_err(err)?;
+        let step_ms = now_ms() - start;
+        run.busy_ms += step_ms;
+        if report.stats.skipped {
+            return to_js(&serde_json::json!({
+                "step": report.step,
+                "skipped": true,
+                "grad_norm": report.stats.grad_norm,
+                "total_steps": session.plan.total_steps,
+            }));
+        }
+        let tokens_per_s = report.tokens as f64 / (step_ms / 1000.0).max(1e-9);
+        let mut line = report.metrics(tokens_per_s, run.busy_ms / 1000.0);
+        if session.eval_due(&report) {
+            let eval = evaluate(run, gpu).await?;
+            add_eval_metrics(&mut line, &eval);
+        }
+        run.metrics.push(line.clone());
+        let session = run.session.as_ref().expect("checked above");
+        line["total_steps"] = session.plan.total_steps.into();
+        line["skipped"] = false.into();
+        to_js(&line)
+    }
+
+    /// Why the run stops (`"completed"`, `"early stopping"`, `"non-finite gradients"`), or
+    /// `undefined` while it goes on.
+    #[wasm_bindgen(js_name = stopReason)]
+    pub fn stop_reason(&self) -> Option<String> {
+        let session = self.run.as_ref()?.session.as_ref()?;
+        session.stop_reason().map(|r| r.as_str().to_string())
+    }
+
+    /// After a training pass: the end-of-epoch evaluation (when `eval_every` is 0) and the next
+    /// epoch. Returns `{ continue, eval }` (`eval`: the metrics line, or null).
+    #[wasm_bindgen(js_name = endEpoch)]
+    pub async fn end_epoch(&mut self) -> Result<JsValue, JsError> {
+        let Afinador { gpu, run, .. } = self;
+        let run = run.as_mut().ok_or_else(no_run)?;
+        let session = run.session.as_mut().ok_or_else(no_run)?;
+        if session.stop_reason().is_some() {
+            return to_js(&serde_json::json!({ "continue": false, "eval": null }));
+        }
+        let mut eval_line = serde_json::Value::Null;
+        if session.epoch_eval_due() {
+            let (step, epoch) = (session.state.step, session.state.epoch);
+            let eval = evaluate(run, gpu).await?;
+            let mut line = serde_json::json!({ "step": step, "epoch": epoch });
+            add_eval_metrics(&mut line, &eval);
+            run.metrics.push(line.clone());
+            eval_line = line;
+        }
+        let session = run.session.as_mut().expect("checked above");
+        let go_on = session.next_epoch();
+        to_js(&serde_json::json!({ "continue": go_on, "eval": eval_line }))
+    }
+
+    /// End the run (`interrupted`: the user stopped it): the final evaluation when it completed,
+    /// then a summary like the CLI's `training_summary.json`.
+    pub async fn finish(&mut self, interrupted: bool) -> Result<JsValue, JsError> {
+        let Afinador { gpu, run, .. } = self;
+        let run = run.as_mut().ok_or_else(no_run)?;
+        if let Some(summary) = &run.summary {
+            return to_js(summary);
+        }
+        let session = run.session.as_mut().ok_or_else(no_run)?;
+        let reason = match session.stop_reason() {
+            Some(StopReason::NonFinite) => StopReason::NonFinite,
+            _ if interrupted => StopReason::Interrupted,
+            r => r.unwrap_or(StopReason::Completed),
+        };
+        let mut eval_line = serde_json::Value::Null;
+        if session.final_eval_due(reason) {
+            let (step, epoch) = (session.state.step, session.state.epoch);
+            let eval = evaluate(run, gpu).await?;
+            let mut line = serde_json::json!({ "step": step, "epoch": epoch });
+            add_eval_metrics(&mut line, &eval);
+            run.metrics.push(line.clone());
+            eval_line = line;
+        }
+        let session = run.session.as_ref().expect("checked above");
+        let s = &session.state;
+        let elapsed = run.busy_ms / 1000.0;
+        let summary = serde_json::json!({
+            "stop_reason": reason.as_str(),
+            "steps": s.step,
+            "epochs": s.step as f64 / session.plan.steps_per_epoch as f64,
+            "tokens": s.tokens,
+            "time_s": elapsed,
+            "tokens_per_s": s.tokens as f64 / elapsed.max(1e-9),
+            "best_step": s.best_step,
+            "best_eval_loss": s.best_eval_loss,
+            "lora_parameters": session.trainer.lora.n,
+            "device": gpu.adapter.name,
+            "final_eval": eval_line,
+        });
+        run.summary = Some(summary.clone());
+        to_js(&summary)
+    }
+
+    /// The adapter as PEFT files (`best`: the one with the best evaluation loss, when there
+    /// was an evaluation; else the current one).
+    #[wasm_bindgen(js_name = exportAdapter)]
+    pub async fn export_adapter(&self, best: bool) -> Result<AdapterFiles, JsError> {
+        let adapter = match self.run.as_ref().and_then(|r| r.best.as_ref()) {
+            Some(b) if best => b.clone(),
+            _ => self.current_adapter().await?,
+        };
+        let c = &self.loaded()?.model.config;
+        let files = to_peft(&adapter, c.n_head, c.n_head_kv).map_err(err)?;
+        Ok(AdapterFiles {
+            config_json: files.adapter_config_json,
+            safetensors: files.adapter_model_safetensors,
+        })
+    }
+
+    /// Every metrics line so far, as `metrics.jsonl` (the CLI's format).
+    #[wasm_bindgen(js_name = metricsJsonl)]
+    pub fn metrics_jsonl(&self) -> String {
+        let lines = self
+            .run
+            .as_ref()
+            .map(|r| r.metrics.as_slice())
+            .unwrap_or(&[]);
+        lines.iter().map(|l| format!("{l}\n")).collect()
+    }
+
+    /// Every metrics line so far as CSV (one column per key, empty where a line lacks it).
+    #[wasm_bindgen(js_name = metricsCsv)]
+    pub fn metrics_csv(&self) -> String {
+        let mut out = CSV_COLUMNS.join(",") + "\n";
+        for line in self
+            .run
+            .as_ref()
+            .map(|r| r.metrics.as_slice())
+            .unwrap_or(&[])
+        {
+            let cells: Vec<String> = CSV_COLUMNS
+                .iter()
+                .map(|k| line.get(*k).map(|v| v.to_string()).unwrap_or_default())
+                .collect();
+            out += &cells.join(",");
+            out.push('\n');
+        }
+        out
+    }
+}
+
+impl Afinador {
+    fn run(&self) -> Result<&Run, JsError> {
+        self.run.as_ref().ok_or_else(no_run)
+    }
+
+    fn run_and_encoder(
+        &mut self,
+    ) -> Result<(&mut Run, &afinador_core::train::ModelTextEncoder<'static>), JsError> {
+        let encoder = self
+            .encoder
+            .as_ref()
+            .ok_or_else(|| JsError::new("no model loaded: call loadModel first"))?;
+        let run = self.run.as_mut().ok_or_else(no_run)?;
+        Ok((run, encoder))
+    }
+
+    /// The adapter trained so far, read back from the GPU.
+    pub(crate) async fn current_adapter(&self) -> Result<LoraAdapter, JsError> {
+        let session = self
+            .run
+            .as_ref()
+            .and_then(|r| r.session.as_ref())
+            .ok_or_else(|| JsError::new("no adapter yet: train first"))?;
+        session.trainer.lora.download(&self.gpu).await.map_err(err)
+    }
+}
+
+impl Run {
+    fn take(&mut self, val: Vec<Sequence>, train: Vec<Sequence>) {
+        if self.session.is_some() {
+            self.queue.extend(val.into_iter().map(|s| (s, true)));
+            self.queue.extend(train.into_iter().map(|s| (s, false)));
+        } else {
+            self.per_epoch += train.len();
+            self.val.extend(val);
+        }
+    }
+}
+
+/// Evaluate on the validation set, track the best loss and keep the best adapter in memory.
+async fn evaluate(run: &mut Run, gpu: &afinador_core::gpu::Gpu) -> Result<StepStats, JsError> {
+    let session = run.session.as_mut().ok_or_else(no_run)?;
+    let start = now_ms();
+    let eval = session.evaluate(gpu).await.map_err(err)?;
+    if session.record_eval(eval.loss) {
+        run.best = Some(session.trainer.lora.download(gpu).await.map_err(err)?);
+    }
+    run.busy_ms += now_ms() - start;
+    Ok(eval)
+}
+
+pub(crate) fn no_run() -> JsError {
+    JsError::new("no training run: call configure, then beginPass")
+}

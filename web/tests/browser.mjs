@@ -1,0 +1,251 @@
+// Browser tests of the trainer page in real headless Chromium (WebGPU on SwiftShader).
+// Usage: node web/tests/browser.mjs --url URL --model tiny.gguf --data train.jsonl
+//          --malformed bad.jsonl --native metrics.jsonl --config '{"max_steps":…}' --out DIR
+//        node web/tests/browser.mjs --bench --url URL --model M.gguf --data D.jsonl --config '{…}' --out DIR
+//          (manual benchmark: train, report tokens/s, no comparison)
+// Exits non-zero with a message on the first failed check.
+import { chromium } from 'playwright-core';
+import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+
+const { values: opt } = parseArgs({
+  options: {
+    url: { type: 'string' }, model: { type: 'string' }, data: { type: 'string' },
+    malformed: { type: 'string' }, native: { type: 'string' }, config: { type: 'string' },
+    out: { type: 'string' }, bench: { type: 'boolean', default: false }, tolerance: { type: 'string', default: '1e-4' },
+  },
+});
+const config = JSON.parse(opt.config);
+// Per-step losses must equal the CLI's within atol + rtol·|native| (SwiftShader vs lavapipe:
+// different float summation orders and kernel variants).
+const ATOL = Number(opt.tolerance);
+const RTOL = Number(opt.tolerance);
+const TRAIN_TIMEOUT = (opt.bench ? 60 : 6) * 60_000;
+mkdirSync(opt.out, { recursive: true });
+
+function check(cond, what) {
+  if (!cond) throw new Error(`check failed: ${what}`);
+  console.log(`ok: ${what}`);
+}
+
+const profile = mkdtempSync(join(tmpdir(), 'afinador-chromium-'));
+const context = await chromium.launchPersistentContext(profile, {
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  headless: true,
+  ignoreDefaultArgs: ['--headless'],
+  acceptDownloads: true,
+  viewport: { width: 1100, height: 1400 },
+  args: ['--headless=new', '--no-sandbox', '--enable-unsafe-webgpu', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'],
+});
+
+// WebGPU up: the adapter is described and the Load button enabled (after a load or reload).
+async function waitReady(page) {
+  await page.waitForFunction(() => !document.getElementById('load-model').disabled
+    || document.getElementById('messages').textContent, null, { timeout: 60_000 });
+  const messages = await page.textContent('#messages');
+  if (messages) console.log(`  page message: ${messages}`);
+  check(!messages, `WebGPU adapter opened (${(await page.textContent('#gpu-info')).split('\n')[0]})`);
+}
+
+async function openPage() {
+  const page = await context.newPage();
+  page.on('console', (m) => console.log(`  [page ${m.type()}] ${m.text()}`));
+  page.on('pageerror', (e) => console.log(`  [page error] ${e.message}`));
+  await page.goto(opt.url);
+  await waitReady(page);
+  await page.setInputFiles('#model-file', opt.model);
+  await page.click('#load-model');
+  await page.waitForFunction(() => /layers/.test(document.getElementById('model-info').textContent)
+    || document.getElementById('messages').textContent, null, { timeout: 10 * 60_000 });
+  check(!(await page.textContent('#messages')), 'the model loaded');
+  return page;
+}
+
+async function fillConfig(page, values) {
+  for (const [key, value] of Object.entries(values)) {
+    const sel = `#cfg-${key}`;
+    if (typeof value === 'boolean') await page.setChecked(sel, value);
+    else if (await page.$eval(sel, (e) => e.tagName === 'SELECT')) await page.selectOption(sel, String(value));
+    else await page.fill(sel, String(value));
+  }
+}
+
+async function trainTest() {
+  const page = await openPage();
+  await page.setInputFiles('#data-file', opt.data);
+  await fillConfig(page, config);
+  const started = Date.now();
+  await page.click('#start');
+  // Pause after two steps (a checkpoint goes to IndexedDB), reload the page, resume: the run
+  // must go on exactly, so the losses below still equal the CLI's uninterrupted run.
+  await page.waitForFunction(() => window.afinador.steps.length >= 2 || document.getElementById('messages').textContent,
+    null, { timeout: TRAIN_TIMEOUT, polling: 100 });
+  await page.click('#pause');
+  await page.waitForFunction(() => window.afinador.checkpointStep !== undefined, null, { timeout: 120_000, polling: 100 });
+  const saved = await page.evaluate(() => window.afinador.checkpointStep);
+  await page.reload();
+  await waitReady(page);
+  check(await page.isVisible('#resume-box'), 'after a reload the page offers to resume');
+  check((await page.textContent('#resume-info')).includes(`step ${saved} of ${config.max_steps}`),
+    `the saved run is at step ${saved}`);
+  await page.click('#resume-run');
+  await page.waitForFunction(() => window.afinador.summary || document.getElementById('messages').textContent,
+    null, { timeout: TRAIN_TIMEOUT, polling: 500 });
+  check(!(await page.textContent('#messages')), 'training ran without an error message');
+  const { steps, evals, summary } = await page.evaluate(() => window.afinador);
+  const seconds = (Date.now() - started) / 1000;
+  console.log(`browser: ${steps.length} steps in ${seconds.toFixed(1)} s, ${summary.tokens_per_s.toFixed(1)} tok/s on ${summary.device}`);
+  check(summary.stop_reason === 'completed' && steps.length === config.max_steps,
+    `${config.max_steps} steps completed`);
+  check(steps.at(-1).loss < steps[0].loss, `the loss fell (${steps[0].loss.toFixed(4)} → ${steps.at(-1).loss.toFixed(4)})`);
+
+  // The same losses as the CLI on the same model, data and seed: every step's loss and
+  // learning rate, every evaluation (per step, end of epoch, final).
+  const native = readFileSync(opt.native, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  const nativeSteps = native.filter((l) => l.loss !== undefined);
+  const nativeEvals = native.filter((l) => l.eval_loss !== undefined);
+  check(nativeSteps.length === steps.length, `the CLI ran as many steps (${nativeSteps.length})`);
+  check(nativeEvals.length === evals.length && evals.length > 0, `as many evaluations as the CLI (${evals.length})`);
+  let worst = 0;
+  const compare = (what, b, n) => {
+    const diff = Math.abs(b - n);
+    worst = Math.max(worst, diff / (ATOL + RTOL * Math.abs(n)));
+    console.log(`  ${what}: browser ${b.toFixed(6)} CLI ${n.toFixed(6)} |diff| ${diff.toExponential(2)}`);
+    check(diff <= ATOL + RTOL * Math.abs(n), `${what} equals the CLI's within ${ATOL} + ${RTOL}·|x|`);
+  };
+  for (const [i, n] of nativeSteps.entries()) {
+    compare(`step ${n.step} loss`, steps[i].loss, n.loss);
+    check(Math.abs(steps[i].lr - n.lr) <= 1e-9 + 1e-6 * n.lr, `step ${n.step} learning rate equals the CLI's`);
+  }
+  for (const [i, n] of nativeEvals.entries()) {
+    check(evals[i].step === n.step, `evaluation ${i + 1} at step ${n.step}`);
+    compare(`step ${n.step} eval_loss`, evals[i].eval_loss, n.eval_loss);
+  }
+  const maxAbs = Math.max(...nativeSteps.map((n, i) => Math.abs(steps[i].loss - n.loss)));
+  writeFileSync(join(opt.out, 'comparison.json'), JSON.stringify({ browser: steps, evals, native, maxAbsLossDiff: maxAbs,
+    tolerance: { atol: ATOL, rtol: RTOL }, browserSeconds: seconds, summary }, null, 1));
+  console.log(`largest |browser − CLI| step loss: ${maxAbs.toExponential(2)} (${(worst * 100).toFixed(1)}% of the tolerance)`);
+
+  // The adapter downloads as PEFT files.
+  const downloads = [];
+  page.on('download', (d) => downloads.push(d));
+  await page.click('#download-adapter');
+  await page.waitForFunction(() => true, null, { timeout: 1000 }).catch(() => {});
+  for (let i = 0; i < 100 && downloads.length < 2; i++) await page.waitForTimeout(100);
+  check(downloads.length === 2, 'two adapter files downloaded');
+  const files = {};
+  for (const d of downloads) {
+    const path = join(opt.out, d.suggestedFilename());
+    await d.saveAs(path);
+    files[d.suggestedFilename()] = readFileSync(path);
+  }
+  const cfg = JSON.parse(files['adapter_config.json'].toString('utf8'));
+  for (const key of ['peft_type', 'r', 'lora_alpha', 'target_modules', 'task_type', 'base_model_name_or_path']) {
+    check(key in cfg, `adapter_config.json has ${key}`);
+  }
+  check(cfg.peft_type === 'LORA' && cfg.r === config.lora_r, `adapter_config.json: LORA, r = ${config.lora_r}`);
+  const st = files['adapter_model.safetensors'];
+  const headerLen = Number(st.readBigUInt64LE(0));
+  const header = JSON.parse(st.subarray(8, 8 + headerLen).toString('utf8'));
+  const names = Object.keys(header).filter((k) => k !== '__metadata__');
+  const a = header['base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight'];
+  check(a && a.dtype === 'F32' && a.shape[0] === config.lora_r, 'safetensors: layer 0 q_proj lora_A is F32 [r, C]');
+  const end = Math.max(...names.map((n) => header[n].data_offsets[1]));
+  check(st.length === 8 + headerLen + end, `safetensors: ${names.length} tensors, sizes consistent`);
+
+  // Generation with and without the adapter.
+  await page.fill('#max-new', '8');
+  await page.click('#gen-base');
+  await page.waitForSelector('#out-base[data-done]', { timeout: 120_000 });
+  await page.click('#gen-adapter');
+  await page.waitForSelector('#out-adapter[data-done]', { timeout: 120_000 });
+  const base = await page.textContent('#out-base');
+  const adapted = await page.textContent('#out-adapter');
+  check(!(await page.textContent('#messages')), 'generation ran without an error message');
+  check(base.length > 0 && adapted.length > 0, `generated text (base ${JSON.stringify(base)}, adapter ${JSON.stringify(adapted)})`);
+  await page.screenshot({ path: join(opt.out, 'web.png'), fullPage: true });
+  console.log(`screenshot: ${join(opt.out, 'web.png')}`);
+  await page.close();
+}
+
+async function malformedTest() {
+  // Lenient: the bad lines are skipped and listed with their line numbers. The same run checks
+  // Pause (no step while paused), Resume, Stop (an interrupted summary) and the metrics files.
+  let page = await openPage();
+  await page.setInputFiles('#data-file', opt.malformed);
+  await fillConfig(page, { ...config, max_steps: 20, val_ratio: 0, eval_every: 0 });
+  await page.click('#start');
+  const stepsNow = () => page.evaluate(() => window.afinador.steps.length);
+  await page.waitForFunction(() => window.afinador.steps.length >= 1, null, { timeout: 120_000, polling: 100 });
+  const info = await page.textContent('#data-info');
+  console.log(info);
+  check(/skipped line 3: /.test(info), 'the data panel names line 3 (invalid JSON)');
+  check(/skipped line 10: /.test(info), 'the data panel names line 10 (wrong field type)');
+  await page.click('#pause');
+  await page.waitForTimeout(10_000); // a step already running finishes
+  const paused = await stepsNow();
+  await page.waitForTimeout(10_000);
+  check((await stepsNow()) === paused, `no step while paused (${paused} steps)`);
+  await page.click('#pause'); // Resume
+  await page.waitForFunction((n) => window.afinador.steps.length > n, paused, { timeout: 120_000, polling: 100 });
+  check(true, 'training resumed');
+  await page.click('#stop');
+  await page.waitForFunction(() => window.afinador.summary, null, { timeout: 120_000, polling: 250 });
+  const { steps, summary } = await page.evaluate(() => window.afinador);
+  check(summary.stop_reason === 'interrupted' && steps.length < 20, `Stop ends the run (${steps.length} steps, interrupted)`);
+  const downloads = [];
+  page.on('download', (d) => downloads.push(d));
+  await page.click('#download-jsonl');
+  await page.click('#download-csv');
+  for (let i = 0; i < 100 && downloads.length < 2; i++) await page.waitForTimeout(100);
+  check(downloads.length === 2, 'metrics downloaded as JSONL and CSV');
+  for (const d of downloads) await d.saveAs(join(opt.out, `interrupted-${d.suggestedFilename()}`));
+  const jsonl = readFileSync(join(opt.out, 'interrupted-metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  check(jsonl.length === steps.length && jsonl.every((l, i) => l.step === i + 1 && l.loss === steps[i].loss),
+    'metrics.jsonl has one line per step with the step events\' losses');
+  const csv = readFileSync(join(opt.out, 'interrupted-metrics.csv'), 'utf8').trim().split('\n');
+  check(csv[0].startsWith('step,epoch,loss') && csv.length === steps.length + 1, 'metrics.csv: a header and one row per step');
+  await page.close();
+  // Strict: the first bad record stops the run with its line number.
+  page = await openPage();
+  await page.setInputFiles('#data-file', opt.malformed);
+  await fillConfig(page, { ...config, max_steps: 1, strict: true });
+  await page.click('#start');
+  await page.waitForFunction(() => document.getElementById('messages').textContent, null, { timeout: 60_000 });
+  const msg = await page.textContent('#messages');
+  console.log(`  message: ${msg}`);
+  check(/line 3/.test(msg), 'strict mode: the error message names line 3');
+  await page.close();
+}
+
+async function bench() {
+  const page = await openPage();
+  await page.setInputFiles('#data-file', opt.data);
+  await fillConfig(page, config);
+  await page.click('#start');
+  await page.waitForFunction(() => window.afinador.summary || document.getElementById('messages').textContent,
+    null, { timeout: TRAIN_TIMEOUT, polling: 1000 });
+  const messages = await page.textContent('#messages');
+  if (messages) throw new Error(messages);
+  const { steps, summary } = await page.evaluate(() => window.afinador);
+  for (const s of steps) console.log(`step ${s.step}: loss ${s.loss.toFixed(4)}, ${s.tokens_per_s.toFixed(1)} tok/s`);
+  console.log(`bench: ${JSON.stringify(summary)}`);
+  writeFileSync(join(opt.out, 'bench.json'), JSON.stringify({ steps, summary }, null, 1));
+  await page.screenshot({ path: join(opt.out, 'bench.png'), fullPage: true });
+}
+
+try {
+  if (opt.bench) {
+    await bench();
+  } else {
+    await trainTest();
+    await malformedTest();
+    console.log('browser tests: all checks passed');
+  }
+} finally {
+  await context.close();
+  rmSync(profile, { recursive: true, force: true });
+}
