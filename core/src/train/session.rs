@@ -359,6 +359,7 @@ impl<'m> Session<'m> {
     }
 }
 
+/// The token ids and targets of `seqs`, one after the other (a micro-batch's input).
 pub fn concat(seqs: &[Sequence]) -> (Vec<u32>, Vec<u32>) {
     let ids = seqs.iter().flat_map(|s| s.ids.iter().copied()).collect();
     let targets = seqs

@@ -87,12 +87,9 @@ pub fn run(args: Args) -> Result<()> {
         }
         None => None,
     };
-    let steps_per_epoch = train_seqs / seqs_per_step;
-    let total_steps = if config.max_steps > 0 {
-        config.max_steps
-    } else {
-        ((config.epochs * train_seqs as f64) / seqs_per_step as f64).ceil() as usize
-    };
+    // The trainer's own schedule (none when the data does not fill one batch: reported below).
+    let (steps_per_epoch, total_steps) = session::Plan::new(&config, train_seqs)
+        .map_or((0, 0), |p| (p.steps_per_epoch, p.total_steps));
 
     // Memory.
     let model_config = afinador_core::model::LlamaConfig::from_gguf(&file.gguf)?;
