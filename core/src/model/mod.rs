@@ -108,22 +108,8 @@ impl Model {
 
     /// Score `ids`: each token's log-probability given the ones before it.
     pub async fn score(&self, gpu: &Gpu, ids: &[u32]) -> Result<Score> {
-        self.check_ids(ids)?;
-        let n = ids.len();
-        let mut cache = KvCache::new(gpu, &self.config, n.max(1))?;
-        let mut targets: Vec<u32> = ids.iter().skip(1).copied().collect();
-        targets.push(NO_TARGET);
-        let out = Forward::default()
-            .run(
-                gpu,
-                &self.config,
-                &self.weights,
-                &mut cache,
-                ids,
-                LogitsWanted::All { targets: &targets },
-            )
-            .await?;
-        Ok(score_from_stats(&out.stats))
+        let mut pass = Generation::new(gpu, self, ids.len(), SamplingConfig::default())?;
+        pass.score_and_keep(gpu, ids, 0).await
     }
 }
 
@@ -223,39 +209,40 @@ impl<'m> Generation<'m> {
     /// before it, as [`Model::score`]), then keep only the first `keep` positions in the cache.
     /// Scoring prompt + reference and then generating after the prompt so costs one prefill.
     pub async fn score_and_keep(&mut self, gpu: &Gpu, ids: &[u32], keep: usize) -> Result<Score> {
-        self.model.check_ids(ids)?;
         let mut targets: Vec<u32> = ids.iter().skip(1).copied().collect();
         targets.push(NO_TARGET);
         let out = self
-            .forward
-            .run(
-                gpu,
-                &self.model.config,
-                &self.model.weights,
-                &mut self.cache,
-                ids,
-                LogitsWanted::All { targets: &targets },
-            )
+            .run(gpu, ids, LogitsWanted::All { targets: &targets })
             .await?;
         // Positions past `keep` are overwritten by the next tokens fed.
         self.cache.len = self.cache.len.min(keep);
         Ok(score_from_stats(&out.stats))
     }
 
-    /// Feed tokens (the prompt, or the token just chosen) and choose the next one.
-    pub async fn feed(&mut self, gpu: &Gpu, ids: &[u32]) -> Result<u32> {
+    async fn run(
+        &mut self,
+        gpu: &Gpu,
+        ids: &[u32],
+        wanted: LogitsWanted<'_>,
+    ) -> Result<ForwardOutput> {
         self.model.check_ids(ids)?;
-        let greedy = self.sampler.config.is_greedy();
-        let out = self
-            .forward
+        self.forward
             .run(
                 gpu,
                 &self.model.config,
                 &self.model.weights,
                 &mut self.cache,
                 ids,
-                LogitsWanted::Last { row: !greedy },
+                wanted,
             )
+            .await
+    }
+
+    /// Feed tokens (the prompt, or the token just chosen) and choose the next one.
+    pub async fn feed(&mut self, gpu: &Gpu, ids: &[u32]) -> Result<u32> {
+        let greedy = self.sampler.config.is_greedy();
+        let out = self
+            .run(gpu, ids, LogitsWanted::Last { row: !greedy })
             .await?;
         let next = match &out.last_logits {
             Some(row) => self.sampler.sample(row),
