@@ -27,6 +27,8 @@ enum What {
     Kernels(KernelArgs),
     /// Training throughput (tokens/s) and GPU memory of QLoRA steps.
     Train(super::bench_train::Args),
+    /// Two `bench kernels --json` runs side by side, with B's rate over A's.
+    Compare(super::bench_compare::Args),
 }
 
 #[derive(clap::Args, Debug)]
@@ -65,6 +67,7 @@ pub fn run(args: Args) -> Result<()> {
     match args.what {
         What::Kernels(k) => kernels(k),
         What::Train(t) => super::bench_train::run(t),
+        What::Compare(c) => super::bench_compare::run(c),
     }
 }
 
