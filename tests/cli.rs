@@ -175,6 +175,65 @@ fn quick_kernel_bench_reports_every_family_with_positive_figures() {
 }
 
 #[test]
+fn bench_compare_pairs_two_runs_and_reports_ratios() {
+    // Two real `bench kernels --quick --json` runs on lavapipe (tests/data/bench_*.json): the
+    // portable build of every kernel, and the device's choice for the matmuls only.
+    let (a, b) = (
+        "tests/data/bench_portable.json",
+        "tests/data/bench_matmul.json",
+    );
+    let v = json(&afinador(&["bench", "compare", a, b, "--json"]));
+    let load = |p: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(common::repo().join(p)).unwrap()).unwrap()
+    };
+    let (ra, rb) = (load(a), load(b));
+    assert_eq!(v["a"]["name"], ra["adapter"]["name"]);
+    assert_eq!(v["b"]["backend"], rb["adapter"]["backend"]);
+    let rows = v["results"].as_array().unwrap();
+    let b_rows = rb["results"].as_array().unwrap();
+    assert_eq!(rows.len(), b_rows.len(), "every row of B has its twin in A");
+    for r in rows {
+        let want = r["time_us_a"].as_f64().unwrap() / r["time_us_b"].as_f64().unwrap();
+        assert!(
+            (r["ratio"].as_f64().unwrap() - want).abs() < 1e-9 * want,
+            "{r}"
+        );
+        assert!(r["kernel"].as_str().unwrap().starts_with("matmul"));
+        let twin = b_rows
+            .iter()
+            .find(|x| x["kernel"] == r["kernel"] && x["shape"] == r["shape"])
+            .unwrap();
+        assert_eq!(r["time_us_b"], twin["time_us"]);
+        assert_eq!(r["variant_b"], twin["variant"]);
+    }
+    let only_a = v["only_in_a"].as_array().unwrap();
+    assert_eq!(
+        only_a.len(),
+        ra["results"].as_array().unwrap().len() - rows.len()
+    );
+    assert!(
+        only_a
+            .iter()
+            .any(|x| x.as_str().unwrap().starts_with("gemv_q4_1"))
+    );
+    assert!(v["only_in_b"].as_array().unwrap().is_empty());
+    assert!(v["geomean_ratio"].as_f64().unwrap() > 0.0);
+    // The table names both machines and has one line per pair.
+    let out = afinador(&["bench", "compare", a, b]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("A: "), "{text}");
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("matmul")).count(),
+        rows.len()
+    );
+    let err = one_line_error(&afinador(&["bench", "compare", a, "Cargo.toml"]));
+    assert!(
+        err.contains("not the output of `afinador bench kernels --json`"),
+        "{err}"
+    );
+}
+
+#[test]
 fn bench_train_reports_throughput_and_memory() {
     let dir = std::env::temp_dir().join(format!("afinador-bench-train-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -9,8 +9,10 @@
 //! each of them offline with naga.
 
 mod preprocess;
+mod tiles;
 
 pub use preprocess::{PreprocessError, preprocess};
+pub use tiles::MatmulTiles;
 
 /// One kernel family: one `.wgsl` file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -96,3 +96,66 @@ fn every_shader_file_is_covered_by_a_variant() {
         assert!(!shader.raw_source().is_empty());
     }
 }
+
+/// Every tile configuration of the matmul kernels, with every B source, validates with naga once
+/// its `override` constants are applied (as wgpu applies them at pipeline creation) and
+/// translates to SPIR-V; and the checks `is_valid` makes reject what the shader cannot hold.
+#[test]
+fn every_matmul_tile_configuration_validates_with_its_constants() {
+    use naga::back::PipelineConstants;
+    use naga::back::pipeline_constants::process_overrides;
+    let tiled: Vec<Vec<&str>> = variants()
+        .into_iter()
+        .filter(|(s, _)| *s == Shader::Matmul)
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(
+        tiled.len(),
+        18,
+        "(four weight formats × (W, WT) + B_STRIDED) × DIRECT or not"
+    );
+    let mut failures = Vec::new();
+    for tiles in MatmulTiles::ALL {
+        assert!(tiles.is_valid(), "{tiles:?}");
+        for defines in &tiled {
+            let src = Shader::Matmul.source(defines).unwrap();
+            let module = naga::front::wgsl::parse_str(&src).unwrap();
+            let info = naga::valid::Validator::new(
+                naga::valid::ValidationFlags::all(),
+                naga::valid::Capabilities::all(),
+            )
+            .validate(&module)
+            .unwrap();
+            let constants: PipelineConstants = tiles
+                .constants()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v as f64))
+                .collect();
+            let entry = Some((naga::ShaderStage::Compute, "main"));
+            let (module, info) = match process_overrides(&module, &info, entry, &constants) {
+                Ok(done) => done,
+                Err(e) => {
+                    failures.push(format!("{tiles:?} {defines:?}: {e}"));
+                    continue;
+                }
+            };
+            let size = module.entry_points[0].workgroup_size;
+            assert_eq!(size, [tiles.wx * tiles.wy, 1, 1], "{tiles:?}");
+            let options = naga::back::spv::Options::default();
+            if let Err(e) = naga::back::spv::write_vec(&module, &info, &options, None) {
+                failures.push(format!("{tiles:?} {defines:?}: SPIR-V: {e}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let bad = |f: fn(&mut MatmulTiles)| {
+        let mut t = MatmulTiles::PORTABLE;
+        f(&mut t);
+        t.is_valid()
+    };
+    assert!(!bad(|t| t.tm = 9), "register arrays hold 8");
+    assert!(!bad(|t| t.tn = 2), "columns come four at a time");
+    assert!(!bad(|t| t.bk = 6), "loaders read 4 k at once");
+    assert!(!bad(|t| t.bk = 64), "64 × 64 floats do not fit 2048");
+    assert!(!bad(|t| t.wx = 32), "512 threads");
+}

@@ -9,11 +9,19 @@
 // C(m, n) = c[c_off + m·c_sm + n]
 //
 // Bindings: 0 params (uniform), 1 a (read), 2 b / w_q (read), 3 w_s (read), 4 c (read_write).
-// Portable: 64×64 outputs per workgroup of 16×16 threads, each thread 4×4; K in steps of 16
-// through workgroup memory. Dispatch: (ceil(N / 64), ceil(M / 64), 1).
+//
+// Tiled (default): register-blocked. A workgroup of WX × WY threads computes a BM × BN block of
+// C (BM = WY·TM, BN = WX·TN); K advances BK at a time through workgroup memory (A and B slices,
+// k-major); each thread keeps TM × TN accumulators in registers and per k reads TM values of A
+// and TN of B from workgroup memory. Thread (tx, ty) owns rows ty + i·WY and columns tx + j·WX
+// (neighbouring threads read neighbouring words: no bank conflicts, coalesced stores). The tile
+// sizes are pipeline-overridable constants chosen per adapter (matmul.rs, `MatmulTiles`); the
+// defaults are the portable configuration. Limits: TM, TN ≤ 8, BM·BK and BK·BN ≤ 2048,
+// BK % 4 == 0, BN % 4 == 0. Dispatch: (ceil(N / BN), ceil(M / BM), 1).
 // DIRECT (for CPU adapters, whose caches do what workgroup memory does on a GPU and whose
-// barriers are expensive): 32×32 outputs per workgroup of 8×8 threads, each thread 4×4 read
-// straight from memory, no barriers. Dispatch: (ceil(N / 32), ceil(M / 32), 1).
+// barriers are expensive): the same override constants, but each thread reads its TM × TN block
+// (TM consecutive rows, TN consecutive columns, TN % 4 == 0) straight from memory, K four at a
+// time: no workgroup memory, no barriers; BK is unused. Dispatch as above.
 
 struct Params {
     M: u32, N: u32, K: u32, accumulate: u32,
@@ -34,14 +42,17 @@ struct Params {
 
 #include "weights.wgsl"
 
-const BM: u32 = 64u;
-const BN: u32 = 64u;
-const BK: u32 = 16u;
-
+override TM: u32 = 4u;
+override TN: u32 = 4u;
+override WX: u32 = 16u;
+override WY: u32 = 16u;
+override BK: u32 = 16u;
+const REG_MAX: u32 = 8u;
 #ifndef DIRECT
-// k-major tiles of vec4 so the inner loop reads four m (or n) at once.
-var<workgroup> a_tile: array<vec4<f32>, 256>; // [BK][BM / 4]
-var<workgroup> b_tile: array<vec4<f32>, 256>; // [BK][BN / 4]
+// The most any configuration may use (16 KiB: WebGPU's default workgroup storage limit).
+const TILE_MAX: u32 = 2048u;
+var<workgroup> a_tile: array<f32, TILE_MAX>; // [BK][BM]
+var<workgroup> b_tile: array<f32, TILE_MAX>; // [BK][BN]
 #endif
 
 fn load_a(m: u32, k: u32) -> f32 {
@@ -93,41 +104,47 @@ fn load_a4(m: u32, k: u32) -> vec4<f32> {
     return v;
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WX * WY)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let m0 = wg.y * 32u + (t / 8u) * 4u;
-    let n0 = wg.x * 32u + (t % 8u) * 4u;
-    var acc: array<vec4<f32>, 4>;
+    // Each thread owns TM consecutive rows and TN consecutive columns (TN % 4 == 0).
+    let m0 = wg.y * WY * TM + (t / WX) * TM;
+    let n0 = wg.x * WX * TN + (t % WX) * TN;
+    var acc: array<array<f32, REG_MAX>, REG_MAX>;
+    var a4: array<vec4<f32>, REG_MAX>;
+    var b4: array<vec4<f32>, REG_MAX>;
     for (var k = 0u; k < p.K; k += 4u) {
+        for (var i = 0u; i < TM; i++) {
+            a4[i] = load_a4(m0 + i, k);
+        }
 #ifdef WT
-        let a0 = load_a4(m0, k);
-        let a1 = load_a4(m0 + 1u, k);
-        let a2 = load_a4(m0 + 2u, k);
-        let a3 = load_a4(m0 + 3u, k);
         for (var kk = 0u; kk < 4u; kk++) {
-            let bn = load_b4n(k + kk, n0);
-            acc[0] += a0[kk] * bn;
-            acc[1] += a1[kk] * bn;
-            acc[2] += a2[kk] * bn;
-            acc[3] += a3[kk] * bn;
+            for (var jq = 0u; jq < TN / 4u; jq++) {
+                let bn = load_b4n(k + kk, n0 + 4u * jq);
+                for (var i = 0u; i < TM; i++) {
+                    let av = a4[i][kk];
+                    for (var jj = 0u; jj < 4u; jj++) {
+                        acc[i][4u * jq + jj] = fma(av, bn[jj], acc[i][4u * jq + jj]);
+                    }
+                }
+            }
         }
 #else
-        let b0 = load_b4(k, n0);
-        let b1 = load_b4(k, n0 + 1u);
-        let b2 = load_b4(k, n0 + 2u);
-        let b3 = load_b4(k, n0 + 3u);
-        for (var i = 0u; i < 4u; i++) {
-            let av = load_a4(m0 + i, k);
-            acc[i] += vec4<f32>(dot(av, b0), dot(av, b1), dot(av, b2), dot(av, b3));
+        for (var j = 0u; j < TN; j++) {
+            b4[j] = load_b4(k, n0 + j);
+        }
+        for (var i = 0u; i < TM; i++) {
+            for (var j = 0u; j < TN; j++) {
+                acc[i][j] += dot(a4[i], b4[j]);
+            }
         }
 #endif
     }
-    for (var i = 0u; i < 4u; i++) {
+    for (var i = 0u; i < TM; i++) {
         let m = m0 + i;
         if (m >= p.M) {
             break;
         }
-        for (var j = 0u; j < 4u; j++) {
+        for (var j = 0u; j < TN; j++) {
             let n = n0 + j;
             if (n < p.N) {
                 let idx = p.c_off + m * p.c_sm + n;
@@ -141,48 +158,68 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     }
 }
 #else
-@compute @workgroup_size(256)
+@compute @workgroup_size(WX * WY)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let m0 = wg.y * BM;
-    let n0 = wg.x * BN;
-    let tx = t % 16u; // n group
-    let ty = t / 16u; // m group
-    // Loader mapping: one row (m or n) and four consecutive k per thread.
-    let lr = t / 4u;
-    let lk = (t % 4u) * 4u;
+    let bm = WY * TM;
+    let bn = WX * TN;
+    let threads = WX * WY;
+    let m0 = wg.y * bm;
+    let n0 = wg.x * bn;
+    let tx = t % WX;
+    let ty = t / WX;
 
-    var acc: array<vec4<f32>, 4>;
+    var acc: array<array<f32, REG_MAX>, REG_MAX>;
+    var ar: array<f32, REG_MAX>;
+    var br: array<f32, REG_MAX>;
     for (var k0 = 0u; k0 < p.K; k0 += BK) {
-        for (var i = 0u; i < 4u; i++) {
-            a_tile[(lk + i) * 16u + lr / 4u][lr % 4u] = load_a(m0 + lr, k0 + lk + i);
+        // A slice: consecutive threads read consecutive k (A is row-major in the engine).
+        for (var i = t; i < bm * BK; i += threads) {
+            let kk = i % BK;
+            let mm = i / BK;
+            a_tile[kk * bm + mm] = load_a(m0 + mm, k0 + kk);
         }
+        // B slice, four values per load.
+        for (var i = t; i < bn * BK / 4u; i += threads) {
 #ifdef WT
-        b_tile[t] = load_b4n(k0 + t / 16u, n0 + (t % 16u) * 4u);
+            let kk = i / (bn / 4u);
+            let nn = (i % (bn / 4u)) * 4u;
+            let v = load_b4n(k0 + kk, n0 + nn);
+            for (var j = 0u; j < 4u; j++) {
+                b_tile[kk * bn + nn + j] = v[j];
+            }
 #else
-        let bv = load_b4(k0 + lk, n0 + lr);
-        for (var i = 0u; i < 4u; i++) {
-            b_tile[(lk + i) * 16u + lr / 4u][lr % 4u] = bv[i];
-        }
+            let kk = (i % (BK / 4u)) * 4u;
+            let nn = i / (BK / 4u);
+            let v = load_b4(k0 + kk, n0 + nn);
+            for (var j = 0u; j < 4u; j++) {
+                b_tile[(kk + j) * bn + nn] = v[j];
+            }
 #endif
+        }
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk++) {
-            let av = a_tile[kk * 16u + ty];
-            let bw = b_tile[kk * 16u + tx];
-            acc[0] += av.x * bw;
-            acc[1] += av.y * bw;
-            acc[2] += av.z * bw;
-            acc[3] += av.w * bw;
+            for (var i = 0u; i < TM; i++) {
+                ar[i] = a_tile[kk * bm + ty + i * WY];
+            }
+            for (var j = 0u; j < TN; j++) {
+                br[j] = b_tile[kk * bn + tx + j * WX];
+            }
+            for (var i = 0u; i < TM; i++) {
+                for (var j = 0u; j < TN; j++) {
+                    acc[i][j] = fma(ar[i], br[j], acc[i][j]);
+                }
+            }
         }
         workgroupBarrier();
     }
 
-    for (var i = 0u; i < 4u; i++) {
-        let m = m0 + ty * 4u + i;
+    for (var i = 0u; i < TM; i++) {
+        let m = m0 + ty + i * WY;
         if (m >= p.M) {
             break;
         }
-        for (var j = 0u; j < 4u; j++) {
-            let n = n0 + tx * 4u + j;
+        for (var j = 0u; j < TN; j++) {
+            let n = n0 + tx + j * WX;
             if (n < p.N) {
                 let idx = p.c_off + m * p.c_sm + n;
                 var v = p.alpha * acc[i][j];

@@ -19,11 +19,13 @@ pub struct KernelLayout {
     pub bindings: &'static [Binding],
 }
 
-/// Identifies one compiled variant: the shader and its preprocessor flags.
+/// Identifies one compiled variant: the shader, its preprocessor flags and the values of its
+/// pipeline-overridable constants (WGSL `override`, e.g. tile sizes).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PipelineKey {
     pub shader: Shader,
     pub defines: Vec<&'static str>,
+    pub constants: Vec<(&'static str, u32)>,
 }
 
 #[derive(Clone)]
@@ -33,21 +35,25 @@ pub(crate) struct CachedPipeline {
 }
 
 impl Gpu {
-    /// The pipeline for `layout` built with `defines`, compiled once and cached.
+    /// The pipeline for `layout` built with `defines` and the `override` constants `constants`
+    /// (the shader's defaults for those not given), compiled once and cached.
     pub(crate) async fn pipeline(
         &self,
         layout: &KernelLayout,
         defines: &[&'static str],
+        constants: &[(&'static str, u32)],
     ) -> Result<CachedPipeline> {
         let key = PipelineKey {
             shader: layout.shader,
             defines: defines.to_vec(),
+            constants: constants.to_vec(),
         };
         if let Some(hit) = self.pipelines.lock().expect("pipeline cache").get(&key) {
             return Ok(hit.clone());
         }
         let source = layout.shader.source(defines)?;
-        let label = format!("{:?}{:?}", layout.shader, defines);
+        let label = format!("{:?}{:?}{:?}", layout.shader, defines, constants);
+        let constants: Vec<(&str, f64)> = constants.iter().map(|&(k, v)| (k, v as f64)).collect();
         let built = self
             .checked(&format!("compiling kernel {label}"), || {
                 let module = self
@@ -100,7 +106,10 @@ impl Gpu {
                             layout: Some(&pl),
                             module: &module,
                             entry_point: Some("main"),
-                            compilation_options: Default::default(),
+                            compilation_options: wgpu::PipelineCompilationOptions {
+                                constants: &constants,
+                                ..Default::default()
+                            },
                             cache: None,
                         });
                 CachedPipeline {

@@ -3,6 +3,7 @@
 
 use super::pipeline::CachedPipeline;
 use super::{Gpu, GpuBuffer, KernelLayout, Result};
+use crate::kernels::matmul::MatmulVariant;
 
 /// A buffer argument of a dispatch, in binding order after the params (binding 0).
 pub type Arg<'a> = &'a GpuBuffer;
@@ -21,6 +22,7 @@ pub struct Recorder<'g> {
     ops: Vec<Op>,
     params: Vec<u8>,
     portable: bool,
+    matmul: Option<MatmulVariant>,
     clears: Vec<wgpu::Buffer>,
 }
 
@@ -32,6 +34,7 @@ impl<'g> Recorder<'g> {
             ops: Vec::new(),
             params: Vec::new(),
             portable: false,
+            matmul: None,
             clears: Vec::new(),
         }
     }
@@ -49,6 +52,18 @@ impl<'g> Recorder<'g> {
     /// kernels later accumulate into).
     pub fn clear_first(&mut self, buf: &GpuBuffer) {
         self.clears.push(buf.buffer.clone());
+    }
+
+    /// Run matmuls as `variant` (kernel and tiles) instead of the adapter's choice: for tuning
+    /// and for the tests that check every configuration.
+    pub fn with_matmul(mut self, variant: MatmulVariant) -> Self {
+        self.matmul = Some(variant);
+        self
+    }
+
+    /// The matmul variant asked for with [`with_matmul`](Self::with_matmul).
+    pub fn matmul(&self) -> Option<MatmulVariant> {
+        self.matmul
     }
 
     /// Whether only portable kernel variants may be used.
@@ -78,13 +93,27 @@ impl<'g> Recorder<'g> {
         buffers: &[Arg<'_>],
         groups: [u32; 3],
     ) -> Result<()> {
+        self.dispatch_with(layout, (defines, &[]), params, buffers, groups)
+            .await
+    }
+
+    /// Queue one dispatch of `layout` built with `defines` and the values of its `override`
+    /// constants.
+    pub async fn dispatch_with<P: bytemuck::Pod>(
+        &mut self,
+        layout: &KernelLayout,
+        (defines, constants): (&[&'static str], &[(&'static str, u32)]),
+        params: &P,
+        buffers: &[Arg<'_>],
+        groups: [u32; 3],
+    ) -> Result<()> {
         debug_assert_eq!(
             buffers.len() + 1,
             layout.bindings.len(),
             "{:?}",
             layout.shader
         );
-        let pipeline = self.gpu.pipeline(layout, defines).await?;
+        let pipeline = self.gpu.pipeline(layout, defines, constants).await?;
         let align = self.gpu.limits.min_uniform_buffer_offset_alignment as usize;
         let offset = self.params.len().next_multiple_of(align.max(16));
         let bytes = bytemuck::bytes_of(params);

@@ -38,37 +38,83 @@ pub const LAYOUT: KernelLayout = KernelLayout {
     ],
 };
 
+pub use afinador_shaders::MatmulTiles;
+
+/// The tiles of the tiled (workgroup-memory) kernel for a GPU, by vendor. These are the usual
+/// starting points for those register files, not yet measured on the hardware (tune with
+/// `afinador bench kernels --filter matmul --matmul-tiles …`); CPU adapters run the DIRECT
+/// kernel with [`MatmulTiles::CPU`] instead (measured: docs/PERFORMANCE.md).
+pub fn tiles_for_adapter(vendor: &str) -> MatmulTiles {
+    match vendor {
+        "NVIDIA" | "AMD" => MatmulTiles::LARGE,
+        "Intel" | "Apple" => MatmulTiles::MEDIUM,
+        _ => MatmulTiles::PORTABLE,
+    }
+}
+
 /// Which build of the kernel to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MatmulVariant {
-    /// 64×64 tiles through workgroup memory (GPUs).
-    Tiled,
-    /// 32×32 tiles read straight from memory, no barriers (CPU adapters).
-    Direct,
+    /// Register-blocked tiles through workgroup memory (GPUs).
+    Tiled(MatmulTiles),
+    /// Register blocks read straight from memory: no workgroup memory, no barriers (CPU
+    /// adapters). The tiles' `bk` is unused.
+    Direct(MatmulTiles),
 }
 
 impl MatmulVariant {
-    /// The variant suited to the recorder's device (the tiled one when it must be portable).
+    /// The variant suited to the recorder's device: the one the recorder asks for, the portable
+    /// tiles when it must be portable, DIRECT on CPU adapters, else the vendor's tiles.
     pub fn for_recorder(rec: &Recorder<'_>) -> MatmulVariant {
-        if rec.gpu().is_cpu() && !rec.is_portable() {
-            MatmulVariant::Direct
+        let gpu = rec.gpu();
+        if let Some(variant) = rec.matmul() {
+            return variant;
+        }
+        if rec.is_portable() {
+            MatmulVariant::Tiled(MatmulTiles::PORTABLE)
+        } else if gpu.is_cpu() {
+            MatmulVariant::Direct(MatmulTiles::CPU)
         } else {
-            MatmulVariant::Tiled
+            MatmulVariant::Tiled(tiles_for_adapter(&gpu.adapter.vendor))
         }
     }
 
-    fn tile(self) -> u32 {
+    /// (rows, columns) of C per workgroup.
+    fn block(self) -> (u32, u32) {
         match self {
-            MatmulVariant::Tiled => 64,
-            MatmulVariant::Direct => 32,
+            MatmulVariant::Tiled(t) => (t.bm(), t.bn()),
+            MatmulVariant::Direct(t) => (t.bm(), t.bn()),
         }
+    }
+
+    /// The workgroup grid for an M × N result.
+    fn groups(self, m: u32, n: u32) -> [u32; 3] {
+        let (bm, bn) = self.block();
+        [n.div_ceil(bn), m.div_ceil(bm), 1]
     }
 
     /// The preprocessor flags of this variant for the B source flag `b`.
     pub fn defines(self, b: &'static str) -> Vec<&'static str> {
         match self {
-            MatmulVariant::Tiled => vec![b],
-            MatmulVariant::Direct => vec![b, "DIRECT"],
+            MatmulVariant::Tiled(_) => vec![b],
+            MatmulVariant::Direct(_) => vec![b, "DIRECT"],
+        }
+    }
+
+    /// The pipeline constants of this variant.
+    pub fn constants(self) -> Vec<(&'static str, u32)> {
+        match self {
+            MatmulVariant::Tiled(t) | MatmulVariant::Direct(t) => t.constants(),
+        }
+    }
+
+    /// A short name: `direct`, or `tiled` with its workgroup block, thread block and K step.
+    pub fn label(self) -> String {
+        match self {
+            MatmulVariant::Tiled(t) => {
+                format!("tiled{}x{}/{}x{}/k{}", t.bm(), t.bn(), t.tm, t.tn, t.bk)
+            }
+            MatmulVariant::Direct(t) => format!("direct{}x{}/{}x{}", t.bm(), t.bn(), t.tm, t.tn),
         }
     }
 }
@@ -134,14 +180,13 @@ pub async fn matmul(
         _pad: [0; 3],
     };
     let variant = MatmulVariant::for_recorder(rec);
-    let groups = [n.div_ceil(variant.tile()), m.div_ceil(variant.tile()), 1];
-    let defines = variant.defines("B_STRIDED");
-    rec.dispatch(
+    let (defines, constants) = (variant.defines("B_STRIDED"), variant.constants());
+    rec.dispatch_with(
         &LAYOUT,
-        &defines,
+        (&defines, &constants),
         &params,
         &[a.buf, b.buf, b.buf, c.buf],
-        groups,
+        variant.groups(m, n),
     )
     .await
 }
@@ -176,10 +221,16 @@ pub async fn matmul_weight(
         ..Default::default()
     };
     let variant = MatmulVariant::for_recorder(rec);
-    let groups = [n.div_ceil(variant.tile()), m.div_ceil(variant.tile()), 1];
-    let defines = variant.defines(w.format.define());
-    rec.dispatch(&LAYOUT, &defines, &params, &[x, &w.q, &w.s, y], groups)
-        .await
+    let (defines, constants) = (variant.defines(w.format.define()), variant.constants());
+    let bufs = [x, &w.q, &w.s, y];
+    rec.dispatch_with(
+        &LAYOUT,
+        (&defines, &constants),
+        &params,
+        &bufs,
+        variant.groups(m, n),
+    )
+    .await
 }
 
 /// `dx[M, K] (+)= α · dy[M, N] · W` for a weight `W[N, K]`: the input gradient of
@@ -213,11 +264,17 @@ pub async fn matmul_weight_t(
         ..Default::default()
     };
     let variant = MatmulVariant::for_recorder(rec);
-    let groups = [n.div_ceil(variant.tile()), m.div_ceil(variant.tile()), 1];
     let mut defines = variant.defines(w.format.define());
     defines.push("WT");
-    rec.dispatch(&LAYOUT, &defines, &params, &[dy, &w.q, &w.s, dx], groups)
-        .await
+    let (constants, bufs) = (variant.constants(), [dy, &w.q, &w.s, dx]);
+    rec.dispatch_with(
+        &LAYOUT,
+        (&defines, &constants),
+        &params,
+        &bufs,
+        variant.groups(m, n),
+    )
+    .await
 }
 
 /// CPU reference: `c = α · a · b (+ c)` with a [m, k], b [k, n], c [m, n], all row-major.
@@ -249,6 +306,43 @@ mod tests {
     use crate::kernels::{WeightFormat, testing::dequant};
     use crate::util::Rng;
 
+    /// A build the tests compare with the CPU reference.
+    #[derive(Clone, Copy, Debug)]
+    enum Build {
+        /// What the device picks.
+        Device,
+        /// The portable tiles (what every WebGPU device runs).
+        Portable,
+        /// A given kernel and tiles.
+        Forced(MatmulVariant),
+    }
+
+    /// The device's choice, the portable build, and every tile configuration with both kernels.
+    fn builds() -> Vec<Build> {
+        let mut v = vec![Build::Device, Build::Portable];
+        for t in MatmulTiles::ALL {
+            v.push(Build::Forced(MatmulVariant::Tiled(t)));
+            v.push(Build::Forced(MatmulVariant::Direct(t)));
+        }
+        v
+    }
+
+    impl Build {
+        /// Whether to run shape (m, n, k): the forced tile configurations run the odd and the
+        /// round shapes that span several workgroups and K steps, the others every shape.
+        fn runs(self, shape: (usize, usize, usize)) -> bool {
+            !matches!(self, Build::Forced(_)) || shape.0 > 32 || shape.1 > 128
+        }
+    }
+
+    fn rec_for(build: Build) -> Recorder<'static> {
+        match build {
+            Build::Device => recorder(false),
+            Build::Portable => recorder(true),
+            Build::Forced(v) => recorder(false).with_matmul(v),
+        }
+    }
+
     fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
         let mut t = vec![0.0; x.len()];
         for r in 0..rows {
@@ -263,7 +357,7 @@ mod tests {
     fn strided_matmul_matches_cpu_for_odd_and_round_shapes_and_transposes() {
         let gpu = gpu();
         let mut rng = Rng::new(1);
-        for portable in [false, true] {
+        for build in builds() {
             for &(m, n, k) in &[
                 (1, 1, 1),
                 (7, 13, 5),
@@ -271,6 +365,9 @@ mod tests {
                 (65, 130, 33),
                 (3, 200, 127),
             ] {
+                if !build.runs((m, n, k)) {
+                    continue;
+                }
                 for (ta, tb, acc) in [
                     (false, false, false),
                     (true, false, true),
@@ -299,7 +396,7 @@ mod tests {
                         MatView::rows(&gb, 0, n as u32)
                     };
                     pollster::block_on(async {
-                        let mut rec = recorder(portable);
+                        let mut rec = rec_for(build);
                         let cv = MatView::rows(&gc, 0, n as u32);
                         matmul(
                             &mut rec,
@@ -316,7 +413,7 @@ mod tests {
                     });
                     let got = pollster::block_on(read_buffer_f32(gpu, &gc, 0, m * n)).unwrap();
                     assert_close(
-                        &format!("matmul {m}x{n}x{k} ta={ta} tb={tb} portable={portable}"),
+                        &format!("matmul {m}x{n}x{k} ta={ta} tb={tb} {build:?}"),
                         &got,
                         &want,
                         1e-4,
@@ -331,7 +428,7 @@ mod tests {
     fn weight_input_gradient_matches_cpu_for_every_format() {
         let gpu = gpu();
         let mut rng = Rng::new(12);
-        for portable in [false, true] {
+        for build in builds() {
             for format in [
                 WeightFormat::F32,
                 WeightFormat::Q4_0,
@@ -339,6 +436,9 @@ mod tests {
                 WeightFormat::Q8_0,
             ] {
                 for &(m, n, k) in &[(1, 1, 32), (5, 33, 64), (70, 67, 96), (64, 128, 576)] {
+                    if !build.runs((m, n, k)) {
+                        continue;
+                    }
                     let raw = random_blocks(format, n * k, &mut rng);
                     let w = dequant(format, &raw, n * k);
                     let dy = rng.vec_uniform(m * n, -1.0, 1.0);
@@ -349,7 +449,7 @@ mod tests {
                     let gdy = GpuBuffer::from_slice(gpu, "dy", &dy).unwrap();
                     let gdx = GpuBuffer::from_slice(gpu, "dx", &dx0).unwrap();
                     pollster::block_on(async {
-                        let mut rec = recorder(portable);
+                        let mut rec = rec_for(build);
                         let (m, k) = (m as u32, k as u32);
                         matmul_weight_t(&mut rec, &gdy, 0, &gw, &gdx, 0, k, m, 0.5, true)
                             .await
@@ -357,7 +457,7 @@ mod tests {
                         rec.submit().await.unwrap();
                     });
                     let got = pollster::block_on(read_buffer_f32(gpu, &gdx, 0, m * k)).unwrap();
-                    let what = format!("dX {format:?} {m}x{n}x{k} portable={portable}");
+                    let what = format!("dX {format:?} {m}x{n}x{k} {build:?}");
                     assert_close(&what, &got, &want, 1e-4, 1e-4);
                 }
             }
@@ -368,7 +468,7 @@ mod tests {
     fn weight_matmul_matches_cpu_for_every_format() {
         let gpu = gpu();
         let mut rng = Rng::new(2);
-        for portable in [false, true] {
+        for build in builds() {
             for format in [
                 WeightFormat::F32,
                 WeightFormat::Q4_0,
@@ -376,6 +476,9 @@ mod tests {
                 WeightFormat::Q8_0,
             ] {
                 for &(m, n, k) in &[(1, 1, 32), (5, 33, 64), (70, 67, 96), (64, 128, 576)] {
+                    if !build.runs((m, n, k)) {
+                        continue;
+                    }
                     let raw = random_blocks(format, n * k, &mut rng);
                     let w = dequant(format, &raw, n * k);
                     let x = rng.vec_uniform(m * k, -1.0, 1.0);
@@ -385,7 +488,7 @@ mod tests {
                     let gx = GpuBuffer::from_slice(gpu, "x", &x).unwrap();
                     let gy = GpuBuffer::zeroed(gpu, "y", (m * n * 4) as u64).unwrap();
                     pollster::block_on(async {
-                        let mut rec = recorder(portable);
+                        let mut rec = rec_for(build);
                         matmul_weight(
                             &mut rec, &gx, 0, &gw, &gy, 0, n as u32, m as u32, 1.0, false,
                         )
@@ -395,7 +498,7 @@ mod tests {
                     });
                     let got = pollster::block_on(read_buffer_f32(gpu, &gy, 0, m * n)).unwrap();
                     assert_close(
-                        &format!("{format:?} {m}x{n}x{k} portable={portable}"),
+                        &format!("{format:?} {m}x{n}x{k} {build:?}"),
                         &got,
                         &want,
                         1e-4,

@@ -134,17 +134,23 @@ pub(crate) async fn compile_kernels(gpu: &Gpu, weights: &ModelWeights) -> Result
         gemv::GemvVariant::for_recorder(&rec),
     );
     for f in formats {
-        gpu.pipeline(&matmul::LAYOUT, &mv.defines(f.define()))
+        gpu.pipeline(&matmul::LAYOUT, &mv.defines(f.define()), &mv.constants())
             .await?;
-        gpu.pipeline(&gemv::LAYOUT, &gv.defines(f.define())).await?;
+        gpu.pipeline(&gemv::LAYOUT, &gv.defines(f.define()), &[])
+            .await?;
     }
-    gpu.pipeline(&embedding::LAYOUT, &[weights.token_embd.format.define()])
+    gpu.pipeline(
+        &embedding::LAYOUT,
+        &[weights.token_embd.format.define()],
+        &[],
+    )
+    .await?;
+    gpu.pipeline(&rmsnorm::LAYOUT, &[], &[]).await?;
+    gpu.pipeline(&rope::LAYOUT, &[], &[]).await?;
+    gpu.pipeline(&attention::LAYOUT, &[], &[]).await?;
+    gpu.pipeline(&elementwise::LAYOUT, &["OP_SWIGLU"], &[])
         .await?;
-    gpu.pipeline(&rmsnorm::LAYOUT, &[]).await?;
-    gpu.pipeline(&rope::LAYOUT, &[]).await?;
-    gpu.pipeline(&attention::LAYOUT, &[]).await?;
-    gpu.pipeline(&elementwise::LAYOUT, &["OP_SWIGLU"]).await?;
-    gpu.pipeline(&logits::LAYOUT, &[]).await?;
+    gpu.pipeline(&logits::LAYOUT, &[], &[]).await?;
     Ok(())
 }
 

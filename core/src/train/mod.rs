@@ -37,6 +37,8 @@ pub enum TrainError {
 pub type Result<T, E = TrainError> = std::result::Result<T, E>;
 
 #[cfg(test)]
+mod oracle;
+#[cfg(test)]
 mod reference;
 #[cfg(test)]
 mod tests;

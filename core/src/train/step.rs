@@ -387,24 +387,24 @@ fn summarize(stats: &[RowStats], targets: &[u32]) -> StepStats {
 /// LoRA dropout of one projection in one micro-batch of one step: the probability and the seed
 /// of its mask (forward and backward use the same).
 #[derive(Clone, Copy, Debug)]
-struct Drop {
-    p: f32,
-    seed: u32,
+pub(super) struct Drop {
+    pub(super) p: f32,
+    pub(super) seed: u32,
 }
 
 /// What the LoRA term of one projection needs: its slot, its saved `u = dropout(x)·Aᵀ`, and the
 /// dropout of its input.
 #[derive(Clone, Copy)]
-struct Adapted<'a> {
-    slot: &'a LoraSlot,
-    u: &'a GpuBuffer,
-    drop: Option<Drop>,
+pub(super) struct Adapted<'a> {
+    pub(super) slot: &'a LoraSlot,
+    pub(super) u: &'a GpuBuffer,
+    pub(super) drop: Option<Drop>,
 }
 
 /// `y[n, out] = x·Wᵀ` plus the LoRA term `s·(dropout(x)·Aᵀ)·Bᵀ` when the projection is adapted
 /// (saving `dropout(x)·Aᵀ` in `u`; `scratch` holds the dropped-out input).
 #[allow(clippy::too_many_arguments)]
-async fn adapted_linear(
+pub(super) async fn adapted_linear(
     rec: &mut Recorder<'_>,
     x: &GpuBuffer,
     w: &GpuWeight,
@@ -452,7 +452,7 @@ async fn adapted_linear(
 /// (+ `mask ⊙ s·(dy·B)·A`), `dB += s·dyᵀ·u`, `dA += (s·dy·B)ᵀ·dropout(x)`. `du` and the two
 /// scratch buffers are temporaries.
 #[allow(clippy::too_many_arguments)]
-async fn adapted_linear_backward(
+pub(super) async fn adapted_linear_backward(
     rec: &mut Recorder<'_>,
     dy: &GpuBuffer,
     w: &GpuWeight,

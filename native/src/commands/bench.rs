@@ -6,11 +6,11 @@ use std::time::Instant;
 use afinador_core::gpu::{Gpu, GpuBuffer, Recorder, read_buffer_f32};
 use afinador_core::kernels::attention::{AttentionShape, attention};
 use afinador_core::kernels::gemv::{GemvVariant, gemv};
-use afinador_core::kernels::matmul::{MatView, MatmulVariant, matmul, matmul_weight};
+use afinador_core::kernels::matmul::{MatView, MatmulTiles, MatmulVariant, matmul, matmul_weight};
 use afinador_core::kernels::rmsnorm::rmsnorm;
 use afinador_core::kernels::{GpuWeight, WeightFormat};
 use afinador_core::util::Rng;
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use crate::common::{GpuArgs, print_json};
@@ -27,6 +27,8 @@ enum What {
     Kernels(KernelArgs),
     /// Training throughput (tokens/s) and GPU memory of QLoRA steps.
     Train(super::bench_train::Args),
+    /// Two `bench kernels --json` runs side by side, with B's rate over A's.
+    Compare(super::bench_compare::Args),
 }
 
 #[derive(clap::Args, Debug)]
@@ -36,7 +38,7 @@ struct KernelArgs {
     /// Small shapes and few repeats (for CI).
     #[arg(long)]
     quick: bool,
-    /// Only kernels whose name contains this.
+    /// Only the cases whose "kernel shape" contains this (e.g. `matmul`, `matmul_f32 M512`).
     #[arg(long)]
     filter: Option<String>,
     /// The device's peak FP32 GFLOP/s (for % of peak), when it is not in the built-in table.
@@ -48,16 +50,58 @@ struct KernelArgs {
     /// Time only the portable kernel variants (the ones every WebGPU device runs).
     #[arg(long)]
     portable: bool,
+    /// Run the matmuls as KERNEL:TM,TN,WX,WY,BK instead of the device's choice (KERNEL `tiled`
+    /// or `direct`; TM×TN outputs per thread, WX×WY threads, K step BK), to tune the per-vendor
+    /// table in core/src/kernels/matmul.rs. Example: `tiled:8,8,16,16,8`.
+    #[arg(long, value_name = "KERNEL:TM,TN,WX,WY,BK")]
+    matmul: Option<String>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
 }
 
-fn recorder(gpu: &Gpu, portable: bool) -> Recorder<'_> {
-    if portable {
+/// Which builds to time.
+#[derive(Clone, Copy, Debug)]
+struct Pick {
+    portable: bool,
+    matmul: Option<MatmulVariant>,
+}
+
+fn recorder(gpu: &Gpu, pick: Pick) -> Recorder<'_> {
+    let rec = if pick.portable {
         Recorder::portable(gpu)
     } else {
         Recorder::new(gpu)
+    };
+    match pick.matmul {
+        Some(v) => rec.with_matmul(v),
+        None => rec,
+    }
+}
+
+/// Parse `--matmul KERNEL:TM,TN,WX,WY,BK`.
+fn parse_matmul(text: &str) -> Result<MatmulVariant> {
+    let usage = "--matmul takes KERNEL:TM,TN,WX,WY,BK, e.g. tiled:8,8,16,16,8 or direct:8,8,4,4,16";
+    let (kernel, sizes) = text.split_once(':').context(usage)?;
+    let n: Vec<u32> = sizes
+        .split(',')
+        .map(|x| x.trim().parse())
+        .collect::<Result<_, _>>()
+        .context(usage)?;
+    let [tm, tn, wx, wy, bk] = n[..] else {
+        bail!("{usage}");
+    };
+    let tiles = MatmulTiles { tm, tn, wx, wy, bk };
+    if !tiles.is_valid() {
+        bail!(
+            "--matmul {text}: the kernel cannot hold these tiles (TM, TN ≤ 8, TN % 4 = 0, \
+             WX·WY ≤ 256, BK % 4 = 0, WY·TM·BK and BK·WX·TN ≤ 2048)"
+        );
+    }
+    match kernel {
+        "tiled" => Ok(MatmulVariant::Tiled(tiles)),
+        "direct" => Ok(MatmulVariant::Direct(tiles)),
+        _ => bail!("{usage}"),
     }
 }
 
@@ -65,6 +109,7 @@ pub fn run(args: Args) -> Result<()> {
     match args.what {
         What::Kernels(k) => kernels(k),
         What::Train(t) => super::bench_train::run(t),
+        What::Compare(c) => super::bench_compare::run(c),
     }
 }
 
@@ -265,7 +310,7 @@ impl Case {
         let v = match self {
             Case::Gemv { .. } => format!("{:?}", GemvVariant::for_recorder(rec)),
             Case::MatmulWeight { .. } | Case::MatmulF32 { .. } => {
-                format!("{:?}", MatmulVariant::for_recorder(rec))
+                MatmulVariant::for_recorder(rec).label()
             }
             _ => "portable".into(),
         };
@@ -379,12 +424,12 @@ impl Case {
 /// One submission of `iters` dispatches: (seconds, whether GPU timestamps measured it).
 async fn submit_once(
     gpu: &Gpu,
-    portable: bool,
+    pick: Pick,
     case: &Case,
     inputs: &Inputs,
     iters: usize,
 ) -> Result<(f64, bool)> {
-    let mut rec = recorder(gpu, portable);
+    let mut rec = recorder(gpu, pick);
     for _ in 0..iters {
         case.record(&mut rec, inputs).await?;
     }
@@ -400,19 +445,19 @@ async fn submit_once(
 /// `target_s` each, at most 100 dispatches), then the median of `repeats` timed batches.
 async fn time_case(
     gpu: &Gpu,
-    portable: bool,
+    pick: Pick,
     case: &Case,
     inputs: &Inputs,
     target_s: f64,
     repeats: usize,
 ) -> Result<(f64, bool)> {
-    let (first, _) = submit_once(gpu, portable, case, inputs, 1).await?;
+    let (first, _) = submit_once(gpu, pick, case, inputs, 1).await?;
     let iters = ((target_s / first.max(1e-9)) as usize).clamp(1, 100);
     let repeats = if first > 2.0 { 1 } else { repeats };
     let mut times = Vec::new();
     let mut used_timestamps = true;
     for _ in 0..repeats {
-        let (secs, timestamps) = submit_once(gpu, portable, case, inputs, iters).await?;
+        let (secs, timestamps) = submit_once(gpu, pick, case, inputs, iters).await?;
         used_timestamps &= timestamps;
         times.push(secs / iters as f64);
     }
@@ -421,6 +466,10 @@ async fn time_case(
 }
 
 fn kernels(args: KernelArgs) -> Result<()> {
+    let pick = Pick {
+        portable: args.portable,
+        matmul: args.matmul.as_deref().map(parse_matmul).transpose()?,
+    };
     let gpu = args.gpu.open()?;
     let known = KNOWN_PEAKS
         .iter()
@@ -433,22 +482,17 @@ fn kernels(args: KernelArgs) -> Result<()> {
     let mut timer = "gpu timestamps";
     for case in cases(args.quick) {
         let kernel = case.kernel();
+        let name = format!("{kernel} {}", case.shape());
         if args
             .filter
             .as_ref()
-            .is_some_and(|f| !kernel.contains(f.as_str()))
+            .is_some_and(|f| !name.contains(f.as_str()))
         {
             continue;
         }
         let inputs = case.inputs(&gpu, &mut rng)?;
-        let (secs, timestamps) = pollster::block_on(time_case(
-            &gpu,
-            args.portable,
-            &case,
-            &inputs,
-            target_s,
-            repeats,
-        ))?;
+        let (secs, timestamps) =
+            pollster::block_on(time_case(&gpu, pick, &case, &inputs, target_s, repeats))?;
         if !timestamps {
             timer = "wall clock";
         }
@@ -463,7 +507,7 @@ fn kernels(args: KernelArgs) -> Result<()> {
         rows.push(Row {
             kernel,
             shape: case.shape(),
-            variant: case.variant(&recorder(&gpu, args.portable)),
+            variant: case.variant(&recorder(&gpu, pick)),
             time_us: secs * 1e6,
             gflops,
             gbps,
@@ -486,7 +530,7 @@ fn kernels(args: KernelArgs) -> Result<()> {
         gpu.adapter.name, gpu.adapter.backend, gpu.adapter.vendor
     );
     println!(
-        "{:<14} {:<22} {:<9} {:>12} {:>14} {:>8}",
+        "{:<14} {:<22} {:<20} {:>12} {:>14} {:>8}",
         "kernel", "shape", "variant", "time (µs)", "rate", "% peak"
     );
     for r in rows {
@@ -497,7 +541,7 @@ fn kernels(args: KernelArgs) -> Result<()> {
         };
         let peak = r.peak_pct.map_or("-".into(), |p| format!("{p:.1}"));
         println!(
-            "{:<14} {:<22} {:<9} {:>12.1} {:>14} {:>8}",
+            "{:<14} {:<22} {:<20} {:>12.1} {:>14} {:>8}",
             r.kernel, r.shape, r.variant, r.time_us, rate, peak
         );
     }

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod bench_compare;
 pub mod bench_train;
 pub mod devices;
 pub mod eval;
