@@ -97,7 +97,7 @@ fn every_shader_file_is_covered_by_a_variant() {
     }
 }
 
-/// Every tile configuration of the matmul kernels, with every B source, validates with naga once
+/// Every tile configuration of the tiled matmul, with every B source, validates with naga once
 /// its `override` constants are applied (as wgpu applies them at pipeline creation) and
 /// translates to SPIR-V; and the checks `is_valid` makes reject what the shader cannot hold.
 #[test]
@@ -106,14 +106,10 @@ fn every_matmul_tile_configuration_validates_with_its_constants() {
     use naga::back::pipeline_constants::process_overrides;
     let tiled: Vec<Vec<&str>> = variants()
         .into_iter()
-        .filter(|(s, _)| *s == Shader::Matmul)
+        .filter(|(s, d)| *s == Shader::Matmul && !d.contains(&"DIRECT"))
         .map(|(_, d)| d)
         .collect();
-    assert_eq!(
-        tiled.len(),
-        18,
-        "(four weight formats × (W, WT) + B_STRIDED) × DIRECT or not"
-    );
+    assert_eq!(tiled.len(), 9, "four weight formats × (W, WT) + B_STRIDED");
     let mut failures = Vec::new();
     for tiles in MatmulTiles::ALL {
         assert!(tiles.is_valid(), "{tiles:?}");
@@ -154,7 +150,6 @@ fn every_matmul_tile_configuration_validates_with_its_constants() {
         t.is_valid()
     };
     assert!(!bad(|t| t.tm = 9), "register arrays hold 8");
-    assert!(!bad(|t| t.tn = 2), "columns come four at a time");
     assert!(!bad(|t| t.bk = 6), "loaders read 4 k at once");
     assert!(!bad(|t| t.bk = 64), "64 × 64 floats do not fit 2048");
     assert!(!bad(|t| t.wx = 32), "512 threads");

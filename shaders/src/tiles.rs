@@ -1,4 +1,5 @@
 //! Tile sizes of matmul.wgsl's tiled kernel: its pipeline-overridable (`override`) constants.
+//! (The DIRECT kernel for CPU adapters has fixed sizes.)
 
 /// A workgroup of `wx × wy` threads computes `wy·tm × wx·tn` outputs of C, each thread `tm × tn`
 /// of them in registers; K advances `bk` at a time through workgroup memory.
@@ -41,19 +42,8 @@ impl MatmulTiles {
         bk: 16,
     };
 
-    /// For the DIRECT kernel on CPU adapters: 32×32 per workgroup of 4×4 threads, 8×8 each (K
-    /// by 4; `bk` is unused there).
-    pub const CPU: MatmulTiles = MatmulTiles {
-        tm: 8,
-        tn: 8,
-        wx: 4,
-        wy: 4,
-        bk: 16,
-    };
-
-    /// Every configuration the engine may build (each is validated with naga in the tests, with
-    /// both kernels).
-    pub const ALL: [MatmulTiles; 4] = [Self::PORTABLE, Self::LARGE, Self::MEDIUM, Self::CPU];
+    /// Every configuration the engine may build (each is validated with naga in the tests).
+    pub const ALL: [MatmulTiles; 3] = [Self::PORTABLE, Self::LARGE, Self::MEDIUM];
 
     /// Rows of C per workgroup.
     pub fn bm(self) -> u32 {
@@ -65,14 +55,12 @@ impl MatmulTiles {
         self.wx * self.tn
     }
 
-    /// Whether the shader (either kernel) can be built with these tiles: its register arrays
-    /// hold 8 × 8, its workgroup slices 2048 floats each (16 KiB in all, WebGPU's default
-    /// limit), its loaders read four values at a time, and WebGPU allows 256 threads per
-    /// workgroup.
+    /// Whether the tiled kernel can be built with these tiles: its register arrays hold 8 × 8,
+    /// its workgroup slices 2048 floats each (16 KiB in all, WebGPU's default limit), its
+    /// loaders read four values at a time, and WebGPU allows 256 threads per workgroup.
     pub fn is_valid(self) -> bool {
         (1..=8).contains(&self.tm)
             && (1..=8).contains(&self.tn)
-            && self.tn.is_multiple_of(4)
             && self.wx * self.wy <= 256
             && self.bk > 0
             && self.bk.is_multiple_of(4)

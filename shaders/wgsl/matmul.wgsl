@@ -19,9 +19,10 @@
 // defaults are the portable configuration. Limits: TM, TN ≤ 8, BM·BK and BK·BN ≤ 2048,
 // BK % 4 == 0, BN % 4 == 0. Dispatch: (ceil(N / BN), ceil(M / BM), 1).
 // DIRECT (for CPU adapters, whose caches do what workgroup memory does on a GPU and whose
-// barriers are expensive): the same override constants, but each thread reads its TM × TN block
-// (TM consecutive rows, TN consecutive columns, TN % 4 == 0) straight from memory, K four at a
-// time: no workgroup memory, no barriers; BK is unused. Dispatch as above.
+// barriers are expensive): 32×32 outputs per workgroup of 8×8 threads, each thread 4×4 read
+// straight from memory, no barriers; fixed sizes (see docs/PERFORMANCE.md for why the
+// register-blocked form with override tiles is not used here). Dispatch: (ceil(N / 32),
+// ceil(M / 32), 1).
 
 struct Params {
     M: u32, N: u32, K: u32, accumulate: u32,
@@ -42,13 +43,13 @@ struct Params {
 
 #include "weights.wgsl"
 
+#ifndef DIRECT
 override TM: u32 = 4u;
 override TN: u32 = 4u;
 override WX: u32 = 16u;
 override WY: u32 = 16u;
 override BK: u32 = 16u;
 const REG_MAX: u32 = 8u;
-#ifndef DIRECT
 // The most any configuration may use (16 KiB: WebGPU's default workgroup storage limit).
 const TILE_MAX: u32 = 2048u;
 var<workgroup> a_tile: array<f32, TILE_MAX>; // [BK][BM]
@@ -104,47 +105,41 @@ fn load_a4(m: u32, k: u32) -> vec4<f32> {
     return v;
 }
 
-@compute @workgroup_size(WX * WY)
+@compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    // Each thread owns TM consecutive rows and TN consecutive columns (TN % 4 == 0).
-    let m0 = wg.y * WY * TM + (t / WX) * TM;
-    let n0 = wg.x * WX * TN + (t % WX) * TN;
-    var acc: array<array<f32, REG_MAX>, REG_MAX>;
-    var a4: array<vec4<f32>, REG_MAX>;
-    var b4: array<vec4<f32>, REG_MAX>;
+    let m0 = wg.y * 32u + (t / 8u) * 4u;
+    let n0 = wg.x * 32u + (t % 8u) * 4u;
+    var acc: array<vec4<f32>, 4>;
     for (var k = 0u; k < p.K; k += 4u) {
-        for (var i = 0u; i < TM; i++) {
-            a4[i] = load_a4(m0 + i, k);
-        }
 #ifdef WT
+        let a0 = load_a4(m0, k);
+        let a1 = load_a4(m0 + 1u, k);
+        let a2 = load_a4(m0 + 2u, k);
+        let a3 = load_a4(m0 + 3u, k);
         for (var kk = 0u; kk < 4u; kk++) {
-            for (var jq = 0u; jq < TN / 4u; jq++) {
-                let bn = load_b4n(k + kk, n0 + 4u * jq);
-                for (var i = 0u; i < TM; i++) {
-                    let av = a4[i][kk];
-                    for (var jj = 0u; jj < 4u; jj++) {
-                        acc[i][4u * jq + jj] = fma(av, bn[jj], acc[i][4u * jq + jj]);
-                    }
-                }
-            }
+            let bn = load_b4n(k + kk, n0);
+            acc[0] += a0[kk] * bn;
+            acc[1] += a1[kk] * bn;
+            acc[2] += a2[kk] * bn;
+            acc[3] += a3[kk] * bn;
         }
 #else
-        for (var j = 0u; j < TN; j++) {
-            b4[j] = load_b4(k, n0 + j);
-        }
-        for (var i = 0u; i < TM; i++) {
-            for (var j = 0u; j < TN; j++) {
-                acc[i][j] += dot(a4[i], b4[j]);
-            }
+        let b0 = load_b4(k, n0);
+        let b1 = load_b4(k, n0 + 1u);
+        let b2 = load_b4(k, n0 + 2u);
+        let b3 = load_b4(k, n0 + 3u);
+        for (var i = 0u; i < 4u; i++) {
+            let av = load_a4(m0 + i, k);
+            acc[i] += vec4<f32>(dot(av, b0), dot(av, b1), dot(av, b2), dot(av, b3));
         }
 #endif
     }
-    for (var i = 0u; i < TM; i++) {
+    for (var i = 0u; i < 4u; i++) {
         let m = m0 + i;
         if (m >= p.M) {
             break;
         }
-        for (var j = 0u; j < TN; j++) {
+        for (var j = 0u; j < 4u; j++) {
             let n = n0 + j;
             if (n < p.N) {
                 let idx = p.c_off + m * p.c_sm + n;

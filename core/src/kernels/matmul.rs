@@ -42,8 +42,8 @@ pub use afinador_shaders::MatmulTiles;
 
 /// The tiles of the tiled (workgroup-memory) kernel for a GPU, by vendor. These are the usual
 /// starting points for those register files, not yet measured on the hardware (tune with
-/// `afinador bench kernels --filter matmul --matmul-tiles …`); CPU adapters run the DIRECT
-/// kernel with [`MatmulTiles::CPU`] instead (measured: docs/PERFORMANCE.md).
+/// `afinador bench kernels --filter matmul --matmul tiled:…`); CPU adapters run the DIRECT
+/// kernel instead (docs/PERFORMANCE.md).
 pub fn tiles_for_adapter(vendor: &str) -> MatmulTiles {
     match vendor {
         "NVIDIA" | "AMD" => MatmulTiles::LARGE,
@@ -57,9 +57,9 @@ pub fn tiles_for_adapter(vendor: &str) -> MatmulTiles {
 pub enum MatmulVariant {
     /// Register-blocked tiles through workgroup memory (GPUs).
     Tiled(MatmulTiles),
-    /// Register blocks read straight from memory: no workgroup memory, no barriers (CPU
-    /// adapters). The tiles' `bk` is unused.
-    Direct(MatmulTiles),
+    /// 32×32 per workgroup, 4×4 per thread, read straight from memory: no workgroup memory,
+    /// no barriers (CPU adapters).
+    Direct,
 }
 
 impl MatmulVariant {
@@ -73,7 +73,7 @@ impl MatmulVariant {
         if rec.is_portable() {
             MatmulVariant::Tiled(MatmulTiles::PORTABLE)
         } else if gpu.is_cpu() {
-            MatmulVariant::Direct(MatmulTiles::CPU)
+            MatmulVariant::Direct
         } else {
             MatmulVariant::Tiled(tiles_for_adapter(&gpu.adapter.vendor))
         }
@@ -83,7 +83,7 @@ impl MatmulVariant {
     fn block(self) -> (u32, u32) {
         match self {
             MatmulVariant::Tiled(t) => (t.bm(), t.bn()),
-            MatmulVariant::Direct(t) => (t.bm(), t.bn()),
+            MatmulVariant::Direct => (32, 32),
         }
     }
 
@@ -97,14 +97,15 @@ impl MatmulVariant {
     pub fn defines(self, b: &'static str) -> Vec<&'static str> {
         match self {
             MatmulVariant::Tiled(_) => vec![b],
-            MatmulVariant::Direct(_) => vec![b, "DIRECT"],
+            MatmulVariant::Direct => vec![b, "DIRECT"],
         }
     }
 
     /// The pipeline constants of this variant.
     pub fn constants(self) -> Vec<(&'static str, u32)> {
         match self {
-            MatmulVariant::Tiled(t) | MatmulVariant::Direct(t) => t.constants(),
+            MatmulVariant::Tiled(t) => t.constants(),
+            MatmulVariant::Direct => Vec::new(),
         }
     }
 
@@ -114,7 +115,7 @@ impl MatmulVariant {
             MatmulVariant::Tiled(t) => {
                 format!("tiled{}x{}/{}x{}/k{}", t.bm(), t.bn(), t.tm, t.tn, t.bk)
             }
-            MatmulVariant::Direct(t) => format!("direct{}x{}/{}x{}", t.bm(), t.bn(), t.tm, t.tn),
+            MatmulVariant::Direct => "direct".into(),
         }
     }
 }
@@ -317,13 +318,12 @@ mod tests {
         Forced(MatmulVariant),
     }
 
-    /// The device's choice, the portable build, and every tile configuration with both kernels.
+    /// The device's choice, the portable build, every tile configuration of the tiled kernel,
+    /// and the DIRECT kernel.
     fn builds() -> Vec<Build> {
         let mut v = vec![Build::Device, Build::Portable];
-        for t in MatmulTiles::ALL {
-            v.push(Build::Forced(MatmulVariant::Tiled(t)));
-            v.push(Build::Forced(MatmulVariant::Direct(t)));
-        }
+        v.extend(MatmulTiles::ALL.map(|t| Build::Forced(MatmulVariant::Tiled(t))));
+        v.push(Build::Forced(MatmulVariant::Direct));
         v
     }
 
@@ -422,6 +422,54 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn every_build_repeats_bit_for_bit_at_a_training_shape() {
+        // Many workgroups in flight at once (M 640 × N 1536 × K 576, Q4_1, W and WT): each build
+        // gives the same bits twice, and agrees with DIRECT.
+        let gpu = gpu();
+        let mut rng = Rng::new(40);
+        let (m, n, k) = (640usize, 1536usize, 576usize);
+        let raw = random_blocks(WeightFormat::Q4_1, n * k, &mut rng);
+        let gw = GpuWeight::upload(gpu, "w", WeightFormat::Q4_1, &raw, n, k).unwrap();
+        let x = GpuBuffer::from_slice(gpu, "x", &rng.vec_uniform(m * k, -1.0, 1.0)).unwrap();
+        let dy = GpuBuffer::from_slice(gpu, "dy", &rng.vec_uniform(m * n, -1.0, 1.0)).unwrap();
+        let (y, dx) = (
+            GpuBuffer::zeroed(gpu, "y", (m * n * 4) as u64).unwrap(),
+            GpuBuffer::zeroed(gpu, "dx", (m * k * 4) as u64).unwrap(),
+        );
+        let run = |build: Build| -> (Vec<f32>, Vec<f32>) {
+            pollster::block_on(async {
+                let mut rec = rec_for(build);
+                let (m32, n32, k32) = (m as u32, n as u32, k as u32);
+                matmul_weight(&mut rec, &x, 0, &gw, &y, 0, n32, m32, 1.0, false)
+                    .await
+                    .unwrap();
+                matmul_weight_t(&mut rec, &dy, 0, &gw, &dx, 0, k32, m32, 1.0, false)
+                    .await
+                    .unwrap();
+                rec.submit().await.unwrap();
+                (
+                    read_buffer_f32(gpu, &y, 0, m * n).await.unwrap(),
+                    read_buffer_f32(gpu, &dx, 0, m * k).await.unwrap(),
+                )
+            })
+        };
+        let direct = run(Build::Forced(MatmulVariant::Direct));
+        for build in [
+            Build::Portable,
+            Build::Forced(MatmulVariant::Tiled(MatmulTiles::LARGE)),
+        ] {
+            let (first, second) = (run(build), run(build));
+            assert!(first == second, "{build:?} is not reproducible");
+            assert_close(&format!("y {build:?}"), &first.0, &direct.0, 1e-4, 1e-4);
+            assert_close(&format!("dx {build:?}"), &first.1, &direct.1, 1e-4, 1e-4);
+        }
+        assert!(
+            run(Build::Forced(MatmulVariant::Direct)) == direct,
+            "DIRECT"
+        );
     }
 
     #[test]

@@ -50,10 +50,10 @@ struct KernelArgs {
     /// Time only the portable kernel variants (the ones every WebGPU device runs).
     #[arg(long)]
     portable: bool,
-    /// Run the matmuls as KERNEL:TM,TN,WX,WY,BK instead of the device's choice (KERNEL `tiled`
-    /// or `direct`; TM×TN outputs per thread, WX×WY threads, K step BK), to tune the per-vendor
-    /// table in core/src/kernels/matmul.rs. Example: `tiled:8,8,16,16,8`.
-    #[arg(long, value_name = "KERNEL:TM,TN,WX,WY,BK")]
+    /// Run the matmuls as `direct` or `tiled:TM,TN,WX,WY,BK` instead of the device's choice
+    /// (TM×TN outputs per thread, WX×WY threads, K step BK), to tune the per-vendor table in
+    /// core/src/kernels/matmul.rs. Example: `tiled:8,8,16,16,8`.
+    #[arg(long, value_name = "direct|tiled:TM,TN,WX,WY,BK")]
     matmul: Option<String>,
     /// Print JSON.
     #[arg(long)]
@@ -79,10 +79,13 @@ fn recorder(gpu: &Gpu, pick: Pick) -> Recorder<'_> {
     }
 }
 
-/// Parse `--matmul KERNEL:TM,TN,WX,WY,BK`.
+/// Parse `--matmul direct` or `--matmul tiled:TM,TN,WX,WY,BK`.
 fn parse_matmul(text: &str) -> Result<MatmulVariant> {
-    let usage = "--matmul takes KERNEL:TM,TN,WX,WY,BK, e.g. tiled:8,8,16,16,8 or direct:8,8,4,4,16";
-    let (kernel, sizes) = text.split_once(':').context(usage)?;
+    let usage = "--matmul takes `direct` or tiled:TM,TN,WX,WY,BK, e.g. tiled:8,8,16,16,8";
+    if text == "direct" {
+        return Ok(MatmulVariant::Direct);
+    }
+    let sizes = text.strip_prefix("tiled:").context(usage)?;
     let n: Vec<u32> = sizes
         .split(',')
         .map(|x| x.trim().parse())
@@ -94,15 +97,11 @@ fn parse_matmul(text: &str) -> Result<MatmulVariant> {
     let tiles = MatmulTiles { tm, tn, wx, wy, bk };
     if !tiles.is_valid() {
         bail!(
-            "--matmul {text}: the kernel cannot hold these tiles (TM, TN ≤ 8, TN % 4 = 0, \
-             WX·WY ≤ 256, BK % 4 = 0, WY·TM·BK and BK·WX·TN ≤ 2048)"
+            "--matmul {text}: the kernel cannot hold these tiles (TM, TN ≤ 8, WX·WY ≤ 256, \
+             BK % 4 = 0, WX·TN % 4 = 0, WY·TM·BK and BK·WX·TN ≤ 2048)"
         );
     }
-    match kernel {
-        "tiled" => Ok(MatmulVariant::Tiled(tiles)),
-        "direct" => Ok(MatmulVariant::Direct(tiles)),
-        _ => bail!("{usage}"),
-    }
+    Ok(MatmulVariant::Tiled(tiles))
 }
 
 pub fn run(args: Args) -> Result<()> {
