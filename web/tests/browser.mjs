@@ -237,10 +237,20 @@ async function bench() {
   await page.screenshot({ path: join(opt.out, 'bench.png'), fullPage: true });
 }
 
+// The server (afinador web) answers with the MIME types browsers insist on.
+async function mimeTest() {
+  for (const [path, type] of [['pkg/afinador_web_bg.wasm', 'application/wasm'], ['worker.js', 'text/javascript'],
+    ['', 'text/html']]) {
+    const resp = await fetch(new URL(path, opt.url));
+    check(resp.ok && resp.headers.get('content-type').startsWith(type), `/${path} is served as ${type}`);
+  }
+}
+
 try {
   if (opt.bench) {
     await bench();
   } else {
+    await mimeTest();
     await trainTest();
     await malformedTest();
     console.log('browser tests: all checks passed');
