@@ -109,3 +109,26 @@ fn incremental_decode_matches_a_full_forward() {
     }
     assert_eq!(choices, full.argmax[split - 1..].to_vec());
 }
+
+#[test]
+fn scoring_through_a_generation_then_rewinding_continues_like_a_fresh_prefill() {
+    // score_and_keep scores like Model::score, and the positions it keeps serve a decode as if
+    // only they had been fed.
+    let l = loaded();
+    let ids = l
+        .tokenizer
+        .encode("O Rio de Janeiro fica no sudeste do Brasil, perto de", true)
+        .unwrap();
+    let full = pollster::block_on(l.model.score(&l.gpu, &ids)).unwrap();
+    let mut g = Generation::new(&l.gpu, &l.model, ids.len(), SamplingConfig::default()).unwrap();
+    let keep = ids.len() / 2;
+    let scored = pollster::block_on(g.score_and_keep(&l.gpu, &ids, keep)).unwrap();
+    assert_eq!(scored.argmax, full.argmax);
+    assert!((scored.nll - full.nll).abs() < 1e-4 * full.nll);
+    assert_eq!(g.len(), keep);
+    let mut choices = Vec::new();
+    for &id in &ids[keep..] {
+        choices.push(pollster::block_on(g.feed(&l.gpu, &[id])).unwrap());
+    }
+    assert_eq!(choices, full.argmax[keep..].to_vec());
+}

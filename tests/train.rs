@@ -200,6 +200,18 @@ fn training_writes_metrics_checkpoints_best_and_a_peft_adapter() {
         assert!(summary.get(key).is_some(), "summary without {key}");
     }
     assert_eq!(summary["steps"], 6);
+    assert!(summary["gpu_memory_bytes"].as_u64().unwrap() > 0);
+    check_report(
+        &out,
+        &[
+            "loss",
+            "token_accuracy",
+            "entropy",
+            "grad_norm",
+            "lr",
+            "tokens_per_s",
+        ],
+    );
     // The adapter loads back for scoring, and changes the model.
     let text = "Resposta: B. A água ferve a 100 °C ao nível do mar.";
     let base = ok(afinador(&[
@@ -224,6 +236,31 @@ fn training_writes_metrics_checkpoints_best_and_a_peft_adapter() {
         (nll(&base) - nll(&tuned)).abs() > 1e-4,
         "the adapter changed nothing"
     );
+}
+
+/// The report `train` wrote: every chart as a PNG file that decodes, and embedded in the HTML
+/// page (which fetches nothing) as the same image.
+fn check_report(run: &Path, charts: &[&str]) -> String {
+    use base64::Engine;
+    let html = std::fs::read_to_string(run.join("report/report.html")).expect("report.html");
+    assert!(!html.contains("http://") && !html.contains("https://") && !html.contains("<script"));
+    for id in charts {
+        let file = std::fs::read(run.join(format!("report/{id}.png"))).expect("chart PNG");
+        let img = image::load_from_memory(&file).unwrap_or_else(|e| panic!("{id}.png: {e}"));
+        assert!(img.width() >= 400 && img.height() >= 200);
+        let anchor = format!("<figure id=\"chart-{id}\"><img");
+        let at = html
+            .find(&anchor)
+            .unwrap_or_else(|| panic!("no {id} chart in the report"));
+        let src = &html[at..];
+        let start = src.find("base64,").unwrap() + 7;
+        let end = start + src[start..].find('"').unwrap();
+        let embedded = base64::engine::general_purpose::STANDARD
+            .decode(&src[start..end])
+            .unwrap();
+        assert_eq!(embedded, file, "{id}: the page embeds another image");
+    }
+    html
 }
 
 #[test]
@@ -358,4 +395,190 @@ fn a_short_real_smollm2_run_lowers_the_loss_and_its_adapter_scores_what_the_trai
         "score --adapter {nll} vs trainer {}",
         l[2].1
     );
+}
+
+/// The `n` ENEM records of `file` with the shortest conversations (fast on lavapipe).
+fn shortest_enem(file: &str, n: usize, out: &Path) -> String {
+    let text = std::fs::read_to_string(repo().join("examples/enem").join(file)).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort_by_key(|l| l.len());
+    std::fs::write(out, lines[..n].join("\n")).unwrap();
+    out.to_str().unwrap().into()
+}
+
+#[test]
+fn an_enem_eval_compares_the_base_model_with_a_short_trained_adapter() {
+    let dir = scratch("enem-eval");
+    let train = shortest_enem("train.jsonl", 2, &dir.join("train.jsonl"));
+    let eval = shortest_enem("validation.jsonl", 2, &dir.join("eval.jsonl"));
+    let run = dir.join("run");
+    let r = run.to_str().unwrap();
+    ok(afinador(&[
+        "train",
+        "--data",
+        &train,
+        "--output",
+        r,
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "1",
+        "--seq-len",
+        "64",
+        "--train-on-prompt",
+        "--lr",
+        "5e-3",
+        "--warmup-ratio",
+        "0",
+    ]));
+    let out = ok(afinador(&[
+        "eval",
+        "--data",
+        &eval,
+        "--adapter",
+        run.join("adapter").to_str().unwrap(),
+        "--compare-base",
+        "--max-new-tokens",
+        "3",
+        "--output",
+        run.join("eval").to_str().unwrap(),
+        "--json",
+    ]));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let keys = [
+        "rouge1",
+        "rouge2",
+        "rougeL",
+        "rougeLsum",
+        "exact_match",
+        "f1",
+        "precision",
+        "recall",
+        "accuracy",
+        "token_accuracy",
+    ];
+    for scores in [&v, &v["base"]] {
+        for key in keys {
+            let x = scores[key]
+                .as_f64()
+                .unwrap_or_else(|| panic!("no {key}: {v}"));
+            assert!((0.0..=1.0).contains(&x), "{key} = {x}");
+        }
+        let bleu = scores["bleu"].as_f64().unwrap();
+        assert!((0.0..=100.0).contains(&bleu));
+        let (loss, ppl) = (
+            scores["eval_loss"].as_f64().unwrap(),
+            scores["ppl"].as_f64().unwrap(),
+        );
+        assert!(loss > 0.0 && (ppl - loss.exp()).abs() < 1e-9 * ppl);
+    }
+    assert_ne!(
+        v["eval_loss"], v["base"]["eval_loss"],
+        "the adapter changed nothing"
+    );
+    // The output directory: predictions of both models, the metrics and a Markdown table.
+    let predictions = std::fs::read_to_string(run.join("eval/predictions.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = predictions
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for l in &lines {
+        for key in [
+            "prediction",
+            "base_prediction",
+            "reference",
+            "scores",
+            "base_scores",
+        ] {
+            assert!(l.get(key).is_some(), "predictions line without {key}: {l}");
+        }
+    }
+    let md = std::fs::read_to_string(run.join("eval/metrics.md")).unwrap();
+    assert!(
+        md.starts_with("| metric | base | adapter | delta |"),
+        "{md}"
+    );
+    // `report` puts the comparison beside the curves.
+    ok(afinador(&["report", r]));
+    let html = check_report(&run, &["loss", "token_accuracy", "lr"]);
+    let table = &html[html
+        .find("Evaluation: base model vs adapter")
+        .expect("no eval table")..];
+    assert!(table.contains("<th>ppl</th>") && table.contains("<th>accuracy</th>"));
+}
+
+#[test]
+fn preflight_plans_within_15_percent_of_what_the_trainer_allocates() {
+    let dir = scratch("preflight");
+    // 20 ENEM records with a broken one on line 5.
+    let enem = std::fs::read_to_string(repo().join("examples/enem/train.jsonl")).unwrap();
+    let mut lines: Vec<&str> = enem.lines().take(20).collect();
+    lines.insert(4, "{\"messages\": [oops");
+    let data = dir.join("data.jsonl");
+    std::fs::write(&data, lines.join("\n")).unwrap();
+    let d = data.to_str().unwrap();
+    let configs: [&[&str]; 2] = [
+        &[
+            "--batch-size",
+            "1",
+            "--seq-len",
+            "64",
+            "--train-on-prompt",
+            "--target-modules",
+            "q_proj,v_proj",
+            "--time-steps",
+            "1",
+        ],
+        &[
+            "--batch-size",
+            "2",
+            "--seq-len",
+            "256",
+            "--target-modules",
+            "all-linear",
+            "--lora-r",
+            "8",
+            "--grad-accum",
+            "2",
+            "--time-steps",
+            "0",
+        ],
+    ];
+    for (i, extra) in configs.iter().enumerate() {
+        let mut args = vec!["preflight", "--data", d, "--max-steps", "10", "--json"];
+        args.extend_from_slice(extra);
+        let v: serde_json::Value = serde_json::from_slice(&ok(afinador(&args)).stdout).unwrap();
+        let m = &v["memory"];
+        let (plan, measured) = (
+            m["total_bytes"].as_f64().unwrap(),
+            m["measured_bytes"].as_f64().unwrap(),
+        );
+        assert!(
+            (plan - measured).abs() <= 0.15 * measured,
+            "config {i}: plan {plan} vs allocated {measured}"
+        );
+        assert_eq!(m["fits"], true);
+        assert!(m["largest_batch_at_seq_len"].as_u64().unwrap() >= 1);
+        let data = &v["data"];
+        assert_eq!(data["records"], 20, "good records");
+        assert_eq!(data["bad_records"], 1);
+        assert_eq!(data["first_bad"][0]["line"], 5);
+        assert!(data["token_lengths"]["max"].as_u64().unwrap() > 100);
+        let advice = v["recommendations"].to_string();
+        assert!(advice.contains("lines 5"), "{advice}");
+        match i {
+            0 => {
+                let t = &v["time"];
+                for key in ["first_step_s", "step_s", "tokens_per_s", "epoch_s", "run_s"] {
+                    let x = t[key]
+                        .as_f64()
+                        .unwrap_or_else(|| panic!("no time.{key}: {t}"));
+                    assert!(x.is_finite() && x > 0.0, "time.{key} = {x}");
+                }
+                assert_eq!(v["schedule"]["steps_per_epoch"], 20);
+            }
+            _ => assert!(v["time"].is_null()),
+        }
+    }
 }

@@ -29,6 +29,10 @@ enum Command {
     Train(Box<commands::train::Args>),
     /// Score generations against references: ROUGE, BLEU, EM/F1, multiple-choice accuracy.
     Eval(Box<commands::eval::Args>),
+    /// Check a training run before starting it: memory plan, data statistics, time estimate.
+    Preflight(Box<commands::preflight::Args>),
+    /// Charts and an HTML report of a training run's directory.
+    Report(commands::report::Args),
     /// Write a GGUF model with a LoRA adapter merged into its weights.
     Merge(commands::merge::Args),
     /// Write a small random Llama GGUF (for smoke tests and the browser tests).
@@ -52,6 +56,8 @@ fn main() {
         Command::MakeTinyModel(args) => commands::make_tiny_model::run(args),
         Command::Merge(args) => commands::merge::run(args),
         Command::Eval(args) => commands::eval::run(*args),
+        Command::Preflight(args) => commands::preflight::run(*args),
+        Command::Report(args) => commands::report::run(args),
         Command::Web(args) => commands::web::run(args),
     };
     if let Err(e) = result {

@@ -128,9 +128,24 @@ pub struct Scores {
     pub accuracy: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub bleu: Option<f64>,
+    /// Likelihood of the references under the model ([`Scores::set_likelihood`]); only
+    /// callers that have a model set these.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub eval_loss: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub ppl: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub token_accuracy: Option<f64>,
 }
 
 impl Scores {
+    /// Adds `eval_loss`, `ppl` and `token_accuracy` (left out when there were no tokens).
+    pub fn set_likelihood(&mut self, l: &super::Likelihood) {
+        self.eval_loss = l.loss();
+        self.ppl = l.ppl();
+        self.token_accuracy = l.token_accuracy();
+    }
+
     /// The value of one metric, if it was computed.
     pub fn get(&self, name: MetricName) -> Option<f64> {
         *self.slot(name)

@@ -9,6 +9,7 @@
 //! | [`bleu`] | corpus and sentence BLEU, 0–100 | `sacrebleu` 2.6.0 defaults (13a, `exp`) |
 //! | [`squad`] | exact match, token F1/precision/recall | SQuAD `evaluate-v1.1.py` |
 //! | [`choice`] | letter A–E picked by a generation | hand-written rules, see the module |
+//! | [`likelihood`] | eval loss, perplexity, token accuracy of references | a training run's eval loss |
 //! | [`metrics`] | a selection of the above over many records, JSON out | — |
 //!
 //! `scripts/reference/eval_metrics.py` computes the expected values in
@@ -19,6 +20,7 @@
 
 pub mod bleu;
 pub mod choice;
+pub mod likelihood;
 pub mod metrics;
 pub mod rouge;
 pub mod squad;
@@ -29,6 +31,7 @@ mod tests;
 
 pub use bleu::{BleuScore, BleuStats, corpus_bleu, sentence_bleu, tokenize_13a};
 pub use choice::extract_choice;
+pub use likelihood::Likelihood;
 pub use metrics::{
     Evaluation, MetricName, Metrics, Record, RecordScores, Scores, parse_predictions_jsonl,
 };

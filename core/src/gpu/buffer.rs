@@ -1,6 +1,55 @@
-//! Storage buffers with their limits checked up front, and async readback.
+//! Storage buffers with their limits checked up front, the device memory they hold, and async
+//! readback.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{Gpu, GpuError, Result};
+
+/// Bytes of storage buffers alive on a device now, and the most there have been at once.
+///
+/// wgpu cannot tell how much memory a device has or uses; every [`GpuBuffer`] reports its size
+/// here instead, so a run can state (and a plan can be checked against) what it really holds.
+#[derive(Debug, Default)]
+pub struct MemoryCounter {
+    live: AtomicU64,
+    peak: AtomicU64,
+}
+
+impl MemoryCounter {
+    /// Bytes held by buffers alive now.
+    pub fn live(&self) -> u64 {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    /// The largest [`MemoryCounter::live`] seen since the device opened (or the last reset).
+    pub fn peak(&self) -> u64 {
+        self.peak.load(Ordering::Relaxed)
+    }
+
+    /// Start measuring the peak again from what is alive now.
+    pub fn reset_peak(&self) {
+        self.peak.store(self.live(), Ordering::Relaxed);
+    }
+
+    fn add(&self, bytes: u64) {
+        let now = self.live.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+    }
+}
+
+/// One buffer's share of the counter, given back when the last clone of the buffer drops.
+#[derive(Debug)]
+struct Allocation {
+    bytes: u64,
+    counter: Arc<MemoryCounter>,
+}
+
+impl Drop for Allocation {
+    fn drop(&mut self) {
+        self.counter.live.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
 
 /// A storage buffer on the device (also a copy source and destination).
 #[derive(Clone, Debug)]
@@ -9,6 +58,7 @@ pub struct GpuBuffer {
     /// Size in bytes.
     pub size: u64,
     pub label: String,
+    _allocation: Arc<Allocation>,
 }
 
 impl GpuBuffer {
@@ -48,10 +98,15 @@ impl GpuBuffer {
             usage: Self::usage(),
             mapped_at_creation: false,
         });
+        gpu.memory.add(size);
         Ok(GpuBuffer {
             buffer,
             size,
             label: label.into(),
+            _allocation: Arc::new(Allocation {
+                bytes: size,
+                counter: gpu.memory.clone(),
+            }),
         })
     }
 
@@ -148,4 +203,31 @@ pub async fn read_buffer_u32(
 ) -> Result<Vec<u32>> {
     let bytes = read_bytes(gpu, src, offset as u64 * 4, count as u64 * 4).await?;
     Ok(bytemuck::pod_collect_to_vec(&bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::GpuOptions;
+
+    #[test]
+    fn the_memory_counter_follows_buffers_until_their_last_clone_drops() {
+        // A device of its own: other tests allocate on the shared one concurrently.
+        let gpu = pollster::block_on(Gpu::new(&GpuOptions::default()))
+            .unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"));
+        assert_eq!(gpu.memory.live(), 0);
+        let a = GpuBuffer::zeroed(&gpu, "a", 1000).unwrap();
+        let b = GpuBuffer::from_slice(&gpu, "b", &[1.0f32; 6]).unwrap();
+        assert_eq!(gpu.memory.live(), 1000 + 24);
+        let a2 = a.clone();
+        drop(a);
+        assert_eq!(gpu.memory.live(), 1024, "a clone keeps the buffer alive");
+        drop(a2);
+        assert_eq!(gpu.memory.live(), 24);
+        assert_eq!(gpu.memory.peak(), 1024);
+        gpu.memory.reset_peak();
+        assert_eq!(gpu.memory.peak(), 24);
+        drop(b);
+        assert_eq!(gpu.memory.live(), 0);
+    }
 }

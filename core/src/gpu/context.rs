@@ -1,10 +1,10 @@
 //! Adapter selection and the [`Gpu`] context.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::pipeline::CachedPipeline;
-use super::{GpuError, PipelineKey, Result};
+use super::{GpuError, MemoryCounter, PipelineKey, Result};
 
 /// Which graphics API to reach the GPU through.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -186,6 +186,8 @@ pub struct Gpu {
     pub features: wgpu::Features,
     pub limits: wgpu::Limits,
     pub(super) pipelines: Mutex<HashMap<PipelineKey, CachedPipeline>>,
+    /// Storage-buffer bytes alive on the device, and their peak.
+    pub memory: Arc<MemoryCounter>,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -241,6 +243,7 @@ impl Gpu {
             features,
             limits,
             pipelines: Mutex::new(HashMap::new()),
+            memory: Arc::new(MemoryCounter::default()),
         })
     }
 

@@ -6,7 +6,7 @@ mod context;
 mod pipeline;
 mod recorder;
 
-pub use buffer::{GpuBuffer, read_buffer_f32, read_buffer_u32};
+pub use buffer::{GpuBuffer, MemoryCounter, read_buffer_f32, read_buffer_u32};
 pub use context::{AdapterSummary, Backend, Gpu, GpuOptions, list_adapters};
 pub use pipeline::{Binding, KernelLayout, PipelineKey};
 pub use recorder::{Arg, Recorder, grid_1d};

@@ -219,6 +219,29 @@ impl<'m> Generation<'m> {
         Ok(new_ids)
     }
 
+    /// Score `ids` after what the cache holds (each token's log-probability given everything
+    /// before it, as [`Model::score`]), then keep only the first `keep` positions in the cache.
+    /// Scoring prompt + reference and then generating after the prompt so costs one prefill.
+    pub async fn score_and_keep(&mut self, gpu: &Gpu, ids: &[u32], keep: usize) -> Result<Score> {
+        self.model.check_ids(ids)?;
+        let mut targets: Vec<u32> = ids.iter().skip(1).copied().collect();
+        targets.push(NO_TARGET);
+        let out = self
+            .forward
+            .run(
+                gpu,
+                &self.model.config,
+                &self.model.weights,
+                &mut self.cache,
+                ids,
+                LogitsWanted::All { targets: &targets },
+            )
+            .await?;
+        // Positions past `keep` are overwritten by the next tokens fed.
+        self.cache.len = self.cache.len.min(keep);
+        Ok(score_from_stats(&out.stats))
+    }
+
     /// Feed tokens (the prompt, or the token just chosen) and choose the next one.
     pub async fn feed(&mut self, gpu: &Gpu, ids: &[u32]) -> Result<u32> {
         self.model.check_ids(ids)?;

@@ -7,12 +7,14 @@ pub mod config;
 pub mod data;
 mod encoder;
 pub mod lora_gpu;
+pub mod memory;
 pub mod session;
 pub mod step;
 
 pub use config::{LrSchedule, TrainConfig};
 pub use encoder::ModelTextEncoder;
 pub use lora_gpu::GpuLora;
+pub use memory::{MemoryPlan, RunShape};
 pub use session::{Plan, Session, StepReport, StopReason};
 pub use step::{MicroBatch, StepOptions, StepStats, Trainer};
 

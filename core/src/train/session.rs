@@ -359,7 +359,7 @@ impl<'m> Session<'m> {
     }
 }
 
-fn concat(seqs: &[Sequence]) -> (Vec<u32>, Vec<u32>) {
+pub fn concat(seqs: &[Sequence]) -> (Vec<u32>, Vec<u32>) {
     let ids = seqs.iter().flat_map(|s| s.ids.iter().copied()).collect();
     let targets = seqs
         .iter()

@@ -151,56 +151,6 @@ impl Arena {
             norm: f("norm", 4)?,
         })
     }
-
-    /// Bytes of device memory the arena holds.
-    fn device_bytes(&self) -> u64 {
-        let layer: u64 = self
-            .layers
-            .iter()
-            .map(|l| {
-                [
-                    &l.xn1, &l.rstd1, &l.q, &l.k, &l.v, &l.att, &l.lse, &l.x_mid, &l.xn2, &l.rstd2,
-                    &l.gate, &l.up, &l.hidden,
-                ]
-                .iter()
-                .map(|b| b.size)
-                .sum::<u64>()
-                    + l.lora_u.iter().map(|(_, b)| b.size).sum::<u64>()
-            })
-            .sum();
-        let io: u64 = self
-            .ids
-            .iter()
-            .chain(&self.targets)
-            .chain(&self.stats)
-            .map(|b| b.size)
-            .sum();
-        let rest = [
-            &self.xnf,
-            &self.rstdf,
-            &self.logits,
-            &self.tmp,
-            &self.dx,
-            &self.dxn,
-            &self.datt,
-            &self.dq,
-            &self.dk,
-            &self.dv,
-            &self.delta,
-            &self.dh,
-            &self.dgate,
-            &self.dup,
-            &self.du,
-            &self.xdrop,
-            &self.xdrop2,
-            &self.norm_partials,
-            &self.norm,
-        ];
-        layer
-            + io
-            + self.x.iter().map(|b| b.size).sum::<u64>()
-            + rest.iter().map(|b| b.size).sum::<u64>()
-    }
 }
 
 /// What one step measured.
@@ -250,9 +200,10 @@ impl<'m> Trainer<'m> {
         }
     }
 
-    /// Device bytes of the activation arena (0 before the first step).
-    pub fn arena_bytes(&self) -> u64 {
-        self.arena.as_ref().map_or(0, Arena::device_bytes)
+    /// Allocate every buffer a step of `micro` micro-batches of `b`×`t` tokens uses (a step
+    /// does it on first use; calling this first makes a too-large run fail before any work).
+    pub fn prepare(&mut self, gpu: &Gpu, b: usize, t: usize, micro: usize) -> Result<()> {
+        self.arena(gpu, b, t, micro)
     }
 
     fn arena(&mut self, gpu: &Gpu, b: usize, t: usize, micro: usize) -> Result<()> {

@@ -70,6 +70,8 @@ pub fn run(args: Args) -> Result<()> {
     for &(b, t) in &shapes {
         for (name, modules) in &targets {
             let config = LoraConfig::new(args.lora_r, 2.0 * args.lora_r as f32, modules);
+            // The previous configuration's buffers are gone: measure this one's peak alone.
+            gpu.memory.reset_peak();
             let lora = GpuLora::init(&gpu, &model.config, &config, 1)?;
             let mut trainer = Trainer::new(&model, lora);
             let mut rng = Rng::new(2);
@@ -97,8 +99,7 @@ pub fn run(args: Args) -> Result<()> {
                 pollster::block_on(trainer.train_step(&gpu, &batch, b, options))?;
             }
             let secs = start.elapsed().as_secs_f64() / args.steps.max(1) as f64;
-            let memory =
-                model.weights.device_bytes() + 16 * trainer.lora.n as u64 + trainer.arena_bytes();
+            let memory = gpu.memory.peak();
             rows.push(json!({
                 "batch": b,
                 "seq_len": t,

@@ -4,7 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use afinador_core::eval::{Evaluation, Metrics, Record, Scores, parse_predictions_jsonl};
+use afinador_core::eval::{
+    Evaluation, Likelihood, Metrics, Record, RecordScores, Scores, parse_predictions_jsonl,
+};
 use afinador_core::gpu::Gpu;
 use afinador_core::model::{Generation, Model, SamplingConfig};
 use afinador_core::tokenizer::{ChatMessage, ChatTemplate, Tokenizer};
@@ -33,7 +35,8 @@ pub struct Args {
     /// Record format (default: detected).
     #[arg(long)]
     format: Option<String>,
-    /// Comma list: rouge, bleu, f1, em, accuracy, all, or single metrics (rouge1, rougeL, …).
+    /// Comma list: rouge, bleu, f1, em, accuracy, ppl (eval loss, perplexity and token
+    /// accuracy of the references; needs --data), all, or single metrics (rouge1, rougeL, …).
     #[arg(long, default_value = "all")]
     metrics: String,
     #[arg(long, default_value_t = 128)]
@@ -47,7 +50,8 @@ pub struct Args {
     /// Also run the base model and print base, adapter and the difference.
     #[arg(long)]
     compare_base: bool,
-    /// Write predictions.jsonl, metrics.json and metrics.md here.
+    /// Write predictions.jsonl, metrics.json and metrics.md here (RUN_DIR/eval puts the table in
+    /// `afinador report RUN_DIR`).
     #[arg(long)]
     output: Option<PathBuf>,
     /// Print JSON.
@@ -55,14 +59,68 @@ pub struct Args {
     json: bool,
 }
 
+/// Names that select the likelihood of the references (computed with the model).
+const LIKELIHOOD: [&str; 4] = ["ppl", "eval_loss", "token_accuracy", "likelihood"];
+
+/// Splits `--metrics` into text metrics (if any) and whether to compute the likelihood.
+fn parse_metrics(list: &str) -> Result<(Option<Metrics>, bool)> {
+    let items: Vec<&str> = list.split(',').map(str::trim).collect();
+    let is_likelihood = |i: &&str| LIKELIHOOD.iter().any(|l| l.eq_ignore_ascii_case(i));
+    let likelihood = items
+        .iter()
+        .any(|i| is_likelihood(i) || i.eq_ignore_ascii_case("all"));
+    let text: Vec<&str> = items
+        .iter()
+        .filter(|i| !is_likelihood(i) && !i.is_empty())
+        .copied()
+        .collect();
+    let metrics = if text.is_empty() {
+        None
+    } else {
+        Some(Metrics::parse(&text.join(","))?)
+    };
+    if metrics.is_none() && !likelihood {
+        bail!("--metrics selects nothing: use e.g. all, rouge, bleu, f1, em, accuracy or ppl");
+    }
+    Ok((metrics, likelihood))
+}
+
+/// The selected text metrics of `records` (per-record entries without scores when none is
+/// selected).
+fn evaluate(metrics: Option<&Metrics>, records: &[Record]) -> Result<Evaluation> {
+    Ok(match metrics {
+        Some(m) => m.evaluate(records)?,
+        None => Evaluation {
+            scores: Scores::default(),
+            records: records
+                .iter()
+                .map(|r| RecordScores {
+                    id: r.id.clone(),
+                    scores: Scores::default(),
+                    choice: None,
+                })
+                .collect(),
+        },
+    })
+}
+
 pub fn run(args: Args) -> Result<()> {
-    let metrics = Metrics::parse(&args.metrics)?;
+    let (metrics, likelihood) = parse_metrics(&args.metrics)?;
     if let Some(path) = &args.predictions {
+        let explicit = args
+            .metrics
+            .split(',')
+            .any(|i| LIKELIHOOD.iter().any(|l| l.eq_ignore_ascii_case(i.trim())));
+        if explicit {
+            bail!(
+                "ppl, eval_loss and token_accuracy need a model: use --data FILE instead of --predictions"
+            );
+        }
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let records = parse_predictions_jsonl(&text)?;
-        let evaluation = metrics.evaluate(&records)?;
-        write_outputs(&args, &records, &evaluation, None)?;
+        let evaluation = evaluate(metrics.as_ref(), &records)?;
+        write_outputs(&args, (&records, &evaluation), None)?;
         return report(&args, &evaluation.scores, None);
     }
     let data = args
@@ -81,19 +139,32 @@ pub fn run(args: Args) -> Result<()> {
         bail!("{} holds no records to evaluate", data.display());
     }
     let gpu = args.gpu.open()?;
+    let generate = metrics.is_some();
+    let run_model = |model: &Model| -> Result<(Vec<Record>, Evaluation)> {
+        let answers = answer(&gpu, model, &tokenizer, &items, &args, generate, likelihood)?;
+        let records: Vec<Record> = answers.iter().map(|a| a.0.clone()).collect();
+        let mut evaluation = evaluate(metrics.as_ref(), &records)?;
+        if likelihood {
+            let mut corpus = Likelihood::default();
+            for ((_, l), scores) in answers.iter().zip(&mut evaluation.records) {
+                scores.scores.set_likelihood(l);
+                corpus.merge(l);
+            }
+            evaluation.scores.set_likelihood(&corpus);
+        }
+        Ok((records, evaluation))
+    };
     let tuned = file.load_with_adapter(&gpu, args.adapter.as_deref())?;
-    let records = answer(&gpu, &tuned, &tokenizer, &items, &args)?;
-    let evaluation = metrics.evaluate(&records)?;
+    let (records, evaluation) = run_model(&tuned)?;
     let base = if args.compare_base && args.adapter.is_some() {
         drop(tuned);
-        let base_model = file.load(&gpu)?;
-        let base_records = answer(&gpu, &base_model, &tokenizer, &items, &args)?;
-        Some(metrics.evaluate(&base_records)?)
+        Some(run_model(&file.load(&gpu)?)?)
     } else {
         None
     };
-    write_outputs(&args, &records, &evaluation, base.as_ref())?;
-    report(&args, &evaluation.scores, base.as_ref().map(|b| &b.scores))
+    let base = base.as_ref().map(|(r, e)| (r.as_slice(), e));
+    write_outputs(&args, (&records, &evaluation), base)?;
+    report(&args, &evaluation.scores, base.map(|b| &b.1.scores))
 }
 
 /// A prompt to answer and the reference answer.
@@ -163,73 +234,97 @@ fn read_items(path: &Path, format: Option<&str>, chat: &ChatTemplate) -> Result<
     Ok(items)
 }
 
+/// For each item, the model's answer (when `generate`) and the likelihood of the reference
+/// (when `likelihood`; zero otherwise). With both, one forward pass scores prompt + reference
+/// and generation continues from the prompt's cached keys and values.
 fn answer(
     gpu: &Gpu,
     model: &Model,
     tokenizer: &Tokenizer,
     items: &[Item],
     args: &Args,
-) -> Result<Vec<Record>> {
+    generate: bool,
+    likelihood: bool,
+) -> Result<Vec<(Record, Likelihood)>> {
     let sampling = SamplingConfig {
         temperature: args.temperature,
         ..SamplingConfig::default()
     };
+    let max_new = if generate { args.max_new_tokens } else { 0 };
     let mut out = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
-        let ids = tokenizer.encode(&item.prompt, true)?;
-        let mut generation = Generation::new(
-            gpu,
-            model,
-            ids.len() + args.max_new_tokens,
-            sampling.clone(),
-        )?;
-        let mut next = pollster::block_on(generation.feed(gpu, &ids))?;
+        let prompt = tokenizer.encode(&item.prompt, true)?;
+        let reference = if likelihood {
+            tokenizer.encode(&item.reference, false)?
+        } else {
+            Vec::new()
+        };
+        let capacity = prompt.len() + reference.len().max(max_new);
+        let mut generation = Generation::new(gpu, model, capacity, sampling.clone())?;
+        let mut l = Likelihood::default();
+        // The prompt's last token is fed again below, so that generation samples from its row.
+        let mut feed = prompt.clone();
+        if likelihood {
+            let ids = [prompt.as_slice(), &reference].concat();
+            let keep = prompt.len().saturating_sub(1);
+            let score = pollster::block_on(generation.score_and_keep(gpu, &ids, keep))?;
+            l = Likelihood::of_reference(&ids, prompt.len(), &score.token_logprobs, &score.argmax);
+            feed = prompt[keep..].to_vec();
+        }
         let mut new_ids = Vec::new();
-        while new_ids.len() < args.max_new_tokens && !tokenizer.is_eog(next) {
-            new_ids.push(next);
-            if new_ids.len() == args.max_new_tokens || generation.remaining() == 0 {
-                break;
+        if max_new > 0 {
+            let mut next = pollster::block_on(generation.feed(gpu, &feed))?;
+            while !tokenizer.is_eog(next) {
+                new_ids.push(next);
+                if new_ids.len() == max_new || generation.remaining() == 0 {
+                    break;
+                }
+                next = pollster::block_on(generation.feed(gpu, &[next]))?;
             }
-            next = pollster::block_on(generation.feed(gpu, &[next]))?;
         }
         if !args.json {
-            eprintln!("[{}/{}] answered", i + 1, items.len());
+            eprintln!("[{}/{}] done", i + 1, items.len());
         }
-        out.push(Record {
+        let record = Record {
             id: Some(item.id.clone()),
             prediction: tokenizer.decode(&new_ids),
             reference: item.reference.clone(),
-        });
+        };
+        out.push((record, l));
     }
     Ok(out)
 }
 
-fn write_outputs(
-    args: &Args,
-    records: &[Record],
-    evaluation: &Evaluation,
-    base: Option<&Evaluation>,
-) -> Result<()> {
+/// Records and their evaluation.
+type Evaluated<'a> = (&'a [Record], &'a Evaluation);
+
+fn write_outputs(args: &Args, tuned: Evaluated<'_>, base: Option<Evaluated<'_>>) -> Result<()> {
     let Some(dir) = &args.output else {
         return Ok(());
     };
+    let (records, evaluation) = tuned;
+    let base_scores = base.map(|b| &b.1.scores);
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut lines = String::new();
-    for (r, s) in records.iter().zip(&evaluation.records) {
+    for (i, (r, s)) in records.iter().zip(&evaluation.records).enumerate() {
         let mut v = serde_json::to_value(r)?;
         v["scores"] = serde_json::to_value(s)?;
+        if let Some((base_records, base_eval)) = base {
+            v["base_prediction"] = json!(base_records[i].prediction);
+            v["base_scores"] = serde_json::to_value(&base_eval.records[i])?;
+        }
         lines.push_str(&v.to_string());
         lines.push('\n');
     }
     std::fs::write(dir.join("predictions.jsonl"), lines)?;
-    let summary = json!({ "adapter": evaluation.scores, "base": base.map(|b| b.scores) });
+    let summary = json!({ "adapter": evaluation.scores, "base": base_scores });
     std::fs::write(
         dir.join("metrics.json"),
         serde_json::to_string_pretty(&summary)?,
     )?;
     std::fs::write(
         dir.join("metrics.md"),
-        table(&evaluation.scores, base.map(|b| &b.scores), true),
+        table(&evaluation.scores, base_scores, true),
     )?;
     Ok(())
 }

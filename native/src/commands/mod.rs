@@ -8,6 +8,8 @@ pub mod generate;
 pub mod inspect;
 pub mod make_tiny_model;
 pub mod merge;
+pub mod preflight;
+pub mod report;
 pub mod score;
 pub mod tokenize;
 pub mod train;

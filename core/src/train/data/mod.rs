@@ -100,6 +100,52 @@ pub struct DataStats {
     pub sequences: usize,
     /// The first [`FIRST_BAD_KEPT`] bad records, in source order.
     pub first_bad: Vec<BadRecord>,
+    /// Token lengths of the good records' examples, before truncation.
+    #[serde(default)]
+    pub lengths: LengthHistogram,
+}
+
+/// Token lengths in power-of-two buckets: bucket 0 counts lengths 0–1, bucket `i` lengths in
+/// `[2^i, 2^(i+1))`, the last one everything from 2^31 up.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LengthHistogram {
+    pub count: usize,
+    pub total: usize,
+    pub min: usize,
+    pub max: usize,
+    /// Counts per bucket, trailing empty buckets left out.
+    pub buckets: Vec<usize>,
+}
+
+impl LengthHistogram {
+    pub fn add(&mut self, len: usize) {
+        let bucket = (usize::BITS - 1 - len.max(1).leading_zeros()).min(31) as usize;
+        if self.buckets.len() <= bucket {
+            self.buckets.resize(bucket + 1, 0);
+        }
+        self.buckets[bucket] += 1;
+        self.min = if self.count == 0 {
+            len
+        } else {
+            self.min.min(len)
+        };
+        self.max = self.max.max(len);
+        self.count += 1;
+        self.total += len;
+    }
+
+    pub fn mean(&self) -> f64 {
+        self.total as f64 / self.count.max(1) as f64
+    }
+
+    /// `(low, high)` bounds of bucket `i` (high exclusive).
+    pub fn bucket_range(i: usize) -> (usize, usize) {
+        if i == 0 {
+            (0, 2)
+        } else {
+            (1 << i, 1 << (i + 1))
+        }
+    }
 }
 
 impl DataStats {
@@ -170,4 +216,21 @@ pub enum DataError {
     /// An option out of range or a combination that does not make sense, with what to change.
     #[error("invalid data option: {0}")]
     Config(String),
+}
+
+#[cfg(test)]
+mod length_tests {
+    use super::LengthHistogram;
+
+    #[test]
+    fn lengths_fall_into_power_of_two_buckets() {
+        let mut h = LengthHistogram::default();
+        for len in [0, 1, 2, 3, 4, 7, 8, 300] {
+            h.add(len);
+        }
+        assert_eq!(h.buckets, vec![2, 2, 2, 1, 0, 0, 0, 0, 1]);
+        assert_eq!((h.count, h.min, h.max, h.total), (8, 0, 300, 325));
+        assert_eq!(LengthHistogram::bucket_range(8), (256, 512));
+        assert!((h.mean() - 325.0 / 8.0).abs() < 1e-12);
+    }
 }

@@ -202,6 +202,7 @@ impl DataPipeline {
             None => Subset::Train,
         };
         self.stats.records += 1;
+        self.stats.lengths.add(example.len());
         match subset {
             Subset::Train => {
                 if let Some(ex) = self.shuffle.push(example) {

@@ -2,7 +2,7 @@
 //! evaluation, checkpoints, the best adapter, early stopping, Ctrl+C safety and exact resume.
 
 mod args;
-mod data;
+pub(crate) mod data;
 mod files;
 
 use std::path::{Path, PathBuf};
@@ -208,8 +208,8 @@ pub fn run(args: Args) -> Result<()> {
             ("adapter_model.safetensors", &peft.1),
         ],
     )?;
-    let gpu_bytes =
-        model.weights.device_bytes() + 4 * 4 * trainer.lora.n as u64 + trainer.arena_bytes();
+    // Every storage buffer the run held at its peak: weights, LoRA state, activations.
+    let gpu_bytes = gpu.memory.peak();
     let summary = json!({
         "stop_reason": stop_reason,
         "steps": state.step,
@@ -228,6 +228,12 @@ pub fn run(args: Args) -> Result<()> {
         out.join("training_summary.json"),
         serde_json::to_string_pretty(&summary)?,
     )?;
+    // The report is a view of the files just written: a failure to draw it loses nothing.
+    match crate::commands::report::write(&out, &out.join("report")) {
+        Ok(written) if !args.json => eprintln!("report: {}", written.html.display()),
+        Ok(_) => {}
+        Err(e) => eprintln!("warning: the report could not be written: {e:#}"),
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {

@@ -1,0 +1,496 @@
+//! `afinador preflight`: will this training run fit, and how long will it take? The device and
+//! its limits, a memory plan by category against them (and the largest batch that fits), the
+//! data's statistics, and a time estimate from a few timed steps — before a long run starts.
+
+use std::path::Path;
+use std::time::Instant;
+
+use afinador_core::gpu::Gpu;
+use afinador_core::kernels::optim::AdamW;
+use afinador_core::train::data::{DataStats, LengthHistogram, Sequence};
+use afinador_core::train::memory::largest_batch;
+use afinador_core::train::session;
+use afinador_core::train::{
+    GpuLora, MemoryPlan, MicroBatch, ModelTextEncoder, RunShape, StepOptions, TrainConfig, Trainer,
+};
+use anyhow::Result;
+use serde_json::{Value, json};
+
+use super::train;
+use crate::common::{ModelArgs, print_json};
+
+#[derive(clap::Args, Debug)]
+#[group(skip)]
+pub struct Args {
+    #[command(flatten)]
+    train: train::Args,
+    /// Device memory to plan against, in GiB (wgpu cannot read it; default: the free system
+    /// memory on a CPU adapter, otherwise only the per-buffer limits are checked).
+    #[arg(long)]
+    memory_budget: Option<f64>,
+    /// Training steps to time for the estimate (0: only allocate a step's buffers; the first
+    /// step also compiles the kernels and is reported apart).
+    #[arg(long, default_value_t = 3)]
+    time_steps: usize,
+}
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+pub fn run(args: Args) -> Result<()> {
+    let config = args.train.resolve()?;
+    let json_out = args.train.json;
+    let model_args = ModelArgs {
+        model: config.model.clone().into(),
+        tokenizer: None,
+    };
+    let file = model_args.read()?;
+    let tokenizer = model_args.tokenizer(&file)?;
+    let template = file.gguf.metadata().get_str("tokenizer.chat_template").ok();
+    let encoder = ModelTextEncoder::new(&tokenizer, template)?;
+    let gpu = args.train.gpu.open()?;
+
+    // Data: one pass, as the trainer's first pass.
+    let seqs_per_step = config.batch_size * config.grad_accum;
+    let mut first_step: Vec<Sequence> = Vec::with_capacity(seqs_per_step);
+    let (mut train_seqs, mut val_seqs) = (0usize, 0usize);
+    let stats = train::data::stream(
+        Path::new(&config.data),
+        &session::data_config(&config, config.val_ratio)?,
+        0,
+        &encoder,
+        |s, is_val| {
+            if is_val {
+                val_seqs += 1;
+            } else {
+                train_seqs += 1;
+                if first_step.len() < seqs_per_step {
+                    first_step.push(s);
+                }
+            }
+            Ok(true)
+        },
+    )?;
+    let eval_stats = match &config.eval_data {
+        Some(path) => {
+            val_seqs = 0;
+            let s = train::data::stream(
+                Path::new(path),
+                &session::data_config(&config, 0.0)?,
+                0,
+                &encoder,
+                |_, _| {
+                    val_seqs += 1;
+                    Ok(true)
+                },
+            )?;
+            Some(s)
+        }
+        None => None,
+    };
+    let steps_per_epoch = train_seqs / seqs_per_step;
+    let total_steps = if config.max_steps > 0 {
+        config.max_steps
+    } else {
+        ((config.epochs * train_seqs as f64) / seqs_per_step as f64).ceil() as usize
+    };
+
+    // Memory.
+    let model_config = afinador_core::model::LlamaConfig::from_gguf(&file.gguf)?;
+    let weight_bytes: u64 = file.gguf.tensors().iter().map(|t| t.n_bytes).sum();
+    // The adapter's name does not change its size.
+    let lora_config = session::lora_config(&config, String::new())?;
+    let max_binding = gpu.limits.max_storage_buffer_binding_size;
+    let budget = match args.memory_budget {
+        Some(gib) => Some((gib * GIB) as u64),
+        None if gpu.is_cpu() => available_system_memory(),
+        None => None,
+    };
+    let shape = RunShape {
+        batch: config.batch_size,
+        seq_len: config.seq_len,
+        grad_accum: config.grad_accum,
+    };
+    let plan = MemoryPlan::training(
+        &model_config,
+        weight_bytes,
+        &lora_config,
+        shape,
+        max_binding,
+    )?;
+    let fits = plan.fits(budget, max_binding);
+    let max_batch = largest_batch(
+        &model_config,
+        weight_bytes,
+        &lora_config,
+        shape,
+        budget,
+        max_binding,
+    )?;
+
+    // The memory really allocated, and the time of a few steps on the first real batch.
+    let timing = if fits && first_step.len() == seqs_per_step {
+        Some(measure(
+            &gpu,
+            &file,
+            &config,
+            &lora_config,
+            &first_step,
+            args.time_steps,
+        )?)
+    } else {
+        None
+    };
+
+    let mut recommendations = recommend(&config, &stats, &plan, budget, max_binding, max_batch);
+    if train_seqs < seqs_per_step {
+        recommendations.push(format!(
+            "the data gives {train_seqs} training sequences, fewer than one step needs \
+             ({seqs_per_step}): add data or lower --batch-size/--grad-accum"
+        ));
+    }
+    let report = json!({
+        "device": {
+            "name": gpu.adapter.name,
+            "backend": gpu.adapter.backend,
+            "device_type": gpu.adapter.device_type,
+            "features": gpu.adapter.features,
+            "max_storage_buffer_binding_size": max_binding,
+            "max_buffer_size": gpu.limits.max_buffer_size,
+            "memory_budget_bytes": budget,
+        },
+        "model": {
+            "path": config.model,
+            "layers": model_config.n_layer,
+            "embedding": model_config.n_embd,
+            "vocab": model_config.vocab_size,
+            "weight_bytes": weight_bytes,
+        },
+        "memory": {
+            "plan": plan,
+            "total_bytes": plan.total(),
+            "fits": fits,
+            "largest_batch_at_seq_len": max_batch,
+            "measured_bytes": timing.as_ref().map(|t| t.measured_bytes),
+        },
+        "data": data_json(&stats, &config, train_seqs, val_seqs, eval_stats.as_ref()),
+        "schedule": {
+            "sequences_per_step": seqs_per_step,
+            "steps_per_epoch": steps_per_epoch,
+            "total_steps": total_steps,
+        },
+        "time": timing.as_ref().filter(|t| t.first_step_s.is_some()).map(|t| json!({
+            "steps_timed": args.time_steps,
+            "first_step_s": t.first_step_s,
+            "step_s": t.step_s,
+            "tokens_per_s": (seqs_per_step * config.seq_len) as f64 / t.step_s,
+            "epoch_s": t.step_s * steps_per_epoch as f64,
+            "run_s": t.step_s * total_steps as f64,
+        })),
+        "recommendations": recommendations,
+    });
+    if json_out {
+        return print_json(&report);
+    }
+    print!("{}", render(&report, &stats));
+    Ok(())
+}
+
+struct Measured {
+    /// Peak storage-buffer bytes: weights, LoRA state, activations (after the timed steps, or
+    /// after allocating a step's buffers when none is timed).
+    measured_bytes: u64,
+    /// `None` when no step was timed.
+    first_step_s: Option<f64>,
+    /// Mean of the steps after the first (the first alone when only one was timed).
+    step_s: f64,
+}
+
+fn measure(
+    gpu: &Gpu,
+    file: &crate::common::ModelFile,
+    config: &TrainConfig,
+    lora_config: &afinador_core::lora::LoraConfig,
+    seqs: &[Sequence],
+    steps: usize,
+) -> Result<Measured> {
+    let model = afinador_core::model::Model::load(gpu, &file.gguf, &file.bytes)?;
+    let lora = GpuLora::init(gpu, &model.config, lora_config, config.seed)?;
+    let mut trainer = Trainer::new(&model, lora);
+    let micro: Vec<(Vec<u32>, Vec<u32>)> = seqs
+        .chunks(config.batch_size)
+        .map(session::concat)
+        .collect();
+    let batches: Vec<MicroBatch> = micro
+        .iter()
+        .map(|(i, t)| MicroBatch { ids: i, targets: t })
+        .collect();
+    let options = StepOptions {
+        adamw: AdamW {
+            lr: config.lr,
+            weight_decay: config.weight_decay,
+            ..AdamW::default()
+        },
+        max_grad_norm: config.max_grad_norm,
+    };
+    trainer.prepare(gpu, config.batch_size, config.seq_len, batches.len())?;
+    let mut times = Vec::with_capacity(steps);
+    for _ in 0..steps {
+        let start = Instant::now();
+        pollster::block_on(trainer.train_step(gpu, &batches, config.batch_size, options))?;
+        times.push(start.elapsed().as_secs_f64());
+    }
+    let rest = &times[1.min(times.len().saturating_sub(1))..];
+    Ok(Measured {
+        measured_bytes: gpu.memory.peak(),
+        first_step_s: times.first().copied(),
+        step_s: rest.iter().sum::<f64>() / rest.len().max(1) as f64,
+    })
+}
+
+fn data_json(
+    stats: &DataStats,
+    config: &TrainConfig,
+    train_seqs: usize,
+    val_seqs: usize,
+    eval_stats: Option<&DataStats>,
+) -> Value {
+    let h = &stats.lengths;
+    json!({
+        "path": config.data,
+        "records": stats.records,
+        "bad_records": stats.bad_records,
+        "first_bad": stats.first_bad,
+        "truncated": stats.truncated,
+        "truncated_pct": 100.0 * stats.truncated as f64 / stats.records.max(1) as f64,
+        "seq_len": config.seq_len,
+        "token_lengths": {
+            "min": h.min,
+            "mean": h.mean(),
+            "max": h.max,
+            "histogram": histogram_rows(h).iter().map(|(lo, hi, n)| json!({"from": lo, "to": hi, "records": n})).collect::<Vec<_>>(),
+        },
+        "train_records": stats.records - stats.val_records,
+        "val_records": eval_stats.map_or(stats.val_records, |e| e.records),
+        "train_sequences": train_seqs,
+        "val_sequences": val_seqs,
+        "eval_data": eval_stats.map(|e| json!({
+            "records": e.records,
+            "bad_records": e.bad_records,
+            "first_bad": e.first_bad,
+        })),
+    })
+}
+
+/// `(from, to exclusive, count)` of every non-empty bucket.
+fn histogram_rows(h: &LengthHistogram) -> Vec<(usize, usize, usize)> {
+    h.buckets
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| **n > 0)
+        .map(|(i, n)| {
+            let (lo, hi) = LengthHistogram::bucket_range(i);
+            (lo, hi, *n)
+        })
+        .collect()
+}
+
+fn recommend(
+    config: &TrainConfig,
+    stats: &DataStats,
+    plan: &MemoryPlan,
+    budget: Option<u64>,
+    max_binding: u64,
+    max_batch: Option<usize>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    if plan.largest_buffer > max_binding {
+        out.push(format!(
+            "one buffer needs {:.1} MiB but the device binds at most {:.1} MiB per buffer: \
+             lower --batch-size or --seq-len",
+            plan.largest_buffer as f64 / (1 << 20) as f64,
+            max_binding as f64 / (1 << 20) as f64
+        ));
+    }
+    if let Some(b) = budget.filter(|b| plan.total() > *b) {
+        let advice = match max_batch {
+            Some(m) => format!(
+                "use --batch-size {m} with --grad-accum {} for the same tokens per step",
+                (config.batch_size * config.grad_accum).div_ceil(m)
+            ),
+            None => "even a batch of one does not fit: lower --seq-len or --lora-r, or use a \
+                     smaller model"
+                .into(),
+        };
+        out.push(format!(
+            "the plan needs {:.2} GiB but {:.2} GiB are available: {advice}",
+            plan.total() as f64 / GIB,
+            b as f64 / GIB
+        ));
+    }
+    if stats.bad_records > 0 {
+        let lines: Vec<String> = stats.first_bad.iter().map(|b| b.line.to_string()).collect();
+        out.push(format!(
+            "{} bad records will be skipped (lines {}{}): fix them, or see the reasons below",
+            stats.bad_records,
+            lines.join(", "),
+            if stats.bad_records > lines.len() {
+                ", …"
+            } else {
+                ""
+            }
+        ));
+    }
+    let pct = 100.0 * stats.truncated as f64 / stats.records.max(1) as f64;
+    if pct > 5.0 {
+        let longest = stats.lengths.max.next_power_of_two();
+        let dropped = if stats.dropped > 0 {
+            format!(
+                " ({} lost every trained token and are not used at all)",
+                stats.dropped
+            )
+        } else {
+            String::new()
+        };
+        out.push(format!(
+            "{pct:.0}% of the records are longer than --seq-len {} and lose their end{dropped}: \
+             raise --seq-len (the longest has {} tokens; {longest} covers all)",
+            config.seq_len, stats.lengths.max
+        ));
+    }
+    out
+}
+
+/// The text report.
+fn render(r: &Value, stats: &DataStats) -> String {
+    let mib = |v: &Value| v.as_u64().unwrap_or(0) as f64 / (1 << 20) as f64;
+    let d = &r["device"];
+    let m = &r["memory"];
+    let p = &m["plan"];
+    let mut s = format!(
+        "device   {} ({}, {}); max binding {:.0} MiB, max buffer {:.0} MiB, budget {}\n",
+        d["name"].as_str().unwrap_or("?"),
+        d["backend"].as_str().unwrap_or("?"),
+        d["device_type"].as_str().unwrap_or("?"),
+        mib(&d["max_storage_buffer_binding_size"]),
+        mib(&d["max_buffer_size"]),
+        match d["memory_budget_bytes"].as_u64() {
+            Some(b) => format!("{:.2} GiB", b as f64 / GIB),
+            None => "unknown (give --memory-budget GiB)".into(),
+        }
+    );
+    s.push_str("memory plan (MiB)\n");
+    for key in [
+        "weights",
+        "lora_parameters",
+        "lora_gradients",
+        "optimizer_state",
+        "activations",
+        "scratch",
+        "logits",
+    ] {
+        s.push_str(&format!("  {key:<16} {:>10.1}\n", mib(&p[key])));
+    }
+    s.push_str(&format!(
+        "  {:<16} {:>10.1}  ({})\n",
+        "total",
+        mib(&m["total_bytes"]),
+        if m["fits"].as_bool() == Some(true) {
+            "fits"
+        } else {
+            "does NOT fit"
+        }
+    ));
+    if let Some(measured) = m["measured_bytes"].as_u64() {
+        s.push_str(&format!(
+            "  {:<16} {:>10.1}  (allocated for a step on this device)\n",
+            "measured",
+            measured as f64 / (1 << 20) as f64
+        ));
+    }
+    s.push_str(&format!(
+        "  largest batch at seq len {}: {}\n",
+        r["data"]["seq_len"],
+        m["largest_batch_at_seq_len"]
+            .as_u64()
+            .map_or("none".into(), |b| b.to_string())
+    ));
+    let data = &r["data"];
+    s.push_str(&format!(
+        "data     {stats}\n         train {} records → {} sequences, validation {} records → {} \
+         sequences; {:.1}% truncated at {} tokens\n         token lengths: min {} mean {:.0} max {}\n",
+        data["train_records"],
+        data["train_sequences"],
+        data["val_records"],
+        data["val_sequences"],
+        data["truncated_pct"].as_f64().unwrap_or(0.0),
+        data["seq_len"],
+        data["token_lengths"]["min"],
+        data["token_lengths"]["mean"].as_f64().unwrap_or(0.0),
+        data["token_lengths"]["max"],
+    ));
+    let rows = histogram_rows(&stats.lengths);
+    let top = rows.iter().map(|r| r.2).max().unwrap_or(1);
+    for (lo, hi, n) in rows {
+        s.push_str(&format!(
+            "         {:>6}–{:<6} {:>7} {}\n",
+            lo,
+            hi - 1,
+            n,
+            "#".repeat((40 * n).div_ceil(top))
+        ));
+    }
+    let sch = &r["schedule"];
+    s.push_str(&format!(
+        "schedule {} sequences per step, {} steps per epoch, {} steps in the run\n",
+        sch["sequences_per_step"], sch["steps_per_epoch"], sch["total_steps"]
+    ));
+    match r["time"].as_object() {
+        Some(t) => s.push_str(&format!(
+            "time     {:.2} s per step ({:.0} tok/s; the first step, with kernel compilation, \
+             took {:.1} s): an epoch ≈ {}, the run ≈ {}\n",
+            t["step_s"].as_f64().unwrap_or(0.0),
+            t["tokens_per_s"].as_f64().unwrap_or(0.0),
+            t["first_step_s"].as_f64().unwrap_or(0.0),
+            duration(t["epoch_s"].as_f64().unwrap_or(0.0)),
+            duration(t["run_s"].as_f64().unwrap_or(0.0)),
+        )),
+        None => s.push_str("time     not measured (--time-steps 0, or the run does not fit)\n"),
+    }
+    let recs = r["recommendations"].as_array().cloned().unwrap_or_default();
+    if recs.is_empty() {
+        s.push_str("ready: nothing to change\n");
+    }
+    for rec in recs {
+        s.push_str(&format!("→ {}\n", rec.as_str().unwrap_or_default()));
+    }
+    s
+}
+
+fn duration(secs: f64) -> String {
+    let s = secs.round() as u64;
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min {} s", s / 60, s % 60),
+        _ => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// `MemAvailable` of /proc/meminfo (Linux), what a CPU adapter can use.
+fn available_system_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::duration;
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(duration(42.4), "42 s");
+        assert_eq!(duration(125.0), "2 min 5 s");
+        assert_eq!(duration(7500.0), "2 h 5 min");
+    }
+}
