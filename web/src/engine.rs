@@ -37,6 +37,7 @@ impl Afinador {
     /// Open the browser's WebGPU adapter (with every optional feature afinador can use).
     /// Fails with a message naming what to enable when WebGPU is missing.
     pub async fn create() -> Result<Afinador, JsError> {
+        crate::install_panic_hook();
         let options = GpuOptions {
             backend: Backend::WebGpu,
             adapter_index: None,
