@@ -37,6 +37,7 @@ impl Afinador {
     /// Open the browser's WebGPU adapter (with every optional feature afinador can use).
     /// Fails with a message naming what to enable when WebGPU is missing.
     pub async fn create() -> Result<Afinador, JsError> {
+        crate::install_panic_hook();
         let options = GpuOptions {
             backend: Backend::WebGpu,
             adapter_index: None,
@@ -60,7 +61,9 @@ impl Afinador {
     /// The adapter: name, vendor, backend, features and limits.
     #[wasm_bindgen(js_name = adapterInfo)]
     pub fn adapter_info(&self) -> Result<JsValue, JsError> {
-        to_js(&serde_json::to_value(&self.gpu.adapter).map_err(err)?)
+        let mut info = serde_json::to_value(&self.gpu.adapter).map_err(err)?;
+        info["name"] = adapter_name(&self.gpu).into();
+        to_js(&info)
     }
 
     /// Parse a GGUF file, build its tokenizer and upload its weights; returns the model's
@@ -177,6 +180,15 @@ impl Afinador {
             "tokens_per_s": (ids.len() + new_ids.len()) as f64 / seconds.max(1e-9),
             "adapter": with_adapter,
         }))
+    }
+}
+
+/// The adapter's name; browsers often keep it to themselves.
+pub(crate) fn adapter_name(gpu: &Gpu) -> String {
+    if gpu.adapter.name.is_empty() {
+        format!("unnamed WebGPU adapter ({})", gpu.adapter.device_type)
+    } else {
+        gpu.adapter.name.clone()
     }
 }
 

@@ -48,6 +48,22 @@ pub fn default_config() -> Result<JsValue, JsError> {
     to_js(&serde_json::to_value(afinador_core::train::TrainConfig::default()).map_err(err)?)
 }
 
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_namespace = console, js_name = error)]
+    fn console_error(message: &str);
+}
+
+/// A panic (a bug) prints its message to the console instead of only "unreachable executed".
+fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            console_error(&format!("afinador panicked: {info}"));
+        }));
+    });
+}
+
 /// A core error as a JS `Error`.
 fn err(e: impl std::fmt::Display) -> JsError {
     JsError::new(&e.to_string())

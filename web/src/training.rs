@@ -325,7 +325,7 @@ impl Afinador {
             "best_step": s.best_step,
             "best_eval_loss": s.best_eval_loss,
             "lora_parameters": session.trainer.lora.n,
-            "device": gpu.adapter.name,
+            "device": crate::engine::adapter_name(gpu),
             "final_eval": eval_line,
         });
         run.summary = Some(summary.clone());

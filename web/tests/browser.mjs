@@ -75,6 +75,7 @@ async function fillConfig(page, values) {
 
 async function trainTest() {
   const page = await openPage();
+  check(!(await page.isVisible('#resume-box')), 'a fresh profile has no run to resume');
   await page.setInputFiles('#data-file', opt.data);
   await fillConfig(page, config);
   const started = Date.now();
@@ -95,6 +96,7 @@ async function trainTest() {
   await page.waitForFunction(() => window.afinador.summary || document.getElementById('messages').textContent,
     null, { timeout: TRAIN_TIMEOUT, polling: 500 });
   check(!(await page.textContent('#messages')), 'training ran without an error message');
+  check(!(await page.isVisible('#resume-box')), 'the resume offer is gone once resumed');
   const { steps, evals, summary } = await page.evaluate(() => window.afinador);
   const seconds = (Date.now() - started) / 1000;
   console.log(`browser: ${steps.length} steps in ${seconds.toFixed(1)} s, ${summary.tokens_per_s.toFixed(1)} tok/s on ${summary.device}`);
@@ -209,9 +211,11 @@ async function malformedTest() {
   const csv = readFileSync(join(opt.out, 'interrupted-metrics.csv'), 'utf8').trim().split('\n');
   check(csv[0].startsWith('step,epoch,loss') && csv.length === steps.length + 1, 'metrics.csv: a header and one row per step');
   await page.close();
-  // Strict: the first bad record stops the run with its line number.
+  // Strict: the first bad record stops the run with its line number. The data comes by URL
+  // this time (a data: URL), through fetch's body stream.
   page = await openPage();
-  await page.setInputFiles('#data-file', opt.malformed);
+  const dataUrl = `data:application/x-ndjson;base64,${readFileSync(opt.malformed).toString('base64')}`;
+  await page.fill('#data-url', dataUrl);
   await fillConfig(page, { ...config, max_steps: 1, strict: true });
   await page.click('#start');
   await page.waitForFunction(() => document.getElementById('messages').textContent, null, { timeout: 60_000 });
@@ -237,10 +241,20 @@ async function bench() {
   await page.screenshot({ path: join(opt.out, 'bench.png'), fullPage: true });
 }
 
+// The server (afinador web) answers with the MIME types browsers insist on.
+async function mimeTest() {
+  for (const [path, type] of [['pkg/afinador_web_bg.wasm', 'application/wasm'], ['worker.js', 'text/javascript'],
+    ['', 'text/html']]) {
+    const resp = await fetch(new URL(path, opt.url));
+    check(resp.ok && resp.headers.get('content-type').startsWith(type), `/${path} is served as ${type}`);
+  }
+}
+
 try {
   if (opt.bench) {
     await bench();
   } else {
+    await mimeTest();
     await trainTest();
     await malformedTest();
     console.log('browser tests: all checks passed');

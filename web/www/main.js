@@ -212,7 +212,7 @@ async function start() {
     const ready = await request({ type: 'init' });
     const a = ready.adapter;
     $('version').textContent = `v${ready.version}`;
-    $('gpu-info').textContent = `${a.name || '(unnamed adapter)'} · ${a.vendor} · ${a.backend} · ${a.device_type}\n` +
+    $('gpu-info').textContent = `${a.name} · ${a.vendor} · ${a.backend} · ${a.device_type}\n` +
       `features: ${a.features.join(', ') || 'none optional'}\n` +
       `max storage binding ${mib(a.max_storage_buffer_binding_size)}, max buffer ${mib(a.max_buffer_size)}, ` +
       `workgroup storage ${a.max_compute_workgroup_storage_size / 1024} KiB, ` +

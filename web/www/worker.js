@@ -176,7 +176,7 @@ async function handle(msg) {
       return { type: 'generated', withAdapter: msg.withAdapter, result: r };
     }
     case 'exportAdapter': {
-      const files = await serial(() => af.exportAdapter(true));
+      const files = await serial(() => af.exportAdapter(false)); // the final adapter, as the CLI's adapter/
       const safetensors = files.safetensors;
       return { type: 'adapter', configJson: files.configJson, safetensors, transfer: [safetensors.buffer] };
     }
