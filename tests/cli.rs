@@ -154,6 +154,9 @@ fn quick_kernel_bench_reports_every_family_with_positive_figures() {
         "matmul_q4",
         "matmul_f32",
         "attention_fwd",
+        "attention_bwd",
+        "cross_entropy",
+        "adamw",
         "rmsnorm",
     ] {
         assert!(

@@ -4,9 +4,13 @@
 use std::time::Instant;
 
 use afinador_core::gpu::{Gpu, GpuBuffer, Recorder, read_buffer_f32};
-use afinador_core::kernels::attention::{AttentionShape, attention};
+use afinador_core::kernels::attention::{
+    AttentionSaved, AttentionShape, attention, attention_backward,
+};
 use afinador_core::kernels::gemv::{GemvVariant, gemv};
+use afinador_core::kernels::logits::{cross_entropy_grad, logit_stats};
 use afinador_core::kernels::matmul::{MatView, MatmulTiles, MatmulVariant, matmul, matmul_weight};
+use afinador_core::kernels::optim::{AdamW, NORM_PARTIALS, adamw_step, grad_norm};
 use afinador_core::kernels::rmsnorm::rmsnorm;
 use afinador_core::kernels::{GpuWeight, WeightFormat};
 use afinador_core::util::Rng;
@@ -150,6 +154,18 @@ enum Case {
     Attention {
         t: usize,
     },
+    AttentionBwd {
+        t: usize,
+    },
+    /// Logit statistics, then the cross-entropy gradient in place (a training step's head).
+    CrossEntropy {
+        rows: usize,
+        v: usize,
+    },
+    /// Global gradient norm, then AdamW over `n` parameters.
+    AdamW {
+        n: usize,
+    },
     RmsNorm {
         rows: usize,
         c: usize,
@@ -203,6 +219,7 @@ fn cases(quick: bool) -> Vec<Case> {
             k: 128,
         });
         v.push(Case::Attention { t: 64 });
+        v.push(Case::AttentionBwd { t: 64 });
     } else {
         v.push(Case::MatmulWeight {
             format: Q4_1,
@@ -215,8 +232,17 @@ fn cases(quick: bool) -> Vec<Case> {
         }
         for t in [256, 1024, 2048] {
             v.push(Case::Attention { t });
+            v.push(Case::AttentionBwd { t });
         }
     }
+    v.push(Case::CrossEntropy {
+        rows: if quick { 16 } else { 512 },
+        v: 49152,
+    });
+    // All-linear LoRA r 16 on SmolLM2-135M: 30 layers × 16 × 10,176 (in + out of 7 projections).
+    v.push(Case::AdamW {
+        n: if quick { 1 << 16 } else { 4_884_480 },
+    });
     v.push(Case::RmsNorm { rows: t, c: 576 });
     v
 }
@@ -270,6 +296,9 @@ impl Case {
             Case::MatmulWeight { format, .. } => format!("matmul_{}", format_name(*format)),
             Case::MatmulF32 { .. } => "matmul_f32".into(),
             Case::Attention { .. } => "attention_fwd".into(),
+            Case::AttentionBwd { .. } => "attention_bwd".into(),
+            Case::CrossEntropy { .. } => "cross_entropy".into(),
+            Case::AdamW { .. } => "adamw".into(),
             Case::RmsNorm { .. } => "rmsnorm".into(),
         }
     }
@@ -280,7 +309,9 @@ impl Case {
             Case::MatmulWeight { m, n, k, .. } | Case::MatmulF32 { m, n, k } => {
                 format!("M{m} N{n} K{k}")
             }
-            Case::Attention { t } => format!("T{t} NH9 KVH3 HS64"),
+            Case::Attention { t } | Case::AttentionBwd { t } => format!("T{t} NH9 KVH3 HS64"),
+            Case::CrossEntropy { rows, v } => format!("R{rows} V{v}"),
+            Case::AdamW { n } => format!("N{n}"),
             Case::RmsNorm { rows, c } => format!("R{rows} C{c}"),
         }
     }
@@ -300,6 +331,15 @@ impl Case {
                 let t = *t as f64;
                 (2.0 * 2.0 * 9.0 * 64.0 * t * (t + 1.0) / 2.0, 0.0)
             }
+            Case::AttentionBwd { t } => {
+                // QKᵀ recomputed, then dV = PᵀdO, dP = dO·Vᵀ, dQ = dS·K, dK = dSᵀ·Q
+                let t = *t as f64;
+                (5.0 * 2.0 * 9.0 * 64.0 * t * (t + 1.0) / 2.0, 0.0)
+            }
+            // statistics read the logits; the gradient reads and writes them
+            Case::CrossEntropy { rows, v } => (0.0, 12.0 * (*rows * *v) as f64),
+            // the norm reads the gradient; AdamW reads 4 arrays and writes 3
+            Case::AdamW { n } => (0.0, 32.0 * *n as f64),
             Case::RmsNorm { rows, c } => (0.0, 8.0 * (*rows * *c) as f64),
         }
     }
@@ -317,7 +357,13 @@ impl Case {
     }
 
     fn memory_bound(&self) -> bool {
-        matches!(self, Case::Gemv { .. } | Case::RmsNorm { .. })
+        matches!(
+            self,
+            Case::Gemv { .. }
+                | Case::RmsNorm { .. }
+                | Case::CrossEntropy { .. }
+                | Case::AdamW { .. }
+        )
     }
 
     fn inputs(&self, gpu: &Gpu, rng: &mut Rng) -> Result<Inputs> {
@@ -346,6 +392,40 @@ impl Case {
                     buf(gpu, t * 192, rng)?,
                     buf(gpu, t * 576, rng)?,
                     buf(gpu, t * 9, rng)?,
+                ],
+            },
+            Case::AttentionBwd { t } => {
+                let (q, kv, heads) = (t * 576, t * 192, t * 9);
+                Inputs {
+                    w: None,
+                    // q, k, v, o, lse, dout, delta, dq, dk, dv
+                    bufs: [q, kv, kv, q, heads, q, heads, q, kv, kv]
+                        .into_iter()
+                        .map(|n| buf(gpu, n, rng))
+                        .collect::<Result<_>>()?,
+                }
+            }
+            Case::CrossEntropy { rows, v } => {
+                let targets: Vec<u32> = (0..rows).map(|_| rng.below(v as u64) as u32).collect();
+                Inputs {
+                    w: None,
+                    bufs: vec![
+                        buf(gpu, rows * v, rng)?,
+                        GpuBuffer::from_slice(gpu, "bench targets", &targets)?,
+                        buf(gpu, rows * 4, rng)?,
+                    ],
+                }
+            }
+            Case::AdamW { n } => Inputs {
+                w: None,
+                // params, grads, m, v (the second moment must not be negative), partials, norm
+                bufs: vec![
+                    buf(gpu, n, rng)?,
+                    buf(gpu, n, rng)?,
+                    buf(gpu, n, rng)?,
+                    GpuBuffer::zeroed(gpu, "bench v", (n * 4) as u64)?,
+                    buf(gpu, NORM_PARTIALS as usize, rng)?,
+                    buf(gpu, 4, rng)?,
                 ],
             },
             Case::RmsNorm { rows, c } => Inputs {
@@ -402,6 +482,36 @@ impl Case {
                     s: t as u32,
                 };
                 attention(rec, &b[0], &b[1], &b[2], &b[3], &b[4], shape).await?
+            }
+            Case::AttentionBwd { t } => {
+                let shape = AttentionShape {
+                    b: 1,
+                    t: t as u32,
+                    nh: 9,
+                    kvh: 3,
+                    hs: 64,
+                    pos0: 0,
+                    s: t as u32,
+                };
+                let saved = AttentionSaved {
+                    q: &b[0],
+                    k: &b[1],
+                    v: &b[2],
+                    o: &b[3],
+                    lse: &b[4],
+                    dout: &b[5],
+                };
+                attention_backward(rec, saved, &b[6], (&b[7], &b[8], &b[9]), shape).await?
+            }
+            Case::CrossEntropy { rows, v } => {
+                let dims = (rows as u32, v as u32);
+                logit_stats(rec, &b[0], &b[1], &b[2], dims, 0).await?;
+                cross_entropy_grad(rec, &b[0], &b[1], &b[2], dims, 0, 1.0 / rows as f32).await?
+            }
+            Case::AdamW { n } => {
+                grad_norm(rec, &b[1], n as u32, &b[4], &b[5], 1.0).await?;
+                let (p, g, m, v, norm) = (&b[0], &b[1], &b[2], &b[3], &b[5]);
+                adamw_step(rec, AdamW::default(), 1, p, g, m, v, norm, n as u32).await?
             }
             Case::RmsNorm { rows, c } => {
                 rmsnorm(
