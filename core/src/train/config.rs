@@ -152,6 +152,18 @@ impl TrainConfig {
         Ok(())
     }
 
+    /// The optimizer settings of a step at learning rate `lr`.
+    pub fn step_options(&self, lr: f32) -> super::StepOptions {
+        super::StepOptions {
+            adamw: crate::kernels::optim::AdamW {
+                lr,
+                weight_decay: self.weight_decay,
+                ..Default::default()
+            },
+            max_grad_norm: self.max_grad_norm,
+        }
+    }
+
     /// The learning rate at optimizer step `step` (0-based) of `total`: linear warm-up over
     /// `warmup_ratio·total` steps, then the schedule down to 0 at `total`.
     pub fn lr_at(&self, step: usize, total: usize) -> f32 {

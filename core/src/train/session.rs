@@ -10,9 +10,8 @@
 
 use super::checkpoint::TrainerState;
 use super::data::{DataConfig, DataError, PackMode, RecordFormat, Sequence};
-use super::{MicroBatch, Result, StepOptions, StepStats, TrainConfig, TrainError, Trainer};
+use super::{MicroBatch, Result, StepStats, TrainConfig, TrainError, Trainer};
 use crate::gpu::Gpu;
-use crate::kernels::optim::AdamW;
 use crate::lora::{LoraConfig, Module};
 
 /// Steps in a row with a non-finite gradient before the run stops.
@@ -224,14 +223,7 @@ impl<'m> Session<'m> {
         let c = &self.config;
         let seqs = std::mem::take(&mut self.pending);
         let lr = c.lr_at(self.state.step, self.plan.total_steps);
-        let options = StepOptions {
-            adamw: AdamW {
-                lr,
-                weight_decay: c.weight_decay,
-                ..AdamW::default()
-            },
-            max_grad_norm: c.max_grad_norm,
-        };
+        let options = c.step_options(lr);
         let micro: Vec<(Vec<u32>, Vec<u32>)> = seqs.chunks(c.batch_size).map(concat).collect();
         let batches: Vec<MicroBatch> = micro
             .iter()

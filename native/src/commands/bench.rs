@@ -289,6 +289,19 @@ fn buf(gpu: &Gpu, n: usize, rng: &mut Rng) -> Result<GpuBuffer> {
     )?)
 }
 
+/// SmolLM2-135M's attention (9 query heads, 3 kv heads of 64) over a `t`-token prompt.
+fn attention_shape(t: usize) -> AttentionShape {
+    AttentionShape {
+        b: 1,
+        t: t as u32,
+        nh: 9,
+        kvh: 3,
+        hs: 64,
+        pos0: 0,
+        s: t as u32,
+    }
+}
+
 impl Case {
     fn kernel(&self) -> String {
         match self {
@@ -472,27 +485,11 @@ impl Case {
                 matmul(rec, a, bb, c, (m, n, k), 1.0, false).await?
             }
             Case::Attention { t } => {
-                let shape = AttentionShape {
-                    b: 1,
-                    t: t as u32,
-                    nh: 9,
-                    kvh: 3,
-                    hs: 64,
-                    pos0: 0,
-                    s: t as u32,
-                };
+                let shape = attention_shape(t);
                 attention(rec, &b[0], &b[1], &b[2], &b[3], &b[4], shape).await?
             }
             Case::AttentionBwd { t } => {
-                let shape = AttentionShape {
-                    b: 1,
-                    t: t as u32,
-                    nh: 9,
-                    kvh: 3,
-                    hs: 64,
-                    pos0: 0,
-                    s: t as u32,
-                };
+                let shape = attention_shape(t);
                 let saved = AttentionSaved {
                     q: &b[0],
                     k: &b[1],

@@ -62,13 +62,18 @@ pub struct Args {
 /// Names that select the likelihood of the references (computed with the model).
 const LIKELIHOOD: [&str; 4] = ["ppl", "eval_loss", "token_accuracy", "likelihood"];
 
-/// Splits `--metrics` into text metrics (if any) and whether to compute the likelihood.
-fn parse_metrics(list: &str) -> Result<(Option<Metrics>, bool)> {
+/// Splits `--metrics` into text metrics (if any) and whether to compute the likelihood, which
+/// needs a model (`all` selects it only when there is one).
+fn parse_metrics(list: &str, has_model: bool) -> Result<(Option<Metrics>, bool)> {
     let items: Vec<&str> = list.split(',').map(str::trim).collect();
     let is_likelihood = |i: &&str| LIKELIHOOD.iter().any(|l| l.eq_ignore_ascii_case(i));
-    let likelihood = items
-        .iter()
-        .any(|i| is_likelihood(i) || i.eq_ignore_ascii_case("all"));
+    let named = items.iter().any(is_likelihood);
+    if named && !has_model {
+        bail!(
+            "ppl, eval_loss and token_accuracy need a model: use --data FILE instead of --predictions"
+        );
+    }
+    let likelihood = has_model && (named || items.iter().any(|i| i.eq_ignore_ascii_case("all")));
     let text: Vec<&str> = items
         .iter()
         .filter(|i| !is_likelihood(i) && !i.is_empty())
@@ -105,17 +110,8 @@ fn evaluate(metrics: Option<&Metrics>, records: &[Record]) -> Result<Evaluation>
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let (metrics, likelihood) = parse_metrics(&args.metrics)?;
+    let (metrics, likelihood) = parse_metrics(&args.metrics, args.predictions.is_none())?;
     if let Some(path) = &args.predictions {
-        let explicit = args
-            .metrics
-            .split(',')
-            .any(|i| LIKELIHOOD.iter().any(|l| l.eq_ignore_ascii_case(i.trim())));
-        if explicit {
-            bail!(
-                "ppl, eval_loss and token_accuracy need a model: use --data FILE instead of --predictions"
-            );
-        }
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let records = parse_predictions_jsonl(&text)?;

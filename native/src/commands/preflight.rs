@@ -6,12 +6,11 @@ use std::path::Path;
 use std::time::Instant;
 
 use afinador_core::gpu::Gpu;
-use afinador_core::kernels::optim::AdamW;
 use afinador_core::train::data::{DataStats, LengthHistogram, Sequence};
 use afinador_core::train::memory::largest_batch;
 use afinador_core::train::session;
 use afinador_core::train::{
-    GpuLora, MemoryPlan, MicroBatch, ModelTextEncoder, RunShape, StepOptions, TrainConfig, Trainer,
+    GpuLora, MemoryPlan, MicroBatch, ModelTextEncoder, RunShape, TrainConfig, Trainer,
 };
 use anyhow::Result;
 use serde_json::{Value, json};
@@ -221,14 +220,7 @@ fn measure(
         .iter()
         .map(|(i, t)| MicroBatch { ids: i, targets: t })
         .collect();
-    let options = StepOptions {
-        adamw: AdamW {
-            lr: config.lr,
-            weight_decay: config.weight_decay,
-            ..AdamW::default()
-        },
-        max_grad_norm: config.max_grad_norm,
-    };
+    let options = config.step_options(config.lr);
     trainer.prepare(gpu, config.batch_size, config.seq_len, batches.len())?;
     let mut times = Vec::with_capacity(steps);
     for _ in 0..steps {
