@@ -147,12 +147,15 @@ fn quick_kernel_bench_reports_every_family_with_positive_figures() {
     let v = json(&afinador(&["bench", "kernels", "--quick", "--json"]));
     assert!(v["adapter"]["name"].is_string());
     let results = v["results"].as_array().expect("results");
+    // lavapipe has SHADER_F16: nothing may be skipped here.
+    assert_eq!(v["skipped"], serde_json::json!([]), "{v}");
     for family in [
         "gemv_q4_0",
         "gemv_q4_1",
         "gemv_q8_0",
         "matmul_q4",
         "matmul_f32",
+        "matmul_f16",
         "attention_fwd",
         "attention_bwd",
         "cross_entropy",

@@ -111,12 +111,21 @@ pub fn variants() -> Vec<(Shader, Vec<&'static str>)> {
         out.push((Shader::Matmul, vec![w, "DIRECT"]));
         out.push((Shader::Matmul, vec![w, "WT"]));
         out.push((Shader::Matmul, vec![w, "WT", "DIRECT"]));
+        out.push((Shader::Matmul, vec![w, "COOP"]));
+        out.push((Shader::Matmul, vec![w, "WT", "COOP"]));
         out.push((Shader::Gemv, vec![w]));
         out.push((Shader::Gemv, vec![w, "SUBGROUPS"]));
         out.push((Shader::Embedding, vec![w]));
     }
     out.push((Shader::Matmul, vec!["B_STRIDED"]));
     out.push((Shader::Matmul, vec!["B_STRIDED", "DIRECT"]));
+    out.push((Shader::Matmul, vec!["B_STRIDED", "COOP"]));
+    for kernel in [None, Some("DIRECT"), Some("COOP")] {
+        out.push((
+            Shader::Matmul,
+            ["B_STRIDED", "F16"].into_iter().chain(kernel).collect(),
+        ));
+    }
     out.push((Shader::RmsNorm, vec![]));
     out.push((Shader::RmsNorm, vec!["BACKWARD"]));
     out.push((Shader::Elementwise, vec!["OP_SWIGLU_BWD"]));

@@ -106,10 +106,14 @@ fn every_matmul_tile_configuration_validates_with_its_constants() {
     use naga::back::pipeline_constants::process_overrides;
     let tiled: Vec<Vec<&str>> = variants()
         .into_iter()
-        .filter(|(s, d)| *s == Shader::Matmul && !d.contains(&"DIRECT"))
+        .filter(|(s, d)| *s == Shader::Matmul && !d.contains(&"DIRECT") && !d.contains(&"COOP"))
         .map(|(_, d)| d)
         .collect();
-    assert_eq!(tiled.len(), 9, "four weight formats × (W, WT) + B_STRIDED");
+    assert_eq!(
+        tiled.len(),
+        10,
+        "four weight formats × (W, WT) + B_STRIDED (f32, f16)"
+    );
     let mut failures = Vec::new();
     for tiles in MatmulTiles::ALL {
         assert!(tiles.is_valid(), "{tiles:?}");
@@ -153,4 +157,49 @@ fn every_matmul_tile_configuration_validates_with_its_constants() {
     assert!(!bad(|t| t.bk = 6), "loaders read 4 k at once");
     assert!(!bad(|t| t.bk = 64), "64 × 64 floats do not fit 2048");
     assert!(!bad(|t| t.wx = 32), "512 threads");
+}
+
+/// The cooperative-matrix and f16 builds translate to SPIR-V once their constants are applied,
+/// as wgpu does on Vulkan (this machine's adapter has no cooperative matrices, so this is where
+/// the COOP kernel is checked short of a GPU that has them).
+#[test]
+fn cooperative_matrix_and_f16_builds_translate_to_spirv() {
+    use naga::back::PipelineConstants;
+    use naga::back::pipeline_constants::process_overrides;
+    let builds: Vec<Vec<&str>> = variants()
+        .into_iter()
+        .filter(|(s, d)| *s == Shader::Matmul && (d.contains(&"COOP") || d.contains(&"F16")))
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(
+        builds.len(),
+        12,
+        "(4 formats × (W, WT) + B_STRIDED) COOP + 3 F16"
+    );
+    for defines in builds {
+        let src = Shader::Matmul.source(&defines).unwrap();
+        assert!(src.contains("enable f16;"), "{defines:?}");
+        let coop = defines.contains(&"COOP");
+        assert_eq!(src.contains("enable wgpu_cooperative_matrix;"), coop);
+        let module = naga::front::wgsl::parse_str(&src).unwrap();
+        let info = naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::all(),
+        )
+        .validate(&module)
+        .unwrap();
+        let constants: PipelineConstants = if coop {
+            [("SG".to_string(), 32.0)].into_iter().collect()
+        } else {
+            Default::default()
+        };
+        let entry = Some((naga::ShaderStage::Compute, "main"));
+        let (module, info) = process_overrides(&module, &info, entry, &constants).unwrap();
+        if coop {
+            assert_eq!(module.entry_points[0].workgroup_size, [32, 1, 1]);
+        }
+        let options = naga::back::spv::Options::default();
+        naga::back::spv::write_vec(&module, &info, &options, None)
+            .unwrap_or_else(|e| panic!("{defines:?}: SPIR-V: {e}"));
+    }
 }

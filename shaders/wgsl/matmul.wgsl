@@ -7,6 +7,7 @@
 //   W_* + WT    = W[k, n]: C = A · W, the input gradient of the linear layer (dX = dY · W);
 //                 N is the weight's row length then (N % 4 == 0)
 // C(m, n) = c[c_off + m·c_sm + n]
+// F16: A and B are stored as f16 (B_STRIDED only); products are summed in f32 and C stays f32.
 //
 // Bindings: 0 params (uniform), 1 a (read), 2 b / w_q (read), 3 w_s (read), 4 c (read_write).
 //
@@ -23,6 +24,35 @@
 // straight from memory, no barriers; fixed sizes (see docs/PERFORMANCE.md for why the
 // register-blocked form with override tiles is not used here). Dispatch: (ceil(N / 32),
 // ceil(M / 32), 1).
+// COOP (devices with cooperative matrices, i.e. tensor cores; native Vulkan/Metal only): a
+// workgroup of SG threads (the adapter's subgroup size, a pipeline constant) computes a 32 × 32
+// block of C as 2 × 2 cooperative 16 × 16 matrices with f32 accumulators. K advances 32 at a time:
+// the A and B slices are staged in workgroup memory as f16, zero-padded at the edges, so any
+// shape and any B source works (f32 inputs are rounded to f16 there). The block is stored through
+// workgroup memory for the bounds-checked epilogue (α, accumulate). Dispatch: (ceil(N / 32),
+// ceil(M / 32), 1). Several subgroups in one workgroup (a device with varying subgroup sizes)
+// each compute the same block: correct, only wasteful.
+
+#ifdef COOP
+#define HALF
+enable wgpu_cooperative_matrix;
+#endif
+#ifdef F16
+#define HALF
+#endif
+#ifdef HALF
+enable f16;
+#endif
+#ifndef DIRECT
+#ifndef COOP
+#define TILED
+#endif
+#endif
+#ifdef F16
+alias elem = f16;
+#else
+alias elem = f32;
+#endif
 
 struct Params {
     M: u32, N: u32, K: u32, accumulate: u32,
@@ -32,9 +62,9 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(1) var<storage, read> a: array<elem>;
 #ifdef B_STRIDED
-@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<elem>;
 #else
 @group(0) @binding(2) var<storage, read> w_q: array<u32>;
 #endif
@@ -43,7 +73,7 @@ struct Params {
 
 #include "weights.wgsl"
 
-#ifndef DIRECT
+#ifdef TILED
 override TM: u32 = 4u;
 override TN: u32 = 4u;
 override WX: u32 = 16u;
@@ -58,7 +88,7 @@ var<workgroup> b_tile: array<f32, TILE_MAX>; // [BK][BN]
 
 fn load_a(m: u32, k: u32) -> f32 {
     if (m < p.M && k < p.K) {
-        return a[p.a_off + m * p.a_sm + k * p.a_sk];
+        return f32(a[p.a_off + m * p.a_sm + k * p.a_sk]);
     }
     return 0.0;
 }
@@ -78,7 +108,7 @@ fn load_b4(k: u32, n: u32) -> vec4<f32> {
     var v = vec4<f32>(0.0);
     for (var i = 0u; i < 4u; i++) {
         if (n < p.N && k + i < p.K) {
-            v[i] = b[p.b_off + (k + i) * p.b_sk + n * p.b_sn];
+            v[i] = f32(b[p.b_off + (k + i) * p.b_sk + n * p.b_sn]);
         }
     }
     return v;
@@ -98,7 +128,7 @@ fn load_a4(m: u32, k: u32) -> vec4<f32> {
         let base = p.a_off + m * p.a_sm;
         for (var i = 0u; i < 4u; i++) {
             if (k + i < p.K) {
-                v[i] = a[base + (k + i) * p.a_sk];
+                v[i] = f32(a[base + (k + i) * p.a_sk]);
             }
         }
     }
@@ -152,7 +182,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         }
     }
 }
-#else
+#endif
+#ifdef TILED
 @compute @workgroup_size(WX * WY)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let bm = WY * TM;
@@ -223,6 +254,85 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
                 }
                 c[idx] = v;
             }
+        }
+    }
+}
+#endif
+
+#ifdef COOP
+override SG: u32 = 32u;
+var<workgroup> a16: array<f16, 1024>; // [32 m][32 k]
+var<workgroup> b16: array<f16, 1024>; // [32 k][32 n]
+var<workgroup> c32: array<f32, 1024>; // [32 m][32 n]
+
+@compute @workgroup_size(SG)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let m0 = wg.y * 32u;
+    let n0 = wg.x * 32u;
+    var c00 = coop_mat16x16<f32, C>();
+    var c01 = coop_mat16x16<f32, C>();
+    var c10 = coop_mat16x16<f32, C>();
+    var c11 = coop_mat16x16<f32, C>();
+    for (var k0 = 0u; k0 < p.K; k0 += 32u) {
+        for (var i = t; i < 1024u; i += SG) {
+            a16[i] = f16(load_a(m0 + i / 32u, k0 + i % 32u));
+        }
+        for (var i = t; i < 256u; i += SG) {
+#ifdef WT
+            let kk = i / 8u;
+            let nn = (i % 8u) * 4u;
+            let v = load_b4n(k0 + kk, n0 + nn);
+            for (var j = 0u; j < 4u; j++) {
+                b16[kk * 32u + nn + j] = f16(v[j]);
+            }
+#else
+            let kk = (i % 8u) * 4u;
+            let nn = i / 8u;
+            let v = load_b4(k0 + kk, n0 + nn);
+            for (var j = 0u; j < 4u; j++) {
+                b16[(kk + j) * 32u + nn] = f16(v[j]);
+            }
+#endif
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < 32u; kk += 16u) {
+            let stride = 32u;
+            let a0 = coopLoadT<coop_mat16x16<f16, A>>(&a16[kk], stride);
+            let a1 = coopLoadT<coop_mat16x16<f16, A>>(&a16[512u + kk], stride);
+            let b0 = coopLoadT<coop_mat16x16<f16, B>>(&b16[kk * 32u], stride);
+            let b1 = coopLoadT<coop_mat16x16<f16, B>>(&b16[kk * 32u + 16u], stride);
+            c00 = coopMultiplyAdd(a0, b0, c00);
+            c01 = coopMultiplyAdd(a0, b1, c01);
+            c10 = coopMultiplyAdd(a1, b0, c10);
+            c11 = coopMultiplyAdd(a1, b1, c11);
+        }
+        workgroupBarrier();
+    }
+    // naga 30 wants coopStore's arguments bound with `let` first.
+    let stride = 32u;
+    let r00 = c00;
+    let r01 = c01;
+    let r10 = c10;
+    let r11 = c11;
+    let p00 = &c32[0];
+    let p01 = &c32[16];
+    let p10 = &c32[512];
+    let p11 = &c32[528];
+    coopStoreT(r00, p00, stride);
+    coopStoreT(r01, p01, stride);
+    coopStoreT(r10, p10, stride);
+    coopStoreT(r11, p11, stride);
+    workgroupBarrier();
+    for (var i = t; i < 1024u; i += SG) {
+        let m = m0 + i / 32u;
+        let n = n0 + i % 32u;
+        if (m < p.M && n < p.N) {
+            let idx = p.c_off + m * p.c_sm + n;
+            var v = p.alpha * c32[i];
+            if (p.accumulate != 0u) {
+                v += c[idx];
+            }
+            c[idx] = v;
         }
     }
 }

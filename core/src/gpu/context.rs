@@ -143,6 +143,28 @@ fn instance(backend: Backend) -> wgpu::Instance {
     wgpu::Instance::new(desc)
 }
 
+/// Whether the adapter has cooperative matrices (tensor cores) in the configuration matmul.wgsl's
+/// COOP build uses: 16×16×16, f16 inputs, f32 accumulators, with shader f16. Native only.
+fn offers_coop_f16(adapter: &wgpu::Adapter) -> bool {
+    use wgpu::CooperativeScalarType::{F16, F32};
+    let needed = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SHADER_F16;
+    !cfg!(target_arch = "wasm32")
+        && adapter.features().contains(needed)
+        && adapter.cooperative_matrix_properties().iter().any(|p| {
+            (p.m_size, p.n_size, p.k_size) == (16, 16, 16) && p.ab_type == F16 && p.cr_type == F32
+        })
+}
+
+/// wgpu's experimental features, which cooperative matrices need.
+#[allow(unsafe_code)]
+fn experimental_features() -> wgpu::ExperimentalFeatures {
+    // SAFETY: wgpu makes experimental features opt-in because its validation of them is
+    // incomplete. afinador uses them only in matmul.wgsl's COOP build, which bounds-checks every
+    // access itself (edges are staged through zero-padded workgroup memory), and only when the
+    // adapter reports the 16×16×16 f16 → f32 configuration that build uses.
+    unsafe { wgpu::ExperimentalFeatures::enabled() }
+}
+
 /// Rank adapters: discrete GPUs first, then integrated, virtual, CPU.
 fn rank(info: &wgpu::AdapterInfo) -> u8 {
     match info.device_type {
@@ -185,6 +207,8 @@ pub struct Gpu {
     pub adapter: AdapterSummary,
     pub features: wgpu::Features,
     pub limits: wgpu::Limits,
+    /// The smallest and largest subgroup the adapter may run.
+    pub subgroup_size: (u32, u32),
     pub(super) pipelines: Mutex<HashMap<PipelineKey, CachedPipeline>>,
     /// Storage-buffer bytes alive on the device, and their peak.
     pub memory: Arc<MemoryCounter>,
@@ -219,12 +243,22 @@ impl Gpu {
             .fold(wgpu::Features::empty(), |acc, f| {
                 if offered.contains(*f) { acc | *f } else { acc }
             });
+        let coop_f16 = offers_coop_f16(adapter);
+        let (features, experimental) = if coop_f16 {
+            (
+                features | wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX,
+                experimental_features(),
+            )
+        } else {
+            (features, wgpu::ExperimentalFeatures::disabled())
+        };
         let limits = adapter.limits();
+        let info = adapter.get_info();
         let desc = wgpu::DeviceDescriptor {
             label: Some("afinador"),
             required_features: features,
             required_limits: limits.clone(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            experimental_features: experimental,
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         };
@@ -242,6 +276,7 @@ impl Gpu {
             adapter: summary,
             features,
             limits,
+            subgroup_size: (info.subgroup_min_size, info.subgroup_max_size),
             pipelines: Mutex::new(HashMap::new()),
             memory: Arc::new(MemoryCounter::default()),
         })
@@ -250,6 +285,11 @@ impl Gpu {
     /// Whether the adapter is a CPU implementation (lavapipe, SwiftShader, WARP).
     pub fn is_cpu(&self) -> bool {
         self.adapter.device_type == "Cpu"
+    }
+
+    /// Whether shaders may use f16 (`SHADER_F16`).
+    pub fn has_f16(&self) -> bool {
+        self.has(wgpu::Features::SHADER_F16)
     }
 
     /// Whether the device was opened with `feature`.

@@ -39,6 +39,12 @@ pub enum GpuError {
     OutOfMemory { context: String, message: String },
     #[error("reading back from the GPU failed: {0}")]
     Readback(String),
+    #[error("{what} needs the GPU feature {feature}, which {adapter} does not offer")]
+    Unsupported {
+        what: &'static str,
+        feature: &'static str,
+        adapter: String,
+    },
     #[error("shader preprocessing failed: {0}")]
     Preprocess(#[from] afinador_shaders::PreprocessError),
 }

@@ -4,7 +4,7 @@
 use afinador_shaders::Shader;
 
 use super::{GpuWeight, assert_params_size};
-use crate::gpu::{Binding, GpuBuffer, KernelLayout, Recorder, Result};
+use crate::gpu::{Binding, Gpu, GpuBuffer, GpuError, KernelLayout, Recorder, Result};
 
 /// Mirrors `Params` in matmul.wgsl.
 #[repr(C)]
@@ -60,11 +60,16 @@ pub enum MatmulVariant {
     /// 32×32 per workgroup, 4×4 per thread, read straight from memory: no workgroup memory,
     /// no barriers (CPU adapters).
     Direct,
+    /// 32×32 per subgroup as 2×2 cooperative 16×16 matrices (tensor cores): f16 inputs (f32
+    /// ones are rounded to f16), f32 sums. Only where the device has cooperative matrices; the
+    /// engine picks it for f16 inputs ([`matmul_f16`]), never on its own for f32 ones.
+    Coop,
 }
 
 impl MatmulVariant {
-    /// The variant suited to the recorder's device: the one the recorder asks for, the portable
-    /// tiles when it must be portable, DIRECT on CPU adapters, else the vendor's tiles.
+    /// The variant suited to the recorder's device for f32 inputs: the one the recorder asks
+    /// for, the portable tiles when it must be portable, DIRECT on CPU adapters, else the
+    /// vendor's tiles.
     pub fn for_recorder(rec: &Recorder<'_>) -> MatmulVariant {
         let gpu = rec.gpu();
         if let Some(variant) = rec.matmul() {
@@ -79,11 +84,24 @@ impl MatmulVariant {
         }
     }
 
+    /// The variant for f16 inputs: as [`for_recorder`](Self::for_recorder), but the
+    /// cooperative-matrix build where the device has it (and the recorder is not portable).
+    pub fn for_f16(rec: &Recorder<'_>) -> MatmulVariant {
+        let coop = rec
+            .gpu()
+            .has(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
+        if rec.matmul().is_none() && !rec.is_portable() && coop {
+            MatmulVariant::Coop
+        } else {
+            Self::for_recorder(rec)
+        }
+    }
+
     /// (rows, columns) of C per workgroup.
     fn block(self) -> (u32, u32) {
         match self {
             MatmulVariant::Tiled(t) => (t.bm(), t.bn()),
-            MatmulVariant::Direct => (32, 32),
+            MatmulVariant::Direct | MatmulVariant::Coop => (32, 32),
         }
     }
 
@@ -98,25 +116,72 @@ impl MatmulVariant {
         match self {
             MatmulVariant::Tiled(_) => vec![b],
             MatmulVariant::Direct => vec![b, "DIRECT"],
+            MatmulVariant::Coop => vec![b, "COOP"],
         }
     }
 
-    /// The pipeline constants of this variant.
-    pub fn constants(self) -> Vec<(&'static str, u32)> {
+    /// The pipeline constants of this variant on `gpu` (COOP: one subgroup per workgroup).
+    pub fn constants(self, gpu: &Gpu) -> Vec<(&'static str, u32)> {
         match self {
             MatmulVariant::Tiled(t) => t.constants(),
             MatmulVariant::Direct => Vec::new(),
+            MatmulVariant::Coop => vec![("SG", gpu.subgroup_size.1.clamp(1, 256))],
         }
     }
 
-    /// A short name: `direct`, or `tiled` with its workgroup block, thread block and K step.
+    /// A short name: `direct`, `coop`, or `tiled` with its workgroup block, thread block and K
+    /// step.
     pub fn label(self) -> String {
         match self {
             MatmulVariant::Tiled(t) => {
                 format!("tiled{}x{}/{}x{}/k{}", t.bm(), t.bn(), t.tm, t.tn, t.bk)
             }
             MatmulVariant::Direct => "direct".into(),
+            MatmulVariant::Coop => "coop".into(),
         }
+    }
+
+    /// Queue this build with the extra flags `extra` (B source first), failing with a clear
+    /// error when the device lacks a feature the build needs.
+    async fn dispatch(
+        self,
+        rec: &mut Recorder<'_>,
+        extra: &[&'static str],
+        params: &MatmulParams,
+        bufs: &[&GpuBuffer],
+    ) -> Result<()> {
+        let gpu = rec.gpu();
+        let mut defines = self.defines(extra[0]);
+        defines.extend_from_slice(&extra[1..]);
+        let needs = [
+            (
+                self == MatmulVariant::Coop,
+                wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX,
+                "EXPERIMENTAL_COOPERATIVE_MATRIX",
+            ),
+            (
+                defines.contains(&"F16"),
+                wgpu::Features::SHADER_F16,
+                "SHADER_F16",
+            ),
+        ];
+        for (needed, feature, name) in needs {
+            if needed && !gpu.has(feature) {
+                return Err(GpuError::Unsupported {
+                    what: if name == "SHADER_F16" {
+                        "the f16 matmul"
+                    } else {
+                        "the cooperative-matrix matmul"
+                    },
+                    feature: name,
+                    adapter: gpu.adapter.name.clone(),
+                });
+            }
+        }
+        let constants = self.constants(gpu);
+        let groups = self.groups(params.m, params.n);
+        rec.dispatch_with(&LAYOUT, (&defines, &constants), params, bufs, groups)
+            .await
     }
 }
 
@@ -153,18 +218,62 @@ impl<'a> MatView<'a> {
 
 /// `c[M, N] (+)= α · a[M, K] · b[K, N]`, all f32 with any strides (`c` row-major, row stride
 /// `c.s0`). `=` when `accumulate` is false, `+=` otherwise.
-#[allow(clippy::too_many_arguments)]
 pub async fn matmul(
     rec: &mut Recorder<'_>,
     a: MatView<'_>,
     b: MatView<'_>,
     c: MatView<'_>,
-    (m, n, k): (u32, u32, u32),
+    shape: (u32, u32, u32),
     alpha: f32,
     accumulate: bool,
 ) -> Result<()> {
+    let params = strided_params(&a, &b, &c, shape, alpha, accumulate);
+    MatmulVariant::for_recorder(rec)
+        .dispatch(rec, &["B_STRIDED"], &params, &[a.buf, b.buf, b.buf, c.buf])
+        .await
+}
+
+/// [`matmul`] with `a` and `b` stored as f16 (views in f16 elements; buffers padded to whole
+/// 32-bit words) and f32 sums into the f32 `c`. Needs `SHADER_F16`; runs on tensor cores
+/// (`MatmulVariant::Coop`) where the device has cooperative matrices.
+pub async fn matmul_f16(
+    rec: &mut Recorder<'_>,
+    a: MatView<'_>,
+    b: MatView<'_>,
+    c: MatView<'_>,
+    shape: (u32, u32, u32),
+    alpha: f32,
+    accumulate: bool,
+) -> Result<()> {
+    let params = strided_params(&a, &b, &c, shape, alpha, accumulate);
+    MatmulVariant::for_f16(rec)
+        .dispatch(
+            rec,
+            &["B_STRIDED", "F16"],
+            &params,
+            &[a.buf, b.buf, b.buf, c.buf],
+        )
+        .await
+}
+
+/// Upload `values` as f16 (rounded to nearest), padded to a whole number of 32-bit words, for
+/// [`matmul_f16`].
+pub fn upload_f16(gpu: &Gpu, label: &str, values: &[f32]) -> Result<GpuBuffer> {
+    let mut halves: Vec<half::f16> = values.iter().map(|&v| half::f16::from_f32(v)).collect();
+    halves.resize(values.len().next_multiple_of(2), half::f16::ZERO);
+    GpuBuffer::from_slice(gpu, label, &halves)
+}
+
+fn strided_params(
+    a: &MatView<'_>,
+    b: &MatView<'_>,
+    c: &MatView<'_>,
+    (m, n, k): (u32, u32, u32),
+    alpha: f32,
+    accumulate: bool,
+) -> MatmulParams {
     debug_assert_eq!(c.s1, 1, "c must be row-major");
-    let params = MatmulParams {
+    MatmulParams {
         m,
         n,
         k,
@@ -179,17 +288,7 @@ pub async fn matmul(
         c_sm: c.s0,
         alpha,
         _pad: [0; 3],
-    };
-    let variant = MatmulVariant::for_recorder(rec);
-    let (defines, constants) = (variant.defines("B_STRIDED"), variant.constants());
-    rec.dispatch_with(
-        &LAYOUT,
-        (&defines, &constants),
-        &params,
-        &[a.buf, b.buf, b.buf, c.buf],
-        variant.groups(m, n),
-    )
-    .await
+    }
 }
 
 /// `y[M, N] (+)= α · x[M, K] · Wᵀ` for a weight `W[N, K]` (x and y row-major at offsets).
@@ -221,17 +320,9 @@ pub async fn matmul_weight(
         alpha,
         ..Default::default()
     };
-    let variant = MatmulVariant::for_recorder(rec);
-    let (defines, constants) = (variant.defines(w.format.define()), variant.constants());
-    let bufs = [x, &w.q, &w.s, y];
-    rec.dispatch_with(
-        &LAYOUT,
-        (&defines, &constants),
-        &params,
-        &bufs,
-        variant.groups(m, n),
-    )
-    .await
+    MatmulVariant::for_recorder(rec)
+        .dispatch(rec, &[w.format.define()], &params, &[x, &w.q, &w.s, y])
+        .await
 }
 
 /// `dx[M, K] (+)= α · dy[M, N] · W` for a weight `W[N, K]`: the input gradient of
@@ -264,18 +355,14 @@ pub async fn matmul_weight_t(
         alpha,
         ..Default::default()
     };
-    let variant = MatmulVariant::for_recorder(rec);
-    let mut defines = variant.defines(w.format.define());
-    defines.push("WT");
-    let (constants, bufs) = (variant.constants(), [dy, &w.q, &w.s, dx]);
-    rec.dispatch_with(
-        &LAYOUT,
-        (&defines, &constants),
-        &params,
-        &bufs,
-        variant.groups(m, n),
-    )
-    .await
+    MatmulVariant::for_recorder(rec)
+        .dispatch(
+            rec,
+            &[w.format.define(), "WT"],
+            &params,
+            &[dy, &w.q, &w.s, dx],
+        )
+        .await
 }
 
 /// CPU reference: `c = α · a · b (+ c)` with a [m, k], b [k, n], c [m, n], all row-major.
@@ -303,7 +390,7 @@ pub fn matmul_ref(
 mod tests {
     use super::*;
     use crate::gpu::read_buffer_f32;
-    use crate::kernels::testing::{assert_close, gpu, random_blocks, recorder};
+    use crate::kernels::testing::{assert_close, gpu, random_blocks, recorder, upload};
     use crate::kernels::{WeightFormat, testing::dequant};
     use crate::util::Rng;
 
@@ -421,6 +508,82 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// Round to f16 and back: what the f16 kernels see of an f32 value.
+    fn f16_round(x: &[f32]) -> Vec<f32> {
+        x.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect()
+    }
+
+    #[test]
+    fn f16_matmul_matches_cpu_on_the_same_rounded_inputs() {
+        // Every f32 build with F16 storage, and the cooperative-matrix build where the device
+        // has it (elsewhere forcing it must fail with a clear error). The reference multiplies
+        // the f16-rounded inputs in f64, so only the f32 summation order differs.
+        let gpu = gpu();
+        let coop = gpu.has(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
+        let mut rng = Rng::new(16);
+        let mut builds = builds();
+        if coop {
+            builds.push(Build::Forced(MatmulVariant::Coop));
+        }
+        for build in builds {
+            for &(m, n, k) in &[
+                (1, 1, 1),
+                (7, 13, 5),
+                (65, 130, 33),
+                (3, 200, 127),
+                (96, 64, 256),
+            ] {
+                if !build.runs((m, n, k)) {
+                    continue;
+                }
+                for (tb, acc) in [(false, false), (true, true)] {
+                    let a = f16_round(&rng.vec_uniform(m * k, -2.0, 2.0));
+                    let b = f16_round(&rng.vec_uniform(k * n, -2.0, 2.0));
+                    let c0 = rng.vec_uniform(m * n, -1.0, 1.0);
+                    let mut want = c0.clone();
+                    matmul_ref(&a, &b, &mut want, (m, n, k), 0.5, acc);
+                    let b_mem = if tb { transpose(&b, k, n) } else { b.clone() };
+                    let ga = upload_f16(gpu, "a", &a).unwrap();
+                    let gb = upload_f16(gpu, "b", &b_mem).unwrap();
+                    let gc = GpuBuffer::from_slice(gpu, "c", &c0).unwrap();
+                    let bv = if tb {
+                        MatView::transposed(&gb, 0, k as u32)
+                    } else {
+                        MatView::rows(&gb, 0, n as u32)
+                    };
+                    pollster::block_on(async {
+                        let mut rec = rec_for(build);
+                        let (av, cv) = (
+                            MatView::rows(&ga, 0, k as u32),
+                            MatView::rows(&gc, 0, n as u32),
+                        );
+                        let shape = (m as u32, n as u32, k as u32);
+                        matmul_f16(&mut rec, av, bv, cv, shape, 0.5, acc)
+                            .await
+                            .unwrap();
+                        rec.submit().await.unwrap();
+                    });
+                    let got = pollster::block_on(read_buffer_f32(gpu, &gc, 0, m * n)).unwrap();
+                    let what = format!("f16 matmul {m}x{n}x{k} tb={tb} {build:?}");
+                    assert_close(&what, &got, &want, 1e-4, 1e-4);
+                }
+            }
+        }
+        if !coop {
+            let (a, c) = (upload_f16(gpu, "a", &[1.0]).unwrap(), upload(&[0.0]));
+            let err = pollster::block_on(async {
+                let mut rec = recorder(false).with_matmul(MatmulVariant::Coop);
+                let (av, cv) = (MatView::rows(&a, 0, 1), MatView::rows(&c, 0, 1));
+                matmul_f16(&mut rec, av, av, cv, (1, 1, 1), 1.0, false).await
+            })
+            .unwrap_err();
+            assert!(
+                err.to_string().contains("EXPERIMENTAL_COOPERATIVE_MATRIX"),
+                "{err}"
+            );
         }
     }
 

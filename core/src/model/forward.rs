@@ -134,7 +134,7 @@ pub(crate) async fn compile_kernels(gpu: &Gpu, weights: &ModelWeights) -> Result
         gemv::GemvVariant::for_recorder(&rec),
     );
     for f in formats {
-        gpu.pipeline(&matmul::LAYOUT, &mv.defines(f.define()), &mv.constants())
+        gpu.pipeline(&matmul::LAYOUT, &mv.defines(f.define()), &mv.constants(gpu))
             .await?;
         gpu.pipeline(&gemv::LAYOUT, &gv.defines(f.define()), &[])
             .await?;

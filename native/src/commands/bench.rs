@@ -9,7 +9,9 @@ use afinador_core::kernels::attention::{
 };
 use afinador_core::kernels::gemv::{GemvVariant, gemv};
 use afinador_core::kernels::logits::{cross_entropy_grad, logit_stats};
-use afinador_core::kernels::matmul::{MatView, MatmulTiles, MatmulVariant, matmul, matmul_weight};
+use afinador_core::kernels::matmul::{
+    MatView, MatmulTiles, MatmulVariant, matmul, matmul_f16, matmul_weight, upload_f16,
+};
 use afinador_core::kernels::optim::{AdamW, NORM_PARTIALS, adamw_step, grad_norm};
 use afinador_core::kernels::rmsnorm::rmsnorm;
 use afinador_core::kernels::{GpuWeight, WeightFormat};
@@ -48,16 +50,20 @@ struct KernelArgs {
     /// The device's peak FP32 GFLOP/s (for % of peak), when it is not in the built-in table.
     #[arg(long)]
     peak_gflops: Option<f64>,
+    /// The device's peak 16-bit tensor-core GFLOP/s (for the cooperative-matrix matmul).
+    #[arg(long)]
+    peak_tensor_gflops: Option<f64>,
     /// The device's peak memory bandwidth in GB/s.
     #[arg(long)]
     peak_gbps: Option<f64>,
     /// Time only the portable kernel variants (the ones every WebGPU device runs).
     #[arg(long)]
     portable: bool,
-    /// Run the matmuls as `direct` or `tiled:TM,TN,WX,WY,BK` instead of the device's choice
-    /// (TM×TN outputs per thread, WX×WY threads, K step BK), to tune the per-vendor table in
+    /// Run the matmuls as `direct`, `coop` (cooperative matrices: f16 inputs, on devices that
+    /// have them) or `tiled:TM,TN,WX,WY,BK` instead of the device's choice (TM×TN outputs per
+    /// thread, WX×WY threads, K step BK), to tune the per-vendor table in
     /// core/src/kernels/matmul.rs. Example: `tiled:8,8,16,16,8`.
-    #[arg(long, value_name = "direct|tiled:TM,TN,WX,WY,BK")]
+    #[arg(long, value_name = "direct|coop|tiled:TM,TN,WX,WY,BK")]
     matmul: Option<String>,
     /// Print JSON.
     #[arg(long)]
@@ -85,9 +91,11 @@ fn recorder(gpu: &Gpu, pick: Pick) -> Recorder<'_> {
 
 /// Parse `--matmul direct` or `--matmul tiled:TM,TN,WX,WY,BK`.
 fn parse_matmul(text: &str) -> Result<MatmulVariant> {
-    let usage = "--matmul takes `direct` or tiled:TM,TN,WX,WY,BK, e.g. tiled:8,8,16,16,8";
-    if text == "direct" {
-        return Ok(MatmulVariant::Direct);
+    let usage = "--matmul takes `direct`, `coop` or tiled:TM,TN,WX,WY,BK, e.g. tiled:8,8,16,16,8";
+    match text {
+        "direct" => return Ok(MatmulVariant::Direct),
+        "coop" => return Ok(MatmulVariant::Coop),
+        _ => {}
     }
     let sizes = text.strip_prefix("tiled:").context(usage)?;
     let n: Vec<u32> = sizes
@@ -116,9 +124,13 @@ pub fn run(args: Args) -> Result<()> {
     }
 }
 
-/// Known peaks (FP32 GFLOP/s, GB/s), matched on the adapter name.
-const KNOWN_PEAKS: [(&str, f64, f64); 2] =
-    [("H100", 51_600.0, 3_000.0), ("H200", 51_600.0, 4_000.0)];
+/// Known peaks, matched on the adapter name: FP32 GFLOP/s, 16-bit tensor-core GFLOP/s (what
+/// the cooperative-matrix matmul is measured against) and GB/s. H100: FP32, BF16 and HBM as
+/// measured with cuBLAS/PyTorch on the lent H100 (../shared/FACTS.md); H200: the same chip.
+const KNOWN_PEAKS: [(&str, f64, f64, f64); 2] = [
+    ("H100", 51_600.0, 790_000.0, 3_000.0),
+    ("H200", 51_600.0, 790_000.0, 4_000.0),
+];
 
 #[derive(Serialize, Debug, Clone)]
 struct Row {
@@ -147,6 +159,12 @@ enum Case {
         k: usize,
     },
     MatmulF32 {
+        m: usize,
+        n: usize,
+        k: usize,
+    },
+    /// f16 inputs, f32 sums and output (tensor cores where the device has them).
+    MatmulF16 {
         m: usize,
         n: usize,
         k: usize,
@@ -218,6 +236,11 @@ fn cases(quick: bool) -> Vec<Case> {
             n: 128,
             k: 128,
         });
+        v.push(Case::MatmulF16 {
+            m: 128,
+            n: 128,
+            k: 128,
+        });
         v.push(Case::Attention { t: 64 });
         v.push(Case::AttentionBwd { t: 64 });
     } else {
@@ -229,6 +252,7 @@ fn cases(quick: bool) -> Vec<Case> {
         });
         for s in [512, 1024, 4096] {
             v.push(Case::MatmulF32 { m: s, n: s, k: s });
+            v.push(Case::MatmulF16 { m: s, n: s, k: s });
         }
         for t in [256, 1024, 2048] {
             v.push(Case::Attention { t });
@@ -308,6 +332,7 @@ impl Case {
             Case::Gemv { format, .. } => format!("gemv_{}", format_name(*format)),
             Case::MatmulWeight { format, .. } => format!("matmul_{}", format_name(*format)),
             Case::MatmulF32 { .. } => "matmul_f32".into(),
+            Case::MatmulF16 { .. } => "matmul_f16".into(),
             Case::Attention { .. } => "attention_fwd".into(),
             Case::AttentionBwd { .. } => "attention_bwd".into(),
             Case::CrossEntropy { .. } => "cross_entropy".into(),
@@ -319,9 +344,9 @@ impl Case {
     fn shape(&self) -> String {
         match self {
             Case::Gemv { n, k, .. } => format!("N{n} K{k}"),
-            Case::MatmulWeight { m, n, k, .. } | Case::MatmulF32 { m, n, k } => {
-                format!("M{m} N{n} K{k}")
-            }
+            Case::MatmulWeight { m, n, k, .. }
+            | Case::MatmulF32 { m, n, k }
+            | Case::MatmulF16 { m, n, k } => format!("M{m} N{n} K{k}"),
             Case::Attention { t } | Case::AttentionBwd { t } => format!("T{t} NH9 KVH3 HS64"),
             Case::CrossEntropy { rows, v } => format!("R{rows} V{v}"),
             Case::AdamW { n } => format!("N{n}"),
@@ -336,9 +361,9 @@ impl Case {
                 let w = inputs.w.as_ref().map_or(0, GpuWeight::device_bytes) as f64;
                 (2.0 * (*n * *k) as f64, w + 4.0 * (*n + *k) as f64)
             }
-            Case::MatmulWeight { m, n, k, .. } | Case::MatmulF32 { m, n, k } => {
-                (2.0 * (*m * *n * *k) as f64, 0.0)
-            }
+            Case::MatmulWeight { m, n, k, .. }
+            | Case::MatmulF32 { m, n, k }
+            | Case::MatmulF16 { m, n, k } => (2.0 * (*m * *n * *k) as f64, 0.0),
             Case::Attention { t } => {
                 // causal: about half of the T² scores, QK and PV both, 9 heads of 64
                 let t = *t as f64;
@@ -364,6 +389,7 @@ impl Case {
             Case::MatmulWeight { .. } | Case::MatmulF32 { .. } => {
                 MatmulVariant::for_recorder(rec).label()
             }
+            Case::MatmulF16 { .. } => MatmulVariant::for_f16(rec).label(),
             _ => "portable".into(),
         };
         v.to_lowercase()
@@ -397,6 +423,13 @@ impl Case {
                     buf(gpu, m * n, rng)?,
                 ],
             },
+            Case::MatmulF16 { m, n, k } => {
+                let mut half = |n: usize| upload_f16(gpu, "bench", &rng.vec_uniform(n, -1.0, 1.0));
+                Inputs {
+                    w: None,
+                    bufs: vec![half(m * k)?, half(k * n)?, buf(gpu, m * n, rng)?],
+                }
+            }
             Case::Attention { t } => Inputs {
                 w: None,
                 bufs: vec![
@@ -483,6 +516,15 @@ impl Case {
                     MatView::rows(&b[2], 0, n),
                 );
                 matmul(rec, a, bb, c, (m, n, k), 1.0, false).await?
+            }
+            Case::MatmulF16 { m, n, k } => {
+                let (m, n, k) = (m as u32, n as u32, k as u32);
+                let (a, bb, c) = (
+                    MatView::rows(&b[0], 0, k),
+                    MatView::rows(&b[1], 0, n),
+                    MatView::rows(&b[2], 0, n),
+                );
+                matmul_f16(rec, a, bb, c, (m, n, k), 1.0, false).await?
             }
             Case::Attention { t } => {
                 let shape = attention_shape(t);
@@ -579,9 +621,11 @@ fn kernels(args: KernelArgs) -> Result<()> {
     let gpu = args.gpu.open()?;
     let known = KNOWN_PEAKS
         .iter()
-        .find(|(name, _, _)| gpu.adapter.name.contains(name));
+        .find(|(name, ..)| gpu.adapter.name.contains(name));
     let peak_gflops = args.peak_gflops.or(known.map(|k| k.1));
-    let peak_gbps = args.peak_gbps.or(known.map(|k| k.2));
+    let peak_tensor_gflops = args.peak_tensor_gflops.or(known.map(|k| k.2));
+    let peak_gbps = args.peak_gbps.or(known.map(|k| k.3));
+    let mut skipped = Vec::new();
     let (target_s, repeats) = if args.quick { (0.005, 2) } else { (0.05, 5) };
     let mut rng = Rng::new(1);
     let mut rows = Vec::new();
@@ -596,6 +640,11 @@ fn kernels(args: KernelArgs) -> Result<()> {
         {
             continue;
         }
+        if matches!(case, Case::MatmulF16 { .. }) && !gpu.has_f16() {
+            skipped.push(format!("{name}: the adapter has no SHADER_F16"));
+            continue;
+        }
+        let variant = case.variant(&recorder(&gpu, pick));
         let inputs = case.inputs(&gpu, &mut rng)?;
         let (secs, timestamps) =
             pollster::block_on(time_case(&gpu, pick, &case, &inputs, target_s, repeats))?;
@@ -608,12 +657,17 @@ fn kernels(args: KernelArgs) -> Result<()> {
             (None, Some(gbps), peak_gbps.map(|p| 100.0 * gbps / p))
         } else {
             let gflops = flops / secs / 1e9;
-            (Some(gflops), None, peak_gflops.map(|p| 100.0 * gflops / p))
+            let peak = if variant == "coop" {
+                peak_tensor_gflops
+            } else {
+                peak_gflops
+            };
+            (Some(gflops), None, peak.map(|p| 100.0 * gflops / p))
         };
         rows.push(Row {
             kernel,
             shape: case.shape(),
-            variant: case.variant(&recorder(&gpu, pick)),
+            variant,
             time_us: secs * 1e6,
             gflops,
             gbps,
@@ -627,9 +681,9 @@ fn kernels(args: KernelArgs) -> Result<()> {
         );
     }
     if args.json {
-        return print_json(
-            &serde_json::json!({ "adapter": gpu.adapter, "timer": timer, "results": rows }),
-        );
+        return print_json(&serde_json::json!({
+            "adapter": gpu.adapter, "timer": timer, "results": rows, "skipped": skipped,
+        }));
     }
     println!(
         "{} ({}, {}), timed with {timer}",
@@ -650,6 +704,9 @@ fn kernels(args: KernelArgs) -> Result<()> {
             "{:<14} {:<22} {:<20} {:>12.1} {:>14} {:>8}",
             r.kernel, r.shape, r.variant, r.time_us, rate, peak
         );
+    }
+    for s in skipped {
+        println!("skipped {s}");
     }
     Ok(())
 }
