@@ -7,6 +7,9 @@
 //   W_* + WT    = W[k, n]: C = A · W, the input gradient of the linear layer (dX = dY · W);
 //                 N is the weight's row length then (N % 4 == 0)
 // C(m, n) = c[c_off + m·c_sm + n]
+// The sum runs over k in [k_begin, k_end) (K stays the full length, for indexing): on CPU
+// adapters the host splits long sums into several dispatches (matmul.rs, `k_chunk`), because
+// llvmpipe ends every loop of an invocation after 65535 iterations in all.
 // F16: A and B are stored as f16 (B_STRIDED only); products are summed in f32 and C stays f32.
 //
 // Bindings: 0 params (uniform), 1 a (read), 2 b / w_q (read), 3 w_s (read), 4 c (read_write).
@@ -20,10 +23,8 @@
 // defaults are the portable configuration. Limits: TM, TN ≤ 8, BM·BK and BK·BN ≤ 2048,
 // BK % 4 == 0, BN % 4 == 0. Dispatch: (ceil(N / BN), ceil(M / BM), 1).
 // DIRECT (for CPU adapters, whose caches do what workgroup memory does on a GPU and whose
-// barriers are expensive): 32×32 outputs per workgroup of 8×8 threads, each thread 4×4 read
-// straight from memory, no barriers; fixed sizes (see docs/PERFORMANCE.md for why the
-// register-blocked form with override tiles is not used here). Dispatch: (ceil(N / 32),
-// ceil(M / 32), 1).
+// barriers are expensive): 32×32 outputs per workgroup of 4×4 threads, each thread 8×8 read
+// straight from memory, no barriers; fixed sizes. Dispatch: (ceil(N / 32), ceil(M / 32), 1).
 // COOP (devices with cooperative matrices, i.e. tensor cores; native Vulkan/Metal only): a
 // workgroup of SG threads (the adapter's subgroup size, a pipeline constant) computes a 32 × 32
 // block of C as 2 × 2 cooperative 16 × 16 matrices with f32 accumulators. K advances 32 at a time:
@@ -58,7 +59,7 @@ struct Params {
     M: u32, N: u32, K: u32, accumulate: u32,
     a_off: u32, a_sm: u32, a_sk: u32, b_off: u32,
     b_sk: u32, b_sn: u32, c_off: u32, c_sm: u32,
-    alpha: f32, _pad0: u32, _pad1: u32, _pad2: u32,
+    alpha: f32, k_begin: u32, k_end: u32, _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -87,7 +88,7 @@ var<workgroup> b_tile: array<f32, TILE_MAX>; // [BK][BN]
 #endif
 
 fn load_a(m: u32, k: u32) -> f32 {
-    if (m < p.M && k < p.K) {
+    if (m < p.M && k < p.k_end) {
         return f32(a[p.a_off + m * p.a_sm + k * p.a_sk]);
     }
     return 0.0;
@@ -96,7 +97,7 @@ fn load_a(m: u32, k: u32) -> f32 {
 #ifdef WT
 // B(k, n..n+4) = W[k, n..n+4] as a vec4 over n.
 fn load_b4n(k: u32, n: u32) -> vec4<f32> {
-    if (k < p.K && n < p.N) {
+    if (k < p.k_end && n < p.N) {
         return w_load4(k, n, p.N);
     }
     return vec4<f32>(0.0);
@@ -107,13 +108,13 @@ fn load_b4(k: u32, n: u32) -> vec4<f32> {
 #ifdef B_STRIDED
     var v = vec4<f32>(0.0);
     for (var i = 0u; i < 4u; i++) {
-        if (n < p.N && k + i < p.K) {
+        if (n < p.N && k + i < p.k_end) {
             v[i] = f32(b[p.b_off + (k + i) * p.b_sk + n * p.b_sn]);
         }
     }
     return v;
 #else
-    if (n < p.N && k < p.K) {
+    if (n < p.N && k < p.k_end) {
         return w_load4(n, k, p.K);
     }
     return vec4<f32>(0.0);
@@ -127,7 +128,7 @@ fn load_a4(m: u32, k: u32) -> vec4<f32> {
     if (m < p.M) {
         let base = p.a_off + m * p.a_sm;
         for (var i = 0u; i < 4u; i++) {
-            if (k + i < p.K) {
+            if (k + i < p.k_end) {
                 v[i] = f32(a[base + (k + i) * p.a_sk]);
             }
         }
@@ -135,45 +136,60 @@ fn load_a4(m: u32, k: u32) -> vec4<f32> {
     return v;
 }
 
-@compute @workgroup_size(64)
+// Each of the 16 threads owns 8 consecutive rows × 8 consecutive columns: per four k it reads
+// 8 + 8 vec4 and does 256 multiply-adds. Accumulator j-quads live in acc[2·i + q] (columns
+// n0 + 4q .. n0 + 4q + 4 of row m0 + i); every loop bound is a constant.
+const DT: u32 = 8u;
+
+@compute @workgroup_size(16)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let m0 = wg.y * 32u + (t / 8u) * 4u;
-    let n0 = wg.x * 32u + (t % 8u) * 4u;
-    var acc: array<vec4<f32>, 4>;
-    for (var k = 0u; k < p.K; k += 4u) {
+    let m0 = wg.y * 32u + (t / 4u) * DT;
+    let n0 = wg.x * 32u + (t % 4u) * DT;
+    var acc: array<vec4<f32>, 16>;
+    for (var i = 0u; i < 16u; i++) {
+        acc[i] = vec4<f32>(0.0);
+    }
+    var a4: array<vec4<f32>, 8>;
+    for (var k = p.k_begin; k < p.k_end; k += 4u) {
+        for (var i = 0u; i < DT; i++) {
+            a4[i] = load_a4(m0 + i, k);
+        }
 #ifdef WT
-        let a0 = load_a4(m0, k);
-        let a1 = load_a4(m0 + 1u, k);
-        let a2 = load_a4(m0 + 2u, k);
-        let a3 = load_a4(m0 + 3u, k);
         for (var kk = 0u; kk < 4u; kk++) {
-            let bn = load_b4n(k + kk, n0);
-            acc[0] += a0[kk] * bn;
-            acc[1] += a1[kk] * bn;
-            acc[2] += a2[kk] * bn;
-            acc[3] += a3[kk] * bn;
+            let b0 = load_b4n(k + kk, n0);
+            let b1 = load_b4n(k + kk, n0 + 4u);
+            for (var i = 0u; i < DT; i++) {
+                let av = a4[i][kk];
+                acc[2u * i] = fma(vec4<f32>(av), b0, acc[2u * i]);
+                acc[2u * i + 1u] = fma(vec4<f32>(av), b1, acc[2u * i + 1u]);
+            }
         }
 #else
         let b0 = load_b4(k, n0);
         let b1 = load_b4(k, n0 + 1u);
         let b2 = load_b4(k, n0 + 2u);
         let b3 = load_b4(k, n0 + 3u);
-        for (var i = 0u; i < 4u; i++) {
-            let av = load_a4(m0 + i, k);
-            acc[i] += vec4<f32>(dot(av, b0), dot(av, b1), dot(av, b2), dot(av, b3));
+        let b4 = load_b4(k, n0 + 4u);
+        let b5 = load_b4(k, n0 + 5u);
+        let b6 = load_b4(k, n0 + 6u);
+        let b7 = load_b4(k, n0 + 7u);
+        for (var i = 0u; i < DT; i++) {
+            let av = a4[i];
+            acc[2u * i] += vec4<f32>(dot(av, b0), dot(av, b1), dot(av, b2), dot(av, b3));
+            acc[2u * i + 1u] += vec4<f32>(dot(av, b4), dot(av, b5), dot(av, b6), dot(av, b7));
         }
 #endif
     }
-    for (var i = 0u; i < 4u; i++) {
+    for (var i = 0u; i < DT; i++) {
         let m = m0 + i;
         if (m >= p.M) {
             break;
         }
-        for (var j = 0u; j < 4u; j++) {
+        for (var j = 0u; j < DT; j++) {
             let n = n0 + j;
             if (n < p.N) {
                 let idx = p.c_off + m * p.c_sm + n;
-                var v = p.alpha * acc[i][j];
+                var v = p.alpha * acc[2u * i + j / 4u][j % 4u];
                 if (p.accumulate != 0u) {
                     v += c[idx];
                 }
@@ -197,7 +213,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     var acc: array<array<f32, REG_MAX>, REG_MAX>;
     var ar: array<f32, REG_MAX>;
     var br: array<f32, REG_MAX>;
-    for (var k0 = 0u; k0 < p.K; k0 += BK) {
+    for (var k0 = p.k_begin; k0 < p.k_end; k0 += BK) {
         // A slice: consecutive threads read consecutive k (A is row-major in the engine).
         for (var i = t; i < bm * BK; i += threads) {
             let kk = i % BK;
@@ -273,7 +289,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     var c01 = coop_mat16x16<f32, C>();
     var c10 = coop_mat16x16<f32, C>();
     var c11 = coop_mat16x16<f32, C>();
-    for (var k0 = 0u; k0 < p.K; k0 += 32u) {
+    for (var k0 = p.k_begin; k0 < p.k_end; k0 += 32u) {
         for (var i = t; i < 1024u; i += SG) {
             a16[i] = f16(load_a(m0 + i / 32u, k0 + i % 32u));
         }

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use super::pipeline::CachedPipeline;
 use super::{GpuError, MemoryCounter, PipelineKey, Result};
+use crate::kernels::matmul::MatmulVariant;
 
 /// Which graphics API to reach the GPU through.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -209,6 +210,9 @@ pub struct Gpu {
     pub limits: wgpu::Limits,
     /// The smallest and largest subgroup the adapter may run.
     pub subgroup_size: (u32, u32),
+    /// The matmul build to run instead of the adapter's default (a tuning result, or the user's
+    /// choice); see `MatmulVariant::for_recorder`.
+    matmul: Mutex<Option<MatmulVariant>>,
     pub(super) pipelines: Mutex<HashMap<PipelineKey, CachedPipeline>>,
     /// Storage-buffer bytes alive on the device, and their peak.
     pub memory: Arc<MemoryCounter>,
@@ -277,6 +281,7 @@ impl Gpu {
             features,
             limits,
             subgroup_size: (info.subgroup_min_size, info.subgroup_max_size),
+            matmul: Mutex::new(None),
             pipelines: Mutex::new(HashMap::new()),
             memory: Arc::new(MemoryCounter::default()),
         })
@@ -285,6 +290,17 @@ impl Gpu {
     /// Whether the adapter is a CPU implementation (lavapipe, SwiftShader, WARP).
     pub fn is_cpu(&self) -> bool {
         self.adapter.device_type == "Cpu"
+    }
+
+    /// Run matmuls as `variant` from now on (`None`: the adapter's default), e.g. the winner of
+    /// `afinador bench tune` for this adapter. Portable recorders keep the portable tiles.
+    pub fn set_matmul(&self, variant: Option<MatmulVariant>) {
+        *self.matmul.lock().expect("matmul choice") = variant;
+    }
+
+    /// The matmul build set with [`set_matmul`](Self::set_matmul).
+    pub fn matmul(&self) -> Option<MatmulVariant> {
+        *self.matmul.lock().expect("matmul choice")
     }
 
     /// Whether shaders may use f16 (`SHADER_F16`).

@@ -23,7 +23,11 @@ pub struct MatmulParams {
     pub c_off: u32,
     pub c_sm: u32,
     pub alpha: f32,
-    pub _pad: [u32; 3],
+    /// The sum runs over k in `k_begin..k_end`; the dispatch sets them
+    /// ([`MatmulVariant::k_chunk`]).
+    pub k_begin: u32,
+    pub k_end: u32,
+    pub _pad: u32,
 }
 assert_params_size!(MatmulParams, 64);
 
@@ -68,8 +72,9 @@ pub enum MatmulVariant {
 
 impl MatmulVariant {
     /// The variant suited to the recorder's device for f32 inputs: the one the recorder asks
-    /// for, the portable tiles when it must be portable, DIRECT on CPU adapters, else the
-    /// vendor's tiles.
+    /// for, the portable tiles when it must be portable, the device's chosen build
+    /// ([`Gpu::set_matmul`]: tuned or asked for), DIRECT on CPU adapters, else the vendor's
+    /// tiles.
     pub fn for_recorder(rec: &Recorder<'_>) -> MatmulVariant {
         let gpu = rec.gpu();
         if let Some(variant) = rec.matmul() {
@@ -77,6 +82,8 @@ impl MatmulVariant {
         }
         if rec.is_portable() {
             MatmulVariant::Tiled(MatmulTiles::PORTABLE)
+        } else if let Some(variant) = gpu.matmul() {
+            variant
         } else if gpu.is_cpu() {
             MatmulVariant::Direct
         } else {
@@ -87,9 +94,8 @@ impl MatmulVariant {
     /// The variant for f16 inputs: as [`for_recorder`](Self::for_recorder), but the
     /// cooperative-matrix build where the device has it (and the recorder is not portable).
     pub fn for_f16(rec: &Recorder<'_>) -> MatmulVariant {
-        let coop = rec
-            .gpu()
-            .has(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
+        let gpu = rec.gpu();
+        let coop = gpu.has(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
         if rec.matmul().is_none() && !rec.is_portable() && coop {
             MatmulVariant::Coop
         } else {
@@ -141,6 +147,33 @@ impl MatmulVariant {
         }
     }
 
+    /// The longest sum one dispatch may compute on `gpu`. llvmpipe (lavapipe, the adapter CI
+    /// runs on) ends all loops of an invocation once they have run 65535 iterations in all
+    /// (gallivm's `LP_MAX_TGSI_LOOP_ITERATIONS`), without an error: a 49152-long sum (the input
+    /// gradient of SmolLM2's logits) silently lost its tail. So on CPU adapters a dispatch
+    /// covers at most the K that keeps an invocation under 60000 iterations, counting every loop
+    /// of the kernel as if none were unrolled; GPUs take any K in one dispatch. A multiple of 32.
+    pub fn k_chunk(self, gpu: &Gpu) -> u32 {
+        if !gpu.is_cpu() {
+            return u32::MAX;
+        }
+        // (loop iterations per step of K, the step) in the worst case, from matmul.wgsl.
+        let (per_step, step) = match self {
+            // per four k: A rows 8 × (1 + 4), B columns 8 × (1 + 4) or WT 4 × (1 + 8), outer 1
+            MatmulVariant::Direct => (81, 4),
+            MatmulVariant::Tiled(t) => {
+                let threads = t.wx * t.wy;
+                let a_loads = (t.bm() * t.bk).div_ceil(threads);
+                let b_loads = (t.bn() * t.bk / 4).div_ceil(threads) * (1 + 4 + 4);
+                let inner = t.bk * (1 + t.tm + t.tn + t.tm * (1 + t.tn));
+                (1 + a_loads + b_loads + inner, t.bk)
+            }
+            // staging loops of 1024 / SG and 256 / SG × (1 + 4 + 4), two k steps of 16
+            MatmulVariant::Coop => (1 + 1024 + 256 * 9 + 2, 32),
+        };
+        ((60_000 / per_step * step) / 32 * 32).max(32)
+    }
+
     /// Queue this build with the extra flags `extra` (B source first), failing with a clear
     /// error when the device lacks a feature the build needs.
     async fn dispatch(
@@ -180,8 +213,24 @@ impl MatmulVariant {
         }
         let constants = self.constants(gpu);
         let groups = self.groups(params.m, params.n);
-        rec.dispatch_with(&LAYOUT, (&defines, &constants), params, bufs, groups)
-            .await
+        // Long sums go in pieces, each after the first adding to C.
+        let k_chunk = self.k_chunk(gpu);
+        let mut k_begin = 0u32;
+        loop {
+            let k_end = params.k.min(k_begin.saturating_add(k_chunk));
+            let chunk = MatmulParams {
+                k_begin,
+                k_end,
+                accumulate: (params.accumulate != 0 || k_begin > 0) as u32,
+                ..*params
+            };
+            rec.dispatch_with(&LAYOUT, (&defines, &constants), &chunk, bufs, groups)
+                .await?;
+            if k_end >= params.k {
+                return Ok(());
+            }
+            k_begin = k_end;
+        }
     }
 }
 
@@ -287,7 +336,7 @@ fn strided_params(
         c_off: c.off,
         c_sm: c.s0,
         alpha,
-        _pad: [0; 3],
+        ..Default::default()
     }
 }
 
@@ -671,6 +720,80 @@ mod tests {
                     let what = format!("dX {format:?} {m}x{n}x{k} {build:?}");
                     assert_close(&what, &got, &want, 1e-4, 1e-4);
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn sums_longer_than_one_dispatch_are_complete() {
+        // Longer than one dispatch's sum on a CPU adapter (`k_chunk`): the logits' input
+        // gradient (K = SmolLM2's 49152-token vocabulary) lost its tail on llvmpipe before sums
+        // were split; a weight row and a strided sum that end mid-chunk.
+        let gpu = gpu();
+        let mut rng = Rng::new(49);
+        let (m, c, v) = (8usize, 64usize, 49152usize);
+        let raw = random_blocks(WeightFormat::Q8_0, v * c, &mut rng);
+        let w = dequant(WeightFormat::Q8_0, &raw, v * c);
+        let gw = GpuWeight::upload(gpu, "embd", WeightFormat::Q8_0, &raw, v, c).unwrap();
+        let dy = rng.vec_uniform(m * v, -1.0, 1.0);
+        let mut want_dx = vec![0.0; m * c];
+        matmul_ref(&dy, &w, &mut want_dx, (m, c, v), 1.0, false);
+        let (kw, ks) = (16480, 9000);
+        let raw_w = random_blocks(WeightFormat::Q4_1, 16 * kw, &mut rng);
+        let w2 = dequant(WeightFormat::Q4_1, &raw_w, 16 * kw);
+        let gw2 = GpuWeight::upload(gpu, "w", WeightFormat::Q4_1, &raw_w, 16, kw).unwrap();
+        let x = rng.vec_uniform(m * kw, -1.0, 1.0);
+        let mut want_y = vec![0.0; m * 16];
+        matmul_ref(
+            &x,
+            &transpose(&w2, 16, kw),
+            &mut want_y,
+            (m, 16, kw),
+            1.0,
+            false,
+        );
+        let (sa, sb) = (
+            rng.vec_uniform(m * ks, -1.0, 1.0),
+            rng.vec_uniform(ks * 24, -1.0, 1.0),
+        );
+        let mut want_s = vec![0.0; m * 24];
+        matmul_ref(&sa, &sb, &mut want_s, (m, 24, ks), 1.0, false);
+        let gdy = GpuBuffer::from_slice(gpu, "dy", &dy).unwrap();
+        let gx = GpuBuffer::from_slice(gpu, "x", &x).unwrap();
+        let (ga, gb) = (upload(&sa), upload(&transpose(&sb, ks, 24)));
+        for build in builds() {
+            let out: Vec<GpuBuffer> = [m * c, m * 16, m * 24]
+                .iter()
+                .map(|&n| GpuBuffer::zeroed(gpu, "out", (n * 4) as u64).unwrap())
+                .collect();
+            pollster::block_on(async {
+                let mut rec = rec_for(build);
+                let m32 = m as u32;
+                matmul_weight_t(
+                    &mut rec, &gdy, 0, &gw, &out[0], 0, c as u32, m32, 1.0, false,
+                )
+                .await
+                .unwrap();
+                matmul_weight(&mut rec, &gx, 0, &gw2, &out[1], 0, 16, m32, 1.0, false)
+                    .await
+                    .unwrap();
+                let (av, bv) = (
+                    MatView::rows(&ga, 0, ks as u32),
+                    MatView::transposed(&gb, 0, ks as u32),
+                );
+                let cv = MatView::rows(&out[2], 0, 24);
+                matmul(&mut rec, av, bv, cv, (m32, 24, ks as u32), 1.0, false)
+                    .await
+                    .unwrap();
+                rec.submit().await.unwrap();
+            });
+            for (what, buf, want) in [
+                ("dX through the embedding, K 49152", &out[0], &want_dx),
+                ("x·Wᵀ, K 16480", &out[1], &want_y),
+                ("strided, K 9000", &out[2], &want_s),
+            ] {
+                let got = pollster::block_on(read_buffer_f32(gpu, buf, 0, want.len())).unwrap();
+                assert_close(&format!("{what} {build:?}"), &got, want, 1e-3, 1e-4);
             }
         }
     }
