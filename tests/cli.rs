@@ -181,6 +181,72 @@ fn quick_kernel_bench_reports_every_family_with_positive_figures() {
 }
 
 #[test]
+fn bench_tune_remembers_the_fastest_matmul_and_later_commands_run_it() {
+    let cache = std::env::temp_dir().join(format!("afinador-tune-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache);
+    let with_cache = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_afinador"))
+            .args(args)
+            .env("XDG_CACHE_HOME", &cache)
+            .current_dir(repo())
+            .output()
+            .expect("run afinador")
+    };
+    let v = json(&with_cache(&["bench", "tune", "--quick", "--json"]));
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 4, "DIRECT and the three tile presets: {v}");
+    for r in results {
+        let times = r["time_us"].as_array().unwrap();
+        assert_eq!(times.len(), v["cases"].as_array().unwrap().len());
+        assert!(times.iter().all(|t| t.as_f64().unwrap() > 0.0), "{r}");
+    }
+    let relative: Vec<f64> = results
+        .iter()
+        .map(|r| r["relative"].as_f64().unwrap())
+        .collect();
+    assert!(
+        relative.windows(2).all(|w| w[0] <= w[1]),
+        "sorted: {relative:?}"
+    );
+    assert_eq!(v["chosen"], results[0]["matmul"]);
+    let file = cache.join("afinador/matmul-tuning.json");
+    assert_eq!(v["saved"].as_str().unwrap(), file.to_str().unwrap());
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let (key, entry) = saved.as_object().unwrap().iter().next().unwrap();
+    assert!(
+        key.starts_with(v["adapter"]["name"].as_str().unwrap()),
+        "{key}"
+    );
+    assert_eq!(entry["matmul"], v["chosen"]);
+    let default = results
+        .iter()
+        .find(|r| r["matmul"] == v["default"])
+        .unwrap()["label"]
+        .clone();
+
+    // Whatever the cache holds for this adapter is what every command then runs.
+    let forced = serde_json::json!({ key.clone(): { "matmul": "tiled:8,4,16,8,16" } });
+    std::fs::write(&file, forced.to_string()).unwrap();
+    let kernels = [
+        "bench",
+        "kernels",
+        "--quick",
+        "--filter",
+        "matmul_f32",
+        "--json",
+    ];
+    let v = json(&with_cache(&kernels));
+    assert_eq!(v["results"][0]["variant"], "tiled64x64/8x4/k16", "{v}");
+    // A broken cache is reported and ignored.
+    std::fs::write(&file, "{ not json").unwrap();
+    let out = with_cache(&kernels);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a tuning file"));
+    assert_eq!(json(&out)["results"][0]["variant"], default);
+    let _ = std::fs::remove_dir_all(&cache);
+}
+
+#[test]
 fn bench_compare_pairs_two_runs_and_reports_ratios() {
     // Two real `bench kernels --quick --json` runs on lavapipe (tests/data/bench_*.json): the
     // portable build of every kernel, and the device's choice for the matmuls only.

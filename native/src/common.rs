@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use afinador_core::formats::Gguf;
 use afinador_core::gpu::{Backend, Gpu, GpuOptions};
+use afinador_core::kernels::matmul::{MatmulTiles, MatmulVariant};
 use afinador_core::model::Model;
 use afinador_core::tokenizer::Tokenizer;
 use anyhow::{Context, Result, bail};
@@ -33,12 +34,51 @@ impl GpuArgs {
         })
     }
 
+    /// Open the adapter, with the matmul build `afinador bench tune` chose for it, if any.
     pub fn open(&self) -> Result<Gpu> {
         let options = GpuOptions {
             backend: self.backend()?,
             adapter_index: self.gpu,
         };
-        Ok(pollster::block_on(Gpu::new(&options))?)
+        let gpu = pollster::block_on(Gpu::new(&options))?;
+        gpu.set_matmul(crate::commands::bench_tune::tuned(&gpu));
+        Ok(gpu)
+    }
+}
+
+/// Parse a matmul build: `direct`, `coop` or `tiled:TM,TN,WX,WY,BK` (see [`matmul_spec`]).
+pub fn parse_matmul(text: &str) -> Result<MatmulVariant> {
+    let usage = "--matmul takes `direct`, `coop` or tiled:TM,TN,WX,WY,BK, e.g. tiled:8,8,16,16,8";
+    match text {
+        "direct" => return Ok(MatmulVariant::Direct),
+        "coop" => return Ok(MatmulVariant::Coop),
+        _ => {}
+    }
+    let sizes = text.strip_prefix("tiled:").context(usage)?;
+    let n: Vec<u32> = sizes
+        .split(',')
+        .map(|x| x.trim().parse())
+        .collect::<Result<_, _>>()
+        .context(usage)?;
+    let [tm, tn, wx, wy, bk] = n[..] else {
+        bail!("{usage}");
+    };
+    let tiles = MatmulTiles { tm, tn, wx, wy, bk };
+    if !tiles.is_valid() {
+        bail!(
+            "--matmul {text}: the kernel cannot hold these tiles (TM, TN ≤ 8, WX·WY ≤ 256, \
+             BK % 4 = 0, WX·TN % 4 = 0, WY·TM·BK and BK·WX·TN ≤ 2048)"
+        );
+    }
+    Ok(MatmulVariant::Tiled(tiles))
+}
+
+/// The text [`parse_matmul`] reads back.
+pub fn matmul_spec(variant: MatmulVariant) -> String {
+    match variant {
+        MatmulVariant::Direct => "direct".into(),
+        MatmulVariant::Coop => "coop".into(),
+        MatmulVariant::Tiled(t) => format!("tiled:{},{},{},{},{}", t.tm, t.tn, t.wx, t.wy, t.bk),
     }
 }
 

@@ -10,16 +10,16 @@ use afinador_core::kernels::attention::{
 use afinador_core::kernels::gemv::{GemvVariant, gemv};
 use afinador_core::kernels::logits::{cross_entropy_grad, logit_stats};
 use afinador_core::kernels::matmul::{
-    MatView, MatmulTiles, MatmulVariant, matmul, matmul_f16, matmul_weight, upload_f16,
+    MatView, MatmulVariant, matmul, matmul_f16, matmul_weight, upload_f16,
 };
 use afinador_core::kernels::optim::{AdamW, NORM_PARTIALS, adamw_step, grad_norm};
 use afinador_core::kernels::rmsnorm::rmsnorm;
 use afinador_core::kernels::{GpuWeight, WeightFormat};
 use afinador_core::util::Rng;
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use serde::Serialize;
 
-use crate::common::{GpuArgs, print_json};
+use crate::common::{GpuArgs, parse_matmul, print_json};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -35,6 +35,9 @@ enum What {
     Train(super::bench_train::Args),
     /// Two `bench kernels --json` runs side by side, with B's rate over A's.
     Compare(super::bench_compare::Args),
+    /// Time every tested matmul build on this adapter at training shapes and remember the
+    /// fastest for it: every later command on this adapter runs it.
+    Tune(super::bench_tune::Args),
 }
 
 #[derive(clap::Args, Debug)]
@@ -72,9 +75,9 @@ struct KernelArgs {
 
 /// Which builds to time.
 #[derive(Clone, Copy, Debug)]
-struct Pick {
-    portable: bool,
-    matmul: Option<MatmulVariant>,
+pub(super) struct Pick {
+    pub portable: bool,
+    pub matmul: Option<MatmulVariant>,
 }
 
 fn recorder(gpu: &Gpu, pick: Pick) -> Recorder<'_> {
@@ -89,38 +92,12 @@ fn recorder(gpu: &Gpu, pick: Pick) -> Recorder<'_> {
     }
 }
 
-/// Parse `--matmul direct` or `--matmul tiled:TM,TN,WX,WY,BK`.
-fn parse_matmul(text: &str) -> Result<MatmulVariant> {
-    let usage = "--matmul takes `direct`, `coop` or tiled:TM,TN,WX,WY,BK, e.g. tiled:8,8,16,16,8";
-    match text {
-        "direct" => return Ok(MatmulVariant::Direct),
-        "coop" => return Ok(MatmulVariant::Coop),
-        _ => {}
-    }
-    let sizes = text.strip_prefix("tiled:").context(usage)?;
-    let n: Vec<u32> = sizes
-        .split(',')
-        .map(|x| x.trim().parse())
-        .collect::<Result<_, _>>()
-        .context(usage)?;
-    let [tm, tn, wx, wy, bk] = n[..] else {
-        bail!("{usage}");
-    };
-    let tiles = MatmulTiles { tm, tn, wx, wy, bk };
-    if !tiles.is_valid() {
-        bail!(
-            "--matmul {text}: the kernel cannot hold these tiles (TM, TN ≤ 8, WX·WY ≤ 256, \
-             BK % 4 = 0, WX·TN % 4 = 0, WY·TM·BK and BK·WX·TN ≤ 2048)"
-        );
-    }
-    Ok(MatmulVariant::Tiled(tiles))
-}
-
 pub fn run(args: Args) -> Result<()> {
     match args.what {
         What::Kernels(k) => kernels(k),
         What::Train(t) => super::bench_train::run(t),
         What::Compare(c) => super::bench_compare::run(c),
+        What::Tune(t) => super::bench_tune::run(t),
     }
 }
 
@@ -146,7 +123,7 @@ struct Row {
 }
 
 /// One benchmark case: what it runs and what it moves or computes per dispatch.
-enum Case {
+pub(super) enum Case {
     Gemv {
         format: WeightFormat,
         n: usize,
@@ -272,7 +249,7 @@ fn cases(quick: bool) -> Vec<Case> {
 }
 
 /// Buffers a case runs on.
-struct Inputs {
+pub(super) struct Inputs {
     w: Option<GpuWeight>,
     bufs: Vec<GpuBuffer>,
 }
@@ -327,7 +304,7 @@ fn attention_shape(t: usize) -> AttentionShape {
 }
 
 impl Case {
-    fn kernel(&self) -> String {
+    pub(super) fn kernel(&self) -> String {
         match self {
             Case::Gemv { format, .. } => format!("gemv_{}", format_name(*format)),
             Case::MatmulWeight { format, .. } => format!("matmul_{}", format_name(*format)),
@@ -341,7 +318,7 @@ impl Case {
         }
     }
 
-    fn shape(&self) -> String {
+    pub(super) fn shape(&self) -> String {
         match self {
             Case::Gemv { n, k, .. } => format!("N{n} K{k}"),
             Case::MatmulWeight { m, n, k, .. }
@@ -405,7 +382,7 @@ impl Case {
         )
     }
 
-    fn inputs(&self, gpu: &Gpu, rng: &mut Rng) -> Result<Inputs> {
+    pub(super) fn inputs(&self, gpu: &Gpu, rng: &mut Rng) -> Result<Inputs> {
         Ok(match *self {
             Case::Gemv { format, n, k } => Inputs {
                 w: Some(random_weight(gpu, format, n, k, rng)?),
@@ -591,7 +568,7 @@ async fn submit_once(
 
 /// Seconds per dispatch: a warm-up submission of one dispatch sizes the batches (about
 /// `target_s` each, at most 100 dispatches), then the median of `repeats` timed batches.
-async fn time_case(
+pub(super) async fn time_case(
     gpu: &Gpu,
     pick: Pick,
     case: &Case,

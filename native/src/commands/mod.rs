@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod bench_compare;
 pub mod bench_train;
+pub mod bench_tune;
 pub mod devices;
 pub mod eval;
 pub mod generate;
