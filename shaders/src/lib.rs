@@ -135,9 +135,13 @@ pub fn variants() -> Vec<(Shader, Vec<&'static str>)> {
     out.push((Shader::Reduce, vec!["SUMSQ_PARTIAL"]));
     out.push((Shader::Reduce, vec!["NORM_FINISH"]));
     out.push((Shader::Rope, vec![]));
-    out.push((Shader::Attention, vec![]));
-    out.push((Shader::Attention, vec!["BWD_DQ"]));
-    out.push((Shader::Attention, vec!["BWD_DKV"]));
+    for pass in [None, Some("BWD_DQ"), Some("BWD_DKV")] {
+        out.push((Shader::Attention, pass.into_iter().collect()));
+        out.push((
+            Shader::Attention,
+            pass.into_iter().chain(["DIRECT"]).collect(),
+        ));
+    }
     out.push((Shader::Elementwise, vec!["OP_SWIGLU"]));
     out.push((Shader::Elementwise, vec!["OP_ADD"]));
     out.push((Shader::Logits, vec![]));

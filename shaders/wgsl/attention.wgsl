@@ -20,6 +20,13 @@
 //   group (so GQA needs no atomics) and writes dk, dv (=). Runs after BWD_DQ (reads delta).
 //   Bindings: 0 params, 1 q, 2 k, 3 v, 4 dout, 5 lse, 6 delta (read), 7 dk, 8 dv (read_write).
 //   Dispatch: (S, KVH, B).
+//
+// DIRECT (CPU adapters, whose barriers are expensive): the same three kernels with one thread
+// per row — per (query, head) for the forward and BWD_DQ, per (key, kv head) for BWD_DKV — its
+// vectors in private vec4 arrays, no workgroup memory and no barriers. HS % 4 == 0. Dispatch:
+// (ceil(T·NH / 64), B, 1), BWD_DKV (ceil(S·KVH / 64), B, 1). llvmpipe ends an invocation's loops
+// after 65535 iterations in all, so the host runs DIRECT only where the longest row stays under
+// that (attention.rs, `AttentionVariant`).
 
 struct Params {
     T: u32, NH: u32, KVH: u32, HS: u32,
@@ -49,6 +56,188 @@ struct Params {
 #endif
 #endif
 
+#ifdef DIRECT
+// The largest HS / 4.
+const MAX_HS4: u32 = 64u;
+
+fn q4(i: u32) -> vec4<f32> {
+    return vec4<f32>(q[i], q[i + 1u], q[i + 2u], q[i + 3u]);
+}
+fn k4(i: u32) -> vec4<f32> {
+    return vec4<f32>(k[i], k[i + 1u], k[i + 2u], k[i + 3u]);
+}
+fn v4(i: u32) -> vec4<f32> {
+    return vec4<f32>(v[i], v[i + 1u], v[i + 2u], v[i + 3u]);
+}
+#ifndef BWD_DQ
+#ifndef BWD_DKV
+#define DIRECT_FWD
+#endif
+#endif
+#ifndef DIRECT_FWD
+fn dout4(i: u32) -> vec4<f32> {
+    return vec4<f32>(dout[i], dout[i + 1u], dout[i + 2u], dout[i + 3u]);
+}
+#endif
+
+#ifdef DIRECT_FWD
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let i = wg.x * 64u + t;
+    if (i >= p.T * p.NH) {
+        return;
+    }
+    let b = wg.y;
+    let qt = i / p.NH;
+    let h = i % p.NH;
+    let row = b * p.T * p.NH + i;
+    let kv_stride = p.KVH * p.HS;
+    let kv_base = b * p.S * kv_stride + (h / (p.NH / p.KVH)) * p.HS;
+    let hs4 = p.HS / 4u;
+    var qv: array<vec4<f32>, MAX_HS4>;
+    var acc: array<vec4<f32>, MAX_HS4>;
+    for (var d = 0u; d < hs4; d++) {
+        qv[d] = q4(row * p.HS + 4u * d) * p.scale;
+        acc[d] = vec4<f32>(0.0);
+    }
+    var m = -3.0e38;
+    var l = 0.0;
+    for (var s = 0u; s < p.pos0 + qt + 1u; s++) {
+        let kb = kv_base + s * kv_stride;
+        var score = 0.0;
+        for (var d = 0u; d < hs4; d++) {
+            score += dot(qv[d], k4(kb + 4u * d));
+        }
+        let m_new = max(m, score);
+        let c = exp(m - m_new);
+        let e = exp(score - m_new);
+        l = l * c + e;
+        m = m_new;
+        for (var d = 0u; d < hs4; d++) {
+            acc[d] = acc[d] * c + e * v4(kb + 4u * d);
+        }
+    }
+    let ob = row * p.HS;
+    for (var d = 0u; d < hs4; d++) {
+        let x = acc[d] / l;
+        o[ob + 4u * d] = x.x;
+        o[ob + 4u * d + 1u] = x.y;
+        o[ob + 4u * d + 2u] = x.z;
+        o[ob + 4u * d + 3u] = x.w;
+    }
+    lse[row] = m + log(l);
+}
+#endif
+
+#ifdef BWD_DQ
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let i = wg.x * 64u + t;
+    if (i >= p.T * p.NH) {
+        return;
+    }
+    let b = wg.y;
+    let qt = i / p.NH;
+    let h = i % p.NH;
+    let row = b * p.T * p.NH + i;
+    let kv_stride = p.KVH * p.HS;
+    let kv_base = b * p.S * kv_stride + (h / (p.NH / p.KVH)) * p.HS;
+    let hs4 = p.HS / 4u;
+    var qv: array<vec4<f32>, MAX_HS4>;
+    var dov: array<vec4<f32>, MAX_HS4>;
+    var acc: array<vec4<f32>, MAX_HS4>;
+    var big_d = 0.0;
+    for (var d = 0u; d < hs4; d++) {
+        let at = row * p.HS + 4u * d;
+        qv[d] = q4(at);
+        dov[d] = dout4(at);
+        big_d += dot(dov[d], vec4<f32>(o[at], o[at + 1u], o[at + 2u], o[at + 3u]));
+        acc[d] = vec4<f32>(0.0);
+    }
+    delta[row] = big_d;
+    let l = lse[row];
+    for (var s = 0u; s <= qt; s++) {
+        let kb = kv_base + s * kv_stride;
+        var score = 0.0;
+        var dp = 0.0;
+        for (var d = 0u; d < hs4; d++) {
+            score += dot(qv[d], k4(kb + 4u * d));
+            dp += dot(dov[d], v4(kb + 4u * d));
+        }
+        let g = exp(score * p.scale - l) * (dp - big_d);
+        for (var d = 0u; d < hs4; d++) {
+            acc[d] += g * k4(kb + 4u * d);
+        }
+    }
+    for (var d = 0u; d < hs4; d++) {
+        let x = acc[d] * p.scale;
+        let at = row * p.HS + 4u * d;
+        dq[at] = x.x;
+        dq[at + 1u] = x.y;
+        dq[at + 2u] = x.z;
+        dq[at + 3u] = x.w;
+    }
+}
+#endif
+
+#ifdef BWD_DKV
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let i = wg.x * 64u + t;
+    if (i >= p.S * p.KVH) {
+        return;
+    }
+    let b = wg.y;
+    let s = i / p.KVH;
+    let kvh = i % p.KVH;
+    let group = p.NH / p.KVH;
+    let kb = (b * p.S + s) * p.KVH * p.HS + kvh * p.HS;
+    let hs4 = p.HS / 4u;
+    var kv: array<vec4<f32>, MAX_HS4>;
+    var vv: array<vec4<f32>, MAX_HS4>;
+    var acc_k: array<vec4<f32>, MAX_HS4>;
+    var acc_v: array<vec4<f32>, MAX_HS4>;
+    for (var d = 0u; d < hs4; d++) {
+        kv[d] = k4(kb + 4u * d);
+        vv[d] = v4(kb + 4u * d);
+        acc_k[d] = vec4<f32>(0.0);
+        acc_v[d] = vec4<f32>(0.0);
+    }
+    // Queries t ≥ s and the query heads of this kv head attend key s.
+    for (var qt = s; qt < p.T; qt++) {
+        for (var hh = 0u; hh < group; hh++) {
+            let row = (b * p.T + qt) * p.NH + kvh * group + hh;
+            let qb = row * p.HS;
+            var score = 0.0;
+            var dp = 0.0;
+            for (var d = 0u; d < hs4; d++) {
+                score += dot(q4(qb + 4u * d), kv[d]);
+                dp += dot(dout4(qb + 4u * d), vv[d]);
+            }
+            let pr = exp(score * p.scale - lse[row]);
+            let g = pr * (dp - delta[row]);
+            for (var d = 0u; d < hs4; d++) {
+                acc_k[d] += g * q4(qb + 4u * d);
+                acc_v[d] += pr * dout4(qb + 4u * d);
+            }
+        }
+    }
+    for (var d = 0u; d < hs4; d++) {
+        let xk = acc_k[d] * p.scale;
+        let xv = acc_v[d];
+        let at = kb + 4u * d;
+        dk[at] = xk.x;
+        dk[at + 1u] = xk.y;
+        dk[at + 2u] = xk.z;
+        dk[at + 3u] = xk.w;
+        dv[at] = xv.x;
+        dv[at + 1u] = xv.y;
+        dv[at + 2u] = xv.z;
+        dv[at + 3u] = xv.w;
+    }
+}
+#endif
+#else
 const WG: u32 = 64u;
 const MAX_HS: u32 = 256u;
 
@@ -282,5 +471,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         lse[(b * p.T + qt) * p.NH + h] = m + log(l);
     }
 }
+#endif
 #endif
 #endif

@@ -45,6 +45,77 @@ pub struct AttentionShape {
     pub s: u32,
 }
 
+/// Which build of the attention kernels runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttentionVariant {
+    /// A workgroup of 64 threads per row, scores shared through workgroup memory.
+    Portable,
+    /// One thread per row, no workgroup memory and no barriers (CPU adapters).
+    Direct,
+}
+
+/// Which of the three kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pass {
+    Forward,
+    Dq,
+    Dkv,
+}
+
+impl AttentionVariant {
+    /// DIRECT on CPU adapters (unless the recorder must be portable) when HS % 4 == 0 and the
+    /// longest row of `pass` stays under 60000 loop iterations: llvmpipe ends an invocation's
+    /// loops after 65535 in all (see `MatmulVariant::k_chunk`). The count is matmul.wgsl's
+    /// DIRECT loops with none unrolled: per key 1 + 2·HS/4 (BWD_DKV: per query, 1 + group ×
+    /// (1 + 2·HS/4)).
+    fn choose(rec: &Recorder<'_>, sh: AttentionShape, pass: Pass) -> AttentionVariant {
+        let hs4 = (sh.hs / 4) as u64;
+        let per_key = 1 + 2 * hs4;
+        let rows = match pass {
+            Pass::Forward => (sh.pos0 + sh.t) as u64 * per_key,
+            Pass::Dq => sh.t as u64 * per_key,
+            Pass::Dkv => sh.t as u64 * (1 + (sh.nh / sh.kvh) as u64 * per_key),
+        };
+        let fits = rows + 4 * hs4 < 60_000;
+        if rec.gpu().is_cpu() && !rec.is_portable() && sh.hs.is_multiple_of(4) && fits {
+            AttentionVariant::Direct
+        } else {
+            AttentionVariant::Portable
+        }
+    }
+
+    /// The preprocessor flags with `pass`'s own.
+    fn defines(self, pass: Option<&'static str>) -> Vec<&'static str> {
+        let direct = (self == AttentionVariant::Direct).then_some("DIRECT");
+        pass.into_iter().chain(direct).collect()
+    }
+
+    /// The grid: a workgroup per row (portable), or 64 rows per workgroup (DIRECT), for `rows`
+    /// rows per sequence laid out as `(outer, inner)`.
+    fn groups(self, (outer, inner): (u32, u32), b: u32) -> [u32; 3] {
+        match self {
+            AttentionVariant::Portable => [outer, inner, b],
+            AttentionVariant::Direct => [(outer * inner).div_ceil(64), b, 1],
+        }
+    }
+}
+
+/// The build [`attention`] runs for this shape on the recorder's device.
+pub fn forward_variant(rec: &Recorder<'_>, sh: AttentionShape) -> AttentionVariant {
+    AttentionVariant::choose(rec, sh, Pass::Forward)
+}
+
+/// The builds [`attention_backward`] runs for this shape: (dQ, dK/dV).
+pub fn backward_variants(
+    rec: &Recorder<'_>,
+    sh: AttentionShape,
+) -> (AttentionVariant, AttentionVariant) {
+    (
+        AttentionVariant::choose(rec, sh, Pass::Dq),
+        AttentionVariant::choose(rec, sh, Pass::Dkv),
+    )
+}
+
 /// `o = softmax(q·kᵀ/√HS, causal) · v` (`=`), and `lse` (`=`) per (b, t, head).
 #[allow(clippy::too_many_arguments)]
 pub async fn attention(
@@ -67,12 +138,13 @@ pub async fn attention(
         scale: 1.0 / (sh.hs as f32).sqrt(),
         _pad: 0,
     };
+    let variant = forward_variant(rec, sh);
     rec.dispatch(
         &LAYOUT,
-        &[],
+        &variant.defines(None),
         &params,
         &[q, k, v, o, lse],
-        [sh.t, sh.nh, sh.b],
+        variant.groups((sh.t, sh.nh), sh.b),
     )
     .await
 }
@@ -136,21 +208,23 @@ pub async fn attention_backward(
         dout,
     } = saved;
     let dq_bufs = [q, k, v, o, dout, lse, delta, dq];
+    let (variant, dkv_variant) = backward_variants(rec, sh);
     rec.dispatch(
         &LAYOUT_BACKWARD,
-        &["BWD_DQ"],
+        &variant.defines(Some("BWD_DQ")),
         &params,
         &dq_bufs,
-        [sh.t, sh.nh, sh.b],
+        variant.groups((sh.t, sh.nh), sh.b),
     )
     .await?;
     let dkv_bufs = [q, k, v, dout, lse, delta, dk, dv];
+    let variant = dkv_variant;
     rec.dispatch(
         &LAYOUT_BACKWARD,
-        &["BWD_DKV"],
+        &variant.defines(Some("BWD_DKV")),
         &params,
         &dkv_bufs,
-        [sh.s, sh.kvh, sh.b],
+        variant.groups((sh.s, sh.kvh), sh.b),
     )
     .await
 }
@@ -266,7 +340,7 @@ pub fn attention_ref(q: &[f32], k: &[f32], v: &[f32], sh: AttentionShape) -> (Ve
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::testing::{assert_close, read, run, upload};
+    use crate::kernels::testing::{assert_close, read, run_with, upload};
     use crate::util::Rng;
 
     #[test]
@@ -364,29 +438,69 @@ mod tests {
                 upload(&vec![0.0; b * t * nh]),
                 upload(&vec![0.0; b * t * nh]),
             );
-            let (dq, dk, dv) = (
-                upload(&vec![7.0; nq]),
-                upload(&vec![7.0; nkv]),
-                upload(&vec![7.0; nkv]),
-            );
-            run(async |rec| {
-                attention(rec, &gq, &gk, &gv, &go, &glse, sh).await.unwrap();
-                let saved = AttentionSaved {
-                    q: &gq,
-                    k: &gk,
-                    v: &gv,
-                    o: &go,
-                    lse: &glse,
-                    dout: &gdo,
-                };
-                attention_backward(rec, saved, &delta, (&dq, &dk, &dv), sh)
-                    .await
-                    .unwrap();
-            });
-            assert_close(&format!("dq {sh:?}"), &read(&dq), &want_dq, 1e-4, 1e-3);
-            assert_close(&format!("dk {sh:?}"), &read(&dk), &want_dk, 1e-4, 1e-3);
-            assert_close(&format!("dv {sh:?}"), &read(&dv), &want_dv, 1e-4, 1e-3);
+            for portable in [false, true] {
+                let (dq, dk, dv) = (
+                    upload(&vec![7.0; nq]),
+                    upload(&vec![7.0; nkv]),
+                    upload(&vec![7.0; nkv]),
+                );
+                run_with(portable, async |rec| {
+                    attention(rec, &gq, &gk, &gv, &go, &glse, sh).await.unwrap();
+                    let saved = AttentionSaved {
+                        q: &gq,
+                        k: &gk,
+                        v: &gv,
+                        o: &go,
+                        lse: &glse,
+                        dout: &gdo,
+                    };
+                    attention_backward(rec, saved, &delta, (&dq, &dk, &dv), sh)
+                        .await
+                        .unwrap();
+                });
+                let what = format!("{sh:?} portable {portable}");
+                assert_close(&format!("dq {what}"), &read(&dq), &want_dq, 1e-4, 1e-3);
+                assert_close(&format!("dk {what}"), &read(&dk), &want_dk, 1e-4, 1e-3);
+                assert_close(&format!("dv {what}"), &read(&dv), &want_dv, 1e-4, 1e-3);
+            }
         }
+    }
+
+    #[test]
+    fn the_direct_build_runs_on_cpu_adapters_within_llvmpipes_loop_budget() {
+        // So that the tests above cover both builds here: DIRECT for their shapes on this CPU
+        // adapter, the portable one for a recorder that must be portable and for rows longer
+        // than llvmpipe's loop budget (T 2048 over HS 64), and for HS not a multiple of 4.
+        let rec = crate::kernels::testing::recorder(false);
+        assert!(rec.gpu().is_cpu(), "these tests expect lavapipe");
+        let sh = |t, hs| AttentionShape {
+            b: 1,
+            t,
+            nh: 9,
+            kvh: 3,
+            hs,
+            pos0: 0,
+            s: t,
+        };
+        assert_eq!(forward_variant(&rec, sh(70, 64)), AttentionVariant::Direct);
+        assert_eq!(
+            AttentionVariant::choose(&rec, sh(320, 64), Pass::Dkv),
+            AttentionVariant::Direct
+        );
+        assert_eq!(
+            forward_variant(&rec, sh(2048, 64)),
+            AttentionVariant::Portable
+        );
+        assert_eq!(
+            AttentionVariant::choose(&rec, sh(1024, 64), Pass::Dkv),
+            AttentionVariant::Portable
+        );
+        assert_eq!(forward_variant(&rec, sh(8, 6)), AttentionVariant::Portable);
+        let portable = crate::kernels::testing::recorder(true);
+        assert_eq!(
+            forward_variant(&portable, sh(70, 64)),
+            AttentionVariant::Portable
+        );
     }
 
     #[test]
@@ -456,10 +570,15 @@ mod tests {
             let v = rng.vec_uniform(b * s * kvh * hs, -1.0, 1.0);
             let (want_o, want_lse) = attention_ref(&q, &k, &v, sh);
             let (gq, gk, gv) = (upload(&q), upload(&k), upload(&v));
-            let (go, glse) = (upload(&vec![0.0; q.len()]), upload(&vec![0.0; b * t * nh]));
-            run(async |rec| attention(rec, &gq, &gk, &gv, &go, &glse, sh).await.unwrap());
-            assert_close(&format!("o {sh:?}"), &read(&go), &want_o, 1e-5, 1e-4);
-            assert_close(&format!("lse {sh:?}"), &read(&glse), &want_lse, 1e-5, 1e-4);
+            for portable in [false, true] {
+                let (go, glse) = (upload(&vec![0.0; q.len()]), upload(&vec![0.0; b * t * nh]));
+                run_with(portable, async |rec| {
+                    attention(rec, &gq, &gk, &gv, &go, &glse, sh).await.unwrap()
+                });
+                let what = format!("{sh:?} portable {portable}");
+                assert_close(&format!("o {what}"), &read(&go), &want_o, 1e-5, 1e-4);
+                assert_close(&format!("lse {what}"), &read(&glse), &want_lse, 1e-5, 1e-4);
+            }
         }
     }
 }

@@ -5,7 +5,8 @@ use std::time::Instant;
 
 use afinador_core::gpu::{Gpu, GpuBuffer, Recorder, read_buffer_f32};
 use afinador_core::kernels::attention::{
-    AttentionSaved, AttentionShape, attention, attention_backward,
+    AttentionSaved, AttentionShape, attention, attention_backward, backward_variants,
+    forward_variant,
 };
 use afinador_core::kernels::gemv::{GemvVariant, gemv};
 use afinador_core::kernels::logits::{cross_entropy_grad, logit_stats};
@@ -367,6 +368,11 @@ impl Case {
                 MatmulVariant::for_recorder(rec).label()
             }
             Case::MatmulF16 { .. } => MatmulVariant::for_f16(rec).label(),
+            Case::Attention { t } => format!("{:?}", forward_variant(rec, attention_shape(*t))),
+            Case::AttentionBwd { t } => match backward_variants(rec, attention_shape(*t)) {
+                (dq, dkv) if dq == dkv => format!("{dq:?}"),
+                (dq, dkv) => format!("{dq:?} dq, {dkv:?} dkv"),
+            },
             _ => "portable".into(),
         };
         v.to_lowercase()
