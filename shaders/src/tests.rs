@@ -52,33 +52,18 @@ fn preprocessor_reports_malformed_input() {
     ));
 }
 
-/// Every variant the engine can ask for parses and validates with naga.
+/// Every variant the engine can ask for parses, validates with naga and translates to SPIR-V
+/// (with its `override` constants at their defaults).
 #[test]
 fn every_variant_validates_with_naga() {
-    let mut failures = Vec::new();
-    for (shader, defines) in variants() {
-        let src = shader.source(&defines).unwrap();
-        let module = match naga::front::wgsl::parse_str(&src) {
-            Ok(m) => m,
-            Err(e) => {
-                failures.push(format!(
-                    "{shader:?} {defines:?}: {}",
-                    e.emit_to_string(&src)
-                ));
-                continue;
-            }
-        };
-        let mut validator = naga::valid::Validator::new(
-            naga::valid::ValidationFlags::all(),
-            naga::valid::Capabilities::all(),
-        );
-        if let Err(e) = validator.validate(&module) {
-            failures.push(format!(
-                "{shader:?} {defines:?}: {}",
-                e.emit_to_string(&src)
-            ));
-        }
-    }
+    let failures: Vec<String> = variants()
+        .into_iter()
+        .filter_map(|(shader, defines)| {
+            let src = shader.source(&defines).unwrap();
+            let e = compile_for_vulkan(&src, &[]).err()?;
+            Some(format!("{shader:?} {defines:?}: {e}"))
+        })
+        .collect();
     assert!(
         failures.is_empty(),
         "invalid shaders:\n{}",
@@ -97,13 +82,36 @@ fn every_shader_file_is_covered_by_a_variant() {
     }
 }
 
+/// Parse, validate, apply pipeline `constants` (as wgpu does at pipeline creation) and
+/// translate to SPIR-V (as wgpu does on Vulkan): the module's workgroup size, or what failed.
+fn compile_for_vulkan(src: &str, constants: &[(&str, u32)]) -> Result<[u32; 3], String> {
+    use naga::back::PipelineConstants;
+    use naga::back::pipeline_constants::process_overrides;
+    let module = naga::front::wgsl::parse_str(src).map_err(|e| e.emit_to_string(src))?;
+    let info = naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::all(),
+    )
+    .validate(&module)
+    .map_err(|e| e.emit_to_string(src))?;
+    let constants: PipelineConstants = constants
+        .iter()
+        .map(|(k, v)| (k.to_string(), *v as f64))
+        .collect();
+    let entry = Some((naga::ShaderStage::Compute, "main"));
+    let (module, info) =
+        process_overrides(&module, &info, entry, &constants).map_err(|e| e.to_string())?;
+    let options = naga::back::spv::Options::default();
+    naga::back::spv::write_vec(&module, &info, &options, None)
+        .map_err(|e| format!("SPIR-V: {e}"))?;
+    Ok(module.entry_points[0].workgroup_size)
+}
+
 /// Every tile configuration of the tiled matmul, with every B source, validates with naga once
 /// its `override` constants are applied (as wgpu applies them at pipeline creation) and
 /// translates to SPIR-V; and the checks `is_valid` makes reject what the shader cannot hold.
 #[test]
 fn every_matmul_tile_configuration_validates_with_its_constants() {
-    use naga::back::PipelineConstants;
-    use naga::back::pipeline_constants::process_overrides;
     let tiled: Vec<Vec<&str>> = variants()
         .into_iter()
         .filter(|(s, d)| *s == Shader::Matmul && !d.contains(&"DIRECT") && !d.contains(&"COOP"))
@@ -119,31 +127,9 @@ fn every_matmul_tile_configuration_validates_with_its_constants() {
         assert!(tiles.is_valid(), "{tiles:?}");
         for defines in &tiled {
             let src = Shader::Matmul.source(defines).unwrap();
-            let module = naga::front::wgsl::parse_str(&src).unwrap();
-            let info = naga::valid::Validator::new(
-                naga::valid::ValidationFlags::all(),
-                naga::valid::Capabilities::all(),
-            )
-            .validate(&module)
-            .unwrap();
-            let constants: PipelineConstants = tiles
-                .constants()
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v as f64))
-                .collect();
-            let entry = Some((naga::ShaderStage::Compute, "main"));
-            let (module, info) = match process_overrides(&module, &info, entry, &constants) {
-                Ok(done) => done,
-                Err(e) => {
-                    failures.push(format!("{tiles:?} {defines:?}: {e}"));
-                    continue;
-                }
-            };
-            let size = module.entry_points[0].workgroup_size;
-            assert_eq!(size, [tiles.wx * tiles.wy, 1, 1], "{tiles:?}");
-            let options = naga::back::spv::Options::default();
-            if let Err(e) = naga::back::spv::write_vec(&module, &info, &options, None) {
-                failures.push(format!("{tiles:?} {defines:?}: SPIR-V: {e}"));
+            match compile_for_vulkan(&src, &tiles.constants()) {
+                Ok(size) => assert_eq!(size, [tiles.wx * tiles.wy, 1, 1], "{tiles:?}"),
+                Err(e) => failures.push(format!("{tiles:?} {defines:?}: {e}")),
             }
         }
     }
@@ -164,8 +150,6 @@ fn every_matmul_tile_configuration_validates_with_its_constants() {
 /// the COOP kernel is checked short of a GPU that has them).
 #[test]
 fn cooperative_matrix_and_f16_builds_translate_to_spirv() {
-    use naga::back::PipelineConstants;
-    use naga::back::pipeline_constants::process_overrides;
     let builds: Vec<Vec<&str>> = variants()
         .into_iter()
         .filter(|(s, d)| *s == Shader::Matmul && (d.contains(&"COOP") || d.contains(&"F16")))
@@ -181,25 +165,11 @@ fn cooperative_matrix_and_f16_builds_translate_to_spirv() {
         assert!(src.contains("enable f16;"), "{defines:?}");
         let coop = defines.contains(&"COOP");
         assert_eq!(src.contains("enable wgpu_cooperative_matrix;"), coop);
-        let module = naga::front::wgsl::parse_str(&src).unwrap();
-        let info = naga::valid::Validator::new(
-            naga::valid::ValidationFlags::all(),
-            naga::valid::Capabilities::all(),
-        )
-        .validate(&module)
-        .unwrap();
-        let constants: PipelineConstants = if coop {
-            [("SG".to_string(), 32.0)].into_iter().collect()
-        } else {
-            Default::default()
-        };
-        let entry = Some((naga::ShaderStage::Compute, "main"));
-        let (module, info) = process_overrides(&module, &info, entry, &constants).unwrap();
+        let constants: &[(&str, u32)] = if coop { &[("SG", 32)] } else { &[] };
+        let size =
+            compile_for_vulkan(&src, constants).unwrap_or_else(|e| panic!("{defines:?}: {e}"));
         if coop {
-            assert_eq!(module.entry_points[0].workgroup_size, [32, 1, 1]);
+            assert_eq!(size, [32, 1, 1]);
         }
-        let options = naga::back::spv::Options::default();
-        naga::back::spv::write_vec(&module, &info, &options, None)
-            .unwrap_or_else(|e| panic!("{defines:?}: SPIR-V: {e}"));
     }
 }

@@ -80,6 +80,22 @@ fn dout4(i: u32) -> vec4<f32> {
 }
 #endif
 
+// Row i = qt·NH + h of sequence b for the forward and dQ: its global row and where its kv
+// head's keys start.
+struct QueryRow {
+    row: u32,
+    qt: u32,
+    kv_stride: u32,
+    kv_base: u32,
+}
+
+fn query_row(i: u32, b: u32) -> QueryRow {
+    let kv_stride = p.KVH * p.HS;
+    let h = i % p.NH;
+    let kv_base = b * p.S * kv_stride + (h / (p.NH / p.KVH)) * p.HS;
+    return QueryRow(b * p.T * p.NH + i, i / p.NH, kv_stride, kv_base);
+}
+
 #ifdef DIRECT_FWD
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
@@ -87,12 +103,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     if (i >= p.T * p.NH) {
         return;
     }
-    let b = wg.y;
-    let qt = i / p.NH;
-    let h = i % p.NH;
-    let row = b * p.T * p.NH + i;
-    let kv_stride = p.KVH * p.HS;
-    let kv_base = b * p.S * kv_stride + (h / (p.NH / p.KVH)) * p.HS;
+    let r = query_row(i, wg.y);
+    let row = r.row;
+    let kv_stride = r.kv_stride;
+    let kv_base = r.kv_base;
     let hs4 = p.HS / 4u;
     var qv: array<vec4<f32>, MAX_HS4>;
     var acc: array<vec4<f32>, MAX_HS4>;
@@ -102,7 +116,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     }
     var m = -3.0e38;
     var l = 0.0;
-    for (var s = 0u; s < p.pos0 + qt + 1u; s++) {
+    for (var s = 0u; s < p.pos0 + r.qt + 1u; s++) {
         let kb = kv_base + s * kv_stride;
         var score = 0.0;
         for (var d = 0u; d < hs4; d++) {
@@ -136,12 +150,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     if (i >= p.T * p.NH) {
         return;
     }
-    let b = wg.y;
-    let qt = i / p.NH;
-    let h = i % p.NH;
-    let row = b * p.T * p.NH + i;
-    let kv_stride = p.KVH * p.HS;
-    let kv_base = b * p.S * kv_stride + (h / (p.NH / p.KVH)) * p.HS;
+    let r = query_row(i, wg.y);
+    let row = r.row;
+    let kv_stride = r.kv_stride;
+    let kv_base = r.kv_base;
     let hs4 = p.HS / 4u;
     var qv: array<vec4<f32>, MAX_HS4>;
     var dov: array<vec4<f32>, MAX_HS4>;
@@ -156,7 +168,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     }
     delta[row] = big_d;
     let l = lse[row];
-    for (var s = 0u; s <= qt; s++) {
+    for (var s = 0u; s <= r.qt; s++) {
         let kb = kv_base + s * kv_stride;
         var score = 0.0;
         var dp = 0.0;

@@ -491,23 +491,18 @@ impl Case {
                 let w = i.w.as_ref().expect("weight");
                 matmul_weight(rec, &b[0], 0, w, &b[1], 0, n as u32, m as u32, 1.0, false).await?
             }
-            Case::MatmulF32 { m, n, k } => {
+            Case::MatmulF32 { m, n, k } | Case::MatmulF16 { m, n, k } => {
                 let (m, n, k) = (m as u32, n as u32, k as u32);
                 let (a, bb, c) = (
                     MatView::rows(&b[0], 0, k),
                     MatView::rows(&b[1], 0, n),
                     MatView::rows(&b[2], 0, n),
                 );
-                matmul(rec, a, bb, c, (m, n, k), 1.0, false).await?
-            }
-            Case::MatmulF16 { m, n, k } => {
-                let (m, n, k) = (m as u32, n as u32, k as u32);
-                let (a, bb, c) = (
-                    MatView::rows(&b[0], 0, k),
-                    MatView::rows(&b[1], 0, n),
-                    MatView::rows(&b[2], 0, n),
-                );
-                matmul_f16(rec, a, bb, c, (m, n, k), 1.0, false).await?
+                if matches!(self, Case::MatmulF16 { .. }) {
+                    matmul_f16(rec, a, bb, c, (m, n, k), 1.0, false).await?
+                } else {
+                    matmul(rec, a, bb, c, (m, n, k), 1.0, false).await?
+                }
             }
             Case::Attention { t } => {
                 let shape = attention_shape(t);
