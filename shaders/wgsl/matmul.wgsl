@@ -87,6 +87,18 @@ var<workgroup> a_tile: array<f32, TILE_MAX>; // [BK][BM]
 var<workgroup> b_tile: array<f32, TILE_MAX>; // [BK][BN]
 #endif
 
+// C(m, n) = α·x, plus the old C(m, n) when accumulating; nothing outside M × N.
+fn store_c(m: u32, n: u32, x: f32) {
+    if (m < p.M && n < p.N) {
+        let idx = p.c_off + m * p.c_sm + n;
+        var v = p.alpha * x;
+        if (p.accumulate != 0u) {
+            v += c[idx];
+        }
+        c[idx] = v;
+    }
+}
+
 fn load_a(m: u32, k: u32) -> f32 {
     if (m < p.M && k < p.k_end) {
         return f32(a[p.a_off + m * p.a_sm + k * p.a_sk]);
@@ -181,20 +193,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
 #endif
     }
     for (var i = 0u; i < DT; i++) {
-        let m = m0 + i;
-        if (m >= p.M) {
-            break;
-        }
         for (var j = 0u; j < DT; j++) {
-            let n = n0 + j;
-            if (n < p.N) {
-                let idx = p.c_off + m * p.c_sm + n;
-                var v = p.alpha * acc[2u * i + j / 4u][j % 4u];
-                if (p.accumulate != 0u) {
-                    v += c[idx];
-                }
-                c[idx] = v;
-            }
+            store_c(m0 + i, n0 + j, acc[2u * i + j / 4u][j % 4u]);
         }
     }
 }
@@ -256,20 +256,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     }
 
     for (var i = 0u; i < TM; i++) {
-        let m = m0 + ty + i * WY;
-        if (m >= p.M) {
-            break;
-        }
         for (var j = 0u; j < TN; j++) {
-            let n = n0 + tx + j * WX;
-            if (n < p.N) {
-                let idx = p.c_off + m * p.c_sm + n;
-                var v = p.alpha * acc[i][j];
-                if (p.accumulate != 0u) {
-                    v += c[idx];
-                }
-                c[idx] = v;
-            }
+            store_c(m0 + ty + i * WY, n0 + tx + j * WX, acc[i][j]);
         }
     }
 }
@@ -340,16 +328,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     coopStoreT(r11, p11, stride);
     workgroupBarrier();
     for (var i = t; i < 1024u; i += SG) {
-        let m = m0 + i / 32u;
-        let n = n0 + i % 32u;
-        if (m < p.M && n < p.N) {
-            let idx = p.c_off + m * p.c_sm + n;
-            var v = p.alpha * c32[i];
-            if (p.accumulate != 0u) {
-                v += c[idx];
-            }
-            c[idx] = v;
-        }
+        store_c(m0 + i / 32u, n0 + i % 32u, c32[i]);
     }
 }
 #endif

@@ -61,7 +61,7 @@ pub fn tiles_for_adapter(vendor: &str) -> MatmulTiles {
 pub enum MatmulVariant {
     /// Register-blocked tiles through workgroup memory (GPUs).
     Tiled(MatmulTiles),
-    /// 32×32 per workgroup, 4×4 per thread, read straight from memory: no workgroup memory,
+    /// 32×32 per workgroup, 8×8 per thread, read straight from memory: no workgroup memory,
     /// no barriers (CPU adapters).
     Direct,
     /// 32×32 per subgroup as 2×2 cooperative 16×16 matrices (tensor cores): f16 inputs (f32
@@ -189,23 +189,21 @@ impl MatmulVariant {
         let needs = [
             (
                 self == MatmulVariant::Coop,
+                "the cooperative-matrix matmul",
                 wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX,
                 "EXPERIMENTAL_COOPERATIVE_MATRIX",
             ),
             (
                 defines.contains(&"F16"),
+                "the f16 matmul",
                 wgpu::Features::SHADER_F16,
                 "SHADER_F16",
             ),
         ];
-        for (needed, feature, name) in needs {
+        for (needed, what, feature, name) in needs {
             if needed && !gpu.has(feature) {
                 return Err(GpuError::Unsupported {
-                    what: if name == "SHADER_F16" {
-                        "the f16 matmul"
-                    } else {
-                        "the cooperative-matrix matmul"
-                    },
+                    what,
                     feature: name,
                     adapter: gpu.adapter.name.clone(),
                 });
