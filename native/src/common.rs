@@ -93,6 +93,32 @@ pub struct ModelArgs {
     pub tokenizer: Option<PathBuf>,
 }
 
+/// Where the model file `path` is. The default model's relative path is looked up in the
+/// current directory, then in the repository the binary was built in (the directories above
+/// `target/release/afinador`), so `afinador` works from any directory of a checkout.
+pub fn locate_model(path: &Path) -> Result<PathBuf> {
+    if path.exists() {
+        return Ok(path.to_path_buf());
+    }
+    if path != Path::new(DEFAULT_MODEL) {
+        bail!("model file {} does not exist", path.display());
+    }
+    let beside_binary = std::env::current_exe().ok().into_iter().flat_map(|exe| {
+        exe.ancestors()
+            .skip(1)
+            .map(|dir| dir.join(DEFAULT_MODEL))
+            .collect::<Vec<_>>()
+    });
+    if let Some(found) = beside_binary.into_iter().find(|p| p.exists()) {
+        return Ok(found);
+    }
+    bail!(
+        "the default model {DEFAULT_MODEL} is neither in the current directory nor in the \
+         checkout this afinador was built in: run scripts/fetch-model in the repository, or give \
+         --model PATH (or AFINADOR_MODEL=PATH)"
+    )
+}
+
 /// A GGUF file read into memory and parsed.
 pub struct ModelFile {
     pub bytes: Vec<u8>,
@@ -101,15 +127,7 @@ pub struct ModelFile {
 
 impl ModelArgs {
     pub fn read(&self) -> Result<ModelFile> {
-        let path = &self.model;
-        if !path.exists() {
-            if path == Path::new(DEFAULT_MODEL) {
-                bail!(
-                    "the default model {DEFAULT_MODEL} is missing: run scripts/fetch-model to download it"
-                );
-            }
-            bail!("model file {} does not exist", path.display());
-        }
+        let path = &locate_model(&self.model)?;
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let gguf = Gguf::parse(&bytes)
             .with_context(|| format!("{} is not a valid GGUF file", path.display()))?;

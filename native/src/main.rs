@@ -44,6 +44,7 @@ enum Command {
 }
 
 fn main() {
+    quiet_vulkan_runtime_dir();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Devices(args) => commands::devices::run(args),
@@ -65,5 +66,33 @@ fn main() {
         let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
         eprintln!("error: {}", chain.join(": "));
         std::process::exit(1);
+    }
+}
+
+/// Mesa's Vulkan drivers print `error: XDG_RUNTIME_DIR is invalid or not set` (twice, on every
+/// run) when the variable is missing, as it is in containers, CI and `sudo` shells. Point it at a
+/// private directory of our own before any GPU instance exists; an existing value is kept.
+fn quiet_vulkan_runtime_dir() {
+    if !cfg!(target_os = "linux") || std::env::var_os("XDG_RUNTIME_DIR").is_some() {
+        return;
+    }
+    let user = std::env::var("USER").unwrap_or_else(|_| "user".into());
+    let dir = std::env::temp_dir().join(format!("afinador-xdg-{user}"));
+    if std::fs::create_dir_all(&dir).is_err() {
+        return;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // The XDG spec asks for a directory only its owner can enter.
+        if std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).is_err() {
+            return;
+        }
+    }
+    // SAFETY: called first thing in `main`, before any other thread exists, so nothing reads the
+    // environment concurrently.
+    #[allow(unsafe_code)]
+    unsafe {
+        std::env::set_var("XDG_RUNTIME_DIR", &dir);
     }
 }

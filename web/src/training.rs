@@ -171,7 +171,7 @@ impl Afinador {
             return to_js(&serde_json::json!({ "data": stats }));
         }
         let per_epoch = run.per_epoch;
-        let plan = Plan::new(&self.config, per_epoch).map_err(err)?;
+        let plan = Plan::new(&self.config, per_epoch, &stats).map_err(err)?;
         let loaded = self.loaded()?;
         let name = loaded.model.config.name.clone();
         let lora_config = session::lora_config(&self.config, name).map_err(err)?;

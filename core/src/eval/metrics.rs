@@ -221,6 +221,22 @@ pub struct Evaluation {
     pub records: Vec<RecordScores>,
 }
 
+/// A metric of a selection that does not apply to the data, and why
+/// ([`Metrics::applicable`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SkippedMetric {
+    pub metric: &'static str,
+    pub reason: String,
+}
+
+/// At most `max` characters of `text`, with `…` when cut.
+fn shorten(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_string(),
+    }
+}
+
 /// A non-empty selection of metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Metrics {
@@ -272,6 +288,38 @@ impl Metrics {
             }
         }
         Self::new(names)
+    }
+
+    /// The part of this selection that applies to `references`, and what was left out and
+    /// why: accuracy needs a choice letter (A–E) in every reference, so free-text references
+    /// leave it out. `None` when nothing applies. [`Metrics::evaluate`] stays strict: use this
+    /// for a default selection, not for metrics the user named.
+    pub fn applicable<'a>(
+        &self,
+        references: impl IntoIterator<Item = &'a str>,
+    ) -> (Option<Metrics>, Vec<SkippedMetric>) {
+        let mut skipped = Vec::new();
+        if self.contains(MetricName::Accuracy)
+            && let Some((i, reference)) = references
+                .into_iter()
+                .enumerate()
+                .find(|(_, r)| extract_choice(r).is_none())
+        {
+            skipped.push(SkippedMetric {
+                metric: MetricName::Accuracy.key(),
+                reason: format!(
+                    "record {}'s reference {:?} names no choice letter A–E",
+                    i + 1,
+                    shorten(reference, 60)
+                ),
+            });
+        }
+        let kept = self
+            .selected
+            .iter()
+            .copied()
+            .filter(|m| !skipped.iter().any(|s| s.metric == m.key()));
+        (Metrics::new(kept).ok(), skipped)
     }
 
     /// The selected metrics, in output order.

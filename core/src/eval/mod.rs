@@ -33,7 +33,8 @@ pub use bleu::{BleuScore, BleuStats, corpus_bleu, sentence_bleu, tokenize_13a};
 pub use choice::extract_choice;
 pub use likelihood::Likelihood;
 pub use metrics::{
-    Evaluation, MetricName, Metrics, Record, RecordScores, Scores, parse_predictions_jsonl,
+    Evaluation, MetricName, Metrics, Record, RecordScores, Scores, SkippedMetric,
+    parse_predictions_jsonl,
 };
 pub use rouge::{RougeScore, RougeScores, rouge, rouge_l, rouge_lsum, rouge_n};
 pub use squad::{SquadScore, exact_match, normalize_answer, squad_score};

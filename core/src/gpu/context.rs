@@ -47,6 +47,41 @@ impl Backend {
     }
 }
 
+impl Backend {
+    /// Why no adapter was found through this backend, and what to do: a backend this platform
+    /// does not have (Metal off Apple, DX12 off Windows) is said as such, otherwise the driver to
+    /// install.
+    pub fn no_adapter_hint(self) -> String {
+        let apple = cfg!(any(target_os = "macos", target_os = "ios"));
+        let windows = cfg!(target_os = "windows");
+        let here = if apple {
+            "auto or metal"
+        } else if windows {
+            "auto, dx12 or vulkan"
+        } else {
+            "auto, vulkan or gl"
+        };
+        match self {
+            Backend::Metal if !apple => {
+                format!("Metal exists only on macOS and iOS: on this system use --backend {here}")
+            }
+            Backend::Dx12 if !windows => {
+                format!("DX12 exists only on Windows: on this system use --backend {here}")
+            }
+            Backend::WebGpu if !cfg!(target_arch = "wasm32") => {
+                format!("WebGPU is the browser's backend: natively use --backend {here}")
+            }
+            _ if cfg!(target_arch = "wasm32") => "this browser offers no WebGPU adapter: use one \
+                 with WebGPU (Chrome or Edge 113+) and hardware acceleration turned on"
+                .into(),
+            _ if cfg!(target_os = "linux") => "on Linux without a GPU driver, install Mesa's \
+                 software Vulkan: apt-get install mesa-vulkan-drivers libvulkan1"
+                .into(),
+            _ => "install or update the GPU's driver".into(),
+        }
+    }
+}
+
 impl std::fmt::Display for Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let name = match self {
@@ -233,6 +268,7 @@ impl Gpu {
         if list.is_empty() {
             return Err(GpuError::NoAdapter {
                 backend: options.backend.to_string(),
+                hint: options.backend.no_adapter_hint(),
             });
         }
         let index = options.adapter_index.unwrap_or(0);

@@ -14,11 +14,8 @@ pub use recorder::{Arg, Recorder, grid_1d};
 /// Errors from the GPU layer, each naming what to change.
 #[derive(Debug, thiserror::Error)]
 pub enum GpuError {
-    #[error(
-        "no GPU adapter found for backend {backend} (on Linux without a GPU install Mesa's \
-         software Vulkan driver: apt-get install mesa-vulkan-drivers libvulkan1)"
-    )]
-    NoAdapter { backend: String },
+    #[error("no GPU adapter found for backend {backend}: {hint}")]
+    NoAdapter { backend: String, hint: String },
     #[error("GPU adapter index {index} does not exist: there are {count} (see `afinador devices`)")]
     BadAdapterIndex { index: usize, count: usize },
     #[error("could not open the GPU device on {adapter}: {message}")]

@@ -137,6 +137,24 @@ impl TrainConfig {
         if self.lora_r == 0 {
             return bad("lora-r", "must be at least 1");
         }
+        if !(self.lora_alpha > 0.0 && self.lora_alpha.is_finite()) {
+            return bad(
+                "lora-alpha",
+                "must be a positive number (the update is scaled by alpha/r)",
+            );
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return bad("weight-decay", "must be 0 or a positive number");
+        }
+        if !(self.max_grad_norm >= 0.0 && self.max_grad_norm.is_finite()) {
+            return bad(
+                "max-grad-norm",
+                "must be 0 (no clipping) or a positive number",
+            );
+        }
+        if !(self.early_stopping_min_delta >= 0.0 && self.early_stopping_min_delta.is_finite()) {
+            return bad("early-stopping-min-delta", "must be 0 or a positive number");
+        }
         if !(0.0..1.0).contains(&self.lora_dropout) {
             return bad("lora-dropout", "must be in [0, 1)");
         }
@@ -146,7 +164,10 @@ impl TrainConfig {
         if !(0.0..=1.0).contains(&self.warmup_ratio) {
             return bad("warmup-ratio", "must be in [0, 1]");
         }
-        if self.max_steps == 0 && self.epochs <= 0.0 {
+        if !(self.epochs >= 0.0 && self.epochs.is_finite()) {
+            return bad("epochs", "must be a positive number");
+        }
+        if self.max_steps == 0 && self.epochs == 0.0 {
             return bad("epochs", "give --max-steps or a positive --epochs");
         }
         Ok(())

@@ -27,6 +27,9 @@ pub enum TrainError {
     Lora(#[from] crate::lora::LoraError),
     #[error("bad batch: {0}")]
     Batch(String),
+    /// The data does not give one batch: why, and what to change.
+    #[error("{0}")]
+    TooLittleData(String),
     #[error("adapter does not fit the model: {0}")]
     Adapter(String),
     #[error("checkpoint: {0}")]

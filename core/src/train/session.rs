@@ -9,7 +9,7 @@
 //! this one loop, the same model, data and seed give the same per-step losses everywhere.
 
 use super::checkpoint::TrainerState;
-use super::data::{DataConfig, DataError, PackMode, RecordFormat, Sequence};
+use super::data::{DataConfig, DataError, DataStats, PackMode, RecordFormat, Sequence};
 use super::{MicroBatch, Result, StepStats, TrainConfig, TrainError, Trainer};
 use crate::gpu::Gpu;
 use crate::lora::{LoraConfig, Module};
@@ -79,12 +79,13 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub fn new(config: &TrainConfig, per_epoch: usize) -> Result<Plan> {
+    /// The run's length from the first pass: `per_epoch` training sequences, `stats` its
+    /// counters (which explain the error when the data does not fill one batch).
+    pub fn new(config: &TrainConfig, per_epoch: usize, stats: &DataStats) -> Result<Plan> {
         let seqs_per_step = config.batch_size * config.grad_accum;
         if per_epoch < config.batch_size {
-            return Err(TrainError::Batch(format!(
-                "the data gives {per_epoch} training sequences, fewer than one batch of {}: add data or lower the batch size",
-                config.batch_size
+            return Err(TrainError::TooLittleData(too_little_data(
+                config, per_epoch, stats,
             )));
         }
         let total_steps = if config.max_steps > 0 {
@@ -100,6 +101,57 @@ impl Plan {
             total_steps,
         })
     }
+}
+
+/// Why the data gives fewer sequences than one batch, and what would change that.
+fn too_little_data(config: &TrainConfig, per_epoch: usize, stats: &DataStats) -> String {
+    let batch = config.batch_size;
+    let mut why = Vec::new();
+    if stats.records == 0 && stats.bad_records == 0 {
+        why.push("the data holds no records (is the file empty?)".to_string());
+    } else if stats.records == 0 {
+        let first = stats
+            .first_bad
+            .first()
+            .map_or(String::new(), |b| format!(", the first at {b}"));
+        why.push(format!(
+            "all {} records are bad{first}: fix them",
+            stats.bad_records
+        ));
+    }
+    if stats.dropped > 0 {
+        let keep = if stats.seq_len_to_keep > config.seq_len {
+            format!(
+                "; --seq-len {} keeps a trained token of each, {} keeps every record whole \
+                 (now {})",
+                stats.seq_len_to_keep, stats.lengths.max, config.seq_len
+            )
+        } else {
+            String::new()
+        };
+        why.push(format!(
+            "{} of {} records are longer than --seq-len {} before their first trained token, \
+             so nothing of them is left to train on{keep}",
+            stats.dropped,
+            stats.records - stats.val_records,
+            config.seq_len
+        ));
+    }
+    if stats.val_records > 0 && config.val_ratio > 0.0 {
+        why.push(format!(
+            "{} records went to validation (--val-ratio {})",
+            stats.val_records, config.val_ratio
+        ));
+    }
+    if batch > 1 && per_epoch > 0 {
+        why.push(format!("or lower --batch-size to {per_epoch}"));
+    } else if why.is_empty() {
+        why.push("add data".into());
+    }
+    format!(
+        "the data gives {per_epoch} training sequences, fewer than one batch of {batch}: {}",
+        why.join("; ")
+    )
 }
 
 /// Why a run ended.

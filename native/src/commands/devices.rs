@@ -15,14 +15,15 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let adapters = pollster::block_on(list_adapters(args.gpu.backend()?));
+    let backend = args.gpu.backend()?;
+    let adapters = pollster::block_on(list_adapters(backend));
     if args.json {
         return print_json(&serde_json::json!({ "adapters": adapters }));
     }
     if adapters.is_empty() {
         anyhow::bail!(
-            "no GPU adapter found (on Linux without a GPU install Mesa's software Vulkan: \
-             apt-get install mesa-vulkan-drivers libvulkan1)"
+            "no GPU adapter found for backend {backend}: {}",
+            backend.no_adapter_hint()
         );
     }
     for a in adapters {

@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use afinador_core::eval::{
-    Evaluation, Likelihood, Metrics, Record, RecordScores, Scores, parse_predictions_jsonl,
+    Evaluation, Likelihood, Metrics, Record, RecordScores, Scores, SkippedMetric,
+    parse_predictions_jsonl,
 };
 use afinador_core::gpu::Gpu;
 use afinador_core::model::{Generation, Model, SamplingConfig};
@@ -37,8 +38,11 @@ pub struct Args {
     format: Option<String>,
     /// Comma list: rouge, bleu, f1, em, accuracy, ppl (eval loss, perplexity and token
     /// accuracy of the references; needs --data), all, or single metrics (rouge1, rougeL, …).
-    #[arg(long, default_value = "all")]
-    metrics: String,
+    /// Default (and `all`): every metric that applies to the references; accuracy applies
+    /// only when each reference names a choice letter A–E. A metric named here is strict: its
+    /// error stops the evaluation.
+    #[arg(long)]
+    metrics: Option<String>,
     #[arg(long, default_value_t = 128)]
     max_new_tokens: usize,
     /// 0 is greedy.
@@ -62,9 +66,17 @@ pub struct Args {
 /// Names that select the likelihood of the references (computed with the model).
 const LIKELIHOOD: [&str; 4] = ["ppl", "eval_loss", "token_accuracy", "likelihood"];
 
-/// Splits `--metrics` into text metrics (if any) and whether to compute the likelihood, which
-/// needs a model (`all` selects it only when there is one).
-fn parse_metrics(list: &str, has_model: bool) -> Result<(Option<Metrics>, bool)> {
+/// `--metrics` read: the text metrics (if any), whether to compute the likelihood (which needs
+/// a model: `all` selects it only when there is one), and whether the text metrics were named
+/// one by one (strict) or are the default or `all` (only those that apply are computed).
+struct Selection {
+    metrics: Option<Metrics>,
+    likelihood: bool,
+    strict: bool,
+}
+
+fn parse_metrics(list: Option<&str>, has_model: bool) -> Result<Selection> {
+    let list = list.unwrap_or("all");
     let items: Vec<&str> = list.split(',').map(str::trim).collect();
     let is_likelihood = |i: &&str| LIKELIHOOD.iter().any(|l| l.eq_ignore_ascii_case(i));
     let named = items.iter().any(is_likelihood);
@@ -87,7 +99,43 @@ fn parse_metrics(list: &str, has_model: bool) -> Result<(Option<Metrics>, bool)>
     if metrics.is_none() && !likelihood {
         bail!("--metrics selects nothing: use e.g. all, rouge, bleu, f1, em, accuracy or ppl");
     }
-    Ok((metrics, likelihood))
+    let strict = text.iter().any(|i| !i.eq_ignore_ascii_case("all"));
+    Ok(Selection {
+        metrics,
+        likelihood,
+        strict,
+    })
+}
+
+impl Selection {
+    /// Leaves out, unless strict, the text metrics that do not apply to `references`, saying
+    /// which on stderr (and returning them for the JSON).
+    fn restrict<'a>(
+        &mut self,
+        references: impl IntoIterator<Item = &'a str>,
+        quiet: bool,
+    ) -> Result<Vec<SkippedMetric>> {
+        let Some(metrics) = &self.metrics else {
+            return Ok(Vec::new());
+        };
+        if self.strict {
+            return Ok(Vec::new());
+        }
+        let (kept, skipped) = metrics.applicable(references);
+        for s in &skipped {
+            if !quiet {
+                eprintln!(
+                    "eval: skipped {}: {} (ask for it with --metrics {} to make this an error)",
+                    s.metric, s.reason, s.metric
+                );
+            }
+        }
+        if kept.is_none() && !self.likelihood {
+            bail!("no selected metric applies to these references");
+        }
+        self.metrics = kept;
+        Ok(skipped)
+    }
 }
 
 /// The selected text metrics of `records` (per-record entries without scores when none is
@@ -110,14 +158,16 @@ fn evaluate(metrics: Option<&Metrics>, records: &[Record]) -> Result<Evaluation>
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let (metrics, likelihood) = parse_metrics(&args.metrics, args.predictions.is_none())?;
+    let mut selection = parse_metrics(args.metrics.as_deref(), args.predictions.is_none())?;
     if let Some(path) = &args.predictions {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let records = parse_predictions_jsonl(&text)?;
-        let evaluation = evaluate(metrics.as_ref(), &records)?;
-        write_outputs(&args, (&records, &evaluation), None)?;
-        return report(&args, &evaluation.scores, None);
+        let skipped =
+            selection.restrict(records.iter().map(|r| r.reference.as_str()), args.json)?;
+        let evaluation = evaluate(selection.metrics.as_ref(), &records)?;
+        write_outputs(&args, (&records, &evaluation), None, &skipped)?;
+        return report(&args, &evaluation.scores, None, &skipped);
     }
     let data = args
         .data
@@ -134,6 +184,12 @@ pub fn run(args: Args) -> Result<()> {
     if items.is_empty() {
         bail!("{} holds no records to evaluate", data.display());
     }
+    let skipped = selection.restrict(items.iter().map(|i| i.reference.as_str()), args.json)?;
+    let Selection {
+        metrics,
+        likelihood,
+        ..
+    } = selection;
     let gpu = args.gpu.open()?;
     let generate = metrics.is_some();
     let run_model = |model: &Model| -> Result<(Vec<Record>, Evaluation)> {
@@ -159,8 +215,13 @@ pub fn run(args: Args) -> Result<()> {
         None
     };
     let base = base.as_ref().map(|(r, e)| (r.as_slice(), e));
-    write_outputs(&args, (&records, &evaluation), base)?;
-    report(&args, &evaluation.scores, base.map(|b| &b.1.scores))
+    write_outputs(&args, (&records, &evaluation), base, &skipped)?;
+    report(
+        &args,
+        &evaluation.scores,
+        base.map(|b| &b.1.scores),
+        &skipped,
+    )
 }
 
 /// A prompt to answer and the reference answer.
@@ -294,7 +355,12 @@ fn answer(
 /// Records and their evaluation.
 type Evaluated<'a> = (&'a [Record], &'a Evaluation);
 
-fn write_outputs(args: &Args, tuned: Evaluated<'_>, base: Option<Evaluated<'_>>) -> Result<()> {
+fn write_outputs(
+    args: &Args,
+    tuned: Evaluated<'_>,
+    base: Option<Evaluated<'_>>,
+    skipped: &[SkippedMetric],
+) -> Result<()> {
     let Some(dir) = &args.output else {
         return Ok(());
     };
@@ -313,7 +379,7 @@ fn write_outputs(args: &Args, tuned: Evaluated<'_>, base: Option<Evaluated<'_>>)
         lines.push('\n');
     }
     std::fs::write(dir.join("predictions.jsonl"), lines)?;
-    let summary = json!({ "adapter": evaluation.scores, "base": base_scores });
+    let summary = json!({ "adapter": evaluation.scores, "base": base_scores, "skipped": skipped });
     std::fs::write(
         dir.join("metrics.json"),
         serde_json::to_string_pretty(&summary)?,
@@ -363,11 +429,19 @@ fn table(scores: &Scores, base: Option<&Scores>, markdown: bool) -> String {
     out
 }
 
-fn report(args: &Args, scores: &Scores, base: Option<&Scores>) -> Result<()> {
+fn report(
+    args: &Args,
+    scores: &Scores,
+    base: Option<&Scores>,
+    skipped: &[SkippedMetric],
+) -> Result<()> {
     if args.json {
         let mut v = serde_json::to_value(scores)?;
         if let Some(b) = base {
             v["base"] = serde_json::to_value(b)?;
+        }
+        if !skipped.is_empty() {
+            v["skipped"] = serde_json::to_value(skipped)?;
         }
         return print_json(&v);
     }

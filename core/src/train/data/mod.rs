@@ -90,6 +90,9 @@ pub struct DataStats {
     pub truncated: usize,
     /// Examples not packed because truncation left no trained token in them.
     pub dropped: usize,
+    /// The shortest `seq_len` that keeps every dropped example (0: none dropped).
+    #[serde(default)]
+    pub seq_len_to_keep: usize,
     /// Tokens placed in sequences (after truncation, without padding).
     pub tokens: usize,
     /// Positions whose target is trained (`targets[p] != IGNORE`).
@@ -161,6 +164,7 @@ impl DataStats {
     pub fn add_pack(&mut self, p: &PackStats) {
         self.truncated += p.truncated;
         self.dropped += p.dropped;
+        self.seq_len_to_keep = self.seq_len_to_keep.max(p.seq_len_to_keep);
         self.tokens += p.tokens;
         self.trained_tokens += p.trained_tokens;
         self.pad_tokens += p.pad_tokens;

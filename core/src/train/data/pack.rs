@@ -72,6 +72,10 @@ pub struct PackStats {
     pub truncated: usize,
     /// Examples not packed because no trained token was left in them.
     pub dropped: usize,
+    /// The shortest `seq_len` that would have kept every dropped example's first trained token
+    /// (0 when none was dropped for its length).
+    #[serde(default)]
+    pub seq_len_to_keep: usize,
     /// Example tokens placed in sequences.
     pub tokens: usize,
     /// Trained positions emitted.
@@ -139,6 +143,9 @@ impl Packer {
         self.stats.examples += 1;
         let (mut ids, mut mask) = (ex.ids, ex.loss_mask);
         mask.resize(ids.len(), false);
+        // Token i is the target of position i − 1, which a sequence of seq_len positions has
+        // when i ≤ seq_len.
+        let first_trained = mask.iter().skip(1).position(|&m| m).map(|i| i + 1);
         if ids.len() > cap {
             ids.truncate(cap);
             mask.truncate(cap);
@@ -146,6 +153,9 @@ impl Packer {
         }
         if !mask.iter().skip(1).any(|&m| m) {
             self.stats.dropped += 1;
+            if let Some(i) = first_trained {
+                self.stats.seq_len_to_keep = self.stats.seq_len_to_keep.max(i);
+            }
             return Vec::new();
         }
         let mut out = Vec::new();

@@ -31,8 +31,8 @@ pub struct Args {
     /// A separate evaluation data file.
     #[arg(long)]
     pub eval_data: Option<String>,
-    /// Hold out this fraction of the training records for evaluation.
-    #[arg(long)]
+    /// Hold out this fraction of the training records for evaluation (0 ≤ X < 1).
+    #[arg(long, allow_hyphen_values = true)]
     pub val_ratio: Option<f64>,
     /// Stratify the held-out split by this record field.
     #[arg(long)]
@@ -43,8 +43,10 @@ pub struct Args {
     /// Record format: text, prompt-completion, messages, instruction (default: detected).
     #[arg(long)]
     pub format: Option<String>,
+    /// The prompt's field name for prompt-completion records [default: prompt].
     #[arg(long)]
     pub prompt_field: Option<String>,
+    /// The completion's field name for prompt-completion records [default: completion].
     #[arg(long)]
     pub completion_field: Option<String>,
     /// Train on prompt tokens too (default: completions only).
@@ -53,39 +55,49 @@ pub struct Args {
     /// Stop at the first bad record instead of skipping it.
     #[arg(long)]
     pub strict: bool,
-    /// Optimizer steps to run (overrides --epochs).
-    #[arg(long)]
+    /// Optimizer steps to run; when given (and not 0) it overrides --epochs. 0, the default,
+    /// means "run --epochs epochs".
+    #[arg(long, allow_hyphen_values = true)]
     pub max_steps: Option<usize>,
-    #[arg(long)]
+    /// Passes over the training data, fractions allowed (e.g. 0.5) [default: 1]; used when
+    /// --max-steps is not given.
+    #[arg(long, allow_hyphen_values = true)]
     pub epochs: Option<f64>,
-    /// Sequences per micro-batch.
-    #[arg(long)]
+    /// Sequences per micro-batch [default: 4].
+    #[arg(long, allow_hyphen_values = true)]
     pub batch_size: Option<usize>,
-    /// Micro-batches per optimizer step.
-    #[arg(long)]
+    /// Micro-batches per optimizer step (gradient accumulation) [default: 1].
+    #[arg(long, allow_hyphen_values = true)]
     pub grad_accum: Option<usize>,
-    /// Tokens per sequence.
-    #[arg(long)]
+    /// Tokens per sequence; longer records are cut to it [default: 512].
+    #[arg(long, allow_hyphen_values = true)]
     pub seq_len: Option<usize>,
     /// One example per sequence, padded, instead of packing several.
     #[arg(long)]
     pub no_pack: bool,
-    #[arg(long)]
+    /// Peak learning rate, > 0 [default: 2e-4].
+    #[arg(long, allow_hyphen_values = true)]
     pub lr: Option<f32>,
     /// cosine, linear or constant.
     #[arg(long)]
     pub lr_schedule: Option<String>,
-    #[arg(long)]
+    /// Fraction of the steps spent warming the learning rate up from 0 (0–1) [default: 0.03].
+    #[arg(long, allow_hyphen_values = true)]
     pub warmup_ratio: Option<f32>,
-    #[arg(long)]
+    /// AdamW's decoupled weight decay, ≥ 0 [default: 0].
+    #[arg(long, allow_hyphen_values = true)]
     pub weight_decay: Option<f32>,
-    #[arg(long)]
+    /// Clip the global gradient norm to this (0: no clipping) [default: 1].
+    #[arg(long, allow_hyphen_values = true)]
     pub max_grad_norm: Option<f32>,
-    #[arg(long)]
+    /// LoRA rank, ≥ 1 [default: 16].
+    #[arg(long, allow_hyphen_values = true)]
     pub lora_r: Option<usize>,
-    #[arg(long)]
+    /// LoRA alpha, > 0; the update is scaled by alpha/r [default: 32].
+    #[arg(long, allow_hyphen_values = true)]
     pub lora_alpha: Option<f32>,
-    #[arg(long)]
+    /// Dropout on the LoRA input, 0 ≤ P < 1 [default: 0.05].
+    #[arg(long, allow_hyphen_values = true)]
     pub lora_dropout: Option<f32>,
     /// Comma list of q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj, or all-linear.
     #[arg(long)]
@@ -93,24 +105,26 @@ pub struct Args {
     /// Scale LoRA by alpha/√r instead of alpha/r.
     #[arg(long)]
     pub rslora: bool,
-    #[arg(long)]
+    /// Seed of the LoRA initialization, data order and dropout [default: 42].
+    #[arg(long, allow_hyphen_values = true)]
     pub seed: Option<u64>,
-    /// Checkpoint every N optimizer steps.
-    #[arg(long)]
+    /// Checkpoint every N optimizer steps (0: only at the end).
+    #[arg(long, allow_hyphen_values = true)]
     pub save_every: Option<usize>,
-    /// Checkpoints to keep.
-    #[arg(long)]
+    /// Checkpoints to keep [default: 3].
+    #[arg(long, allow_hyphen_values = true)]
     pub keep_checkpoints: Option<usize>,
     /// Evaluate every N optimizer steps (default: at the end of each epoch).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub eval_every: Option<usize>,
-    /// Use at most this many validation sequences per evaluation.
-    #[arg(long)]
+    /// Use at most this many validation sequences per evaluation (0: all).
+    #[arg(long, allow_hyphen_values = true)]
     pub eval_limit: Option<usize>,
-    /// Stop after this many evaluations without improvement.
-    #[arg(long)]
+    /// Stop after this many evaluations without improvement (0: never).
+    #[arg(long, allow_hyphen_values = true)]
     pub early_stopping_patience: Option<usize>,
-    #[arg(long)]
+    /// An evaluation improves when its loss is lower than the best by more than this, ≥ 0.
+    #[arg(long, allow_hyphen_values = true)]
     pub early_stopping_min_delta: Option<f64>,
 }
 

@@ -46,6 +46,7 @@ pub fn run(args: Args) -> Result<()> {
         }
         None => args.resolve()?,
     };
+    check_inputs(&config)?;
     let out = PathBuf::from(&config.output);
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let resolved = serde_json::to_string_pretty(&config)?;
@@ -117,7 +118,7 @@ pub fn run(args: Args) -> Result<()> {
             eprintln!("eval data: {eval_stats}");
         }
     }
-    let plan = Plan::new(&config, per_epoch)?;
+    let plan = Plan::new(&config, per_epoch, &stats)?;
     let (total_steps, steps_per_epoch) = (plan.total_steps, plan.steps_per_epoch);
     let mut session = Session::new(config.clone(), trainer, state, plan, val);
 
@@ -259,6 +260,22 @@ pub fn run(args: Args) -> Result<()> {
         }
         _ => Ok(()),
     }
+}
+
+/// The model and data files can be opened: checked before anything is printed or written, so a
+/// mistyped path costs one line, not a configuration dump and a model load.
+pub(crate) fn check_inputs(config: &afinador_core::train::TrainConfig) -> Result<()> {
+    crate::common::locate_model(Path::new(&config.model))?;
+    let files = [
+        ("--data", Some(&config.data)),
+        ("--eval-data", config.eval_data.as_ref()),
+    ];
+    for (flag, path) in files {
+        if let Some(path) = path {
+            std::fs::File::open(path).with_context(|| format!("{flag} {path} cannot be read"))?;
+        }
+    }
+    Ok(())
 }
 
 /// What every step needs to see of the run.

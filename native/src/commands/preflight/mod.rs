@@ -1,22 +1,23 @@
 //! `afinador preflight`: will this training run fit, and how long will it take? The device and
 //! its limits, a memory plan by category against them (and the largest batch that fits), the
-//! data's statistics, and a time estimate from a few timed steps — before a long run starts.
+//! data's statistics — printed at once — then a time estimate from timed steps, with progress
+//! while they run.
 
+mod timing;
+
+use std::io::Write;
 use std::path::Path;
-use std::time::Instant;
 
-use afinador_core::gpu::Gpu;
 use afinador_core::train::data::{DataStats, LengthHistogram, Sequence};
 use afinador_core::train::memory::largest_batch;
 use afinador_core::train::session;
-use afinador_core::train::{
-    GpuLora, MemoryPlan, MicroBatch, ModelTextEncoder, RunShape, TrainConfig, Trainer,
-};
-use anyhow::Result;
+use afinador_core::train::{MemoryPlan, ModelTextEncoder, RunShape, TrainConfig};
+use anyhow::{Result, bail};
 use serde_json::{Value, json};
 
 use super::train;
 use crate::common::{ModelArgs, print_json};
+use timing::{Progress, Timing};
 
 #[derive(clap::Args, Debug)]
 #[group(skip)]
@@ -27,16 +28,19 @@ pub struct Args {
     /// memory on a CPU adapter, otherwise only the per-buffer limits are checked).
     #[arg(long)]
     memory_budget: Option<f64>,
-    /// Training steps to time for the estimate (0: only allocate a step's buffers; the first
-    /// step also compiles the kernels and is reported apart).
-    #[arg(long, default_value_t = 3)]
-    time_steps: usize,
+    /// Whole training steps to time for the estimate (0: only allocate a step's buffers; the
+    /// first step also compiles the kernels and is reported apart). Default: 3 on a GPU; on a
+    /// CPU adapter (lavapipe), where one step can take minutes, one sequence is timed and the
+    /// step's time extrapolated from it.
+    #[arg(long)]
+    time_steps: Option<usize>,
 }
 
 const GIB: f64 = (1u64 << 30) as f64;
 
 pub fn run(args: Args) -> Result<()> {
     let config = args.train.resolve()?;
+    train::check_inputs(&config)?;
     let json_out = args.train.json;
     let model_args = ModelArgs {
         model: config.model.clone().into(),
@@ -86,8 +90,11 @@ pub fn run(args: Args) -> Result<()> {
         }
         None => None,
     };
-    // The trainer's own schedule (none when the data does not fill one batch: reported below).
-    let (steps_per_epoch, total_steps) = session::Plan::new(&config, train_seqs)
+    // The trainer's own schedule; its error (the data does not fill one batch) fails the
+    // preflight once the report is out.
+    let schedule = session::Plan::new(&config, train_seqs, &stats);
+    let (steps_per_epoch, total_steps) = schedule
+        .as_ref()
         .map_or((0, 0), |p| (p.steps_per_epoch, p.total_steps));
 
     // Memory.
@@ -123,28 +130,11 @@ pub fn run(args: Args) -> Result<()> {
         max_binding,
     )?;
 
-    // The memory really allocated, and the time of a few steps on the first real batch.
-    let timing = if fits && first_step.len() == seqs_per_step {
-        Some(measure(
-            &gpu,
-            &file,
-            &config,
-            &lora_config,
-            &first_step,
-            args.time_steps,
-        )?)
-    } else {
-        None
-    };
-
     let mut recommendations = recommend(&config, &stats, &plan, budget, max_binding, max_batch);
-    if train_seqs < seqs_per_step {
-        recommendations.push(format!(
-            "the data gives {train_seqs} training sequences, fewer than one step needs \
-             ({seqs_per_step}): add data or lower --batch-size/--grad-accum"
-        ));
+    if let Err(e) = &schedule {
+        recommendations.push(e.to_string());
     }
-    let report = json!({
+    let mut report = json!({
         "device": {
             "name": gpu.adapter.name,
             "backend": gpu.adapter.backend,
@@ -166,7 +156,7 @@ pub fn run(args: Args) -> Result<()> {
             "total_bytes": plan.total(),
             "fits": fits,
             "largest_batch_at_seq_len": max_batch,
-            "measured_bytes": timing.as_ref().map(|t| t.measured_bytes),
+            "measured_bytes": null,
         },
         "data": data_json(&stats, &config, train_seqs, val_seqs, eval_stats.as_ref()),
         "schedule": {
@@ -174,66 +164,51 @@ pub fn run(args: Args) -> Result<()> {
             "steps_per_epoch": steps_per_epoch,
             "total_steps": total_steps,
         },
-        "time": timing.as_ref().filter(|t| t.first_step_s.is_some()).map(|t| json!({
-            "steps_timed": args.time_steps,
-            "first_step_s": t.first_step_s,
-            "step_s": t.step_s,
-            "tokens_per_s": (seqs_per_step * config.seq_len) as f64 / t.step_s,
-            "epoch_s": t.step_s * steps_per_epoch as f64,
-            "run_s": t.step_s * total_steps as f64,
-        })),
+        "time": null,
         "recommendations": recommendations,
     });
+    // What is known before any step runs goes out now: timing can take minutes.
+    if !json_out {
+        print!("{}", render_plan(&report, &stats));
+        std::io::stdout().flush()?;
+    }
+
+    // The memory really allocated, and the time of the first real batch.
+    let runnable = fits && schedule.is_ok() && first_step.len() == seqs_per_step;
+    if runnable {
+        let timing = Timing::choose(args.time_steps, &gpu);
+        let progress = Progress::new(json_out);
+        let measured = timing::measure(
+            &gpu,
+            &file,
+            &config,
+            &lora_config,
+            &first_step,
+            timing,
+            &progress,
+        )?;
+        report["memory"]["measured_bytes"] = json!(measured.measured_bytes);
+        if let Some(t) = &measured.time {
+            report["time"] = json!({
+                "method": t.method,
+                "extrapolated": t.extrapolated,
+                "first_step_s": t.first_step_s,
+                "step_s": t.step_s,
+                "tokens_per_s": (seqs_per_step * config.seq_len) as f64 / t.step_s,
+                "epoch_s": t.step_s * steps_per_epoch as f64,
+                "run_s": t.step_s * total_steps as f64,
+            });
+        }
+    }
     if json_out {
-        return print_json(&report);
+        print_json(&report)?;
+    } else {
+        print!("{}", render_measured(&report));
     }
-    print!("{}", render(&report, &stats));
+    if let Err(e) = schedule {
+        bail!("{e}");
+    }
     Ok(())
-}
-
-struct Measured {
-    /// Peak storage-buffer bytes: weights, LoRA state, activations (after the timed steps, or
-    /// after allocating a step's buffers when none is timed).
-    measured_bytes: u64,
-    /// `None` when no step was timed.
-    first_step_s: Option<f64>,
-    /// Mean of the steps after the first (the first alone when only one was timed).
-    step_s: f64,
-}
-
-fn measure(
-    gpu: &Gpu,
-    file: &crate::common::ModelFile,
-    config: &TrainConfig,
-    lora_config: &afinador_core::lora::LoraConfig,
-    seqs: &[Sequence],
-    steps: usize,
-) -> Result<Measured> {
-    let model = afinador_core::model::Model::load(gpu, &file.gguf, &file.bytes)?;
-    let lora = GpuLora::init(gpu, &model.config, lora_config, config.seed)?;
-    let mut trainer = Trainer::new(&model, lora);
-    let micro: Vec<(Vec<u32>, Vec<u32>)> = seqs
-        .chunks(config.batch_size)
-        .map(session::concat)
-        .collect();
-    let batches: Vec<MicroBatch> = micro
-        .iter()
-        .map(|(i, t)| MicroBatch { ids: i, targets: t })
-        .collect();
-    let options = config.step_options(config.lr);
-    trainer.prepare(gpu, config.batch_size, config.seq_len, batches.len())?;
-    let mut times = Vec::with_capacity(steps);
-    for _ in 0..steps {
-        let start = Instant::now();
-        pollster::block_on(trainer.train_step(gpu, &batches, config.batch_size, options))?;
-        times.push(start.elapsed().as_secs_f64());
-    }
-    let rest = &times[1.min(times.len().saturating_sub(1))..];
-    Ok(Measured {
-        measured_bytes: gpu.memory.peak(),
-        first_step_s: times.first().copied(),
-        step_s: rest.iter().sum::<f64>() / rest.len().max(1) as f64,
-    })
 }
 
 fn data_json(
@@ -349,8 +324,8 @@ fn recommend(
     out
 }
 
-/// The text report.
-fn render(r: &Value, stats: &DataStats) -> String {
+/// The part of the text report known before any step runs.
+fn render_plan(r: &Value, stats: &DataStats) -> String {
     let mib = |v: &Value| v.as_u64().unwrap_or(0) as f64 / (1 << 20) as f64;
     let d = &r["device"];
     let m = &r["memory"];
@@ -389,13 +364,6 @@ fn render(r: &Value, stats: &DataStats) -> String {
             "does NOT fit"
         }
     ));
-    if let Some(measured) = m["measured_bytes"].as_u64() {
-        s.push_str(&format!(
-            "  {:<16} {:>10.1}  (allocated for a step on this device)\n",
-            "measured",
-            measured as f64 / (1 << 20) as f64
-        ));
-    }
     s.push_str(&format!(
         "  largest batch at seq len {}: {}\n",
         r["data"]["seq_len"],
@@ -433,17 +401,36 @@ fn render(r: &Value, stats: &DataStats) -> String {
         "schedule {} sequences per step, {} steps per epoch, {} steps in the run\n",
         sch["sequences_per_step"], sch["steps_per_epoch"], sch["total_steps"]
     ));
+    s
+}
+
+/// The rest of the text report: what timing measured, and the recommendations.
+fn render_measured(r: &Value) -> String {
+    let mut s = String::new();
+    if let Some(measured) = r["memory"]["measured_bytes"].as_u64() {
+        s.push_str(&format!(
+            "memory   {:.1} MiB allocated for a step on this device (plan: {:.1} MiB)\n",
+            measured as f64 / (1 << 20) as f64,
+            r["memory"]["total_bytes"].as_u64().unwrap_or(0) as f64 / (1 << 20) as f64
+        ));
+    }
     match r["time"].as_object() {
-        Some(t) => s.push_str(&format!(
-            "time     {:.2} s per step ({:.0} tok/s; the first step, with kernel compilation, \
-             took {:.1} s): an epoch ≈ {}, the run ≈ {}\n",
-            t["step_s"].as_f64().unwrap_or(0.0),
-            t["tokens_per_s"].as_f64().unwrap_or(0.0),
-            t["first_step_s"].as_f64().unwrap_or(0.0),
-            duration(t["epoch_s"].as_f64().unwrap_or(0.0)),
-            duration(t["run_s"].as_f64().unwrap_or(0.0)),
-        )),
-        None => s.push_str("time     not measured (--time-steps 0, or the run does not fit)\n"),
+        Some(t) => {
+            let first = match t["first_step_s"].as_f64() {
+                Some(f) => format!("; the first step, with kernel compilation, took {f:.1} s"),
+                None => String::new(),
+            };
+            s.push_str(&format!(
+                "time     {:.2} s per step ({:.0} tok/s{first}): an epoch ≈ {}, the run ≈ {}\n\
+                 \x20        {}\n",
+                t["step_s"].as_f64().unwrap_or(0.0),
+                t["tokens_per_s"].as_f64().unwrap_or(0.0),
+                duration(t["epoch_s"].as_f64().unwrap_or(0.0)),
+                duration(t["run_s"].as_f64().unwrap_or(0.0)),
+                t["method"].as_str().unwrap_or_default(),
+            ));
+        }
+        None => s.push_str("time     not measured (--time-steps 0, or the run cannot start)\n"),
     }
     let recs = r["recommendations"].as_array().cloned().unwrap_or_default();
     if recs.is_empty() {
