@@ -15,7 +15,9 @@ use afinador_core::model::Model;
 use afinador_core::train::checkpoint::{self, TrainerState};
 use afinador_core::train::data::Sequence;
 use afinador_core::train::session::{self, MAX_SKIPPED_IN_A_ROW};
-use afinador_core::train::{GpuLora, ModelTextEncoder, Plan, Session, StopReason, Trainer};
+use afinador_core::train::{
+    GpuLora, ModelTextEncoder, Plan, Session, StepStats, StopReason, Trainer,
+};
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -146,6 +148,7 @@ pub fn run(args: Args) -> Result<()> {
         quiet: args.json,
         started: Instant::now(),
         elapsed_before: session.state.elapsed_s,
+        first_step: session.state.step,
     };
     let stop_reason = loop {
         if session.state.step >= session.plan.total_steps {
@@ -288,6 +291,8 @@ struct RunCtx<'a> {
     started: Instant,
     /// Seconds trained before this process (a resumed run).
     elapsed_before: f64,
+    /// The step this process started from (0, or where a resumed run continues).
+    first_step: usize,
 }
 
 /// One optimizer step with the sequences the session holds: metrics, progress, evaluation,
@@ -318,17 +323,24 @@ fn train_one(
         report.stats.loss, report.stats.token_accuracy, tokens_per_s
     );
     if bar.is_hidden() && !ctx.quiet {
-        // No terminal (a log or CI): one line per step instead of the bar.
+        // No terminal (a log or CI): one line per step instead of the bar, with its times.
+        let total = session.plan.total_steps;
+        let done_here = (report.step - ctx.first_step).max(1);
+        let this_run = ctx.started.elapsed().as_secs_f64();
+        let eta = this_run / done_here as f64 * total.saturating_sub(report.step) as f64;
         eprintln!(
-            "step {}/{}: {message}",
-            report.step, session.plan.total_steps
+            "step {}/{total}: {message}, {} elapsed, eta {}",
+            report.step,
+            clock(elapsed),
+            clock(eta)
         );
     }
     bar.set_message(message);
     if session.eval_due(&report) {
         let eval = pollster::block_on(session.evaluate(ctx.gpu))?;
         session::add_eval_metrics(&mut line, &eval);
-        keep_best(ctx, session, eval.loss)?;
+        let best = keep_best(ctx, session, eval.loss)?;
+        print_eval(ctx, bar, report.step, &eval, best);
     }
     metrics.write(&line)?;
     let save_every = session.config.save_every;
@@ -348,13 +360,49 @@ fn evaluate_and_keep_best(
     let mut line = json!({ "step": session.state.step, "epoch": session.state.epoch });
     session::add_eval_metrics(&mut line, &eval);
     metrics.write(&line)?;
-    keep_best(ctx, session, eval.loss)
+    let best = keep_best(ctx, session, eval.loss)?;
+    print_eval(ctx, &ProgressBar::hidden(), session.state.step, &eval, best);
+    Ok(())
 }
 
-/// Track the best evaluation loss; write the adapter to `best/` when it improves.
-fn keep_best(ctx: &RunCtx<'_>, session: &mut Session<'_>, loss: f64) -> Result<()> {
+/// One line per evaluation on stderr (above the bar when there is one).
+fn print_eval(ctx: &RunCtx<'_>, bar: &ProgressBar, step: usize, eval: &StepStats, best: bool) {
+    if ctx.quiet {
+        return;
+    }
+    let line = format!(
+        "eval at step {step}: loss {:.4} (ppl {:.2}), token accuracy {:.3}{}",
+        eval.loss,
+        eval.loss.exp(),
+        eval.token_accuracy,
+        if best {
+            ", the best so far: saved to best/"
+        } else {
+            ""
+        }
+    );
+    if bar.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        bar.println(line);
+    }
+}
+
+/// `1:05` (minutes:seconds) or `2:03:10`.
+fn clock(secs: f64) -> String {
+    let s = secs.round() as u64;
+    if s >= 3600 {
+        format!("{}:{:02}:{:02}", s / 3600, (s % 3600) / 60, s % 60)
+    } else {
+        format!("{}:{:02}", s / 60, s % 60)
+    }
+}
+
+/// Track the best evaluation loss; write the adapter to `best/` when it improves. Returns
+/// whether it did.
+fn keep_best(ctx: &RunCtx<'_>, session: &mut Session<'_>, loss: f64) -> Result<bool> {
     if !session.record_eval(loss) {
-        return Ok(());
+        return Ok(false);
     }
     let adapter = pollster::block_on(session.trainer.lora.download(ctx.gpu))?;
     let peft = files::peft_files(
@@ -368,7 +416,8 @@ fn keep_best(ctx: &RunCtx<'_>, session: &mut Session<'_>, loss: f64) -> Result<(
             ("adapter_config.json", peft.0.as_bytes()),
             ("adapter_model.safetensors", &peft.1),
         ],
-    )
+    )?;
+    Ok(true)
 }
 
 fn base_model_name(gguf: &afinador_core::formats::Gguf, path: &str) -> String {
