@@ -164,9 +164,25 @@ impl ModelFile {
     }
 }
 
-/// A Hugging Face PEFT LoRA adapter directory (ours or one made by PEFT for a llama model of
-/// the same shape), in GGUF row order for `gguf`'s model.
-pub fn read_adapter(dir: &Path, gguf: &Gguf) -> Result<afinador_core::lora::LoraAdapter> {
+/// A LoRA adapter for `gguf`'s model, in GGUF row order: a Hugging Face PEFT directory (ours or
+/// one made by PEFT for a llama model of the same shape) or a GGUF LoRA file (llama.cpp's
+/// `--lora` format: ours, or one from `convert_lora_to_gguf.py`).
+pub fn read_adapter(path: &Path, gguf: &Gguf) -> Result<afinador_core::lora::LoraAdapter> {
+    if path.is_file() {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let lora = afinador_core::lora::from_gguf_lora(&bytes)
+            .with_context(|| format!("{} is not a GGUF LoRA adapter", path.display()))?;
+        let base = gguf.architecture()?;
+        if lora.architecture != base {
+            bail!(
+                "{} adapts a '{}' model but the base model is '{base}'",
+                path.display(),
+                lora.architecture
+            );
+        }
+        return Ok(lora.adapter);
+    }
+    let dir = path;
     let config_path = dir.join("adapter_config.json");
     let tensors_path = dir.join("adapter_model.safetensors");
     let config = std::fs::read_to_string(&config_path).with_context(|| {

@@ -33,6 +33,8 @@ enum Command {
     Preflight(Box<commands::preflight::Args>),
     /// Charts and an HTML report of a training run's directory.
     Report(commands::report::Args),
+    /// Write an adapter for other tools: GGUF LoRA (llama.cpp), PEFT, Ollama, or merged.
+    Export(commands::export::Args),
     /// Write a GGUF model with a LoRA adapter merged into its weights.
     Merge(commands::merge::Args),
     /// Write a small random Llama GGUF (for smoke tests and the browser tests).
@@ -55,6 +57,7 @@ fn main() {
         Command::Bench(args) => commands::bench::run(args),
         Command::Train(args) => commands::train::run(*args),
         Command::MakeTinyModel(args) => commands::make_tiny_model::run(args),
+        Command::Export(args) => commands::export::run(args),
         Command::Merge(args) => commands::merge::run(args),
         Command::Eval(args) => commands::eval::run(*args),
         Command::Preflight(args) => commands::preflight::run(*args),

@@ -59,6 +59,9 @@ pub struct TrainConfig {
     pub lora_dropout: f32,
     pub target_modules: String,
     pub rslora: bool,
+    /// Start from this adapter (a PEFT directory or a GGUF LoRA) instead of a fresh one; its
+    /// rank, alpha, target modules and rsLoRA setting replace the configured ones.
+    pub init_adapter: Option<String>,
     pub seed: u64,
     /// Save a checkpoint every N optimizer steps (0: only at the end).
     pub save_every: usize,
@@ -103,6 +106,7 @@ impl Default for TrainConfig {
             lora_dropout: 0.05,
             target_modules: "q_proj,k_proj,v_proj,o_proj".into(),
             rslora: false,
+            init_adapter: None,
             seed: 42,
             save_every: 0,
             keep_checkpoints: 3,

@@ -1,18 +1,19 @@
 //! `afinador merge`: a GGUF model with a LoRA adapter merged into its weights.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use afinador_core::formats::GgmlType;
+use afinador_core::lora::LoraAdapter;
 use afinador_core::lora::merge::merge_into_gguf;
 use anyhow::{Context, Result, bail};
 
-use crate::common::{ModelArgs, read_adapter};
+use crate::common::{ModelArgs, ModelFile, read_adapter};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]
     model: ModelArgs,
-    /// The PEFT adapter directory to merge.
+    /// The adapter to merge: a PEFT directory or a GGUF LoRA file.
     #[arg(long)]
     adapter: PathBuf,
     /// Where to write the merged GGUF.
@@ -24,22 +25,36 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let ty = match args.merged_type.as_str() {
+    let ty = parse_merged_type(&args.merged_type)?;
+    let file = args.model.read()?;
+    let adapter = read_adapter(&args.adapter, &file.gguf)?;
+    merge_to_file(&file, &adapter, ty, &args.output)
+}
+
+/// `--merged-type`.
+pub fn parse_merged_type(name: &str) -> Result<GgmlType> {
+    Ok(match name {
         "f16" => GgmlType::F16,
         "bf16" => GgmlType::BF16,
         "q8_0" => GgmlType::Q8_0,
         "f32" => GgmlType::F32,
         other => bail!("unknown --merged-type '{other}': use f16, q8_0, bf16 or f32"),
-    };
-    let file = args.model.read()?;
-    let adapter = read_adapter(&args.adapter, &file.gguf)?;
-    let bytes = merge_into_gguf(&file.gguf, &file.bytes, &adapter, ty)?;
-    std::fs::write(&args.output, &bytes)
-        .with_context(|| format!("writing {}", args.output.display()))?;
+    })
+}
+
+/// Write `file`'s model with `adapter` merged into its projections (of type `ty`) to `output`.
+pub fn merge_to_file(
+    file: &ModelFile,
+    adapter: &LoraAdapter,
+    ty: GgmlType,
+    output: &Path,
+) -> Result<()> {
+    let bytes = merge_into_gguf(&file.gguf, &file.bytes, adapter, ty)?;
+    std::fs::write(output, &bytes).with_context(|| format!("writing {}", output.display()))?;
     eprintln!(
         "merged {} LoRA pairs into {} ({:.1} MB)",
         adapter.tensors.len(),
-        args.output.display(),
+        output.display(),
         bytes.len() as f64 / 1e6
     );
     Ok(())

@@ -6,6 +6,7 @@ pub mod bench_train;
 pub mod bench_tune;
 pub mod devices;
 pub mod eval;
+pub mod export;
 pub mod generate;
 pub mod inspect;
 pub mod make_tiny_model;

@@ -105,6 +105,12 @@ pub struct Args {
     /// Scale LoRA by alpha/√r instead of alpha/r.
     #[arg(long)]
     pub rslora: bool,
+    /// Start from an existing adapter instead of a fresh one: a PEFT directory (afinador's, or
+    /// one from PEFT/Unsloth for this base model) or a GGUF LoRA. Its rank, alpha, target
+    /// modules and rsLoRA setting are used; the optimizer starts fresh (--resume continues a
+    /// run exactly instead).
+    #[arg(long)]
+    pub init_adapter: Option<String>,
     /// Seed of the LoRA initialization, data order and dropout [default: 42].
     #[arg(long, allow_hyphen_values = true)]
     pub seed: Option<u64>,
@@ -182,6 +188,9 @@ impl Args {
             early_stopping_min_delta,
             val_ratio
         );
+        if self.init_adapter.is_some() {
+            c.init_adapter = self.init_adapter.clone();
+        }
         if self.eval_data.is_some() {
             c.eval_data = self.eval_data.clone();
         }

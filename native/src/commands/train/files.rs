@@ -4,7 +4,8 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use afinador_core::lora::{LoraAdapter, to_peft};
+use afinador_core::lora::{LoraAdapter, to_gguf_lora, to_peft};
+use afinador_core::model::LlamaConfig;
 use afinador_core::train::checkpoint::CheckpointFiles;
 use anyhow::{Context, Result};
 
@@ -44,31 +45,50 @@ pub fn write_dir_atomic(dest: &Path, files: &[(&str, &[u8])]) -> Result<()> {
     Ok(())
 }
 
-/// The PEFT files of an adapter (Q/K rows un-permuted to Hugging Face order).
-pub fn peft_files(
-    adapter: &LoraAdapter,
-    n_head: usize,
-    n_head_kv: usize,
-) -> Result<(String, Vec<u8>)> {
-    let files = to_peft(adapter, n_head, n_head_kv)?;
-    Ok((files.adapter_config_json, files.adapter_model_safetensors))
+/// An adapter as the files every adapter directory holds: the Hugging Face PEFT pair
+/// (`adapter_config.json`, `adapter_model.safetensors`, Q/K rows un-permuted to HF order) and
+/// `adapter.gguf`, the same adapter as a GGUF LoRA for llama.cpp's `--lora` and Ollama.
+pub struct AdapterFiles {
+    pub config_json: String,
+    pub safetensors: Vec<u8>,
+    pub gguf: Vec<u8>,
 }
 
-/// Write a checkpoint directory: the PEFT adapter, the optimizer state and the trainer state.
-pub fn write_checkpoint(
-    dest: &Path,
-    adapter: &(String, Vec<u8>),
-    ckpt: &CheckpointFiles,
-) -> Result<()> {
-    write_dir_atomic(
-        dest,
-        &[
-            ("adapter_config.json", adapter.0.as_bytes()),
-            ("adapter_model.safetensors", &adapter.1),
-            ("optimizer.safetensors", &ckpt.tensors),
-            ("trainer_state.json", ckpt.state_json.as_bytes()),
-        ],
-    )
+/// The name of the GGUF LoRA in an adapter directory.
+pub const ADAPTER_GGUF: &str = "adapter.gguf";
+
+impl AdapterFiles {
+    /// The files of `adapter` for a base model of `model`'s shape and architecture.
+    pub fn new(adapter: &LoraAdapter, model: &LlamaConfig) -> Result<AdapterFiles> {
+        let peft = to_peft(adapter, model.n_head, model.n_head_kv)?;
+        Ok(AdapterFiles {
+            config_json: peft.adapter_config_json,
+            safetensors: peft.adapter_model_safetensors,
+            gguf: to_gguf_lora(adapter, &model.architecture)?,
+        })
+    }
+
+    /// Name → bytes, as [`write_dir_atomic`] takes them.
+    pub fn entries(&self) -> [(&str, &[u8]); 3] {
+        [
+            ("adapter_config.json", self.config_json.as_bytes()),
+            ("adapter_model.safetensors", &self.safetensors),
+            (ADAPTER_GGUF, &self.gguf),
+        ]
+    }
+
+    /// Write them as the directory `dest`, atomically.
+    pub fn write_dir(&self, dest: &Path) -> Result<()> {
+        write_dir_atomic(dest, &self.entries())
+    }
+}
+
+/// Write a checkpoint directory: the adapter files, the optimizer state and the trainer state.
+pub fn write_checkpoint(dest: &Path, adapter: &AdapterFiles, ckpt: &CheckpointFiles) -> Result<()> {
+    let mut files = adapter.entries().to_vec();
+    files.push(("optimizer.safetensors", &ckpt.tensors));
+    files.push(("trainer_state.json", ckpt.state_json.as_bytes()));
+    write_dir_atomic(dest, &files)
 }
 
 /// Read a checkpoint directory written by [`write_checkpoint`].

@@ -3,7 +3,7 @@
 
 mod args;
 pub(crate) mod data;
-mod files;
+pub(crate) mod files;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,7 +23,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 pub use args::Args;
-use files::JsonLines;
+use files::{AdapterFiles, JsonLines};
 
 pub fn run(args: Args) -> Result<()> {
     let resume_dir = args
@@ -49,6 +49,16 @@ pub fn run(args: Args) -> Result<()> {
         None => args.resolve()?,
     };
     check_inputs(&config)?;
+    let model_args = crate::common::ModelArgs {
+        model: PathBuf::from(&config.model),
+        tokenizer: None,
+    };
+    let file = model_args.read()?;
+    let mut config = config;
+    let init_adapter = match (config.init_adapter.clone(), &resumed) {
+        (Some(path), None) => Some(init_adapter(&mut config, &file, Path::new(&path))?),
+        _ => None,
+    };
     let out = PathBuf::from(&config.output);
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let resolved = serde_json::to_string_pretty(&config)?;
@@ -60,11 +70,6 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
 
-    let model_args = crate::common::ModelArgs {
-        model: PathBuf::from(&config.model),
-        tokenizer: None,
-    };
-    let file = model_args.read()?;
     let tokenizer = model_args.tokenizer(&file)?;
     let template = file.gguf.metadata().get_str("tokenizer.chat_template").ok();
     let encoder = ModelTextEncoder::new(&tokenizer, template)?;
@@ -72,7 +77,14 @@ pub fn run(args: Args) -> Result<()> {
     let model = file.load(&gpu)?;
 
     let lora_config = session::lora_config(&config, base_model_name(&file.gguf, &config.model))?;
-    let lora = GpuLora::init(&gpu, &model.config, &lora_config, config.seed)?;
+    let lora = match init_adapter {
+        Some(mut adapter) => {
+            adapter.config.dropout = lora_config.dropout;
+            adapter.config.base_model_name_or_path = lora_config.base_model_name_or_path.clone();
+            GpuLora::from_adapter(&gpu, &model.config, &adapter)?
+        }
+        None => GpuLora::init(&gpu, &model.config, &lora_config, config.seed)?,
+    };
     let mut trainer = Trainer::new(&model, lora);
     trainer.seed = config.seed;
     let state = match (&resumed, &resume_dir) {
@@ -204,14 +216,7 @@ pub fn run(args: Args) -> Result<()> {
     let (trainer, state) = (&session.trainer, &session.state);
     let stop_reason = stop_reason.as_str();
     let adapter = save_checkpoint(&ctx, trainer, state)?;
-    let peft = files::peft_files(&adapter, model.config.n_head, model.config.n_head_kv)?;
-    files::write_dir_atomic(
-        &out.join("adapter"),
-        &[
-            ("adapter_config.json", peft.0.as_bytes()),
-            ("adapter_model.safetensors", &peft.1),
-        ],
-    )?;
+    AdapterFiles::new(&adapter, &model.config)?.write_dir(&out.join("adapter"))?;
     // Every storage buffer the run held at its peak: weights, LoRA state, activations.
     let gpu_bytes = gpu.memory.peak();
     let summary = json!({
@@ -279,6 +284,45 @@ pub(crate) fn check_inputs(config: &afinador_core::train::TrainConfig) -> Result
         }
     }
     Ok(())
+}
+
+/// Reads `--init-adapter` and makes the run's LoRA settings its own (saying what changed).
+fn init_adapter(
+    config: &mut afinador_core::train::TrainConfig,
+    file: &crate::common::ModelFile,
+    path: &Path,
+) -> Result<afinador_core::lora::LoraAdapter> {
+    let adapter = crate::common::read_adapter(path, &file.gguf)
+        .with_context(|| format!("--init-adapter {}", path.display()))?;
+    let c = &adapter.config;
+    let targets: Vec<&str> = adapter.modules().iter().map(|m| m.hf_name()).collect();
+    let targets = targets.join(",");
+    let changes = [
+        ("--lora-r", config.lora_r.to_string(), c.r.to_string()),
+        (
+            "--lora-alpha",
+            config.lora_alpha.to_string(),
+            c.alpha.to_string(),
+        ),
+        (
+            "--target-modules",
+            config.target_modules.clone(),
+            targets.clone(),
+        ),
+        (
+            "--rslora",
+            config.rslora.to_string(),
+            c.use_rslora.to_string(),
+        ),
+    ];
+    for (flag, was, now) in changes.iter().filter(|(_, was, now)| was != now) {
+        eprintln!("--init-adapter sets {flag} {now} (was {was})");
+    }
+    config.lora_r = c.r;
+    config.lora_alpha = c.alpha;
+    config.target_modules = targets;
+    config.rslora = c.use_rslora;
+    Ok(adapter)
 }
 
 /// What every step needs to see of the run.
@@ -405,18 +449,7 @@ fn keep_best(ctx: &RunCtx<'_>, session: &mut Session<'_>, loss: f64) -> Result<b
         return Ok(false);
     }
     let adapter = pollster::block_on(session.trainer.lora.download(ctx.gpu))?;
-    let peft = files::peft_files(
-        &adapter,
-        ctx.model.config.n_head,
-        ctx.model.config.n_head_kv,
-    )?;
-    files::write_dir_atomic(
-        &ctx.out.join("best"),
-        &[
-            ("adapter_config.json", peft.0.as_bytes()),
-            ("adapter_model.safetensors", &peft.1),
-        ],
-    )?;
+    AdapterFiles::new(&adapter, &ctx.model.config)?.write_dir(&ctx.out.join("best"))?;
     Ok(true)
 }
 
@@ -440,13 +473,9 @@ fn save_checkpoint(
     state: &TrainerState,
 ) -> Result<afinador_core::lora::LoraAdapter> {
     let (ckpt, adapter) = pollster::block_on(checkpoint::save(ctx.gpu, &trainer.lora, state))?;
-    let peft = files::peft_files(
-        &adapter,
-        ctx.model.config.n_head,
-        ctx.model.config.n_head_kv,
-    )?;
+    let files = AdapterFiles::new(&adapter, &ctx.model.config)?;
     let dir = ctx.out.join("checkpoints");
-    files::write_checkpoint(&dir.join(format!("step-{}", state.step)), &peft, &ckpt)?;
+    files::write_checkpoint(&dir.join(format!("step-{}", state.step)), &files, &ckpt)?;
     let all = files::checkpoints(&dir)?;
     let keep = state.config.keep_checkpoints.max(1);
     for (_, old) in all.iter().take(all.len().saturating_sub(keep)) {

@@ -1,0 +1,357 @@
+//! Adapters out to other tools and back in (issue 16): every adapter directory holds a GGUF
+//! LoRA beside the PEFT files, `export` writes each format, `--init-adapter` starts from one.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{model_path, repo};
+
+fn afinador(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_afinador"))
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .expect("run afinador")
+}
+
+fn ok(out: Output) -> Output {
+    assert!(
+        out.status.success(),
+        "failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("afinador-handoff-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A tiny random Llama with the real tokenizer, 16 ENEM records, and a 3-step run on them with
+/// an evaluation and checkpoints: (model, data, run directory).
+fn trained(dir: &Path, extra: &[&str]) -> (String, String, PathBuf) {
+    let model = dir.join("tiny.gguf");
+    ok(afinador(&[
+        "make-tiny-model",
+        "--output",
+        model.to_str().unwrap(),
+        "--tokenizer-from",
+        model_path().to_str().unwrap(),
+    ]));
+    let enem = std::fs::read_to_string(repo().join("examples/enem/train.jsonl")).unwrap();
+    let data = dir.join("data.jsonl");
+    std::fs::write(&data, enem.lines().take(16).collect::<Vec<_>>().join("\n")).unwrap();
+    let run = dir.join("run");
+    let (m, d) = (model.to_str().unwrap(), data.to_str().unwrap());
+    let mut args = vec![
+        "train",
+        "--model",
+        m,
+        "--data",
+        d,
+        "--output",
+        run.to_str().unwrap(),
+        "--max-steps",
+        "3",
+        "--batch-size",
+        "2",
+        "--seq-len",
+        "256",
+        "--lr",
+        "1e-2",
+        "--val-ratio",
+        "0.25",
+        "--eval-every",
+        "2",
+        "--save-every",
+        "2",
+        "--seed",
+        "3",
+    ];
+    args.extend_from_slice(extra);
+    ok(afinador(&args));
+    (m.into(), d.into(), run)
+}
+
+fn nll(model: &str, adapter: &Path) -> f64 {
+    let out = ok(afinador(&[
+        "score",
+        "--model",
+        model,
+        "--adapter",
+        adapter.to_str().unwrap(),
+        "--text",
+        "Resposta: C. As hemácias contêm hemoglobina, que transporta oxigênio.",
+        "--json",
+    ]));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["nll"].as_f64().unwrap()
+}
+
+/// The tensors of a safetensors file: name → (dtype, shape, bytes).
+fn tensors(path: &Path) -> std::collections::BTreeMap<String, (String, String, Vec<u8>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let data = &bytes[8 + n..];
+    header
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| *k != "__metadata__")
+        .map(|(k, v)| {
+            let off = &v["data_offsets"];
+            let (a, b) = (
+                off[0].as_u64().unwrap() as usize,
+                off[1].as_u64().unwrap() as usize,
+            );
+            (
+                k.clone(),
+                (
+                    v["dtype"].to_string(),
+                    v["shape"].to_string(),
+                    data[a..b].to_vec(),
+                ),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn every_adapter_directory_holds_a_gguf_lora_that_scores_like_its_peft_files() {
+    let dir = scratch("gguf");
+    let (model, _, run) = trained(&dir, &[]);
+    for d in ["adapter", "best", "checkpoints/step-2"] {
+        let gguf = run.join(d).join("adapter.gguf");
+        assert!(gguf.exists(), "{d}/ has no adapter.gguf");
+        let bytes = std::fs::read(&gguf).unwrap();
+        assert_eq!(&bytes[..4], b"GGUF");
+    }
+    let peft = nll(&model, &run.join("adapter"));
+    let gguf = nll(&model, &run.join("adapter/adapter.gguf"));
+    assert!(
+        (peft - gguf).abs() <= 1e-6 * peft.abs().max(1.0),
+        "PEFT {peft} vs GGUF LoRA {gguf}"
+    );
+}
+
+#[test]
+fn export_writes_each_format_and_peft_round_trips_bit_exactly() {
+    let dir = scratch("export");
+    let (model, _, run) = trained(&dir, &[]);
+    let adapter = run.join("adapter");
+    let a = adapter.to_str().unwrap();
+    let base_nll = {
+        let out = ok(afinador(&[
+            "score",
+            "--model",
+            &model,
+            "--text",
+            "Resposta: C. As hemácias contêm hemoglobina, que transporta oxigênio.",
+            "--json",
+        ]));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["nll"].as_f64().unwrap()
+    };
+    let tuned = nll(&model, &adapter);
+    assert!(
+        (tuned - base_nll).abs() > 1e-4,
+        "the adapter changes the model"
+    );
+
+    // GGUF LoRA to a chosen path, then back to PEFT: the same tensors, bit for bit.
+    let gguf = dir.join("out/lora.gguf");
+    ok(afinador(&[
+        "export",
+        "--model",
+        &model,
+        "--adapter",
+        a,
+        "--to",
+        "gguf-lora",
+        "--output",
+        gguf.to_str().unwrap(),
+    ]));
+    let peft = dir.join("out/peft");
+    ok(afinador(&[
+        "export",
+        "--model",
+        &model,
+        "--adapter",
+        gguf.to_str().unwrap(),
+        "--to",
+        "peft",
+        "--output",
+        peft.to_str().unwrap(),
+    ]));
+    let name = "adapter_model.safetensors";
+    assert_eq!(tensors(&adapter.join(name)), tensors(&peft.join(name)));
+    // PEFT → afinador → PEFT as well.
+    let again = dir.join("out/peft-again");
+    ok(afinador(&[
+        "export",
+        "--model",
+        &model,
+        "--adapter",
+        a,
+        "--to",
+        "peft",
+        "--output",
+        again.to_str().unwrap(),
+    ]));
+    assert_eq!(tensors(&adapter.join(name)), tensors(&again.join(name)));
+    let config = |d: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(d.join("adapter_config.json")).unwrap())
+            .unwrap()
+    };
+    for key in ["r", "lora_alpha", "target_modules", "use_rslora"] {
+        assert_eq!(config(&adapter)[key], config(&again)[key], "{key}");
+    }
+
+    // Ollama: the GGUF LoRA and a Modelfile naming the base model, and the line to run.
+    let out = ok(afinador(&[
+        "export",
+        "--model",
+        &model,
+        "--adapter",
+        a,
+        "--to",
+        "ollama",
+        "--name",
+        "enem",
+        "--system",
+        "Responda com a letra.",
+    ]));
+    let folder = adapter.join("ollama");
+    let modelfile = std::fs::read_to_string(folder.join("Modelfile")).unwrap();
+    let abs_model = std::fs::canonicalize(repo().join(&model)).unwrap();
+    assert!(
+        modelfile.contains(&format!("FROM {}\n", abs_model.display())),
+        "{modelfile}"
+    );
+    assert!(
+        modelfile.contains("ADAPTER ./adapter.gguf\n"),
+        "{modelfile}"
+    );
+    assert!(modelfile.contains("TEMPLATE \"\"\"") && modelfile.contains("<|im_start|>assistant"));
+    assert!(
+        modelfile.contains("PARAMETER stop \"<|im_end|>\""),
+        "{modelfile}"
+    );
+    assert!(
+        modelfile.contains("SYSTEM \"\"\"Responda com a letra.\"\"\""),
+        "{modelfile}"
+    );
+    assert_eq!(
+        std::fs::read(folder.join("adapter.gguf")).unwrap(),
+        std::fs::read(adapter.join("adapter.gguf")).unwrap()
+    );
+    let line = String::from_utf8_lossy(&out.stdout);
+    assert!(line.starts_with("ollama create enem -f "), "{line}");
+
+    // Merged (f32 projections): scores what the adapter scores.
+    let merged = dir.join("out/merged.gguf");
+    ok(afinador(&[
+        "export",
+        "--model",
+        &model,
+        "--adapter",
+        a,
+        "--to",
+        "merged",
+        "--merged-type",
+        "f32",
+        "--output",
+        merged.to_str().unwrap(),
+    ]));
+    let out = ok(afinador(&[
+        "score",
+        "--model",
+        merged.to_str().unwrap(),
+        "--text",
+        "Resposta: C. As hemácias contêm hemoglobina, que transporta oxigênio.",
+        "--json",
+    ]));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let merged_nll = v["nll"].as_f64().unwrap();
+    assert!(
+        (merged_nll - tuned).abs() <= 1e-3 * tuned.abs().max(1.0),
+        "merged {merged_nll} vs adapter {tuned}"
+    );
+}
+
+#[test]
+fn init_adapter_starts_from_an_existing_adapter() {
+    let dir = scratch("init");
+    let (model, data, run) = trained(&dir, &[]);
+    let start = run.join("adapter");
+    // A second run from that adapter with a vanishing learning rate ends where it started,
+    // and takes the adapter's rank even when the flags say otherwise.
+    let next = dir.join("next");
+    let out = ok(afinador(&[
+        "train",
+        "--model",
+        &model,
+        "--data",
+        &data,
+        "--output",
+        next.to_str().unwrap(),
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--seq-len",
+        "256",
+        "--lr",
+        "1e-12",
+        "--lora-r",
+        "4",
+        "--init-adapter",
+        start.join("adapter.gguf").to_str().unwrap(),
+    ]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--init-adapter sets --lora-r 16 (was 4)"),
+        "{err}"
+    );
+    let (a, b) = (
+        tensors(&start.join("adapter_model.safetensors")),
+        tensors(&next.join("adapter/adapter_model.safetensors")),
+    );
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    let f32s = |bytes: &[u8]| -> Vec<f32> {
+        bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    };
+    let mut largest = 0.0f32;
+    for (name, (_, _, x)) in &a {
+        for (p, q) in f32s(x).iter().zip(f32s(&b[name].2)) {
+            assert!((p - q).abs() <= 1e-6 + 1e-6 * p.abs(), "{name}: {p} vs {q}");
+            largest = largest.max(p.abs());
+        }
+    }
+    assert!(largest > 0.0);
+    // It trained: a finite first loss, and the configuration it saved is the adapter's.
+    let first_loss = |run: &Path| -> f64 {
+        let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        v["loss"].as_f64().unwrap()
+    };
+    assert!(first_loss(&next).is_finite());
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(next.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["lora_r"], 16);
+    assert!(
+        config["init_adapter"]
+            .as_str()
+            .unwrap()
+            .ends_with("adapter.gguf")
+    );
+}
