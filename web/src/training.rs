@@ -13,7 +13,7 @@
 
 use std::collections::VecDeque;
 
-use afinador_core::lora::{LoraAdapter, to_peft};
+use afinador_core::lora::{LoraAdapter, to_gguf_lora, to_peft};
 use afinador_core::train::data::{DataPipeline, DataStats, Sequence};
 use afinador_core::train::session::{self, add_eval_metrics};
 use afinador_core::train::{GpuLora, Plan, Session, StepStats, StopReason, TrainConfig, Trainer};
@@ -58,11 +58,12 @@ pub(crate) struct Run {
     summary: Option<serde_json::Value>,
 }
 
-/// A PEFT adapter's two files.
+/// An adapter's files, as the CLI's `adapter/` holds them: the PEFT pair and the GGUF LoRA.
 #[wasm_bindgen]
 pub struct AdapterFiles {
     config_json: String,
     safetensors: Vec<u8>,
+    gguf: Vec<u8>,
 }
 
 #[wasm_bindgen]
@@ -77,6 +78,12 @@ impl AdapterFiles {
     #[wasm_bindgen(getter)]
     pub fn safetensors(&self) -> Vec<u8> {
         self.safetensors.clone()
+    }
+
+    /// `adapter.gguf`: the GGUF LoRA for llama.cpp's `--lora` and Ollama's `ADAPTER`.
+    #[wasm_bindgen(getter)]
+    pub fn gguf(&self) -> Vec<u8> {
+        self.gguf.clone()
     }
 }
 
@@ -345,6 +352,7 @@ impl Afinador {
         Ok(AdapterFiles {
             config_json: files.adapter_config_json,
             safetensors: files.adapter_model_safetensors,
+            gguf: to_gguf_lora(&adapter, &c.architecture).map_err(err)?,
         })
     }
 

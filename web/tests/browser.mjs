@@ -131,13 +131,13 @@ async function trainTest() {
     tolerance: { atol: ATOL, rtol: RTOL }, browserSeconds: seconds, summary }, null, 1));
   console.log(`largest |browser − CLI| step loss: ${maxAbs.toExponential(2)} (${(worst * 100).toFixed(1)}% of the tolerance)`);
 
-  // The adapter downloads as PEFT files.
+  // The adapter downloads as the CLI's adapter/ holds it: the PEFT files and the GGUF LoRA.
   const downloads = [];
   page.on('download', (d) => downloads.push(d));
   await page.click('#download-adapter');
   await page.waitForFunction(() => true, null, { timeout: 1000 }).catch(() => {});
-  for (let i = 0; i < 100 && downloads.length < 2; i++) await page.waitForTimeout(100);
-  check(downloads.length === 2, 'two adapter files downloaded');
+  for (let i = 0; i < 100 && downloads.length < 3; i++) await page.waitForTimeout(100);
+  check(downloads.length === 3, 'three adapter files downloaded');
   const files = {};
   for (const d of downloads) {
     const path = join(opt.out, d.suggestedFilename());
@@ -157,6 +157,10 @@ async function trainTest() {
   check(a && a.dtype === 'F32' && a.shape[0] === config.lora_r, 'safetensors: layer 0 q_proj lora_A is F32 [r, C]');
   const end = Math.max(...names.map((n) => header[n].data_offsets[1]));
   check(st.length === 8 + headerLen + end, `safetensors: ${names.length} tensors, sizes consistent`);
+  const gguf = files['adapter.gguf'];
+  check(gguf && gguf.subarray(0, 4).toString('latin1') === 'GGUF', 'adapter.gguf is a GGUF file');
+  check(gguf.includes(Buffer.from('adapter.lora.alpha')) && gguf.includes(Buffer.from('blk.0.attn_q.weight.lora_a')),
+    'adapter.gguf: a GGUF LoRA with alpha and blk.0.attn_q lora_a');
 
   // Generation with and without the adapter.
   await page.fill('#max-new', '8');

@@ -294,6 +294,7 @@ $('download-adapter').onclick = async () => {
     const r = await request({ type: 'exportAdapter' });
     download('adapter_config.json', r.configJson, 'application/json');
     download('adapter_model.safetensors', r.safetensors, 'application/octet-stream');
+    download('adapter.gguf', r.gguf, 'application/octet-stream');
   } catch (e) { fail('Exporting the adapter')(e); }
 };
 $('download-jsonl').onclick = async () =>

@@ -178,7 +178,8 @@ async function handle(msg) {
     case 'exportAdapter': {
       const files = await serial(() => af.exportAdapter(false)); // the final adapter, as the CLI's adapter/
       const safetensors = files.safetensors;
-      return { type: 'adapter', configJson: files.configJson, safetensors, transfer: [safetensors.buffer] };
+      const gguf = files.gguf;
+      return { type: 'adapter', configJson: files.configJson, safetensors, gguf, transfer: [safetensors.buffer, gguf.buffer] };
     }
     case 'metrics':
       return { type: 'metrics', format: msg.format, text: msg.format === 'csv' ? af.metricsCsv() : af.metricsJsonl() };
