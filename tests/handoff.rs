@@ -355,3 +355,92 @@ fn init_adapter_starts_from_an_existing_adapter() {
             .ends_with("adapter.gguf")
     );
 }
+
+/// The names a list holds in `tests/data/scale_out_keys.json`.
+fn documented(keys: &serde_json::Value, list: &str) -> Vec<String> {
+    keys[list]
+        .as_array()
+        .unwrap_or_else(|| panic!("scale_out_keys.json has no {list}"))
+        .iter()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The `name=` arguments of the Python call that starts with `call(` (one per line).
+fn call_kwargs(script: &str, call: &str) -> Vec<String> {
+    let start = script
+        .find(&format!("{call}(\n"))
+        .unwrap_or_else(|| panic!("no {call}( in the script"));
+    script[start..]
+        .lines()
+        .skip(1)
+        .take_while(|l| *l != ")")
+        .filter_map(|l| l.trim().split_once('=').map(|(k, _)| k.to_string()))
+        .collect()
+}
+
+#[test]
+fn a_run_exports_to_axolotl_and_trl_with_documented_keys_only() {
+    let dir = scratch("scale-out");
+    let (_, _, run) = trained(&dir, &["--early-stopping-patience", "2", "--rslora"]);
+    let keys = common::data("scale_out_keys.json");
+    let r = run.to_str().unwrap();
+
+    ok(afinador(&["export", "--run", r, "--to", "axolotl"]));
+    let text = std::fs::read_to_string(run.join("axolotl.yml")).unwrap();
+    let yaml: serde_yaml::Value = serde_yaml::from_str(&text).expect("the YAML loads");
+    let top = documented(&keys, "axolotl");
+    let map = yaml.as_mapping().unwrap();
+    for k in map.keys() {
+        let k = k.as_str().unwrap();
+        assert!(top.iter().any(|t| t == k), "axolotl key {k} is not documented");
+    }
+    let entry_keys = documented(&keys, "axolotl_dataset");
+    for entry in yaml["datasets"].as_sequence().unwrap() {
+        for k in entry.as_mapping().unwrap().keys() {
+            let k = k.as_str().unwrap();
+            assert!(entry_keys.iter().any(|t| t == k), "dataset key {k}");
+        }
+    }
+    // The run's settings, carried over.
+    assert_eq!(yaml["adapter"], "qlora");
+    assert_eq!(yaml["load_in_4bit"], true);
+    assert_eq!(yaml["lora_r"], 16);
+    assert_eq!(yaml["peft_use_rslora"], true);
+    assert_eq!(yaml["sequence_len"], 256);
+    assert_eq!(yaml["micro_batch_size"], 2);
+    assert_eq!(yaml["max_steps"], 3);
+    assert_eq!(yaml["val_set_size"], 0.25);
+    assert_eq!(yaml["train_on_inputs"], false);
+    assert_eq!(yaml["early_stopping_patience"], 2);
+    assert_eq!(yaml["datasets"][0]["type"], "chat_template");
+    assert_eq!(yaml["base_model"], "REPLACE-WITH/hf-model-id");
+
+    ok(afinador(&["export", "--run", r, "--to", "trl"]));
+    let script = run.join("train_trl.py");
+    let compiled = Command::new("python3")
+        .args(["-m", "py_compile", script.to_str().unwrap()])
+        .output()
+        .expect("python3");
+    assert!(
+        compiled.status.success(),
+        "the TRL script does not compile: {}",
+        String::from_utf8_lossy(&compiled.stderr)
+    );
+    let text = std::fs::read_to_string(&script).unwrap();
+    for (call, list) in [
+        ("SFTConfig", "sft_config"),
+        ("LoraConfig", "lora_config"),
+        ("SFTTrainer", "sft_trainer"),
+    ] {
+        let allowed = documented(&keys, list);
+        let used = call_kwargs(&text, call);
+        assert!(!used.is_empty(), "{call} has no arguments");
+        for k in used {
+            assert!(allowed.contains(&k), "{call}({k}=…) is not documented");
+        }
+    }
+    assert!(text.contains("use_rslora=True"), "{text}");
+    assert!(text.contains("early_stopping_patience=2"), "{text}");
+    assert!(text.contains("test_size=0.25"), "{text}");
+}

@@ -9,7 +9,10 @@ use afinador_core::formats::Gguf;
 use afinador_core::lora::LoraAdapter;
 use afinador_core::model::LlamaConfig;
 use afinador_core::tokenizer::Tokenizer;
+use afinador_core::train::TrainConfig;
 use anyhow::{Context, Result, bail};
+
+mod scale_out;
 
 use super::merge::{merge_to_file, parse_merged_type};
 use super::train::files::{AdapterFiles, write_dir_atomic};
@@ -26,6 +29,11 @@ pub enum Target {
     Ollama,
     /// A GGUF model with the adapter merged into its weights (default: ADAPTER/merged.gguf).
     Merged,
+    /// An Axolotl YAML of a run's configuration, QLoRA (needs --run; default: RUN/axolotl.yml).
+    Axolotl,
+    /// A TRL SFTTrainer script of a run's configuration, QLoRA (needs --run; default:
+    /// RUN/train_trl.py).
+    Trl,
 }
 
 #[derive(clap::Args, Debug)]
@@ -34,8 +42,11 @@ pub struct Args {
     model: ModelArgs,
     /// The adapter: a PEFT directory (afinador's `adapter/`, `best/`, a checkpoint, or one from
     /// PEFT/Unsloth for the same base model) or a GGUF LoRA file.
+    #[arg(long, required_unless_present = "run", conflicts_with = "run")]
+    adapter: Option<PathBuf>,
+    /// A training run's directory (its config.json), for --to axolotl|trl.
     #[arg(long)]
-    adapter: PathBuf,
+    run: Option<PathBuf>,
     /// The format to write.
     #[arg(long, value_enum)]
     to: Target,
@@ -57,12 +68,18 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    if matches!(args.to, Target::Axolotl | Target::Trl) {
+        return export_run(&args);
+    }
+    let Some(adapter_path) = &args.adapter else {
+        bail!("--to {} exports an adapter: give --adapter DIR|LORA.gguf", target_name(args.to));
+    };
     let file = args.model.read()?;
-    let adapter = read_adapter(&args.adapter, &file.gguf)?;
+    let adapter = read_adapter(adapter_path, &file.gguf)?;
     let config = LlamaConfig::from_gguf(&file.gguf)?;
     let output = match &args.output {
         Some(p) => p.clone(),
-        None => default_output(&args.adapter, args.to)?,
+        None => default_output(adapter_path, args.to)?,
     };
     let files = AdapterFiles::new(&adapter, &config)?;
     let mut next_step = None;
@@ -97,8 +114,71 @@ pub fn run(args: Args) -> Result<()> {
             let ty = parse_merged_type(&args.merged_type)?;
             merge_to_file(&file, &adapter, ty, &output)?;
         }
+        Target::Axolotl | Target::Trl => unreachable!("handled by export_run"),
     }
     report(&args, &adapter, &output, next_step)
+}
+
+fn target_name(to: Target) -> String {
+    format!("{to:?}").to_lowercase().replace("ggufl", "gguf-l")
+}
+
+/// `--run DIR --to axolotl|trl`.
+fn export_run(args: &Args) -> Result<()> {
+    let Some(run_dir) = &args.run else {
+        bail!(
+            "--to {} exports a training run: give --run RUN_DIR (a directory afinador train wrote)",
+            target_name(args.to)
+        );
+    };
+    let path = run_dir.join("config.json");
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!("reading {} (is {} a run directory?)", path.display(), run_dir.display())
+    })?;
+    let config: TrainConfig = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not an afinador run configuration", path.display()))?;
+    let model = ModelArgs {
+        model: PathBuf::from(&config.model),
+        tokenizer: None,
+    };
+    let file = model.read()?;
+    let name = file.gguf.metadata().get_str("general.name").unwrap_or("").to_string();
+    let stem = run_dir
+        .file_name()
+        .map_or("run".into(), |n| n.to_string_lossy().to_string());
+    let (default_file, suffix) = match args.to {
+        Target::Axolotl => ("axolotl.yml", "axolotl"),
+        _ => ("train_trl.py", "trl"),
+    };
+    let run = scale_out::Run {
+        config: &config,
+        format: scale_out::record_format(&config)?,
+        base_model: scale_out::hf_repository(&file.gguf),
+        gguf_name: name,
+        output_dir: format!("{stem}-{suffix}"),
+    };
+    let text = match args.to {
+        Target::Axolotl => scale_out::axolotl(&run, run_dir),
+        _ => scale_out::trl(&run, run_dir),
+    };
+    let output = args.output.clone().unwrap_or_else(|| run_dir.join(default_file));
+    write_file(&output, text.as_bytes())?;
+    if args.json {
+        return print_json(&serde_json::json!({
+            "to": target_name(args.to),
+            "output": output,
+            "base_model": run.base_model,
+        }));
+    }
+    eprintln!("wrote {}", output.display());
+    if run.base_model.is_none() {
+        eprintln!(
+            "note: the GGUF names no Hugging Face repository: replace {} in it with the \
+             checkpoint the model was converted from",
+            scale_out::PLACEHOLDER
+        );
+    }
+    Ok(())
 }
 
 /// Where each format goes when `--output` is not given: inside the adapter's directory (or
@@ -125,6 +205,7 @@ fn default_output(adapter: &Path, to: Target) -> Result<PathBuf> {
         Target::Peft => dir.join(format!("{stem}peft")),
         Target::Ollama => dir.join(format!("{stem}ollama")),
         Target::Merged => dir.join(format!("{stem}merged.gguf")),
+        Target::Axolotl | Target::Trl => unreachable!("a run's export"),
     })
 }
 
@@ -201,7 +282,7 @@ fn report(
     let c = &adapter.config;
     if args.json {
         return print_json(&serde_json::json!({
-            "to": format!("{:?}", args.to).to_lowercase(),
+            "to": target_name(args.to),
             "output": output,
             "lora_pairs": adapter.tensors.len(),
             "r": c.r,
