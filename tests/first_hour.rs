@@ -350,3 +350,19 @@ fn default_metrics_skip_accuracy_on_free_text_references_and_say_why() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["accuracy"], 1.0, "{v}");
 }
+
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    // `afinador … | head` closes stdout early: no panic message, as with other CLI tools.
+    let script = "\"$0\" tokenize --text-file README.md --json | head -c 100 >/dev/null";
+    let out = Command::new("sh")
+        .args(["-c", script, env!("CARGO_BIN_EXE_afinador")])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(
+        !err.contains("panicked") && !err.contains("Broken pipe"),
+        "{err}"
+    );
+}

@@ -393,7 +393,10 @@ fn a_run_exports_to_axolotl_and_trl_with_documented_keys_only() {
     let map = yaml.as_mapping().unwrap();
     for k in map.keys() {
         let k = k.as_str().unwrap();
-        assert!(top.iter().any(|t| t == k), "axolotl key {k} is not documented");
+        assert!(
+            top.iter().any(|t| t == k),
+            "axolotl key {k} is not documented"
+        );
     }
     let entry_keys = documented(&keys, "axolotl_dataset");
     for entry in yaml["datasets"].as_sequence().unwrap() {
@@ -443,4 +446,156 @@ fn a_run_exports_to_axolotl_and_trl_with_documented_keys_only() {
     assert!(text.contains("use_rslora=True"), "{text}");
     assert!(text.contains("early_stopping_patience=2"), "{text}");
     assert!(text.contains("test_size=0.25"), "{text}");
+}
+
+fn sha256(path: &Path) -> String {
+    use sha2::Digest;
+    let bytes = std::fs::read(path).unwrap();
+    sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// One recorded command of `llama_cpp_lora.json` with its placeholders filled in.
+fn recorded_command(v: &serde_json::Value, fill: &[(&str, &str)]) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let a = a.as_str().unwrap();
+            fill.iter()
+                .find(|(k, _)| *k == a)
+                .map_or(a.to_string(), |(_, v)| v.to_string())
+        })
+        .collect()
+}
+
+fn mean(xs: &[f64]) -> f64 {
+    xs.iter().sum::<f64>() / xs.len() as f64
+}
+
+fn floats(v: &serde_json::Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+/// afinador's token ids and per-token log-probs of `text` under `model` (+ `adapter`).
+fn score(model: &Path, adapter: Option<&Path>, text: &str) -> (Vec<u64>, Vec<f64>) {
+    let mut args = vec![
+        "score".to_string(),
+        "--model".into(),
+        model.to_str().unwrap().into(),
+        "--text".into(),
+        text.into(),
+        "--json".into(),
+    ];
+    if let Some(a) = adapter {
+        args.extend(["--adapter".into(), a.to_str().unwrap().into()]);
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let v: serde_json::Value = serde_json::from_slice(&ok(afinador(&refs)).stdout).unwrap();
+    let m = model.to_str().unwrap();
+    let out = ok(afinador(&[
+        "tokenize", "--model", m, "--text", text, "--json",
+    ]));
+    let t: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids = t["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect();
+    (ids, floats(&v["token_logprobs"]))
+}
+
+#[test]
+fn llama_cpp_loads_our_gguf_lora_and_merged_model_and_agrees() {
+    // Reference data from llama.cpp itself (scripts/reference/llama_cpp_lora.py).
+    let reference = common::data("llama_cpp_lora.json");
+    let dir = scratch("llama-cpp");
+    let (adapter, merged) = (dir.join("adapter"), dir.join("merged.gguf"));
+    let fill = [
+        ("ADAPTER", adapter.to_str().unwrap()),
+        ("MERGED", merged.to_str().unwrap()),
+    ];
+    for (command, file, key) in [
+        (
+            "adapter_command",
+            adapter.join("adapter.gguf"),
+            "adapter_gguf_sha256",
+        ),
+        ("merged_command", merged.clone(), "merged_sha256"),
+    ] {
+        let args = recorded_command(&reference[command], &fill);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        ok(afinador(&refs));
+        assert_eq!(
+            sha256(&file),
+            reference[key].as_str().unwrap(),
+            "{} is not the file llama.cpp loaded",
+            file.display()
+        );
+    }
+    let model = model_path();
+    let lora = adapter.join("adapter.gguf");
+    let within = |ours: &[f64], theirs: &[f64], tol: f64, what: &str| {
+        assert_eq!(ours.len(), theirs.len(), "{what}: token counts");
+        let worst = ours
+            .iter()
+            .zip(theirs)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(
+            worst <= tol,
+            "{what}: largest |Δ log p| {worst:.2e} > {tol}"
+        );
+    };
+    for case in reference["cases"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        let ids: Vec<u64> = case["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap())
+            .collect();
+        let (our_ids, base) = score(&model, None, text);
+        assert_eq!(our_ids, ids, "{text:?}: token ids, afinador and llama.cpp");
+        let (_, adapted) = score(&model, Some(&lora), text);
+        // llama.cpp on the F32 conversion computes what our kernels compute on the Q4_1 file.
+        within(
+            &base,
+            &floats(&case["f32"]),
+            2e-3,
+            &format!("{text:?} base"),
+        );
+        within(
+            &adapted,
+            &floats(&case["f32_lora"]),
+            2e-3,
+            &format!("{text:?} LoRA"),
+        );
+        // On the quantized model llama.cpp quantizes activations: compare the LoRA's effect.
+        let ours = mean(&base) - mean(&adapted);
+        let theirs = mean(&floats(&case["q4_1"])) - mean(&floats(&case["q4_1_lora"]));
+        assert!(
+            (ours - theirs).abs() <= 0.1 * theirs.abs() + 0.003,
+            "{text:?}: the adapter's effect is {ours:.4} nats here, {theirs:.4} in llama.cpp"
+        );
+        // The merged model, as llama.cpp scores it.
+        let (_, merged_lp) = score(&merged, None, text);
+        let (ours, theirs) = (-mean(&merged_lp), -mean(&floats(&case["merged"])));
+        assert!(
+            (ours - theirs).abs() <= 0.03 * theirs,
+            "{text:?}: merged model NLL {ours:.4} here, {theirs:.4} in llama.cpp"
+        );
+        assert!(
+            (ours + mean(&adapted)).abs() <= 1e-3 * ours,
+            "{text:?}: the merged model scores {ours:.4}, the adapter {:.4}",
+            -mean(&adapted)
+        );
+    }
 }

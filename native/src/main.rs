@@ -39,6 +39,8 @@ enum Command {
     Merge(commands::merge::Args),
     /// Write a small random Llama GGUF (for smoke tests and the browser tests).
     MakeTinyModel(commands::make_tiny_model::Args),
+    /// Write a seeded random LoRA adapter for a model (for tests and reference scripts).
+    MakeRandomAdapter(commands::make_random_adapter::Args),
     /// Benchmarks: kernels at the real model's shapes.
     Bench(commands::bench::Args),
     /// Serve the browser trainer (web/dist) on 127.0.0.1.
@@ -47,6 +49,7 @@ enum Command {
 
 fn main() {
     quiet_vulkan_runtime_dir();
+    exit_quietly_on_closed_pipe();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Devices(args) => commands::devices::run(args),
@@ -57,6 +60,7 @@ fn main() {
         Command::Bench(args) => commands::bench::run(args),
         Command::Train(args) => commands::train::run(*args),
         Command::MakeTinyModel(args) => commands::make_tiny_model::run(args),
+        Command::MakeRandomAdapter(args) => commands::make_random_adapter::run(args),
         Command::Export(args) => commands::export::run(args),
         Command::Merge(args) => commands::merge::run(args),
         Command::Eval(args) => commands::eval::run(*args),
@@ -97,5 +101,17 @@ fn quiet_vulkan_runtime_dir() {
     #[allow(unsafe_code)]
     unsafe {
         std::env::set_var("XDG_RUNTIME_DIR", &dir);
+    }
+}
+
+/// `afinador inspect | head` closes our stdout early: end quietly, as other command-line tools
+/// do, instead of panicking in `println!` (Rust ignores SIGPIPE by default).
+fn exit_quietly_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: restores the default action of one signal, first thing in `main`, before any
+    // other thread exists.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

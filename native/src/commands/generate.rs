@@ -16,8 +16,8 @@ pub struct Args {
     model: ModelArgs,
     #[command(flatten)]
     gpu: GpuArgs,
-    /// A LoRA adapter directory (Hugging Face PEFT: adapter_config.json +
-    /// adapter_model.safetensors) to apply to the model.
+    /// A LoRA adapter to apply to the model: a Hugging Face PEFT directory
+    /// (adapter_config.json + adapter_model.safetensors) or a GGUF LoRA file.
     #[arg(long)]
     adapter: Option<PathBuf>,
     /// The prompt.

@@ -9,6 +9,7 @@ pub mod eval;
 pub mod export;
 pub mod generate;
 pub mod inspect;
+pub mod make_random_adapter;
 pub mod make_tiny_model;
 pub mod merge;
 pub mod preflight;

@@ -72,7 +72,10 @@ pub fn run(args: Args) -> Result<()> {
         return export_run(&args);
     }
     let Some(adapter_path) = &args.adapter else {
-        bail!("--to {} exports an adapter: give --adapter DIR|LORA.gguf", target_name(args.to));
+        bail!(
+            "--to {} exports an adapter: give --adapter DIR|LORA.gguf",
+            target_name(args.to)
+        );
     };
     let file = args.model.read()?;
     let adapter = read_adapter(adapter_path, &file.gguf)?;
@@ -133,7 +136,11 @@ fn export_run(args: &Args) -> Result<()> {
     };
     let path = run_dir.join("config.json");
     let text = std::fs::read_to_string(&path).with_context(|| {
-        format!("reading {} (is {} a run directory?)", path.display(), run_dir.display())
+        format!(
+            "reading {} (is {} a run directory?)",
+            path.display(),
+            run_dir.display()
+        )
     })?;
     let config: TrainConfig = serde_json::from_str(&text)
         .with_context(|| format!("{} is not an afinador run configuration", path.display()))?;
@@ -142,7 +149,12 @@ fn export_run(args: &Args) -> Result<()> {
         tokenizer: None,
     };
     let file = model.read()?;
-    let name = file.gguf.metadata().get_str("general.name").unwrap_or("").to_string();
+    let name = file
+        .gguf
+        .metadata()
+        .get_str("general.name")
+        .unwrap_or("")
+        .to_string();
     let stem = run_dir
         .file_name()
         .map_or("run".into(), |n| n.to_string_lossy().to_string());
@@ -161,7 +173,10 @@ fn export_run(args: &Args) -> Result<()> {
         Target::Axolotl => scale_out::axolotl(&run, run_dir),
         _ => scale_out::trl(&run, run_dir),
     };
-    let output = args.output.clone().unwrap_or_else(|| run_dir.join(default_file));
+    let output = args
+        .output
+        .clone()
+        .unwrap_or_else(|| run_dir.join(default_file));
     write_file(&output, text.as_bytes())?;
     if args.json {
         return print_json(&serde_json::json!({

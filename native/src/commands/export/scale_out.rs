@@ -58,8 +58,9 @@ impl Run<'_> {
 
     fn base_model_note(&self) -> String {
         match &self.base_model {
-            Some(_) => "# base_model: the Hugging Face repository named in the GGUF's metadata.\n"
-                .into(),
+            Some(_) => {
+                "# base_model: the Hugging Face repository named in the GGUF's metadata.\n".into()
+            }
             None => format!(
                 "# base_model: the GGUF names no Hugging Face repository (general.base_model.*,\n\
                  # general.source.*): replace {PLACEHOLDER} with the checkpoint it was converted\n\
@@ -72,9 +73,17 @@ impl Run<'_> {
     fn targets(&self) -> Vec<String> {
         let t = self.config.target_modules.trim();
         if t == "all-linear" {
-            ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-                .map(String::from)
-                .to_vec()
+            [
+                "q_proj",
+                "k_proj",
+                "v_proj",
+                "o_proj",
+                "gate_proj",
+                "up_proj",
+                "down_proj",
+            ]
+            .map(String::from)
+            .to_vec()
         } else {
             t.split(',').map(|s| s.trim().to_string()).collect()
         }
@@ -312,7 +321,14 @@ pub fn trl(run: &Run<'_>, run_dir: &Path) -> String {
         ("per_device_train_batch_size", c.batch_size.to_string()),
         ("gradient_accumulation_steps", c.grad_accum.to_string()),
         ("num_train_epochs", c.epochs.to_string()),
-        ("max_steps", if c.max_steps > 0 { c.max_steps.to_string() } else { "-1".into() }),
+        (
+            "max_steps",
+            if c.max_steps > 0 {
+                c.max_steps.to_string()
+            } else {
+                "-1".into()
+            },
+        ),
         ("learning_rate", c.lr.to_string()),
         ("lr_scheduler_type", py_str(scheduler(c.lr_schedule))),
         ("warmup_ratio", c.warmup_ratio.to_string()),
