@@ -495,6 +495,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn applicable_leaves_out_accuracy_for_free_text_references() {
+        let all = Metrics::all();
+        let (kept, skipped) = all.applicable(["C", "o gato dorme no sofá", "B"]);
+        let kept = kept.expect("the text metrics apply");
+        assert!(!kept.contains(MetricName::Accuracy));
+        assert_eq!(kept.selected().len(), MetricName::ALL.len() - 1);
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(skipped[0].metric, "accuracy");
+        assert!(
+            skipped[0].reason.contains("record 2"),
+            "{}",
+            skipped[0].reason
+        );
+        let (kept, skipped) = all.applicable(["C", "(A)", "E) Friedrich Nietzsche."]);
+        assert_eq!(kept, Some(Metrics::all()));
+        assert!(skipped.is_empty());
+        let only = Metrics::parse("accuracy").unwrap();
+        assert_eq!(only.applicable(["free text"]).0, None);
+    }
+
+    #[test]
     fn parse_groups_aliases_and_case() {
         let m = Metrics::parse(" rouge, BLEU ,f1,em,accuracy,,").expect("valid");
         let keys: Vec<&str> = m.selected().iter().map(|n| n.key()).collect();

@@ -412,3 +412,53 @@ pub fn concat(seqs: &[Sequence]) -> (Vec<u32>, Vec<u32>) {
         .collect();
     (ids, targets)
 }
+
+#[cfg(test)]
+mod plan_tests {
+    use super::*;
+
+    fn config(batch: usize) -> TrainConfig {
+        TrainConfig {
+            data: "d.jsonl".into(),
+            batch_size: batch,
+            seq_len: 64,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn too_little_data_names_the_cause_and_the_fix() {
+        let empty = DataStats::default();
+        let e = Plan::new(&config(1), 0, &empty).unwrap_err().to_string();
+        assert!(e.contains("no records"), "{e}");
+        assert!(!e.contains("batch-size"), "{e}");
+
+        let long = DataStats {
+            records: 20,
+            dropped: 20,
+            truncated: 20,
+            seq_len_to_keep: 213,
+            lengths: crate::train::data::LengthHistogram {
+                max: 257,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let e = Plan::new(&config(1), 0, &long).unwrap_err().to_string();
+        assert!(
+            e.contains("20 of 20 records are longer than --seq-len 64"),
+            "{e}"
+        );
+        assert!(e.contains("--seq-len 213") && e.contains("257"), "{e}");
+        assert!(!e.contains("batch-size"), "{e}");
+
+        // Some sequences, fewer than a batch: lowering the batch is the fix.
+        let some = DataStats {
+            records: 3,
+            ..Default::default()
+        };
+        let e = Plan::new(&config(8), 3, &some).unwrap_err().to_string();
+        assert!(e.contains("lower --batch-size to 3"), "{e}");
+        assert!(Plan::new(&config(2), 3, &some).is_ok());
+    }
+}

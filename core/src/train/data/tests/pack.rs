@@ -141,6 +141,13 @@ fn truncation_keeps_the_beginning_and_is_counted() {
     assert!(p.push(ex((0..30).collect(), mask)).is_empty());
     let st = p.stats();
     assert_eq!((st.truncated, st.dropped, st.sequences), (2, 1, 1));
+    // Its first trained token is token 20, the target of position 19: seq_len 20 keeps it.
+    assert_eq!(st.seq_len_to_keep, 20);
+    let mut wider = Packer::new(20, PAD, PackMode::Packed);
+    let mut mask = vec![false; 30];
+    mask[20..].fill(true);
+    assert!(!wider.push(ex((0..30).collect(), mask)).is_empty() || wider.pending_tokens() > 0);
+    assert_eq!(wider.stats().dropped, 0);
     assert!(p.flush().is_empty());
 }
 
