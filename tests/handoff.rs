@@ -553,6 +553,7 @@ fn llama_cpp_loads_our_gguf_lora_and_merged_model_and_agrees() {
             worst <= tol,
             "{what}: largest |Δ log p| {worst:.2e} > {tol}"
         );
+        eprintln!("{what}: largest |Δ log p| against llama.cpp {worst:.2e}");
     };
     for case in reference["cases"].as_array().unwrap() {
         let text = case["text"].as_str().unwrap();
@@ -585,6 +586,7 @@ fn llama_cpp_loads_our_gguf_lora_and_merged_model_and_agrees() {
             (ours - theirs).abs() <= 0.1 * theirs.abs() + 0.003,
             "{text:?}: the adapter's effect is {ours:.4} nats here, {theirs:.4} in llama.cpp"
         );
+        eprintln!("{text:?}: LoRA effect {ours:.4} nats here, {theirs:.4} in llama.cpp (Q4_1)");
         // The merged model, as llama.cpp scores it.
         let (_, merged_lp) = score(&merged, None, text);
         let (ours, theirs) = (-mean(&merged_lp), -mean(&floats(&case["merged"])));
@@ -592,6 +594,7 @@ fn llama_cpp_loads_our_gguf_lora_and_merged_model_and_agrees() {
             (ours - theirs).abs() <= 0.03 * theirs,
             "{text:?}: merged model NLL {ours:.4} here, {theirs:.4} in llama.cpp"
         );
+        eprintln!("{text:?}: merged model NLL {ours:.4} here, {theirs:.4} in llama.cpp");
         assert!(
             (ours + mean(&adapted)).abs() <= 1e-3 * ours,
             "{text:?}: the merged model scores {ours:.4}, the adapter {:.4}",

@@ -8,8 +8,8 @@ What it does (from the repository root, with the llama-cpp-python venv of README
    `adapter.gguf`; `afinador export --to merged --merged-type f32` merges it into a GGUF.
 2. llama.cpp's own quantizer (`llama_model_quantize`, ftype ALL_F32, requantize allowed)
    converts the Q4_1 model to F32: the same weights, exactly dequantized, and no activation
-   quantization in llama.cpp's F32 matmuls — so llama.cpp then computes what afinador's
-   kernels compute over the Q4_1 file.
+   quantization in llama.cpp's F32 matmuls; with an f32 KV cache (its default is f16) llama.cpp
+   then computes what afinador's kernels compute over the Q4_1 file.
 3. llama.cpp scores a few texts (per-token log-probabilities, `logits_all`) with: the F32 model,
    the F32 model + `--lora adapter.gguf`, the Q4_1 model as shipped, the Q4_1 model + LoRA, and
    afinador's merged model.
@@ -44,7 +44,7 @@ from common import sha256_file, write_json
 GENERATOR = "scripts/reference/llama_cpp_lora.py"
 MODEL = "models/SmolLM2-135M-Instruct.Q4_1.gguf"
 OUT = "tests/data/llama_cpp_lora.json"
-ADAPTER_ARGS = ["--lora-r", "2", "--lora-alpha", "4", "--std", "0.05", "--seed", "1",
+ADAPTER_ARGS = ["--lora-r", "2", "--lora-alpha", "4", "--std", "0.1", "--seed", "1",
                 "--target-modules", "q_proj,k_proj,v_proj,o_proj"]
 TEXTS = [
     "The capital of France is Paris, and the capital of Portugal is Lisbon.",
@@ -63,8 +63,11 @@ def to_f32(src: Path, dst: Path) -> None:
         raise SystemExit(f"llama_model_quantize failed ({rc})")
 
 
-def logprobs(model: Path, lora: Path | None, text: str) -> tuple[list[int], list[float]]:
+def logprobs(model: Path, lora: Path | None, text: str, f32_cache: bool) -> tuple[list[int], list[float]]:
     kwargs = dict(model_path=str(model), logits_all=True, n_ctx=512, n_threads=2, verbose=False)
+    if f32_cache:
+        # llama.cpp keeps K and V in f16 by default; f32 keeps its F32 runs exact.
+        kwargs["type_k"] = kwargs["type_v"] = llama_cpp.GGML_TYPE_F32
     if lora is not None:
         kwargs["lora_path"] = str(lora)
     llm = llama_cpp.Llama(**kwargs)
@@ -110,7 +113,7 @@ def main() -> None:
         for text in TEXTS:
             case = {"text": text}
             for name, (m, l) in runs.items():
-                ids, lp = logprobs(m, l, text)
+                ids, lp = logprobs(m, l, text, f32_cache=name.startswith("f32"))
                 case.setdefault("ids", ids)
                 assert case["ids"] == ids, "one tokenizer for every run"
                 case[name] = lp
