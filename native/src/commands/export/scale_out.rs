@@ -331,7 +331,8 @@ pub fn trl(run: &Run<'_>, run_dir: &Path) -> String {
         ),
         ("learning_rate", c.lr.to_string()),
         ("lr_scheduler_type", py_str(scheduler(c.lr_schedule))),
-        ("warmup_ratio", c.warmup_ratio.to_string()),
+        // transformers 5 removed warmup_ratio: a warmup_steps below 1 is the ratio.
+        ("warmup_steps", c.warmup_ratio.to_string()),
         ("weight_decay", c.weight_decay.to_string()),
         ("max_grad_norm", c.max_grad_norm.to_string()),
         ("optim", py_str("adamw_torch")),
