@@ -4,15 +4,7 @@ mod common;
 
 use std::process::{Command, Output};
 
-use common::{model_path, repo};
-
-fn afinador(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_afinador"))
-        .args(args)
-        .current_dir(repo())
-        .output()
-        .expect("run afinador")
-}
+use common::{afinador, model_path, one_line_error, repo};
 
 fn json(out: &Output) -> serde_json::Value {
     assert!(
@@ -21,15 +13,6 @@ fn json(out: &Output) -> serde_json::Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("stdout is JSON")
-}
-
-/// A failure: non-zero exit and a single `error: …` line on stderr.
-fn one_line_error(out: &Output) -> String {
-    assert!(!out.status.success(), "expected a failure");
-    let err = String::from_utf8_lossy(&out.stderr);
-    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(lines.len(), 1, "expected one error line, got:\n{err}");
-    lines[0].to_string()
 }
 
 #[test]

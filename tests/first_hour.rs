@@ -4,43 +4,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{model_path, repo};
-
-fn command(args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_afinador"));
-    c.args(args).current_dir(repo());
-    c
-}
-
-fn afinador(args: &[&str]) -> Output {
-    command(args).output().expect("run afinador")
-}
+use common::{afinador, command, one_line_error, repo, scratch, tiny_model};
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// A failure: non-zero exit and a single `error: …` line on stderr, returned.
-fn one_line_error(out: &Output) -> String {
-    assert!(
-        !out.status.success(),
-        "expected a failure:\n{}",
-        stderr(out)
-    );
-    let err = stderr(out);
-    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(lines.len(), 1, "expected one error line, got:\n{err}");
-    lines[0].to_string()
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("afinador-first-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// The first `n` ENEM training records in `dir/data.jsonl`.
@@ -51,24 +21,11 @@ fn enem(dir: &Path, n: usize) -> String {
     path.to_str().unwrap().into()
 }
 
-/// A tiny random Llama with the real tokenizer.
-fn tiny_model(dir: &Path) -> String {
-    let model = dir.join("tiny.gguf");
-    let out = afinador(&[
-        "make-tiny-model",
-        "--output",
-        model.to_str().unwrap(),
-        "--tokenizer-from",
-        model_path().to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    model.to_str().unwrap().into()
-}
-
 #[test]
 fn preflight_prints_its_plan_before_timing_and_shows_the_timing_progress() {
     let dir = scratch("preflight");
     let (model, data) = (tiny_model(&dir), enem(&dir, 12));
+    let model = model.to_str().unwrap();
     // stdout and stderr into one pipe, so the order in which a person sees them is kept.
     let script = format!(
         "exec \"$0\" preflight --model {model} --data {data} --batch-size 2 --grad-accum 2 \
@@ -105,7 +62,7 @@ fn preflight_prints_its_plan_before_timing_and_shows_the_timing_progress() {
     let out = afinador(&[
         "preflight",
         "--model",
-        &model,
+        model,
         "--data",
         &data,
         "--batch-size",

@@ -4,45 +4,14 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-use common::{model_path, repo};
-
-fn afinador(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_afinador"))
-        .args(args)
-        .current_dir(repo())
-        .output()
-        .expect("run afinador")
-}
-
-fn ok(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("afinador-handoff-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use common::{afinador, model_path, ok, repo, scratch, tiny_model};
 
 /// A tiny random Llama with the real tokenizer, 16 ENEM records, and a 3-step run on them with
 /// an evaluation and checkpoints: (model, data, run directory).
 fn trained(dir: &Path, extra: &[&str]) -> (String, String, PathBuf) {
-    let model = dir.join("tiny.gguf");
-    ok(afinador(&[
-        "make-tiny-model",
-        "--output",
-        model.to_str().unwrap(),
-        "--tokenizer-from",
-        model_path().to_str().unwrap(),
-    ]));
+    let model = tiny_model(dir);
     let enem = std::fs::read_to_string(repo().join("examples/enem/train.jsonl")).unwrap();
     let data = dir.join("data.jsonl");
     std::fs::write(&data, enem.lines().take(16).collect::<Vec<_>>().join("\n")).unwrap();
@@ -78,19 +47,13 @@ fn trained(dir: &Path, extra: &[&str]) -> (String, String, PathBuf) {
     (m.into(), d.into(), run)
 }
 
-fn nll(model: &str, adapter: &Path) -> f64 {
-    let out = ok(afinador(&[
-        "score",
-        "--model",
-        model,
-        "--adapter",
-        adapter.to_str().unwrap(),
-        "--text",
-        "Resposta: C. As hemácias contêm hemoglobina, que transporta oxigênio.",
-        "--json",
-    ]));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["nll"].as_f64().unwrap()
+/// The text the adapters are scored on.
+const TEXT: &str = "Resposta: C. As hemácias contêm hemoglobina, que transporta oxigênio.";
+
+/// Mean NLL of [`TEXT`] under `model` (+ `adapter`).
+fn nll(model: &str, adapter: Option<&Path>) -> f64 {
+    let (_, logprobs) = score(Path::new(model), adapter, TEXT);
+    -mean(&logprobs)
 }
 
 /// The tensors of a safetensors file: name → (dtype, shape, bytes).
@@ -132,8 +95,8 @@ fn every_adapter_directory_holds_a_gguf_lora_that_scores_like_its_peft_files() {
         let bytes = std::fs::read(&gguf).unwrap();
         assert_eq!(&bytes[..4], b"GGUF");
     }
-    let peft = nll(&model, &run.join("adapter"));
-    let gguf = nll(&model, &run.join("adapter/adapter.gguf"));
+    let peft = nll(&model, Some(&run.join("adapter")));
+    let gguf = nll(&model, Some(&run.join("adapter/adapter.gguf")));
     assert!(
         (peft - gguf).abs() <= 1e-6 * peft.abs().max(1.0),
         "PEFT {peft} vs GGUF LoRA {gguf}"
@@ -146,19 +109,8 @@ fn export_writes_each_format_and_peft_round_trips_bit_exactly() {
     let (model, _, run) = trained(&dir, &[]);
     let adapter = run.join("adapter");
     let a = adapter.to_str().unwrap();
-    let base_nll = {
-        let out = ok(afinador(&[
-            "score",
-            "--model",
-            &model,
-            "--text",
-            "Resposta: C. As hemácias contêm hemoglobina, que transporta oxigênio.",
-            "--json",
-        ]));
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["nll"].as_f64().unwrap()
-    };
-    let tuned = nll(&model, &adapter);
+    let base_nll = nll(&model, None);
+    let tuned = nll(&model, Some(&adapter));
     assert!(
         (tuned - base_nll).abs() > 1e-4,
         "the adapter changes the model"
@@ -269,16 +221,7 @@ fn export_writes_each_format_and_peft_round_trips_bit_exactly() {
         "--output",
         merged.to_str().unwrap(),
     ]));
-    let out = ok(afinador(&[
-        "score",
-        "--model",
-        merged.to_str().unwrap(),
-        "--text",
-        "Resposta: C. As hemácias contêm hemoglobina, que transporta oxigênio.",
-        "--json",
-    ]));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let merged_nll = v["nll"].as_f64().unwrap();
+    let merged_nll = nll(merged.to_str().unwrap(), None);
     assert!(
         (merged_nll - tuned).abs() <= 1e-3 * tuned.abs().max(1.0),
         "merged {merged_nll} vs adapter {tuned}"

@@ -3,34 +3,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
-use common::{model_path, repo};
-
-fn afinador(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_afinador"))
-        .args(args)
-        .current_dir(repo())
-        .output()
-        .expect("run afinador")
-}
-
-fn ok(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("afinador-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use common::{afinador, model_path, ok, repo, scratch};
 
 /// A tiny random model with the real tokenizer, and the first `n` ENEM records.
 fn fixtures(dir: &Path, n: usize) -> (String, String) {

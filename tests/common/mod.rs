@@ -64,3 +64,55 @@ pub fn ids(v: &serde_json::Value) -> Vec<u32> {
         .map(|x| x.as_u64().expect("id") as u32)
         .collect()
 }
+
+/// The CLI built with these tests, run from the repository root.
+pub fn command(args: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_afinador"));
+    c.args(args).current_dir(repo());
+    c
+}
+
+/// Runs the CLI (see [`command`]) and returns its output.
+pub fn afinador(args: &[&str]) -> std::process::Output {
+    command(args).output().expect("run afinador")
+}
+
+/// `out`, after checking that it succeeded (its stderr in the message otherwise).
+pub fn ok(out: std::process::Output) -> std::process::Output {
+    assert!(
+        out.status.success(),
+        "failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A failure: non-zero exit and a single `error: …` line on stderr, returned.
+pub fn one_line_error(out: &std::process::Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected a failure:\n{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got:\n{err}");
+    lines[0].to_string()
+}
+
+/// A fresh, empty temporary directory for one test.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("afinador-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `dir/tiny.gguf`: a tiny random Llama (2 layers, C 64) with the real model's tokenizer.
+pub fn tiny_model(dir: &Path) -> PathBuf {
+    let model = dir.join("tiny.gguf");
+    ok(afinador(&[
+        "make-tiny-model",
+        "--output",
+        model.to_str().unwrap(),
+        "--tokenizer-from",
+        model_path().to_str().unwrap(),
+    ]));
+    model
+}
