@@ -1,7 +1,7 @@
 //! Checkpoints as bytes, for the page to keep (IndexedDB) so a reloaded page can resume the run
 //! exactly: the same two files as the CLI's checkpoint directories.
 
-use afinador_core::train::checkpoint::{self, CheckpointFiles};
+use afinador_core::train::checkpoint::{self, CheckpointFiles, TrainerState};
 use wasm_bindgen::prelude::*;
 
 use crate::engine::Afinador;
@@ -73,15 +73,14 @@ impl Afinador {
             tensors,
             state_json,
         };
-        let state = checkpoint::load(gpu, &session.trainer.lora, &files).map_err(err)?;
+        let state: TrainerState = serde_json::from_str(&files.state_json).map_err(err)?;
         if state.config != session.config {
             return Err(JsError::new(
                 "the checkpoint was made with another configuration: configure its own first",
             ));
         }
-        session.trainer.step = state.step as u32;
-        run.busy_ms = state.elapsed_s * 1000.0;
-        session.state = state;
+        session.resume(gpu, &files).map_err(err)?;
+        run.busy_ms = session.state.elapsed_s * 1000.0;
         run.metrics = metrics_jsonl
             .lines()
             .filter(|l| !l.trim().is_empty())

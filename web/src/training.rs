@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use afinador_core::lora::{LoraAdapter, to_gguf_lora, to_peft};
 use afinador_core::train::data::{DataPipeline, DataStats, Sequence};
 use afinador_core::train::session::{self, add_eval_metrics};
-use afinador_core::train::{GpuLora, Plan, Session, StepStats, StopReason, TrainConfig, Trainer};
+use afinador_core::train::{LoraStart, Plan, Session, StepStats, TrainConfig};
 use wasm_bindgen::prelude::*;
 
 use crate::engine::Afinador;
@@ -181,20 +181,18 @@ impl Afinador {
         let plan = Plan::new(&self.config, per_epoch, &stats).map_err(err)?;
         let loaded = self.loaded()?;
         let name = loaded.model.config.name.clone();
-        let lora_config = session::lora_config(&self.config, name).map_err(err)?;
-        let lora = GpuLora::init(
+        let val = std::mem::take(&mut self.run.as_mut().expect("checked above").val);
+        let session = Session::start(
             &self.gpu,
-            &loaded.model.config,
-            &lora_config,
-            self.config.seed,
+            &loaded.model,
+            self.config.clone(),
+            plan,
+            val,
+            LoraStart::Fresh,
+            name,
         )
         .map_err(err)?;
-        let mut trainer = Trainer::new(&loaded.model, lora);
-        trainer.seed = self.config.seed;
-        let state = session::fresh_state(&self.config);
         let run = self.run.as_mut().expect("checked above");
-        let val = std::mem::take(&mut run.val);
-        let session = Session::new(self.config.clone(), trainer, state, plan, val);
         let out = serde_json::json!({
             "plan": plan,
             "data": stats,
@@ -284,12 +282,7 @@ impl Afinador {
         }
         let mut eval_line = serde_json::Value::Null;
         if session.epoch_eval_due() {
-            let (step, epoch) = (session.state.step, session.state.epoch);
-            let eval = evaluate(run, gpu).await?;
-            let mut line = serde_json::json!({ "step": step, "epoch": epoch });
-            add_eval_metrics(&mut line, &eval);
-            run.metrics.push(line.clone());
-            eval_line = line;
+            eval_line = evaluate_line(run, gpu).await?;
         }
         let session = run.session.as_mut().expect("checked above");
         let go_on = session.next_epoch();
@@ -305,36 +298,15 @@ impl Afinador {
             return to_js(summary);
         }
         let session = run.session.as_mut().ok_or_else(no_run)?;
-        let reason = match session.stop_reason() {
-            Some(StopReason::NonFinite) => StopReason::NonFinite,
-            _ if interrupted => StopReason::Interrupted,
-            r => r.unwrap_or(StopReason::Completed),
-        };
+        let reason = session.end_reason(interrupted);
         let mut eval_line = serde_json::Value::Null;
         if session.final_eval_due(reason) {
-            let (step, epoch) = (session.state.step, session.state.epoch);
-            let eval = evaluate(run, gpu).await?;
-            let mut line = serde_json::json!({ "step": step, "epoch": epoch });
-            add_eval_metrics(&mut line, &eval);
-            run.metrics.push(line.clone());
-            eval_line = line;
+            eval_line = evaluate_line(run, gpu).await?;
         }
         let session = run.session.as_ref().expect("checked above");
-        let s = &session.state;
-        let elapsed = run.busy_ms / 1000.0;
-        let summary = serde_json::json!({
-            "stop_reason": reason.as_str(),
-            "steps": s.step,
-            "epochs": s.step as f64 / session.plan.steps_per_epoch as f64,
-            "tokens": s.tokens,
-            "time_s": elapsed,
-            "tokens_per_s": s.tokens as f64 / elapsed.max(1e-9),
-            "best_step": s.best_step,
-            "best_eval_loss": s.best_eval_loss,
-            "lora_parameters": session.trainer.lora.n,
-            "device": crate::engine::adapter_name(gpu),
-            "final_eval": eval_line,
-        });
+        let mut summary = session.summary(reason, run.busy_ms / 1000.0);
+        summary["device"] = crate::engine::adapter_name(gpu).into();
+        summary["final_eval"] = eval_line;
         run.summary = Some(summary.clone());
         to_js(&summary)
     }
@@ -437,6 +409,19 @@ async fn evaluate(run: &mut Run, gpu: &afinador_core::gpu::Gpu) -> Result<StepSt
     }
     run.busy_ms += now_ms() - start;
     Ok(eval)
+}
+
+/// An evaluation outside a step (epoch end, final): its metrics line, also kept in the run's
+/// metrics.
+async fn evaluate_line(
+    run: &mut Run,
+    gpu: &afinador_core::gpu::Gpu,
+) -> Result<serde_json::Value, JsError> {
+    let eval = evaluate(run, gpu).await?;
+    let session = run.session.as_ref().ok_or_else(no_run)?;
+    let line = session.eval_line(&eval);
+    run.metrics.push(line.clone());
+    Ok(line)
 }
 
 pub(crate) fn no_run() -> JsError {

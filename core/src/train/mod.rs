@@ -15,7 +15,7 @@ pub use config::{LrSchedule, TrainConfig};
 pub use encoder::ModelTextEncoder;
 pub use lora_gpu::GpuLora;
 pub use memory::{MemoryPlan, RunShape};
-pub use session::{Plan, Session, StepReport, StopReason};
+pub use session::{LoraStart, Plan, Session, StepReport, StopReason};
 pub use step::{MicroBatch, StepOptions, StepStats, Trainer};
 
 /// Errors of the training layer.

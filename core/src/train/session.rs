@@ -10,7 +10,7 @@
 
 use super::checkpoint::TrainerState;
 use super::data::{DataConfig, DataError, DataStats, PackMode, RecordFormat, Sequence};
-use super::{MicroBatch, Result, StepStats, TrainConfig, TrainError, Trainer};
+use super::{GpuLora, MicroBatch, Result, StepStats, TrainConfig, TrainError, Trainer};
 use crate::gpu::Gpu;
 use crate::lora::{LoraConfig, Module};
 
@@ -226,7 +226,52 @@ pub struct Session<'m> {
     skipped_in_a_row: usize,
 }
 
+/// How a run's LoRA parameters start.
+#[derive(Debug)]
+pub enum LoraStart {
+    /// Fresh: A random (seeded by the configuration), B zero.
+    Fresh,
+    /// An existing adapter (`--init-adapter`); its rank, alpha and targets are the run's.
+    Adapter(crate::lora::LoraAdapter),
+}
+
 impl<'m> Session<'m> {
+    /// A run on `model`: its LoRA parameters on the GPU (as `lora` says), the trainer seeded by
+    /// the configuration, a fresh state; `base_model` names the base in the adapter files.
+    /// [`resume`](Self::resume) continues a checkpoint instead of the fresh state.
+    pub fn start(
+        gpu: &Gpu,
+        model: &'m crate::model::Model,
+        config: TrainConfig,
+        plan: Plan,
+        val: Vec<Sequence>,
+        lora: LoraStart,
+        base_model: String,
+    ) -> Result<Session<'m>> {
+        let lora_config = lora_config(&config, base_model)?;
+        let lora = match lora {
+            LoraStart::Fresh => GpuLora::init(gpu, &model.config, &lora_config, config.seed)?,
+            LoraStart::Adapter(mut adapter) => {
+                adapter.config.dropout = lora_config.dropout;
+                adapter.config.base_model_name_or_path = lora_config.base_model_name_or_path;
+                GpuLora::from_adapter(gpu, &model.config, &adapter)?
+            }
+        };
+        let mut trainer = Trainer::new(model, lora);
+        trainer.seed = config.seed;
+        let state = fresh_state(&config);
+        Ok(Session::new(config, trainer, state, plan, val))
+    }
+
+    /// Continue from a checkpoint (before the first step): its LoRA parameters, optimizer
+    /// moments and trainer state.
+    pub fn resume(&mut self, gpu: &Gpu, files: &super::checkpoint::CheckpointFiles) -> Result<()> {
+        let state = super::checkpoint::load(gpu, &self.trainer.lora, files)?;
+        self.trainer.step = state.step as u32;
+        self.state = state;
+        Ok(())
+    }
+
     pub fn new(
         config: TrainConfig,
         trainer: Trainer<'m>,
@@ -247,6 +292,43 @@ impl<'m> Session<'m> {
             seen: 0,
             skipped_in_a_row: 0,
         }
+    }
+
+    /// The metrics line of an evaluation outside a step (at an epoch's end, or the final one):
+    /// `step`, `epoch` and the eval keys.
+    pub fn eval_line(&self, eval: &StepStats) -> serde_json::Value {
+        let mut line = serde_json::json!({ "step": self.state.step, "epoch": self.state.epoch });
+        add_eval_metrics(&mut line, eval);
+        line
+    }
+
+    /// Why the run ends once the front end stops calling [`step`](Self::step): non-finite
+    /// gradients win, then the user's interruption, then the session's own reason, else
+    /// completion.
+    pub fn end_reason(&self, interrupted: bool) -> StopReason {
+        match self.stop_reason() {
+            Some(StopReason::NonFinite) => StopReason::NonFinite,
+            _ if interrupted => StopReason::Interrupted,
+            reason => reason.unwrap_or(StopReason::Completed),
+        }
+    }
+
+    /// The run's summary (`training_summary.json`): the stop reason, steps, epochs, tokens,
+    /// time and throughput over `elapsed_s` seconds of training, the best evaluation and the
+    /// LoRA parameter count; the front ends add what only they know (files, device, memory).
+    pub fn summary(&self, reason: StopReason, elapsed_s: f64) -> serde_json::Value {
+        let s = &self.state;
+        serde_json::json!({
+            "stop_reason": reason.as_str(),
+            "steps": s.step,
+            "epochs": s.step as f64 / self.plan.steps_per_epoch as f64,
+            "tokens": s.tokens,
+            "time_s": elapsed_s,
+            "tokens_per_s": s.tokens as f64 / elapsed_s.max(1e-9),
+            "best_step": s.best_step,
+            "best_eval_loss": s.best_eval_loss,
+            "lora_parameters": self.trainer.lora.n,
+        })
     }
 
     /// Start a pass over the data for epoch `self.state.epoch`.

@@ -16,7 +16,7 @@ use afinador_core::train::checkpoint::{self, TrainerState};
 use afinador_core::train::data::Sequence;
 use afinador_core::train::session::{self, MAX_SKIPPED_IN_A_ROW};
 use afinador_core::train::{
-    GpuLora, ModelTextEncoder, Plan, Session, StepStats, StopReason, Trainer,
+    LoraStart, ModelTextEncoder, Plan, Session, StepStats, StopReason, Trainer,
 };
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -76,26 +76,6 @@ pub fn run(args: Args) -> Result<()> {
     let gpu = args.gpu.open()?;
     let model = file.load(&gpu)?;
 
-    let lora_config = session::lora_config(&config, base_model_name(&file.gguf, &config.model))?;
-    let lora = match init_adapter {
-        Some(mut adapter) => {
-            adapter.config.dropout = lora_config.dropout;
-            adapter.config.base_model_name_or_path = lora_config.base_model_name_or_path.clone();
-            GpuLora::from_adapter(&gpu, &model.config, &adapter)?
-        }
-        None => GpuLora::init(&gpu, &model.config, &lora_config, config.seed)?,
-    };
-    let mut trainer = Trainer::new(&model, lora);
-    trainer.seed = config.seed;
-    let state = match (&resumed, &resume_dir) {
-        (Some(files), Some(dir)) => {
-            let state = checkpoint::load(&gpu, &trainer.lora, files)?;
-            trainer.step = state.step as u32;
-            eprintln!("resuming from {} at step {}", dir.display(), state.step);
-            state
-        }
-        _ => session::fresh_state(&config),
-    };
     if resumed.is_none() {
         let _ = std::fs::remove_file(out.join("metrics.jsonl"));
     }
@@ -133,8 +113,21 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     let plan = Plan::new(&config, per_epoch, &stats)?;
-    let (total_steps, steps_per_epoch) = (plan.total_steps, plan.steps_per_epoch);
-    let mut session = Session::new(config.clone(), trainer, state, plan, val);
+    let total_steps = plan.total_steps;
+    let lora = match init_adapter {
+        Some(adapter) => LoraStart::Adapter(adapter),
+        None => LoraStart::Fresh,
+    };
+    let base = base_model_name(&file.gguf, &config.model);
+    let mut session = Session::start(&gpu, &model, config.clone(), plan, val, lora, base)?;
+    if let (Some(files), Some(dir)) = (&resumed, &resume_dir) {
+        session.resume(&gpu, files)?;
+        eprintln!(
+            "resuming from {} at step {}",
+            dir.display(),
+            session.state.step
+        );
+    }
 
     let interrupted = Arc::new(AtomicBool::new(false));
     {
@@ -214,25 +207,14 @@ pub fn run(args: Args) -> Result<()> {
         evaluate_and_keep_best(&ctx, &mut session, &mut metrics)?;
     }
     let (trainer, state) = (&session.trainer, &session.state);
-    let stop_reason = stop_reason.as_str();
     let adapter = save_checkpoint(&ctx, trainer, state)?;
     AdapterFiles::new(&adapter, &model.config)?.write_dir(&out.join("adapter"))?;
+    let mut summary = session.summary(stop_reason, state.elapsed_s);
     // Every storage buffer the run held at its peak: weights, LoRA state, activations.
-    let gpu_bytes = gpu.memory.peak();
-    let summary = json!({
-        "stop_reason": stop_reason,
-        "steps": state.step,
-        "epochs": state.step as f64 / steps_per_epoch as f64,
-        "tokens": state.tokens,
-        "time_s": state.elapsed_s,
-        "tokens_per_s": state.tokens as f64 / state.elapsed_s.max(1e-9),
-        "best_step": state.best_step,
-        "best_eval_loss": state.best_eval_loss,
-        "gpu_memory_bytes": gpu_bytes,
-        "lora_parameters": trainer.lora.n,
-        "adapter": out.join("adapter"),
-        "device": gpu.adapter.name,
-    });
+    summary["gpu_memory_bytes"] = gpu.memory.peak().into();
+    summary["adapter"] = json!(out.join("adapter"));
+    summary["device"] = gpu.adapter.name.clone().into();
+    let stop_reason = stop_reason.as_str();
     std::fs::write(
         out.join("training_summary.json"),
         serde_json::to_string_pretty(&summary)?,
@@ -401,9 +383,7 @@ fn evaluate_and_keep_best(
     metrics: &mut JsonLines,
 ) -> Result<()> {
     let eval = pollster::block_on(session.evaluate(ctx.gpu))?;
-    let mut line = json!({ "step": session.state.step, "epoch": session.state.epoch });
-    session::add_eval_metrics(&mut line, &eval);
-    metrics.write(&line)?;
+    metrics.write(&session.eval_line(&eval))?;
     let best = keep_best(ctx, session, eval.loss)?;
     print_eval(ctx, &ProgressBar::hidden(), session.state.step, &eval, best);
     Ok(())
