@@ -14,6 +14,7 @@
 mod checkpoint;
 mod engine;
 mod training;
+mod zip;
 
 use afinador_core::formats::Gguf;
 use wasm_bindgen::prelude::*;

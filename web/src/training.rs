@@ -328,6 +328,31 @@ impl Afinador {
         })
     }
 
+    /// The run as one ZIP file, laid out as `afinador train` writes its output directory:
+    /// `adapter/` (PEFT files and `adapter.gguf`; the best adapter when `best` and there is
+    /// one), `metrics.jsonl`, `config.json` and, once the run is over, `training_summary.json`.
+    #[wasm_bindgen(js_name = exportZip)]
+    pub async fn export_zip(&self, best: bool) -> Result<Vec<u8>, JsError> {
+        let files = self.export_adapter(best).await?;
+        let metrics = self.metrics_jsonl();
+        let config = serde_json::to_string_pretty(&self.config).map_err(err)?;
+        let summary = match self.run.as_ref().and_then(|r| r.summary.as_ref()) {
+            Some(s) => Some(serde_json::to_string_pretty(s).map_err(err)?),
+            None => None,
+        };
+        let mut entries: Vec<(&str, &[u8])> = vec![
+            ("adapter/adapter_config.json", files.config_json.as_bytes()),
+            ("adapter/adapter_model.safetensors", &files.safetensors),
+            ("adapter/adapter.gguf", &files.gguf),
+            ("metrics.jsonl", metrics.as_bytes()),
+            ("config.json", config.as_bytes()),
+        ];
+        if let Some(s) = &summary {
+            entries.push(("training_summary.json", s.as_bytes()));
+        }
+        crate::zip::stored_zip(&entries).map_err(err)
+    }
+
     /// Every metrics line so far, as `metrics.jsonl` (the CLI's format).
     #[wasm_bindgen(js_name = metricsJsonl)]
     pub fn metrics_jsonl(&self) -> String {

@@ -25,6 +25,22 @@ const RTOL = Number(opt.tolerance);
 const TRAIN_TIMEOUT = (opt.bench ? 60 : 6) * 60_000;
 mkdirSync(opt.out, { recursive: true });
 
+
+/** The files of a ZIP of stored (uncompressed) entries, as the page writes it: name → Buffer. */
+function readStoredZip(buf) {
+  const files = {};
+  for (let at = 0; buf.readUInt32LE(at) === 0x04034b50;) {
+    const method = buf.readUInt16LE(at + 8);
+    const size = buf.readUInt32LE(at + 18);
+    const nameLen = buf.readUInt16LE(at + 26);
+    const extraLen = buf.readUInt16LE(at + 28);
+    if (method !== 0) throw new Error(`zip entry at ${at} is compressed (method ${method})`);
+    const start = at + 30 + nameLen + extraLen;
+    files[buf.subarray(at + 30, at + 30 + nameLen).toString('utf8')] = buf.subarray(start, start + size);
+    at = start + size;
+  }
+  return files;
+}
 function check(cond, what) {
   if (!cond) throw new Error(`check failed: ${what}`);
   console.log(`ok: ${what}`);
@@ -131,19 +147,23 @@ async function trainTest() {
     tolerance: { atol: ATOL, rtol: RTOL }, browserSeconds: seconds, summary }, null, 1));
   console.log(`largest |browser − CLI| step loss: ${maxAbs.toExponential(2)} (${(worst * 100).toFixed(1)}% of the tolerance)`);
 
-  // The adapter downloads as the CLI's adapter/ holds it: the PEFT files and the GGUF LoRA.
+  // The run downloads as one ZIP laid out as the CLI's run folder: adapter/ (PEFT files and
+  // the GGUF LoRA), metrics.jsonl, config.json.
   const downloads = [];
   page.on('download', (d) => downloads.push(d));
   await page.click('#download-adapter');
   await page.waitForFunction(() => true, null, { timeout: 1000 }).catch(() => {});
-  for (let i = 0; i < 100 && downloads.length < 3; i++) await page.waitForTimeout(100);
-  check(downloads.length === 3, 'three adapter files downloaded');
+  for (let i = 0; i < 100 && downloads.length < 1; i++) await page.waitForTimeout(100);
+  check(downloads.length === 1 && downloads[0].suggestedFilename() === 'afinador-run.zip',
+    'one afinador-run.zip downloaded');
+  const zipPath = join(opt.out, 'afinador-run.zip');
+  await downloads[0].saveAs(zipPath);
+  const zipped = readStoredZip(readFileSync(zipPath));
   const files = {};
-  for (const d of downloads) {
-    const path = join(opt.out, d.suggestedFilename());
-    await d.saveAs(path);
-    files[d.suggestedFilename()] = readFileSync(path);
-  }
+  for (const [name, bytes] of Object.entries(zipped)) files[name.replace(/^adapter\//, '')] = bytes;
+  check(['adapter/adapter_config.json', 'adapter/adapter_model.safetensors', 'adapter/adapter.gguf',
+    'metrics.jsonl', 'config.json'].every((n) => n in zipped), `the zip holds ${Object.keys(zipped).join(', ')}`);
+  check(files['metrics.jsonl'].toString('utf8').trim().split('\n').length >= 1, 'metrics.jsonl in the zip');
   const cfg = JSON.parse(files['adapter_config.json'].toString('utf8'));
   for (const key of ['peft_type', 'r', 'lora_alpha', 'target_modules', 'task_type', 'base_model_name_or_path']) {
     check(key in cfg, `adapter_config.json has ${key}`);

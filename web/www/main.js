@@ -291,10 +291,8 @@ $('stop').onclick = () => worker.postMessage({ type: 'stop' });
 
 $('download-adapter').onclick = async () => {
   try {
-    const r = await request({ type: 'exportAdapter' });
-    download('adapter_config.json', r.configJson, 'application/json');
-    download('adapter_model.safetensors', r.safetensors, 'application/octet-stream');
-    download('adapter.gguf', r.gguf, 'application/octet-stream');
+    const r = await request({ type: 'exportZip' });
+    download('afinador-run.zip', r.zip, 'application/zip');
   } catch (e) { fail('Exporting the adapter')(e); }
 };
 $('download-jsonl').onclick = async () =>

@@ -1,6 +1,6 @@
 // The training worker: owns the wasm module, the WebGPU device, the model and the run, so the
 // page stays responsive. Messages in: init, loadModel, train, resumeRun, savedRun, discardRun,
-// pause, resume, stop, generate, exportAdapter, metrics. Messages out: ready, model, configured,
+// pause, resume, stop, generate, exportAdapter, exportZip, metrics. Messages out: ready, model, configured,
 // restored, data, plan, step, eval, checkpoint, done, generated, adapter, metrics, error (each
 // with `id` when it answers a request).
 import init, { Afinador, defaultConfig, version } from './pkg/afinador_web.js';
@@ -180,6 +180,10 @@ async function handle(msg) {
       const safetensors = files.safetensors;
       const gguf = files.gguf;
       return { type: 'adapter', configJson: files.configJson, safetensors, gguf, transfer: [safetensors.buffer, gguf.buffer] };
+    }
+    case 'exportZip': {
+      const zip = await serial(() => af.exportZip(false)); // the final adapter, as the CLI's run folder
+      return { type: 'zip', zip, transfer: [zip.buffer] };
     }
     case 'metrics':
       return { type: 'metrics', format: msg.format, text: msg.format === 'csv' ? af.metricsCsv() : af.metricsJsonl() };
