@@ -15,8 +15,8 @@ pub struct TinySpec {
     /// Ignored when a tokenizer is copied (the vocabulary then sets it).
     pub vocab_size: usize,
     pub context_length: usize,
-    /// Type of the projection matrices (F32, Q8_0, Q4_0 or Q4_1); the embedding is Q8_0 unless
-    /// this is F32.
+    /// Type of the projection matrices: one of [`TinySpec::weight_types`]; the embedding is Q8_0
+    /// unless this is F32.
     pub weight_type: GgmlType,
     pub seed: u64,
 }
@@ -34,6 +34,18 @@ impl Default for TinySpec {
             weight_type: GgmlType::Q8_0,
             seed: 1,
         }
+    }
+}
+
+impl TinySpec {
+    /// The weight types a tiny model can be written in: the GPU formats afinador can also
+    /// encode (F32, F16, Q4_0, Q4_1, Q8_0, BF16).
+    pub fn weight_types() -> Vec<GgmlType> {
+        crate::kernels::WeightFormat::ALL
+            .iter()
+            .map(|&f| GgmlType::from(f))
+            .filter(|t| t.can_encode())
+            .collect()
     }
 }
 
@@ -118,12 +130,8 @@ mod tests {
 
     #[test]
     fn tiny_models_parse_and_describe_their_shape() {
-        for ty in [
-            GgmlType::F32,
-            GgmlType::Q8_0,
-            GgmlType::Q4_1,
-            GgmlType::Q4_0,
-        ] {
+        assert_eq!(TinySpec::weight_types().len(), 6);
+        for ty in TinySpec::weight_types() {
             let spec = TinySpec {
                 weight_type: ty,
                 ..TinySpec::default()
