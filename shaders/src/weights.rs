@@ -75,6 +75,10 @@ weight_formats! {
     Q5_1 = "W_Q5_1", 7, 32, 24;
     /// 8-bit, blocks of 32 under an f16 scale: `d·q`.
     Q8_0 = "W_Q8_0", 8, 32, 34;
+    /// k-quant 2-bit: super-blocks of 256, 16 sub-blocks with 4-bit scales and mins.
+    Q2_K = "W_Q2_K", 10, 256, 84;
+    /// k-quant 3-bit: super-blocks of 256, 16 sub-blocks with 6-bit signed scales.
+    Q3_K = "W_Q3_K", 11, 256, 110;
     /// k-quant 4-bit: super-blocks of 256, 8 sub-blocks with 6-bit scales and mins.
     Q4_K = "W_Q4_K", 12, 256, 144;
     /// k-quant 5-bit: Q4_K plus a fifth bit per value.

@@ -15,6 +15,15 @@
 //           nibbles as Q4_0; w_s: as Q4_0. x = d·(q − 16).
 //   W_Q5_1  w_q: as Q5_0; w_s: as Q4_1. x = d·q + m.
 //   W_Q8_0  w_q: 8 words per block (byte j: element j, signed); w_s: as Q4_0. x = d·q.
+//   W_Q2_K  super-blocks of 256 k, 16 sub-blocks of 16. w_s: 5 words per super-block: the f16
+//           pair (d, dmin), then 16 scale bytes (low nibble scale, high nibble min); w_q: 16
+//           words of qs: element 128n + 32s + l is bits 2s..2s+2 of byte 32n + l.
+//           x = d·sc·q − dmin·m of the element's sub-block.
+//   W_Q3_K  super-blocks of 256 k, 16 sub-blocks of 16. w_q: 24 words per super-block, the 8
+//           of hmask then the 16 of qs (as Q2_K): element 128n + 32s + l has q − 4 unless bit
+//           4n + s of hmask byte l is set; w_s: 4 words: 12 bytes of 16 packed 6-bit signed
+//           scales (low 4 bits in byte j % 8, nibble j / 8; high 2 in byte 8 + j % 4, bits
+//           2·(j / 4)), then f16 d. x = d·(scale − 32)·q.
 //   W_Q4_K  super-blocks of 256 k, 8 sub-blocks of 32. w_s: 4 words per super-block: the f16
 //           pair (d, dmin), then the 12 bytes of 6-bit (scale, min) pairs (ggml's
 //           get_scale_min_k4); w_q: 32 words, byte 32j + l: element 64j + l low, 64j + 32 + l
@@ -385,5 +394,85 @@ fn w_load4(row: u32, k: u32, K: u32) -> vec4<f32> {
     let sb = row * (K / 256u) + k / 256u;
     let r = k % 256u;
     return q6_scale(sb, r / 16u) * q6_values(sb, r / 128u, (r / 32u) % 4u, (r % 32u) / 4u);
+}
+#endif
+
+#ifdef W_Q2_K
+#define W_K2
+#endif
+#ifdef W_Q3_K
+#define W_K2
+#endif
+
+#ifdef W_K2
+// Q2_K and Q3_K: 2-bit quants in 16 qs words per super-block, word 8n + l4 holding elements
+// 128n + 32s + 4·l4.. in bits 2s of its bytes.
+#ifdef W_Q3_K
+const K2_WORDS: u32 = 24u;
+const K2_QS: u32 = 8u;
+#else
+const K2_WORDS: u32 = 16u;
+const K2_QS: u32 = 0u;
+#endif
+
+#ifdef W_Q2_K
+// d·sc·q − dmin·m for the four 2-bit values q of sub-block i (0..16) of super-block sb (l4 and
+// hbit, which locate Q3_K's high bits, are unused).
+fn k2_dequant(sb: u32, i: u32, q: vec4<u32>, l4: u32, hbit: u32) -> vec4<f32> {
+    let sc = (w_s[sb * 5u + 1u + i / 4u] >> (8u * (i % 4u))) & 0xffu;
+    let dm = unpack2x16float(w_s[sb * 5u]);
+    return dm.x * f32(sc & 0xfu) * vec4<f32>(q) - dm.y * f32(sc >> 4u);
+}
+#endif
+
+#ifdef W_Q3_K
+fn q3_scale_byte(sb: u32, b: u32) -> u32 {
+    return (w_s[sb * 4u + b / 4u] >> (8u * (b % 4u))) & 0xffu;
+}
+
+// d·(scale − 32)·(q − 4·(1 − h)) for the four values of sub-block i (0..16) of super-block sb;
+// the h bits are bit hbit of the bytes of hmask word l4.
+fn k2_dequant(sb: u32, i: u32, q: vec4<u32>, l4: u32, hbit: u32) -> vec4<f32> {
+    let low = (q3_scale_byte(sb, i % 8u) >> (4u * (i / 8u))) & 0xfu;
+    let high = (q3_scale_byte(sb, 8u + i % 4u) >> (2u * (i / 4u))) & 3u;
+    let scale = f32(i32(low | (high << 4u)) - 32);
+    let hm = w_q[sb * K2_WORDS + l4] >> hbit;
+    let h = vec4<u32>(hm, hm >> 8u, hm >> 16u, hm >> 24u) & vec4<u32>(1u);
+    let d = unpack2x16float(w_s[sb * 4u + 3u]).x;
+    return d * scale * (vec4<f32>(q) - 4.0 * vec4<f32>(vec4<u32>(1u) - h));
+}
+#endif
+
+// The four 2-bit quants of element group (n, s, l4) of super-block sb.
+fn k2_quants(sb: u32, n: u32, s: u32, l4: u32) -> vec4<u32> {
+    let word = w_q[sb * K2_WORDS + K2_QS + 8u * n + l4] >> (2u * s);
+    return vec4<u32>(word, word >> 8u, word >> 16u, word >> 24u) & vec4<u32>(3u);
+}
+
+#ifdef W_DOT
+const W_PER_WORD: u32 = 16u;
+
+// Word wi of a row: qs word w = 8n + l4 of its super-block, 16 values in four groups s.
+fn w_dot_word(row: u32, wi: u32, K: u32, xb: u32) -> f32 {
+    let sb = row * (K / 256u) + wi / 16u;
+    let w = wi % 16u;
+    let n = w / 8u;
+    let l4 = w % 8u;
+    var acc = 0.0;
+    for (var s = 0u; s < 4u; s += 1u) {
+        let v = k2_dequant(sb, 8u * n + 2u * s + l4 / 4u, k2_quants(sb, n, s, l4), l4, 4u * n + s);
+        acc += dot(v, xv[xb + (wi / 16u) * 64u + 32u * n + 8u * s + l4]);
+    }
+    return acc;
+}
+#endif
+
+fn w_load4(row: u32, k: u32, K: u32) -> vec4<f32> {
+    let sb = row * (K / 256u) + k / 256u;
+    let r = k % 256u;
+    let n = r / 128u;
+    let s = (r / 32u) % 4u;
+    let l4 = (r % 32u) / 4u;
+    return k2_dequant(sb, r / 16u, k2_quants(sb, n, s, l4), l4, r / 32u);
 }
 #endif

@@ -60,6 +60,22 @@ pub fn pack_weight(format: WeightFormat, raw: &[u8]) -> (Vec<u32>, Vec<u32>) {
                 q.extend(words(&b[4..]));
             }
         }
+        // 16 scale bytes, 64 qs, (d, dmin): the pair first.
+        WeightFormat::Q2_K => {
+            for b in blocks {
+                s.push(word(&b[80..]));
+                s.extend(words(&b[..16]));
+                q.extend(words(&b[16..80]));
+            }
+        }
+        // 32 hmask, 64 qs, 12 scale bytes, f16 d (110 bytes): d gets a word of its own.
+        WeightFormat::Q3_K => {
+            for b in blocks {
+                q.extend(words(&b[..96]));
+                s.extend(words(&b[96..108]));
+                s.push(half(&b[108..]));
+            }
+        }
         // (d, dmin), 12 scale bytes, [32 qh,] 128 qs: already aligned.
         WeightFormat::Q4_K | WeightFormat::Q5_K => {
             for b in blocks {
@@ -95,6 +111,8 @@ pub fn random_blocks(format: WeightFormat, n: usize, rng: &mut Rng) -> Vec<u8> {
         Q5_0 => &[(0, 0.05)],
         Q4_1 => &[(0, 0.1), (2, 0.5)],
         Q5_1 => &[(0, 0.05), (2, 0.5)],
+        Q2_K => &[(80, 0.01), (82, 0.02)],
+        Q3_K => &[(108, 0.005)],
         Q4_K => &[(0, 0.001), (2, 0.005)],
         Q5_K => &[(0, 0.0005), (2, 0.005)],
         Q6_K => &[(208, 0.0002)],

@@ -212,9 +212,8 @@ mod tests {
 
     #[test]
     fn matrices_stay_in_their_own_format_and_other_types_are_named() {
-        // Every GPU format is uploaded as itself (F16/BF16 included, never widened); a type the
-        // CPU decodes but the kernels do not (Q3_K), and one nothing reads (IQ2_XS), are errors
-        // naming the tensor.
+        // Every GPU format is uploaded as itself (F16/BF16 included, never widened); other types
+        // (IQ4_NL, IQ2_XS) are errors naming the tensor.
         let mut rng = Rng::new(5);
         let (rows, cols) = (3usize, 256usize);
         let mut w = GgufWriter::new();
@@ -224,7 +223,7 @@ mod tests {
             w.add_tensor(format!("w.{f}"), &dims, f.into(), raw)
                 .unwrap();
         }
-        for (ty, bytes) in [(GgmlType::Q3_K, 110), (GgmlType::IQ2_XS, 74)] {
+        for (ty, bytes) in [(GgmlType::IQ4_NL, 8 * 18), (GgmlType::IQ2_XS, 74)] {
             w.add_tensor(format!("w.{ty}"), &[256, 3], ty, vec![0; 3 * bytes])
                 .unwrap();
         }
@@ -234,7 +233,7 @@ mod tests {
             let gw = upload_matrix(gpu(), &gguf, &file, &format!("w.{f}"), rows, cols).unwrap();
             assert_eq!((gw.format, gw.rows, gw.cols), (f, rows, cols));
         }
-        for ty in ["Q3_K", "IQ2_XS"] {
+        for ty in ["IQ4_NL", "IQ2_XS"] {
             let err = upload_matrix(gpu(), &gguf, &file, &format!("w.{ty}"), rows, cols)
                 .unwrap_err()
                 .to_string();
@@ -242,8 +241,8 @@ mod tests {
                 err,
                 format!(
                     "tensor 'w.{ty}' has type {ty}, which afinador cannot read on the GPU yet \
-                     (supported: F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, \
-                     BF16; re-quantize the model with llama-quantize to one of them)"
+                     (supported: F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, \
+                     Q5_K, Q6_K, BF16; re-quantize the model with llama-quantize to one of them)"
                 )
             );
         }
