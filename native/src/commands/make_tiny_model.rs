@@ -28,7 +28,9 @@ pub struct Args {
     /// Vocabulary size when no tokenizer is copied.
     #[arg(long, default_value_t = 256)]
     vocab: usize,
-    /// Weight type of the projections: f32, f16, q4_0, q4_1, q8_0 or bf16.
+    /// Weight type of the projections: any type the GPU reads (f32, f16, bf16, q4_0, q4_1,
+    /// q5_0, q5_1, q8_0, q2_k … q6_k); types afinador cannot encode get random blocks, and the
+    /// k-quants need --embd and --ff multiples of 256.
     #[arg(long, default_value = "q4_1")]
     weights: String,
     #[arg(long, default_value_t = 1)]
