@@ -32,7 +32,6 @@ pub fn pack_weight(format: WeightFormat, raw: &[u8]) -> (Vec<u32>, Vec<u32>) {
     let blocks = raw.chunks_exact(format.block_bytes());
     let n = blocks.len();
     let word = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-    let words = |b: &[u8]| b.chunks_exact(4).map(word).collect::<Vec<u32>>();
     let half = |b: &[u8]| u16::from_le_bytes([b[0], b[1]]) as u32;
     // Two f16 per word, one per block: the Q*_0 scales.
     let paired_halves = |offset: usize| {
@@ -46,7 +45,7 @@ pub fn pack_weight(format: WeightFormat, raw: &[u8]) -> (Vec<u32>, Vec<u32>) {
     let mut s = Vec::new();
     match format {
         WeightFormat::F32 | WeightFormat::F16 | WeightFormat::BF16 => {
-            return (words(raw), vec![0]);
+            return (words(raw).collect(), vec![0]);
         }
         // f16 d, then the quants (Q5_0: qh, qs), not word-aligned in the file.
         WeightFormat::Q4_0 | WeightFormat::Q5_0 | WeightFormat::Q8_0 => {
@@ -132,6 +131,11 @@ pub fn random_blocks(format: WeightFormat, n: usize, rng: &mut Rng) -> Vec<u8> {
 
 fn values(n: usize, rng: &mut Rng, enc: impl Fn(f32) -> Vec<u8>) -> Vec<u8> {
     (0..n).flat_map(|_| enc(rng.uniform(-1.0, 1.0))).collect()
+}
+
+/// The little-endian words of `b` (a multiple of 4 bytes long).
+fn words(b: &[u8]) -> impl Iterator<Item = u32> + '_ {
+    b.as_chunks::<4>().0.iter().map(|&w| u32::from_le_bytes(w))
 }
 
 /// A weight matrix W[rows, cols] on the GPU (GGUF dims [cols, rows]).
