@@ -10,9 +10,11 @@
 
 mod preprocess;
 mod tiles;
+mod weights;
 
 pub use preprocess::{PreprocessError, preprocess};
 pub use tiles::MatmulTiles;
+pub use weights::WeightFormat;
 
 /// One kernel family: one `.wgsl` file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -100,13 +102,10 @@ pub fn source_file(name: &str) -> Option<&'static str> {
     })
 }
 
-/// The weight-format flags a kernel that reads model weights can be built with.
-pub const WEIGHT_FORMATS: [&str; 4] = ["W_F32", "W_Q4_0", "W_Q4_1", "W_Q8_0"];
-
 /// Every (shader, defines) variant the engine may build; validated offline by the tests.
 pub fn variants() -> Vec<(Shader, Vec<&'static str>)> {
     let mut out = Vec::new();
-    for w in WEIGHT_FORMATS {
+    for w in WeightFormat::ALL.iter().map(|f| f.define()) {
         out.push((Shader::Matmul, vec![w]));
         out.push((Shader::Matmul, vec![w, "DIRECT"]));
         out.push((Shader::Matmul, vec![w, "WT"]));

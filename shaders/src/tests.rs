@@ -119,8 +119,8 @@ fn every_matmul_tile_configuration_validates_with_its_constants() {
         .collect();
     assert_eq!(
         tiled.len(),
-        10,
-        "four weight formats × (W, WT) + B_STRIDED (f32, f16)"
+        2 * WeightFormat::ALL.len() + 2,
+        "every weight format × (W, WT) + B_STRIDED (f32, f16)"
     );
     let mut failures = Vec::new();
     for tiles in MatmulTiles::ALL {
@@ -157,8 +157,8 @@ fn cooperative_matrix_and_f16_builds_translate_to_spirv() {
         .collect();
     assert_eq!(
         builds.len(),
-        12,
-        "(4 formats × (W, WT) + B_STRIDED) COOP + 3 F16"
+        2 * WeightFormat::ALL.len() + 4,
+        "(every weight format × (W, WT) + B_STRIDED) COOP + 3 F16"
     );
     for defines in builds {
         let src = Shader::Matmul.source(&defines).unwrap();
@@ -172,4 +172,24 @@ fn cooperative_matrix_and_f16_builds_translate_to_spirv() {
             assert_eq!(size, [32, 1, 1]);
         }
     }
+}
+
+/// The format table is consistent: unique names, flags and ids; every flag is a section of
+/// `weights.wgsl`; rows are whole blocks of whole words after repacking.
+#[test]
+fn weight_format_table_is_consistent() {
+    let weights = source_file("weights.wgsl").unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    for &f in WeightFormat::ALL {
+        assert!(seen.insert(f.ggml_id()), "{f}: duplicate id");
+        assert_eq!(f.define(), format!("W_{}", f.name()));
+        assert!(
+            weights.contains(&format!("#ifdef {}\n", f.define())),
+            "weights.wgsl has no section for {f}"
+        );
+        assert_eq!(f.k_multiple() % 4, 0, "{f}");
+        assert_eq!(f.k_multiple() % f.block_values(), 0, "{f}");
+    }
+    assert_eq!(WeightFormat::Q4_K.to_string(), "Q4_K");
+    assert!(WeightFormat::names().starts_with("F32, F16, Q4_0"));
 }

@@ -219,14 +219,28 @@ pub enum GgufError {
 
     /// A tensor type that ggml defines but afinador cannot decode.
     #[error(
-        "unsupported tensor type {ty}{} (afinador reads F32, F16, BF16, Q8_0, Q4_0, Q4_1; \
-         re-quantize the model with llama-quantize to Q4_0, Q4_1 or Q8_0)",
-        in_tensor(tensor)
+        "{}, which afinador cannot read yet (it reads {}; re-quantize the model with \
+         llama-quantize to one of them)",
+        unsupported_subject(.ty, .tensor),
+        super::GgmlType::supported_names()
     )]
     UnsupportedType {
-        /// The type name ("Q6_K").
+        /// The type name ("IQ2_XS").
         ty: &'static str,
         /// The tensor, or empty when not known (a bare `dequantize` call).
+        tensor: String,
+    },
+
+    /// A tensor type afinador reads but cannot write (no quantizer for it).
+    #[error(
+        "afinador cannot write tensor type {ty}{} (it writes {})",
+        in_tensor(tensor),
+        super::GgmlType::encodable_names()
+    )]
+    CannotEncode {
+        /// The type name ("Q6_K").
+        ty: &'static str,
+        /// The tensor, or empty when not known (a bare `quantize` call).
         tensor: String,
     },
 
@@ -299,6 +313,7 @@ impl GgufError {
     pub fn in_tensor(mut self, name: &str) -> Self {
         match &mut self {
             Self::UnsupportedType { tensor, .. }
+            | Self::CannotEncode { tensor, .. }
             | Self::SizeMismatch { tensor, .. }
             | Self::NotBlockMultiple { tensor, .. }
                 if tensor.is_empty() =>
@@ -308,6 +323,14 @@ impl GgufError {
             _ => {}
         }
         self
+    }
+}
+
+fn unsupported_subject(ty: &str, tensor: &str) -> String {
+    if tensor.is_empty() {
+        format!("tensor type {ty}")
+    } else {
+        format!("tensor '{tensor}' has type {ty}")
     }
 }
 

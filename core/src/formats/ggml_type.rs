@@ -134,12 +134,54 @@ impl GgmlType {
         self.block_size() > 1
     }
 
-    /// Whether afinador can decode it: F32, F16, BF16, Q8_0, Q4_0 and Q4_1.
+    /// Whether afinador can decode it: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and the
+    /// k-quants Q2_K, Q3_K, Q4_K, Q5_K, Q6_K.
     pub fn is_supported(self) -> bool {
+        matches!(
+            self,
+            Self::F32
+                | Self::F16
+                | Self::BF16
+                | Self::Q4_0
+                | Self::Q4_1
+                | Self::Q5_0
+                | Self::Q5_1
+                | Self::Q8_0
+                | Self::Q2_K
+                | Self::Q3_K
+                | Self::Q4_K
+                | Self::Q5_K
+                | Self::Q6_K
+        )
+    }
+
+    /// Whether afinador can encode it ([`crate::formats::quant::quantize`]): F32, F16, BF16,
+    /// Q8_0, Q4_0 and Q4_1.
+    pub fn can_encode(self) -> bool {
         matches!(
             self,
             Self::F32 | Self::F16 | Self::BF16 | Self::Q8_0 | Self::Q4_0 | Self::Q4_1
         )
+    }
+
+    /// The names of the types afinador decodes, comma-separated, in id order.
+    pub fn supported_names() -> String {
+        Self::names_where(Self::is_supported)
+    }
+
+    /// The names of the types afinador encodes, comma-separated, in id order.
+    pub fn encodable_names() -> String {
+        Self::names_where(Self::can_encode)
+    }
+
+    fn names_where(keep: fn(Self) -> bool) -> String {
+        let names: Vec<&str> = Self::ALL
+            .iter()
+            .copied()
+            .filter(|&t| keep(t))
+            .map(Self::name)
+            .collect();
+        names.join(", ")
     }
 
     /// Bytes taken by `n_elements` elements, or `None` when `n_elements` is not a whole number of

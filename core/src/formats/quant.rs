@@ -1,19 +1,25 @@
-//! The tensor encodings afinador decodes: F32, F16, BF16 and the ggml blocks Q4_0, Q4_1, Q8_0.
+//! The tensor encodings afinador decodes: F32, F16, BF16, the ggml blocks Q4_0, Q4_1, Q5_0,
+//! Q5_1, Q8_0, and the k-quants of [`super::kquant`].
 //!
 //! Block layouts (ggml-common.h), 32 elements per block, little-endian:
 //!
-//! | type | bytes | layout                          | element `j`                       |
-//! |------|-------|---------------------------------|-----------------------------------|
-//! | Q4_0 | 18    | f16 `d`, 16 bytes `qs`          | `d * (q - 8)`                     |
-//! | Q4_1 | 20    | f16 `d`, f16 `m`, 16 bytes `qs` | `d * q + m`                       |
-//! | Q8_0 | 34    | f16 `d`, 32 × i8 `qs`           | `d * qs[j]`                       |
+//! | type | bytes | layout                                       | element `j`      |
+//! |------|-------|----------------------------------------------|------------------|
+//! | Q4_0 | 18    | f16 `d`, 16 bytes `qs`                       | `d * (q - 8)`    |
+//! | Q4_1 | 20    | f16 `d`, f16 `m`, 16 bytes `qs`              | `d * q + m`      |
+//! | Q5_0 | 22    | f16 `d`, u32 `qh`, 16 bytes `qs`             | `d * (q - 16)`   |
+//! | Q5_1 | 24    | f16 `d`, f16 `m`, u32 `qh`, 16 bytes `qs`    | `d * q + m`      |
+//! | Q8_0 | 34    | f16 `d`, 32 × i8 `qs`                        | `d * qs[j]`      |
 //!
-//! In the 4-bit blocks element `j` (0..16) is the low nibble of `qs[j]` and element `j + 16` its
-//! high nibble. The quantizers are ggml's reference ones (`quantize_row_q4_0_ref` and friends in
+//! In the 4- and 5-bit blocks element `j` (0..16) is the low nibble of `qs[j]` and element
+//! `j + 16` its high nibble; the 5-bit ones add bit `j` of `qh` as the value 16. Decoding is
+//! bit-exact with `gguf.quants.dequantize` (`tests/data/quant_reference.json`). The quantizers
+//! (Q4_0, Q4_1, Q8_0) are ggml's reference ones (`quantize_row_q4_0_ref` and friends in
 //! ggml-quants.c) and produce the same bytes for finite inputs.
 
 use half::f16;
 
+use super::kquant::{self, QK_K};
 use super::{GgmlType, GgufError};
 
 /// Elements per Q4_0 block.
@@ -227,6 +233,29 @@ impl BlockQ8_0 {
     }
 }
 
+/// Decodes a Q5_0 (22 bytes) or, with `min`, a Q5_1 (24 bytes) block: the 5-bit value of
+/// element `j` is its nibble plus 16 when bit `j` of `qh` is set; Q5_0 gives `d * (q - 16)`,
+/// Q5_1 `d * q + m`.
+pub fn dequantize_q5(b: &[u8], min: bool, out: &mut [f32; 32]) {
+    let d = f16_at(b, 0).to_f32();
+    let (m, rest) = if min {
+        (f16_at(b, 2).to_f32(), &b[4..])
+    } else {
+        (0.0, &b[2..])
+    };
+    let qh = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
+    let qs = &rest[4..20];
+    for (j, o) in out.iter_mut().enumerate() {
+        let nibble = (qs[j % 16] >> (4 * (j / 16))) & 0xF;
+        let q = nibble | ((((qh >> j) & 1) as u8) << 4);
+        *o = if min {
+            d * f32::from(q) + m
+        } else {
+            d * f32::from(q as i8 - 16)
+        };
+    }
+}
+
 /// ggml's `ggml_compute_fp32_to_bf16`: round to nearest even, NaN forced quiet.
 pub fn f32_to_bf16_bits(x: f32) -> u16 {
     let u = x.to_bits();
@@ -241,8 +270,31 @@ pub fn bf16_bits_to_f32(bits: u16) -> f32 {
     f32::from_bits(u32::from(bits) << 16)
 }
 
+/// Decodes every `B`-byte block of `bytes` into `N` values of `out` with `f`.
+fn decode<const B: usize, const N: usize>(
+    bytes: &[u8],
+    out: &mut [f32],
+    f: impl Fn(&[u8; B], &mut [f32; N]),
+) {
+    for (b, o) in bytes
+        .as_chunks::<B>()
+        .0
+        .iter()
+        .zip(out.as_chunks_mut::<N>().0)
+    {
+        f(b, o);
+    }
+}
+
 fn unsupported(ty: GgmlType) -> GgufError {
     GgufError::UnsupportedType {
+        ty: ty.name(),
+        tensor: String::new(),
+    }
+}
+
+fn cannot_encode(ty: GgmlType) -> GgufError {
+    GgufError::CannotEncode {
         ty: ty.name(),
         tensor: String::new(),
     }
@@ -304,34 +356,33 @@ pub fn dequantize_row(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<(),
                 *o = bf16_bits_to_f32(u16::from_le_bytes(*c));
             }
         }
-        GgmlType::Q4_0 => {
-            let blocks = bytes.as_chunks::<{ BlockQ4_0::BYTES }>().0;
-            for (b, o) in blocks.iter().zip(out.as_chunks_mut::<QK4_0>().0) {
-                BlockQ4_0::from_bytes(b).dequantize(o);
-            }
-        }
-        GgmlType::Q4_1 => {
-            let blocks = bytes.as_chunks::<{ BlockQ4_1::BYTES }>().0;
-            for (b, o) in blocks.iter().zip(out.as_chunks_mut::<QK4_1>().0) {
-                BlockQ4_1::from_bytes(b).dequantize(o);
-            }
-        }
-        GgmlType::Q8_0 => {
-            let blocks = bytes.as_chunks::<{ BlockQ8_0::BYTES }>().0;
-            for (b, o) in blocks.iter().zip(out.as_chunks_mut::<QK8_0>().0) {
-                BlockQ8_0::from_bytes(b).dequantize(o);
-            }
-        }
+        GgmlType::Q4_0 => decode(bytes, out, |b, o: &mut [f32; QK4_0]| {
+            BlockQ4_0::from_bytes(b).dequantize(o)
+        }),
+        GgmlType::Q4_1 => decode(bytes, out, |b, o: &mut [f32; QK4_1]| {
+            BlockQ4_1::from_bytes(b).dequantize(o)
+        }),
+        GgmlType::Q8_0 => decode(bytes, out, |b, o: &mut [f32; QK8_0]| {
+            BlockQ8_0::from_bytes(b).dequantize(o)
+        }),
+        GgmlType::Q5_0 => decode::<22, 32>(bytes, out, |b, o| dequantize_q5(b, false, o)),
+        GgmlType::Q5_1 => decode::<24, 32>(bytes, out, |b, o| dequantize_q5(b, true, o)),
+        GgmlType::Q2_K => decode::<84, QK_K>(bytes, out, kquant::dequantize_q2_k),
+        GgmlType::Q3_K => decode::<110, QK_K>(bytes, out, kquant::dequantize_q3_k),
+        GgmlType::Q4_K => decode::<144, QK_K>(bytes, out, kquant::dequantize_q4_k),
+        GgmlType::Q5_K => decode::<176, QK_K>(bytes, out, kquant::dequantize_q5_k),
+        GgmlType::Q6_K => decode::<210, QK_K>(bytes, out, kquant::dequantize_q6_k),
         _ => return Err(unsupported(ty)),
     }
     Ok(())
 }
 
-/// Encodes `x` as `ty` with ggml's reference quantizers (F32, F16, BF16, Q8_0, Q4_0, Q4_1).
+/// Encodes `x` as `ty` with ggml's reference quantizers (the types
+/// [`GgmlType::can_encode`] accepts: F32, F16, BF16, Q8_0, Q4_0, Q4_1).
 /// `x.len()` must be a whole number of blocks.
 pub fn quantize(ty: GgmlType, x: &[f32]) -> Result<Vec<u8>, GgufError> {
-    if !ty.is_supported() {
-        return Err(unsupported(ty));
+    if !ty.can_encode() {
+        return Err(cannot_encode(ty));
     }
     let n_bytes = ty
         .bytes_for(x.len() as u64)
@@ -353,7 +404,7 @@ pub fn quantize(ty: GgmlType, x: &[f32]) -> Result<Vec<u8>, GgufError> {
         GgmlType::Q4_0 => blocks(x, &mut out, |b| BlockQ4_0::quantize(b).to_bytes()),
         GgmlType::Q4_1 => blocks(x, &mut out, |b| BlockQ4_1::quantize(b).to_bytes()),
         GgmlType::Q8_0 => blocks(x, &mut out, |b| BlockQ8_0::quantize(b).to_bytes()),
-        _ => return Err(unsupported(ty)),
+        _ => return Err(cannot_encode(ty)),
     }
     Ok(out)
 }

@@ -131,7 +131,9 @@ pub async fn gemv_variant(
 mod tests {
     use super::*;
     use crate::kernels::WeightFormat;
-    use crate::kernels::testing::{assert_close, dequant, gpu, random_blocks, read, run, upload};
+    use crate::kernels::testing::{
+        assert_close, dequant, gpu, random_blocks, read, run, shapes_for, upload,
+    };
     use crate::util::Rng;
 
     #[test]
@@ -143,13 +145,16 @@ mod tests {
             vec![GemvVariant::Portable]
         };
         for variant in variants {
-            for format in [
-                WeightFormat::F32,
-                WeightFormat::Q4_0,
-                WeightFormat::Q4_1,
-                WeightFormat::Q8_0,
-            ] {
-                for &(m, n, k) in &[(1, 1, 32), (1, 37, 64), (3, 129, 576), (1, 1000, 160)] {
+            for &format in WeightFormat::ALL {
+                let shapes = [
+                    (1, 1, 32),
+                    (1, 37, 64),
+                    (3, 129, 576),
+                    (1, 1000, 160),
+                    (1, 3, 256),
+                    (2, 45, 768),
+                ];
+                for (m, n, k) in shapes_for(format, &shapes) {
                     let raw = random_blocks(format, n * k, &mut rng);
                     let w = dequant(format, &raw, n * k);
                     let x = rng.vec_uniform(m * k, -1.0, 1.0);

@@ -437,8 +437,20 @@ pub fn matmul_ref(
 mod tests {
     use super::*;
     use crate::gpu::read_buffer_f32;
+    use crate::kernels::WeightFormat;
     use crate::kernels::testing::{assert_close, gpu, random_blocks, recorder, upload};
-    use crate::kernels::{WeightFormat, testing::dequant};
+    use crate::kernels::testing::{dequant, shapes_for};
+
+    /// (M, N, K) for the weight matmuls: odd and round, K a multiple of 32 or of 256 (k-quant
+    /// rows), each format taking those its blocks divide.
+    const WEIGHT_SHAPES: &[(usize, usize, usize)] = &[
+        (1, 1, 32),
+        (5, 33, 64),
+        (70, 67, 96),
+        (64, 128, 576),
+        (3, 33, 256),
+        (9, 7, 768),
+    ];
     use crate::util::Rng;
 
     /// A build the tests compare with the CPU reference.
@@ -687,13 +699,8 @@ mod tests {
         let gpu = gpu();
         let mut rng = Rng::new(12);
         for build in builds() {
-            for format in [
-                WeightFormat::F32,
-                WeightFormat::Q4_0,
-                WeightFormat::Q4_1,
-                WeightFormat::Q8_0,
-            ] {
-                for &(m, n, k) in &[(1, 1, 32), (5, 33, 64), (70, 67, 96), (64, 128, 576)] {
+            for &format in WeightFormat::ALL {
+                for (m, n, k) in shapes_for(format, WEIGHT_SHAPES) {
                     if !build.runs((m, n, k)) {
                         continue;
                     }
@@ -801,13 +808,8 @@ mod tests {
         let gpu = gpu();
         let mut rng = Rng::new(2);
         for build in builds() {
-            for format in [
-                WeightFormat::F32,
-                WeightFormat::Q4_0,
-                WeightFormat::Q4_1,
-                WeightFormat::Q8_0,
-            ] {
-                for &(m, n, k) in &[(1, 1, 32), (5, 33, 64), (70, 67, 96), (64, 128, 576)] {
+            for &format in WeightFormat::ALL {
+                for (m, n, k) in shapes_for(format, WEIGHT_SHAPES) {
                     if !build.runs((m, n, k)) {
                         continue;
                     }

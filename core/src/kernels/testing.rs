@@ -31,37 +31,23 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32)
     }
 }
 
-/// Random GGUF blocks of `format` for `n` values: every quant value appears, scales random.
-pub fn random_blocks(format: super::WeightFormat, n: usize, rng: &mut crate::util::Rng) -> Vec<u8> {
-    use super::WeightFormat::*;
-    let f16 = |x: f32| half::f16::from_f32(x).to_le_bytes();
-    let mut out = Vec::new();
-    match format {
-        F32 => (0..n).for_each(|_| out.extend(rng.uniform(-1.0, 1.0).to_le_bytes())),
-        Q4_0 | Q4_1 | Q8_0 => {
-            for _ in 0..n / 32 {
-                out.extend(f16(rng.uniform(-0.1, 0.1)));
-                if format == Q4_1 {
-                    out.extend(f16(rng.uniform(-0.5, 0.5)));
-                }
-                let nq = if format == Q8_0 { 32 } else { 16 };
-                (0..nq).for_each(|_| out.push(rng.next_u32() as u8));
-            }
-        }
-    }
-    out
-}
+pub use super::weights::random_blocks;
 
 /// CPU dequantization of GGUF blocks (the reference for the GPU loaders).
 pub fn dequant(format: super::WeightFormat, raw: &[u8], n: usize) -> Vec<f32> {
-    use crate::formats::GgmlType;
-    let ty = match format {
-        super::WeightFormat::F32 => GgmlType::F32,
-        super::WeightFormat::Q4_0 => GgmlType::Q4_0,
-        super::WeightFormat::Q4_1 => GgmlType::Q4_1,
-        super::WeightFormat::Q8_0 => GgmlType::Q8_0,
-    };
-    crate::formats::quant::dequantize(ty, raw, n).expect("valid blocks")
+    crate::formats::quant::dequantize(format.into(), raw, n).expect("valid blocks")
+}
+
+/// The shapes (M, N, K) of `shapes` whose rows of K values hold whole blocks of `format`.
+pub fn shapes_for(
+    format: super::WeightFormat,
+    shapes: &[(usize, usize, usize)],
+) -> Vec<(usize, usize, usize)> {
+    shapes
+        .iter()
+        .copied()
+        .filter(|&(_, _, k)| k.is_multiple_of(format.k_multiple()))
+        .collect()
 }
 
 /// Run `f` on a fresh recorder (fastest variants), submit, and wait.

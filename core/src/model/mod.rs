@@ -30,6 +30,12 @@ pub enum ModelError {
     UnsupportedArchitecture(String),
     #[error("unsupported model feature: {0}")]
     Unsupported(String),
+    #[error(
+        "tensor '{tensor}' has type {ty}, which afinador cannot read on the GPU yet (supported: \
+         {supported}; re-quantize the model with llama-quantize to one of them)",
+        supported = crate::kernels::WeightFormat::names()
+    )]
+    UnsupportedWeightType { tensor: String, ty: &'static str },
     #[error("inconsistent model: {0}")]
     BadConfig(String),
     #[error("the context is full: {needed} positions needed, {capacity} allocated")]

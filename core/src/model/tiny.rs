@@ -15,8 +15,8 @@ pub struct TinySpec {
     /// Ignored when a tokenizer is copied (the vocabulary then sets it).
     pub vocab_size: usize,
     pub context_length: usize,
-    /// Type of the projection matrices (F32, Q8_0, Q4_0 or Q4_1); the embedding is Q8_0 unless
-    /// this is F32.
+    /// Type of the projection matrices: one of [`TinySpec::weight_types`]; the embedding is Q8_0
+    /// unless this is F32.
     pub weight_type: GgmlType,
     pub seed: u64,
 }
@@ -34,6 +34,19 @@ impl Default for TinySpec {
             weight_type: GgmlType::Q8_0,
             seed: 1,
         }
+    }
+}
+
+impl TinySpec {
+    /// The weight types a tiny model can be written in: every GPU weight format. Types
+    /// afinador can encode (F32, F16, Q4_0, Q4_1, Q8_0, BF16) quantize random values; the
+    /// others get random blocks ([`crate::kernels::random_blocks`]) and need rows that hold
+    /// whole blocks (k-quants: `n_embd` and `n_ff` multiples of 256).
+    pub fn weight_types() -> Vec<GgmlType> {
+        crate::kernels::WeightFormat::ALL
+            .iter()
+            .map(|&f| GgmlType::from(f))
+            .collect()
     }
 }
 
@@ -77,8 +90,21 @@ pub fn make_tiny_gguf(
     let q = (spec.n_head * head_dim) as u64;
     let kv = (spec.n_head_kv * head_dim) as u64;
     let mut matrix = |w: &mut GgufWriter, name: &str, rows: u64, cols: u64, ty: GgmlType| {
+        let n = (rows * cols) as usize;
+        if let (false, Some(format)) = (ty.can_encode(), ty.weight_format()) {
+            if !cols.is_multiple_of(format.k_multiple() as u64) {
+                return Err(GgufError::NotBlockMultiple {
+                    ty: ty.name(),
+                    tensor: name.to_owned(),
+                    n_elements: cols,
+                    block: format.k_multiple() as u64,
+                });
+            }
+            let raw = crate::kernels::random_blocks(format, n, &mut rng);
+            return w.add_tensor(name, &[cols, rows], ty, raw).map(|_| ());
+        }
         let bound = 1.0 / (cols as f32).sqrt();
-        let values = rng.vec_uniform((rows * cols) as usize, -bound, bound);
+        let values = rng.vec_uniform(n, -bound, bound);
         w.add_tensor_f32(name, &[cols, rows], ty, &values)
             .map(|_| ())
     };
@@ -118,12 +144,17 @@ mod tests {
 
     #[test]
     fn tiny_models_parse_and_describe_their_shape() {
-        for ty in [
-            GgmlType::F32,
-            GgmlType::Q8_0,
-            GgmlType::Q4_1,
-            GgmlType::Q4_0,
-        ] {
+        for ty in TinySpec::weight_types() {
+            if !ty.can_encode() {
+                // Random blocks: rows must hold whole blocks.
+                let spec = TinySpec {
+                    weight_type: ty,
+                    ..TinySpec::default()
+                };
+                let k_quant = ty.block_size() > 64;
+                assert_eq!(make_tiny_gguf(&spec, None).is_err(), k_quant, "{ty}");
+                continue;
+            }
             let spec = TinySpec {
                 weight_type: ty,
                 ..TinySpec::default()

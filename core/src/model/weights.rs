@@ -125,8 +125,9 @@ fn check_dims(name: &str, dims: &[u64], want: &[usize]) -> Result<()> {
     Ok(())
 }
 
-/// Upload `name` as a weight W[rows, cols] (GGUF dims [cols, rows]), keeping Q4_0, Q4_1 and Q8_0
-/// quantized and widening F16/BF16 to f32.
+/// Upload `name` as a weight W[rows, cols] (GGUF dims [cols, rows]) in its own encoding (the
+/// formats of [`WeightFormat::ALL`]); any other type is an error naming the tensor, never a
+/// silent conversion.
 fn upload_matrix(
     gpu: &Gpu,
     gguf: &Gguf,
@@ -137,42 +138,26 @@ fn upload_matrix(
 ) -> Result<GpuWeight> {
     let info = gguf.require_tensor(name)?;
     check_dims(name, &info.dims, &[cols, rows])?;
-    let format = match info.ty {
-        GgmlType::Q4_0 => Some(WeightFormat::Q4_0),
-        GgmlType::Q4_1 => Some(WeightFormat::Q4_1),
-        GgmlType::Q8_0 => Some(WeightFormat::Q8_0),
-        GgmlType::F32 => Some(WeightFormat::F32),
-        _ => None,
-    };
-    match format {
-        Some(format) if cols.is_multiple_of(format.k_multiple()) => Ok(GpuWeight::upload(
-            gpu,
-            name,
-            format,
-            gguf.tensor_bytes(info, file)?,
-            rows,
-            cols,
-        )?),
-        Some(_) => Err(ModelError::BadConfig(format!(
-            "tensor '{name}' has rows of {cols} values, not a multiple of the block size"
-        ))),
-        None => {
-            let values = gguf.tensor_f32(info, file)?;
-            if !cols.is_multiple_of(4) {
-                return Err(ModelError::BadConfig(format!(
-                    "tensor '{name}' has rows of {cols} values, not a multiple of 4"
-                )));
-            }
-            Ok(GpuWeight::upload(
-                gpu,
-                name,
-                WeightFormat::F32,
-                bytemuck::cast_slice(&values),
-                rows,
-                cols,
-            )?)
-        }
+    let format = weight_format(name, info.ty)?;
+    if !cols.is_multiple_of(format.k_multiple()) {
+        return Err(ModelError::BadConfig(format!(
+            "tensor '{name}' ({}) has rows of {cols} values, not a multiple of {}",
+            info.ty,
+            format.k_multiple()
+        )));
     }
+    let raw = gguf.tensor_bytes(info, file)?;
+    Ok(GpuWeight::upload(gpu, name, format, raw, rows, cols)?)
+}
+
+/// The GPU format of tensor `name` of type `ty`, or an error naming the tensor and the types
+/// the kernels read.
+fn weight_format(name: &str, ty: GgmlType) -> Result<WeightFormat> {
+    ty.weight_format()
+        .ok_or_else(|| ModelError::UnsupportedWeightType {
+            tensor: name.to_owned(),
+            ty: ty.name(),
+        })
 }
 
 /// `W + scale·B·A` in f32 for a LoRA pair (A [r, cols], B [rows, r], both in GGUF row order).
@@ -215,4 +200,51 @@ fn upload_vector(gpu: &Gpu, gguf: &Gguf, file: &[u8], name: &str, len: usize) ->
         name,
         &gguf.tensor_f32(info, file)?,
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::formats::GgufWriter;
+    use crate::kernels::random_blocks;
+    use crate::kernels::testing::gpu;
+    use crate::util::Rng;
+
+    #[test]
+    fn matrices_stay_in_their_own_format_and_other_types_are_named() {
+        // Every GPU format is uploaded as itself (F16/BF16 included, never widened); other types
+        // (IQ4_NL, IQ2_XS) are errors naming the tensor.
+        let mut rng = Rng::new(5);
+        let (rows, cols) = (3usize, 256usize);
+        let mut w = GgufWriter::new();
+        for &f in WeightFormat::ALL {
+            let raw = random_blocks(f, rows * cols, &mut rng);
+            let dims = [cols as u64, rows as u64];
+            w.add_tensor(format!("w.{f}"), &dims, f.into(), raw)
+                .unwrap();
+        }
+        for (ty, bytes) in [(GgmlType::IQ4_NL, 8 * 18), (GgmlType::IQ2_XS, 74)] {
+            w.add_tensor(format!("w.{ty}"), &[256, 3], ty, vec![0; 3 * bytes])
+                .unwrap();
+        }
+        let file = w.to_bytes();
+        let gguf = Gguf::parse(&file).unwrap();
+        for &f in WeightFormat::ALL {
+            let gw = upload_matrix(gpu(), &gguf, &file, &format!("w.{f}"), rows, cols).unwrap();
+            assert_eq!((gw.format, gw.rows, gw.cols), (f, rows, cols));
+        }
+        for ty in ["IQ4_NL", "IQ2_XS"] {
+            let err = upload_matrix(gpu(), &gguf, &file, &format!("w.{ty}"), rows, cols)
+                .unwrap_err()
+                .to_string();
+            assert_eq!(
+                err,
+                format!(
+                    "tensor 'w.{ty}' has type {ty}, which afinador cannot read on the GPU yet \
+                     (supported: F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, \
+                     Q5_K, Q6_K, BF16; re-quantize the model with llama-quantize to one of them)"
+                )
+            );
+        }
+    }
 }

@@ -168,44 +168,41 @@ pub(super) enum Case {
     },
 }
 
-fn format_name(f: WeightFormat) -> &'static str {
-    match f {
-        WeightFormat::F32 => "f32",
-        WeightFormat::Q4_0 => "q4_0",
-        WeightFormat::Q4_1 => "q4_1",
-        WeightFormat::Q8_0 => "q8_0",
-    }
+fn format_name(f: WeightFormat) -> String {
+    f.name().to_ascii_lowercase()
+}
+
+/// K rounded up to whole blocks of `format` (576 → 768 for the k-quants' 256).
+fn whole_blocks(format: WeightFormat, k: usize) -> usize {
+    k.next_multiple_of(format.k_multiple())
 }
 
 fn cases(quick: bool) -> Vec<Case> {
     use WeightFormat::*;
+    // Every quantized or 16-bit format the kernels read, at SmolLM2-135M's projection shapes.
+    let formats: Vec<WeightFormat> = WeightFormat::ALL
+        .iter()
+        .copied()
+        .filter(|&f| f != F32)
+        .collect();
     let mut v = Vec::new();
-    for format in [Q4_0, Q4_1, Q8_0] {
-        v.push(Case::Gemv {
-            format,
-            n: 1536,
-            k: 576,
-        });
-        v.push(Case::Gemv {
-            format,
-            n: 576,
-            k: 1536,
-        });
+    for &format in &formats {
+        let mut shapes = vec![(1536, 576)];
         if !quick {
-            v.push(Case::Gemv {
-                format,
-                n: 4096,
-                k: 4096,
-            });
+            shapes.extend([(576, 1536), (4096, 4096)]);
+        }
+        for (n, k) in shapes {
+            let k = whole_blocks(format, k);
+            v.push(Case::Gemv { format, n, k });
         }
     }
     let t = if quick { 64 } else { 512 };
-    for format in [Q4_0, Q4_1, Q8_0] {
+    for &format in &formats {
         v.push(Case::MatmulWeight {
             format,
             m: t,
             n: 1536,
-            k: 576,
+            k: whole_blocks(format, 576),
         });
     }
     if quick {
@@ -262,24 +259,7 @@ fn random_weight(
     k: usize,
     rng: &mut Rng,
 ) -> Result<GpuWeight> {
-    let (bytes, values) = format.gguf_block();
-    let mut raw: Vec<u8> = (0..n * k / values * bytes)
-        .map(|_| rng.next_u32() as u8)
-        .collect();
-    // Keep scales finite and small: rewrite each block's leading f16 values.
-    if format != WeightFormat::F32 {
-        let half = afinador_core::util::f16_bits(0.01).to_le_bytes();
-        for block in raw.chunks_exact_mut(bytes) {
-            block[..2].copy_from_slice(&half);
-            if format == WeightFormat::Q4_1 {
-                block[2..4].copy_from_slice(&half);
-            }
-        }
-    } else {
-        for chunk in raw.chunks_exact_mut(4) {
-            chunk.copy_from_slice(&rng.uniform(-1.0, 1.0).to_le_bytes());
-        }
-    }
+    let raw = afinador_core::kernels::random_blocks(format, n * k, rng);
     Ok(GpuWeight::upload(gpu, "bench weight", format, &raw, n, k)?)
 }
 

@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use afinador_core::formats::GgmlType;
 use afinador_core::model::tiny::{TinySpec, make_tiny_gguf};
 use anyhow::{Context, Result, bail};
 
@@ -29,7 +28,9 @@ pub struct Args {
     /// Vocabulary size when no tokenizer is copied.
     #[arg(long, default_value_t = 256)]
     vocab: usize,
-    /// Weight type of the projections: q4_0, q4_1, q8_0 or f32.
+    /// Weight type of the projections: any type the GPU reads (f32, f16, bf16, q4_0, q4_1,
+    /// q5_0, q5_1, q8_0, q2_k … q6_k); types afinador cannot encode get random blocks, and the
+    /// k-quants need --embd and --ff multiples of 256.
     #[arg(long, default_value = "q4_1")]
     weights: String,
     #[arg(long, default_value_t = 1)]
@@ -37,12 +38,18 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let weight_type = match args.weights.as_str() {
-        "q4_0" => GgmlType::Q4_0,
-        "q4_1" => GgmlType::Q4_1,
-        "q8_0" => GgmlType::Q8_0,
-        "f32" => GgmlType::F32,
-        other => bail!("unknown weight type '{other}': use q4_0, q4_1, q8_0 or f32"),
+    let types = TinySpec::weight_types();
+    let Some(weight_type) = types
+        .iter()
+        .copied()
+        .find(|t| t.name().eq_ignore_ascii_case(&args.weights))
+    else {
+        let names: Vec<String> = types.iter().map(|t| t.name().to_lowercase()).collect();
+        bail!(
+            "unknown weight type '{}': use {}",
+            args.weights,
+            names.join(", ")
+        );
     };
     if !args.embd.is_multiple_of(args.heads) || !args.heads.is_multiple_of(args.kv_heads) {
         bail!("--embd must be a multiple of --heads, and --heads of --kv-heads");

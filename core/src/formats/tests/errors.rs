@@ -29,6 +29,7 @@ fn variant(e: &GgufError) -> &'static str {
         MisalignedTensor { .. } => "MisalignedTensor",
         TensorOutOfBounds { .. } => "TensorOutOfBounds",
         UnsupportedType { .. } => "UnsupportedType",
+        CannotEncode { .. } => "CannotEncode",
         MissingKey { .. } => "MissingKey",
         WrongMetaType { .. } => "WrongMetaType",
         MetaOutOfRange { .. } => "MetaOutOfRange",
@@ -37,7 +38,7 @@ fn variant(e: &GgufError) -> &'static str {
     }
 }
 
-const ALL_VARIANTS: usize = 25;
+const ALL_VARIANTS: usize = 26;
 
 fn parse_err(bytes: &[u8]) -> GgufError {
     Gguf::parse(bytes).expect_err("the input is invalid")
@@ -284,25 +285,32 @@ fn cases() -> Vec<(GgufError, Vec<&'static str>)> {
             vec!["(100 bytes"],
         ),
         (
-            quant::dequantize(GgmlType::Q6_K, &[0; 210], 256).unwrap_err(),
+            quant::dequantize(GgmlType::IQ2_XS, &[0; 74], 256).unwrap_err(),
             vec![
-                "unsupported tensor type Q6_K (afinador reads F32, F16, BF16, Q8_0, Q4_0, Q4_1; \
-                 re-quantize the model with llama-quantize to Q4_0, Q4_1 or Q8_0)",
+                "tensor type IQ2_XS, which afinador cannot read yet (it reads F32, F16, Q4_0, \
+                 Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, BF16; re-quantize the \
+                 model with llama-quantize to one of them)",
             ],
         ),
         (
             quant::quantize(GgmlType::IQ2_XS, &[0.0; 256]).unwrap_err(),
-            vec!["unsupported tensor type IQ2_XS ("],
+            vec!["afinador cannot write tensor type IQ2_XS ("],
+        ),
+        (
+            quant::quantize(GgmlType::Q6_K, &[0.0; 256]).unwrap_err(),
+            vec![
+                "afinador cannot write tensor type Q6_K (it writes F32, F16, Q4_0, Q4_1, Q8_0, BF16)",
+            ],
         ),
         (
             quant::dequantize_row(GgmlType::I8, &[0; 4], &mut [0.0; 4]).unwrap_err(),
-            vec!["type I8 ("],
+            vec!["tensor type I8, which afinador cannot read yet ("],
         ),
         (
             GgufWriter::new()
                 .add_tensor_f32("q", &[256], GgmlType::Q4_K, &[0.0; 256])
                 .unwrap_err(),
-            vec!["unsupported tensor type Q4_K in tensor 'q'"],
+            vec!["afinador cannot write tensor type Q4_K in tensor 'q'"],
         ),
         (
             meta.get_u32("llama.block_count").unwrap_err(),

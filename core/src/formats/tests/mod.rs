@@ -5,6 +5,7 @@ mod errors;
 mod fuzz;
 mod quant_tests;
 mod real_model;
+mod reference;
 mod roundtrip;
 
 use super::*;

@@ -11,7 +11,7 @@ use crate::kernels::logits::{NO_TARGET, RowStats, cross_entropy_grad, logit_stat
 use crate::kernels::matmul::matmul_weight_t;
 use crate::kernels::rmsnorm::{rmsnorm as gpu_rmsnorm, rmsnorm_backward};
 use crate::kernels::testing::{
-    assert_close, dequant, gpu, random_blocks, read, run, run_with, upload,
+    assert_close, dequant, gpu, random_blocks, read, run, run_with, shapes_for, upload,
 };
 use crate::kernels::{GpuWeight, WeightFormat};
 use crate::lora::{LoraConfig, Module};
@@ -87,13 +87,8 @@ fn input_gradient_through_a_frozen_quantized_weight_matches_autodiff() {
     // dX = dY·W with W dequantized on the GPU: sums of N products of O(0.1) weights, 2e-5 +
     // 1e-4 relative. Portable (tiled) and device-chosen variants both.
     let mut rng = Rng::new(33);
-    for format in [
-        WeightFormat::F32,
-        WeightFormat::Q4_0,
-        WeightFormat::Q4_1,
-        WeightFormat::Q8_0,
-    ] {
-        for &(m, n, k) in &[(5, 33, 64), (70, 67, 96)] {
+    for &format in WeightFormat::ALL {
+        for (m, n, k) in shapes_for(format, &[(5, 33, 64), (70, 67, 96), (3, 17, 256)]) {
             let raw = random_blocks(format, n * k, &mut rng);
             let w = dequant(format, &raw, n * k);
             let x = rng.vec_uniform(m * k, -1.0, 1.0);
