@@ -2,7 +2,7 @@
 /* eslint-disable */
 
 /**
- * A PEFT adapter's two files.
+ * An adapter's files, as the CLI's `adapter/` holds them: the PEFT pair and the GGUF LoRA.
  */
 export class AdapterFiles {
     private constructor();
@@ -12,6 +12,10 @@ export class AdapterFiles {
      * `adapter_config.json`.
      */
     readonly configJson: string;
+    /**
+     * `adapter.gguf`: the GGUF LoRA for llama.cpp's `--lora` and Ollama's `ADAPTER`.
+     */
+    readonly gguf: Uint8Array;
     /**
      * `adapter_model.safetensors`.
      */
@@ -64,6 +68,12 @@ export class Afinador {
      * was an evaluation; else the current one).
      */
     exportAdapter(best: boolean): Promise<AdapterFiles>;
+    /**
+     * The run as one ZIP file, laid out as `afinador train` writes its output directory:
+     * `adapter/` (PEFT files and `adapter.gguf`; the best adapter when `best` and there is
+     * one), `metrics.jsonl`, `config.json` and, once the run is over, `training_summary.json`.
+     */
+    exportZip(best: boolean): Promise<Uint8Array>;
     /**
      * End the run (`interrupted`: the user stopped it): the final evaluation when it completed,
      * then a summary like the CLI's `training_summary.json`.
@@ -163,6 +173,7 @@ export interface InitOutput {
     readonly __wbg_afinador_free: (a: number, b: number) => void;
     readonly __wbg_checkpoint_free: (a: number, b: number) => void;
     readonly adapterfiles_configJson: (a: number) => [number, number];
+    readonly adapterfiles_gguf: (a: number) => [number, number];
     readonly adapterfiles_safetensors: (a: number) => [number, number];
     readonly afinador_adapterInfo: (a: number) => [number, number, number];
     readonly afinador_beginPass: (a: number) => [number, number, number, number];
@@ -172,6 +183,7 @@ export interface InitOutput {
     readonly afinador_endEpoch: (a: number) => any;
     readonly afinador_endPass: (a: number) => [number, number, number];
     readonly afinador_exportAdapter: (a: number, b: number) => any;
+    readonly afinador_exportZip: (a: number, b: number) => any;
     readonly afinador_finish: (a: number, b: number) => any;
     readonly afinador_generate: (a: number, b: number, c: number, d: number, e: number, f: number, g: number, h: bigint) => any;
     readonly afinador_loadModel: (a: number, b: number, c: number) => [number, number, number];
@@ -189,8 +201,8 @@ export interface InitOutput {
     readonly inspectGguf: (a: number, b: number) => [number, number, number, number];
     readonly version: () => [number, number];
     readonly wasm_bindgen__convert__closures_____invoke__h18ce28caf726df32: (a: number, b: number, c: any) => [number, number];
-    readonly wasm_bindgen__convert__closures_____invoke__h18ce28caf726df32_29: (a: number, b: number, c: any) => [number, number];
-    readonly wasm_bindgen__convert__closures_____invoke__h18ce28caf726df32_30: (a: number, b: number, c: any) => [number, number];
+    readonly wasm_bindgen__convert__closures_____invoke__h18ce28caf726df32_31: (a: number, b: number, c: any) => [number, number];
+    readonly wasm_bindgen__convert__closures_____invoke__h18ce28caf726df32_32: (a: number, b: number, c: any) => [number, number];
     readonly wasm_bindgen__convert__closures_____invoke__h63b598d0c5b6b0f2: (a: number, b: number, c: any, d: any) => void;
     readonly wasm_bindgen__convert__closures_____invoke__hebe8512b4d3e9e42: (a: number, b: number, c: any) => [number, number];
     readonly __wbindgen_malloc: (a: number, b: number) => number;
