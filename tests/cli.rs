@@ -393,3 +393,43 @@ fn eval_generates_answers_for_chat_records() {
     assert!((0.0..=1.0).contains(&acc));
     assert!(v["f1"].as_f64().is_some());
 }
+
+#[test]
+fn bench_decode_times_a_named_shape_with_random_weights() {
+    let v = json(&afinador(&[
+        "bench",
+        "decode",
+        "--like",
+        "smollm2-135m",
+        "--layers",
+        "2",
+        "--prompt-tokens",
+        "16",
+        "--new-tokens",
+        "4",
+        "--json",
+    ]));
+    assert_eq!(v["layers"], 2);
+    assert_eq!(v["prompt_tokens"], 16);
+    assert_eq!(v["decoded_tokens"], 3);
+    for key in ["prefill_tokens_per_s", "decode_tokens_per_s"] {
+        let x = v[key].as_f64().unwrap();
+        assert!(x.is_finite() && x > 0.0, "{key} = {x}");
+    }
+    // SmolLM2's shape: a 49152 × 576 Q8_0 embedding and Q4_1 projections.
+    let weights = v["weight_bytes"].as_u64().unwrap();
+    assert!(weights > 30_000_000 && weights < 40_000_000, "{weights}");
+    let e = one_line_error(&afinador(&["bench", "decode", "--like", "gpt-5"]));
+    assert!(
+        e.contains("unknown --like 'gpt-5'") && e.contains("llama-3.1-8b"),
+        "{e}"
+    );
+    let e = one_line_error(&afinador(&[
+        "make-tiny-model",
+        "--like",
+        "gpt-5",
+        "--output",
+        "/dev/null",
+    ]));
+    assert!(e.contains("smollm2-135m"), "{e}");
+}

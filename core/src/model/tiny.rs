@@ -37,7 +37,70 @@ impl Default for TinySpec {
     }
 }
 
+/// A real model's shape with its file's main projection type (context 4096, seed 1).
+const fn shape(
+    n_layer: usize,
+    (n_embd, n_ff): (usize, usize),
+    (n_head, n_head_kv): (usize, usize),
+    vocab_size: usize,
+    weight_type: GgmlType,
+) -> TinySpec {
+    TinySpec {
+        n_layer,
+        n_embd,
+        n_ff,
+        n_head,
+        n_head_kv,
+        vocab_size,
+        context_length: 4096,
+        weight_type,
+        seed: 1,
+    }
+}
+
+/// The shapes `--like` names: the real models' layers, widths, heads, vocabulary and main
+/// projection type. Everything else (rope base, biases, norms) stays the tiny Llama's, so
+/// these serve speed and memory figures, not numerics.
+pub const LIKE: [(&str, TinySpec); 6] = [
+    (
+        "smollm2-135m",
+        shape(30, (576, 1536), (9, 3), 49152, GgmlType::Q4_1),
+    ),
+    (
+        "qwen2.5-0.5b",
+        shape(24, (896, 4864), (14, 2), 151936, GgmlType::Q5_0),
+    ),
+    (
+        "qwen2.5-1.5b",
+        shape(28, (1536, 8960), (12, 2), 151936, GgmlType::Q4_K),
+    ),
+    (
+        "llama-3.2-1b",
+        shape(16, (2048, 8192), (32, 8), 128256, GgmlType::Q4_K),
+    ),
+    (
+        "mistral-7b",
+        shape(32, (4096, 14336), (32, 8), 32000, GgmlType::Q4_K),
+    ),
+    (
+        "llama-3.1-8b",
+        shape(32, (4096, 14336), (32, 8), 128256, GgmlType::Q4_K),
+    ),
+];
+
 impl TinySpec {
+    /// The spec of a real model's shape ([`LIKE`]), or `None` for an unknown name.
+    pub fn like(name: &str) -> Option<TinySpec> {
+        LIKE.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, spec)| spec.clone())
+    }
+
+    /// The names [`TinySpec::like`] knows, comma-separated.
+    pub fn like_names() -> String {
+        LIKE.map(|(name, _)| name).join(", ")
+    }
+
     /// The weight types a tiny model can be written in: every GPU weight format. Types
     /// afinador can encode (F32, F16, Q4_0, Q4_1, Q8_0, BF16) quantize random values; the
     /// others get random blocks ([`crate::kernels::random_blocks`]) and need rows that hold

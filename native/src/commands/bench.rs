@@ -34,6 +34,8 @@ enum What {
     Kernels(KernelArgs),
     /// Training throughput (tokens/s) and GPU memory of QLoRA steps.
     Train(super::bench_train::Args),
+    /// Prefill and decode tokens/s of greedy generation (the real model or a --like shape).
+    Decode(super::bench_decode::Args),
     /// Two `bench kernels --json` runs side by side, with B's rate over A's.
     Compare(super::bench_compare::Args),
     /// Time every tested matmul build on this adapter at training shapes and remember the
@@ -97,6 +99,7 @@ pub fn run(args: Args) -> Result<()> {
     match args.what {
         What::Kernels(k) => kernels(k),
         What::Train(t) => super::bench_train::run(t),
+        What::Decode(d) => super::bench_decode::run(d),
         What::Compare(c) => super::bench_compare::run(c),
         What::Tune(t) => super::bench_tune::run(t),
     }

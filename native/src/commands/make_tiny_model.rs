@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use afinador_core::formats::GgmlType;
 use afinador_core::model::tiny::{TinySpec, make_tiny_gguf};
 use anyhow::{Context, Result, bail};
 
@@ -15,8 +16,14 @@ pub struct Args {
     /// Copy the tokenizer of this GGUF model (its vocabulary sets the vocab size).
     #[arg(long)]
     tokenizer_from: Option<PathBuf>,
-    #[arg(long, default_value_t = 2)]
-    layers: usize,
+    /// A real model's shape and main weight type instead of the flags below (random weights,
+    /// for speed and memory figures): smollm2-135m, qwen2.5-0.5b, qwen2.5-1.5b, llama-3.2-1b,
+    /// mistral-7b, llama-3.1-8b. --layers and --weights still apply.
+    #[arg(long)]
+    like: Option<String>,
+    /// Decoder layers [default: 2, or the --like shape's].
+    #[arg(long)]
+    layers: Option<usize>,
     #[arg(long, default_value_t = 64)]
     embd: usize,
     #[arg(long, default_value_t = 128)]
@@ -31,40 +38,15 @@ pub struct Args {
     /// Weight type of the projections: any type the GPU reads (f32, f16, bf16, q4_0, q4_1,
     /// q5_0, q5_1, q8_0, q2_k … q6_k); types afinador cannot encode get random blocks, and the
     /// k-quants need --embd and --ff multiples of 256.
-    #[arg(long, default_value = "q4_1")]
-    weights: String,
+    /// [default: q4_1, or the --like shape's]
+    #[arg(long)]
+    weights: Option<String>,
     #[arg(long, default_value_t = 1)]
     seed: u64,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let types = TinySpec::weight_types();
-    let Some(weight_type) = types
-        .iter()
-        .copied()
-        .find(|t| t.name().eq_ignore_ascii_case(&args.weights))
-    else {
-        let names: Vec<String> = types.iter().map(|t| t.name().to_lowercase()).collect();
-        bail!(
-            "unknown weight type '{}': use {}",
-            args.weights,
-            names.join(", ")
-        );
-    };
-    if !args.embd.is_multiple_of(args.heads) || !args.heads.is_multiple_of(args.kv_heads) {
-        bail!("--embd must be a multiple of --heads, and --heads of --kv-heads");
-    }
-    let spec = TinySpec {
-        n_layer: args.layers,
-        n_embd: args.embd,
-        n_ff: args.ff,
-        n_head: args.heads,
-        n_head_kv: args.kv_heads,
-        vocab_size: args.vocab,
-        context_length: 2048,
-        weight_type,
-        seed: args.seed,
-    };
+    let spec = spec(&args)?;
     let source = match &args.tokenizer_from {
         Some(path) => Some(
             ModelArgs {
@@ -80,4 +62,54 @@ pub fn run(args: Args) -> Result<()> {
         .with_context(|| format!("writing {}", args.output.display()))?;
     eprintln!("wrote {} ({} bytes)", args.output.display(), bytes.len());
     Ok(())
+}
+
+/// The model `args` describe.
+fn spec(args: &Args) -> Result<TinySpec> {
+    let mut spec = match &args.like {
+        Some(name) => TinySpec::like(name).with_context(|| {
+            format!(
+                "unknown --like '{name}': use one of {}",
+                TinySpec::like_names()
+            )
+        })?,
+        None => {
+            if !args.embd.is_multiple_of(args.heads) || !args.heads.is_multiple_of(args.kv_heads) {
+                bail!("--embd must be a multiple of --heads, and --heads of --kv-heads");
+            }
+            TinySpec {
+                n_layer: 2,
+                n_embd: args.embd,
+                n_ff: args.ff,
+                n_head: args.heads,
+                n_head_kv: args.kv_heads,
+                vocab_size: args.vocab,
+                context_length: 2048,
+                weight_type: GgmlType::Q4_1,
+                seed: args.seed,
+            }
+        }
+    };
+    if let Some(layers) = args.layers {
+        spec.n_layer = layers;
+    }
+    if let Some(name) = &args.weights {
+        spec.weight_type = weight_type(name)?;
+    }
+    spec.seed = args.seed;
+    Ok(spec)
+}
+
+/// A `--weights` name.
+pub fn weight_type(name: &str) -> Result<GgmlType> {
+    let types = TinySpec::weight_types();
+    let Some(ty) = types
+        .iter()
+        .copied()
+        .find(|t| t.name().eq_ignore_ascii_case(name))
+    else {
+        let names: Vec<String> = types.iter().map(|t| t.name().to_lowercase()).collect();
+        bail!("unknown weight type '{name}': use {}", names.join(", "));
+    };
+    Ok(ty)
 }

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod bench_compare;
+pub mod bench_decode;
 pub mod bench_train;
 pub mod bench_tune;
 pub mod devices;

@@ -122,8 +122,11 @@ pub fn run(args: Args) -> Result<()> {
     report(&args, &adapter, &output, next_step)
 }
 
+/// The `--to` value that selects `to`.
 fn target_name(to: Target) -> String {
-    format!("{to:?}").to_lowercase().replace("ggufl", "gguf-l")
+    use clap::ValueEnum;
+    to.to_possible_value()
+        .map_or_else(String::new, |v| v.get_name().to_string())
 }
 
 /// `--run DIR --to axolotl|trl`.
