@@ -395,7 +395,7 @@ fn eval_generates_answers_for_chat_records() {
 }
 
 #[test]
-fn bench_decode_times_a_named_shape_with_random_weights() {
+fn bench_decode_and_train_time_a_named_shape_with_random_weights() {
     let v = json(&afinador(&[
         "bench",
         "decode",
@@ -419,6 +419,27 @@ fn bench_decode_times_a_named_shape_with_random_weights() {
     // SmolLM2's shape: a 49152 × 576 Q8_0 embedding and Q4_1 projections.
     let weights = v["weight_bytes"].as_u64().unwrap();
     assert!(weights > 30_000_000 && weights < 40_000_000, "{weights}");
+    // bench train takes the same shapes.
+    let t = json(&afinador(&[
+        "bench",
+        "train",
+        "--like",
+        "smollm2-135m",
+        "--layers",
+        "2",
+        "--shapes",
+        "1x16",
+        "--targets",
+        "attention",
+        "--steps",
+        "1",
+        "--json",
+    ]));
+    assert_eq!(t["model"], "smollm2-135m (random weights)");
+    assert!(
+        t["results"][0]["tokens_per_s"].as_f64().unwrap() > 0.0,
+        "{t}"
+    );
     let e = one_line_error(&afinador(&["bench", "decode", "--like", "gpt-5"]));
     assert!(
         e.contains("unknown --like 'gpt-5'") && e.contains("llama-3.1-8b"),

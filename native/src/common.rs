@@ -216,3 +216,40 @@ pub fn print_json(value: &impl serde::Serialize) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
+
+/// `--like NAME [--layers N]`: random weights of a real model's shape instead of `--model`
+/// (benchmarks that must not need the model file, or time 7–8B shapes without theirs).
+#[derive(clap::Args, Debug, Clone)]
+pub struct LikeArgs {
+    /// Random weights of a real model's shape instead of --model (see `make-tiny-model
+    /// --like`): smollm2-135m, qwen2.5-0.5b, qwen2.5-1.5b, llama-3.2-1b, mistral-7b, llama-3.1-8b.
+    #[arg(long)]
+    pub like: Option<String>,
+    /// With --like: fewer decoder layers than the real shape.
+    #[arg(long, requires = "like")]
+    pub layers: Option<usize>,
+}
+
+impl LikeArgs {
+    /// The GGUF bytes to load (the `--like` shape, or `model`'s file) and what they are.
+    pub fn bytes(&self, model: &ModelArgs) -> Result<(Vec<u8>, String)> {
+        use afinador_core::model::tiny::{TinySpec, make_tiny_gguf};
+        let Some(name) = &self.like else {
+            let file = model.read()?;
+            return Ok((file.bytes, model.model.display().to_string()));
+        };
+        let mut spec = TinySpec::like(name).with_context(|| {
+            format!(
+                "unknown --like '{name}': use one of {}",
+                TinySpec::like_names()
+            )
+        })?;
+        if let Some(layers) = self.layers {
+            spec.n_layer = layers;
+        }
+        Ok((
+            make_tiny_gguf(&spec, None)?,
+            format!("{name} (random weights)"),
+        ))
+    }
+}

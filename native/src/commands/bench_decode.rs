@@ -5,13 +5,12 @@
 use std::time::Instant;
 
 use afinador_core::formats::Gguf;
-use afinador_core::model::tiny::{TinySpec, make_tiny_gguf};
 use afinador_core::model::{Generation, Model, SamplingConfig};
 use afinador_core::util::Rng;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::json;
 
-use crate::common::{GpuArgs, ModelArgs, print_json};
+use crate::common::{GpuArgs, LikeArgs, ModelArgs, print_json};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -19,12 +18,8 @@ pub struct Args {
     model: ModelArgs,
     #[command(flatten)]
     gpu: GpuArgs,
-    /// Random weights of a real model's shape instead of --model (see `make-tiny-model --like`).
-    #[arg(long)]
-    like: Option<String>,
-    /// With --like: fewer decoder layers than the real shape.
-    #[arg(long)]
-    layers: Option<usize>,
+    #[command(flatten)]
+    weights: LikeArgs,
     /// Prompt tokens (random ids) fed before decoding.
     #[arg(long, default_value_t = 128)]
     prompt_tokens: usize,
@@ -37,27 +32,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let (bytes, shape) = match &args.like {
-        Some(name) => {
-            let mut spec = TinySpec::like(name).with_context(|| {
-                format!(
-                    "unknown --like '{name}': use one of {}",
-                    TinySpec::like_names()
-                )
-            })?;
-            if let Some(layers) = args.layers {
-                spec.n_layer = layers;
-            }
-            (
-                make_tiny_gguf(&spec, None)?,
-                format!("{name} (random weights)"),
-            )
-        }
-        None => {
-            let file = args.model.read()?;
-            (file.bytes, args.model.model.display().to_string())
-        }
-    };
+    let (bytes, shape) = args.weights.bytes(&args.model)?;
     let gguf = Gguf::parse(&bytes)?;
     let gpu = args.gpu.open()?;
     let model = Model::load(&gpu, &gguf, &bytes)?;

@@ -10,7 +10,7 @@ use afinador_core::util::Rng;
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 
-use crate::common::{GpuArgs, ModelArgs, print_json};
+use crate::common::{GpuArgs, LikeArgs, ModelArgs, print_json};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -18,6 +18,8 @@ pub struct Args {
     model: ModelArgs,
     #[command(flatten)]
     gpu: GpuArgs,
+    #[command(flatten)]
+    weights: LikeArgs,
     /// Batch×sequence shapes to time [default: 1x256,8x512].
     #[arg(long, default_value = "1x256,8x512")]
     shapes: String,
@@ -62,9 +64,11 @@ pub fn run(args: Args) -> Result<()> {
         ],
         other => bail!("unknown --targets '{other}': use attention, all-linear or both"),
     };
-    let file = args.model.read()?;
+    let (bytes, shape) = args.weights.bytes(&args.model)?;
+    let gguf = afinador_core::formats::Gguf::parse(&bytes)?;
     let gpu = args.gpu.open()?;
-    let model = file.load(&gpu)?;
+    let model = afinador_core::model::Model::load(&gpu, &gguf, &bytes)?;
+    pollster::block_on(model.compile_kernels(&gpu))?;
     let vocab = model.config.vocab_size as u64;
     let mut rows = Vec::new();
     for &(b, t) in &shapes {
@@ -120,9 +124,7 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     if args.json {
-        return print_json(
-            &json!({ "adapter": gpu.adapter, "model": model.config.name, "results": rows }),
-        );
+        return print_json(&json!({ "adapter": gpu.adapter, "model": shape, "results": rows }));
     }
     Ok(())
 }
