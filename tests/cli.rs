@@ -454,3 +454,37 @@ fn bench_decode_and_train_time_a_named_shape_with_random_weights() {
     ]));
     assert!(e.contains("smollm2-135m"), "{e}");
 }
+
+#[test]
+fn inspect_says_whether_a_model_is_supported_and_what_is_missing() {
+    let v = json(&afinador(&["inspect", "--json"]));
+    assert_eq!(v["supported"], true, "{}", v["problems"]);
+    assert_eq!(v["tensors"].as_array().unwrap().len(), 272);
+    assert_eq!(v["tensors"][0]["supported"], true);
+    // An architecture afinador does not run yet, with a tensor type it cannot read.
+    let mut w = afinador_core::formats::GgufWriter::new();
+    w.add_metadata("general.architecture", "gemma3").unwrap();
+    w.add_tensor(
+        "blk.0.attn_q.weight",
+        &[32, 1],
+        afinador_core::formats::GgmlType::IQ4_NL,
+        vec![0; 18],
+    )
+    .unwrap();
+    let path =
+        std::env::temp_dir().join(format!("afinador-unsupported-{}.gguf", std::process::id()));
+    std::fs::write(&path, w.to_bytes()).unwrap();
+    let p = path.to_str().unwrap();
+    let v = json(&afinador(&["inspect", "--model", p, "--json"]));
+    assert_eq!(v["supported"], false);
+    let problems = v["problems"].to_string();
+    assert!(problems.contains("gemma3"), "{problems}");
+    assert!(
+        problems.contains("'blk.0.attn_q.weight' has type IQ4_NL"),
+        "{problems}"
+    );
+    assert!(problems.contains("tokenizer"), "{problems}");
+    let out = afinador(&["inspect", "--model", p]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("NOT supported (3 problems)"), "{text}");
+}

@@ -11,7 +11,10 @@ use crate::common::{ModelArgs, print_json};
 pub struct Args {
     #[command(flatten)]
     model: ModelArgs,
-    /// Print JSON.
+    /// Also list every tensor with its type and dimensions.
+    #[arg(long)]
+    tensors: bool,
+    /// Print JSON (always with the tensor list).
     #[arg(long)]
     json: bool,
 }
@@ -19,32 +22,67 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let file = args.model.read()?;
     let gguf = &file.gguf;
-    let config = LlamaConfig::from_gguf(gguf)?;
-    let tokenizer = args.model.tokenizer(&file)?;
+    // What afinador cannot run, found before anything runs: the architecture or a key, tensor
+    // types, the tokenizer. The rest of the report is printed either way.
+    let mut problems: Vec<String> = Vec::new();
+    let config = LlamaConfig::from_gguf(gguf)
+        .map_err(|e| problems.push(e.to_string()))
+        .ok();
+    for t in gguf.tensors() {
+        if !t.ty.is_supported() {
+            problems.push(format!(
+                "tensor '{}' has type {}, which afinador cannot read yet",
+                t.name,
+                t.ty.name()
+            ));
+        }
+    }
+    let tokenizer = args
+        .model
+        .tokenizer(&file)
+        .map_err(|e| problems.push(format!("tokenizer: {e:#}")))
+        .ok();
     let mut types: BTreeMap<String, usize> = BTreeMap::new();
     for t in gguf.tensors() {
         *types.entry(t.ty.name().to_string()).or_default() += 1;
     }
     let meta = gguf.metadata();
     let template = meta.get_str("tokenizer.chat_template").ok();
-    let tok = serde_json::json!({
-        "model": meta.get_str("tokenizer.ggml.model").ok(),
-        "pre": meta.get_str("tokenizer.ggml.pre").ok(),
-        "vocab_size": tokenizer.vocab_size(),
-        "bos_id": tokenizer.bos_id(),
-        "eos_id": tokenizer.eos_id(),
-        "add_bos": tokenizer.add_bos(),
+    let tok = tokenizer.as_ref().map(|tokenizer| {
+        serde_json::json!({
+            "model": meta.get_str("tokenizer.ggml.model").ok(),
+            "pre": meta.get_str("tokenizer.ggml.pre").ok(),
+            "vocab_size": tokenizer.vocab_size(),
+            "bos_id": tokenizer.bos_id(),
+            "eos_id": tokenizer.eos_id(),
+            "add_bos": tokenizer.add_bos(),
+        })
     });
+    let tensors: Vec<serde_json::Value> = gguf
+        .tensors()
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "name": t.name,
+                "type": t.ty.name(),
+                "dims": t.dims,
+                "supported": t.ty.is_supported(),
+            })
+        })
+        .collect();
     let report = serde_json::json!({
         "file": args.model.model.display().to_string(),
         "file_bytes": file.bytes.len(),
         "gguf_version": gguf.version(),
-        "architecture": config.architecture,
-        "name": config.name,
+        "architecture": gguf.architecture().ok(),
+        "name": config.as_ref().map(|c| c.name.clone()),
+        "supported": problems.is_empty(),
+        "problems": problems,
         "config": config,
-        "n_params": config.n_params(),
+        "n_params": config.as_ref().map(LlamaConfig::n_params),
         "n_tensors": gguf.tensors().len(),
         "tensor_types": types,
+        "tensors": tensors,
         "tokenizer": tok,
         "chat_template": template,
     });
@@ -53,32 +91,55 @@ pub fn run(args: Args) -> Result<()> {
     }
     println!(
         "{} ({}, GGUF v{}, {:.1} MB)",
-        config.name,
-        config.architecture,
+        config.as_ref().map_or("?", |c| c.name.as_str()),
+        gguf.architecture().unwrap_or("?"),
         gguf.version(),
         file.bytes.len() as f64 / 1e6
     );
-    println!(
-        "  layers {}, embedding {}, feed-forward {}, heads {} (kv {}), head size {}, vocab {}",
-        config.n_layer,
-        config.n_embd,
-        config.n_ff,
-        config.n_head,
-        config.n_head_kv,
-        config.head_dim,
-        config.vocab_size
-    );
-    println!(
-        "  context {}, rope base {}, rms eps {:e}, tied embeddings {}, {:.1} M parameters",
-        config.context_length,
-        config.rope_base,
-        config.rms_eps,
-        config.tied_embeddings,
-        config.n_params() as f64 / 1e6
-    );
+    if problems.is_empty() {
+        println!("  supported: afinador can load, run and fine-tune it");
+    } else {
+        println!("  NOT supported ({} problems):", problems.len());
+        for p in problems.iter().take(10) {
+            println!("    {p}");
+        }
+        if problems.len() > 10 {
+            println!(
+                "    … and {} more (--json lists them all)",
+                problems.len() - 10
+            );
+        }
+    }
+    if let Some(config) = &config {
+        println!(
+            "  layers {}, embedding {}, feed-forward {}, heads {} (kv {}), head size {}, vocab {}",
+            config.n_layer,
+            config.n_embd,
+            config.n_ff,
+            config.n_head,
+            config.n_head_kv,
+            config.head_dim,
+            config.vocab_size
+        );
+        println!(
+            "  context {}, rope base {}, rms eps {:e}, tied embeddings {}, {:.1} M parameters",
+            config.context_length,
+            config.rope_base,
+            config.rms_eps,
+            config.tied_embeddings,
+            config.n_params() as f64 / 1e6
+        );
+    }
     let types: Vec<String> = types.iter().map(|(k, v)| format!("{k} ×{v}")).collect();
     println!("  tensors: {} ({})", gguf.tensors().len(), types.join(", "));
-    println!("  tokenizer: {}", report["tokenizer"]);
+    if args.tensors {
+        for t in gguf.tensors() {
+            println!("    {:<32} {:<6} {:?}", t.name, t.ty.name(), t.dims);
+        }
+    }
+    if let Some(tok) = &report["tokenizer"].as_object() {
+        println!("  tokenizer: {}", serde_json::Value::Object((*tok).clone()));
+    }
     match template {
         Some(t) => println!("  chat template:\n{t}"),
         None => println!("  chat template: none (ChatML is used)"),
