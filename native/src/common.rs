@@ -231,12 +231,11 @@ pub struct LikeArgs {
 }
 
 impl LikeArgs {
-    /// The GGUF bytes to load (the `--like` shape, or `model`'s file) and what they are.
-    pub fn bytes(&self, model: &ModelArgs) -> Result<(Vec<u8>, String)> {
+    /// The model to load (the `--like` shape, or `model`'s file), parsed, and what it is.
+    pub fn file(&self, model: &ModelArgs) -> Result<(ModelFile, String)> {
         use afinador_core::model::tiny::{TinySpec, make_tiny_gguf};
         let Some(name) = &self.like else {
-            let file = model.read()?;
-            return Ok((file.bytes, model.model.display().to_string()));
+            return Ok((model.read()?, model.model.display().to_string()));
         };
         let mut spec = TinySpec::like(name).with_context(|| {
             format!(
@@ -247,8 +246,10 @@ impl LikeArgs {
         if let Some(layers) = self.layers {
             spec.n_layer = layers;
         }
+        let bytes = make_tiny_gguf(&spec, None)?;
+        let gguf = Gguf::parse(&bytes)?;
         Ok((
-            make_tiny_gguf(&spec, None)?,
+            ModelFile { bytes, gguf },
             format!("{name} (random weights)"),
         ))
     }

@@ -4,8 +4,7 @@
 
 use std::time::Instant;
 
-use afinador_core::formats::Gguf;
-use afinador_core::model::{Generation, Model, SamplingConfig};
+use afinador_core::model::{Generation, SamplingConfig};
 use afinador_core::util::Rng;
 use anyhow::Result;
 use serde_json::json;
@@ -32,11 +31,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let (bytes, shape) = args.weights.bytes(&args.model)?;
-    let gguf = Gguf::parse(&bytes)?;
+    let (file, shape) = args.weights.file(&args.model)?;
     let gpu = args.gpu.open()?;
-    let model = Model::load(&gpu, &gguf, &bytes)?;
-    pollster::block_on(model.compile_kernels(&gpu))?;
+    let model = file.load(&gpu)?;
     let vocab = model.config.vocab_size as u64;
     let mut rng = Rng::new(3);
     let prompt: Vec<u32> = (0..args.prompt_tokens.max(1))
@@ -75,7 +72,7 @@ pub fn run(args: Args) -> Result<()> {
         "prefill_tokens_per_s": prefill_tps,
         "decoded_tokens": decoded,
         "decode_tokens_per_s": decode_tps,
-        "weight_bytes": gguf.tensors().iter().map(|t| t.n_bytes).sum::<u64>(),
+        "weight_bytes": file.gguf.tensors().iter().map(|t| t.n_bytes).sum::<u64>(),
         "gpu_memory_bytes": gpu.memory.peak(),
     });
     if args.json {

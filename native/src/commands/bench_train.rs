@@ -64,11 +64,9 @@ pub fn run(args: Args) -> Result<()> {
         ],
         other => bail!("unknown --targets '{other}': use attention, all-linear or both"),
     };
-    let (bytes, shape) = args.weights.bytes(&args.model)?;
-    let gguf = afinador_core::formats::Gguf::parse(&bytes)?;
+    let (file, shape) = args.weights.file(&args.model)?;
     let gpu = args.gpu.open()?;
-    let model = afinador_core::model::Model::load(&gpu, &gguf, &bytes)?;
-    pollster::block_on(model.compile_kernels(&gpu))?;
+    let model = file.load(&gpu)?;
     let vocab = model.config.vocab_size as u64;
     let mut rows = Vec::new();
     for &(b, t) in &shapes {

@@ -8,12 +8,13 @@
 //! the tests hold every export to.
 
 use std::fmt::Write as _;
+use std::io::Read;
 use std::path::Path;
 
 use afinador_core::formats::Gguf;
-use afinador_core::train::data::RecordFormat;
+use afinador_core::train::data::{RawRecord, RecordFormat, RecordReader, SourceKind};
 use afinador_core::train::{LrSchedule, TrainConfig};
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
 /// The Hugging Face repository of the base model, from the GGUF's metadata
 /// (`general.base_model.0.repo_url`, `general.source.huggingface.repository`,
@@ -99,15 +100,31 @@ pub fn record_format(config: &TrainConfig) -> Result<RecordFormat> {
     )? {
         return Ok(f);
     }
-    let text = std::fs::read_to_string(&config.data)
-        .with_context(|| format!("reading the run's data file {}", config.data))?;
-    let first = text
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .context("the run's data file is empty")?;
-    let value: serde_json::Value = serde_json::from_str(first.trim().trim_start_matches('['))
-        .unwrap_or(serde_json::Value::Null);
-    Ok(RecordFormat::detect(&value).unwrap_or_else(RecordFormat::text))
+    // The first good record, streamed: a data set can be far larger than memory.
+    let path = &config.data;
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("opening the run's data file {path}"))?;
+    let detect = |r: RawRecord| RecordFormat::detect(&r.value).unwrap_or_else(RecordFormat::text);
+    let mut reader = RecordReader::new(SourceKind::Auto);
+    let mut chunk = vec![0u8; 1 << 16];
+    loop {
+        let n = file
+            .read(&mut chunk)
+            .with_context(|| format!("reading {path}"))?;
+        if n == 0 {
+            break;
+        }
+        if let Some(record) = reader.push(&chunk[..n]).into_iter().find_map(Result::ok) {
+            return Ok(detect(record));
+        }
+    }
+    match reader.finish().into_iter().find_map(Result::ok) {
+        Some(record) => Ok(detect(record)),
+        None => bail!(
+            "{path} holds no valid record to tell its format from: set `format` in the run's \
+             config.json"
+        ),
+    }
 }
 
 fn yaml_str(s: &str) -> String {

@@ -146,7 +146,6 @@ pub fn measure(
         .map(session::concat)
         .collect();
     trainer.prepare(gpu, config.batch_size, config.seq_len, micro.len())?;
-    let allocated = gpu.memory.peak();
     let options = config.step_options(config.lr);
     let time = match timing {
         Timing::None => None,
@@ -169,7 +168,8 @@ pub fn measure(
         )?),
     };
     Ok(Measured {
-        measured_bytes: allocated.max(gpu.memory.peak()),
+        // The counter's peak: the full step's buffers, whatever was timed after them.
+        measured_bytes: gpu.memory.peak(),
         time,
     })
 }
