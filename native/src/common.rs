@@ -195,8 +195,8 @@ pub fn read_adapter(path: &Path, gguf: &Gguf) -> Result<afinador_core::lora::Lor
     })?;
     let tensors = std::fs::read(&tensors_path)
         .with_context(|| format!("reading {}", tensors_path.display()))?;
-    let model = afinador_core::model::LlamaConfig::from_gguf(gguf)?;
-    afinador_core::lora::from_peft(&config, &tensors, model.n_head, model.n_head_kv)
+    let model = afinador_core::model::ModelConfig::from_gguf(gguf)?;
+    afinador_core::lora::from_peft(&config, &tensors, model.qk_order())
         .with_context(|| format!("the adapter in {}", dir.display()))
 }
 

@@ -143,6 +143,7 @@ pub fn variants() -> Vec<(Shader, Vec<&'static str>)> {
     }
     out.push((Shader::Elementwise, vec!["OP_SWIGLU"]));
     out.push((Shader::Elementwise, vec!["OP_ADD"]));
+    out.push((Shader::Elementwise, vec!["OP_BIAS"]));
     out.push((Shader::Logits, vec![]));
     out
 }

@@ -2,6 +2,7 @@
 //   OP_SWIGLU  out[i] = silu(gate[i]) · up[i],  silu(g) = g / (1 + e^(−g))
 //              gate(i) = a[a_off + i], up(i) = b[b_off + i]
 //   OP_ADD     out[i] = a[a_off + i] + b[b_off + i]
+//   OP_BIAS    out[i] += a[a_off + i mod width]   (a bias row added to every row of out; b unused)
 //   OP_SWIGLU_BWD  given gate a, up b and the output gradient g = c[c_off + i]:
 //              out[i] = g · b · σ(a)·(1 + a·(1 − σ(a)))   (d gate, =)
 //              out2[i] = g · silu(a)                      (d up, =)
@@ -16,6 +17,7 @@
 struct Params {
     n: u32, a_off: u32, b_off: u32, out_off: u32,
     c_off: u32, seed: u32, p_drop: f32, accumulate: u32,
+    width: u32, _pad0: u32, _pad1: u32, _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -33,7 +35,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if (i >= p.n) {
         return;
     }
+#ifdef OP_BIAS
+    out[p.out_off + i] += a[p.a_off + i % p.width];
+#else
     let x = a[p.a_off + i];
+#endif
 #ifdef OP_DROPOUT
     // PCG-style hash of (seed, i) to a uniform in [0, 1).
     var h = i * 747796405u + p.seed * 2891336453u + 1u;
@@ -45,8 +51,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         v += out[p.out_off + i];
     }
     out[p.out_off + i] = v;
-#else
+#endif
+#ifndef OP_BIAS
+#ifndef OP_DROPOUT
     let y = b[p.b_off + i];
+#endif
 #endif
 #ifdef OP_SWIGLU
     out[p.out_off + i] = x / (1.0 + exp(-x)) * y;

@@ -1,11 +1,14 @@
 // embedding.wgsl — row gather: out[t, c] = W[ids[t], c] for t < T, c < C.
 //
-// W is an embedding table [V, C] in one of the formats of weights.wgsl.
+// W is an embedding table [V, C] in one of the formats of weights.wgsl; this dispatch holds its
+// rows row0 .. row0 + rows (a table larger than one binding is split by rows, one dispatch per
+// part) and writes only the tokens whose rows it holds. Ids past V read row V − 1.
 // Bindings: 0 params (uniform), 1 ids (read, u32), 2 w_q (read), 3 w_s (read), 4 out (read_write).
 // Each thread writes 4 channels. Dispatch: (ceil(C / 256), T, 1).
 
 struct Params {
     C: u32, T: u32, V: u32, out_off: u32,
+    row0: u32, rows: u32, _pad0: u32, _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -24,7 +27,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         return;
     }
     let id = min(ids[t], p.V - 1u);
-    let v = w_load4(id, c, p.C);
+    if (id < p.row0 || id - p.row0 >= p.rows) {
+        return;
+    }
+    let v = w_load4(id - p.row0, c, p.C);
     let o = p.out_off + t * p.C + c;
     out[o] = v.x;
     out[o + 1u] = v.y;

@@ -1,5 +1,7 @@
-// rope.wgsl — rotary position embedding, in place, on adjacent pairs (GGUF llama convention:
-// llama.cpp's converter permutes Q/K rows so that the pairs (2i, 2i+1) rotate together).
+// rope.wgsl — rotary position embedding, in place. Pair i of a head is the values
+// (i·pair_step, i·pair_step + pair_gap): adjacent pairs (2i, 2i+1) for llama's GGUF layout
+// (llama.cpp's converter permuted the Q/K rows so), pair_step 2 and gap 1; NEOX halves
+// (i, i + HS/2) for qwen2, phi3 and gemma, pair_step 1 and gap HS/2.
 //
 // x holds T tokens of H heads of HS values: element (t, h, d) at x[off + t·row_stride + h·HS + d].
 // Token t is at position pos0 + (t mod period) (period = T of each sequence when a batch of
@@ -11,7 +13,7 @@
 struct Params {
     T: u32, H: u32, HS: u32, pos0: u32,
     off: u32, row_stride: u32, theta_base: f32, sign: f32,
-    period: u32, _pad0: u32, _pad1: u32, _pad2: u32,
+    period: u32, pair_step: u32, pair_gap: u32, _pad0: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -35,9 +37,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let r = theta - TAU * floor(theta / TAU);
     let cs = cos(r);
     let sn = sin(r) * p.sign;
-    let o = p.off + t * p.row_stride + h * p.HS + 2u * i;
+    let o = p.off + t * p.row_stride + h * p.HS + i * p.pair_step;
     let x0 = x[o];
-    let x1 = x[o + 1u];
+    let x1 = x[o + p.pair_gap];
     x[o] = x0 * cs - x1 * sn;
-    x[o + 1u] = x0 * sn + x1 * cs;
+    x[o + p.pair_gap] = x0 * sn + x1 * cs;
 }

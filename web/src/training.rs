@@ -320,11 +320,11 @@ impl Afinador {
             _ => self.current_adapter().await?,
         };
         let c = &self.loaded()?.model.config;
-        let files = to_peft(&adapter, c.n_head, c.n_head_kv).map_err(err)?;
+        let files = to_peft(&adapter, c.qk_order()).map_err(err)?;
         Ok(AdapterFiles {
             config_json: files.adapter_config_json,
             safetensors: files.adapter_model_safetensors,
-            gguf: to_gguf_lora(&adapter, &c.architecture).map_err(err)?,
+            gguf: to_gguf_lora(&adapter, c.arch.name).map_err(err)?,
         })
     }
 

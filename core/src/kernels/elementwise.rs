@@ -1,4 +1,4 @@
-//! Element-wise kernels (`elementwise.wgsl`): SwiGLU and add.
+//! Element-wise kernels (`elementwise.wgsl`): SwiGLU, add, bias rows, dropout.
 
 use afinador_shaders::Shader;
 
@@ -17,8 +17,10 @@ pub struct ElementwiseParams {
     pub seed: u32,
     pub p_drop: f32,
     pub accumulate: u32,
+    pub width: u32,
+    pub _pad: [u32; 3],
 }
-assert_params_size!(ElementwiseParams, 32);
+assert_params_size!(ElementwiseParams, 48);
 
 pub const LAYOUT: KernelLayout = KernelLayout {
     shader: Shader::Elementwise,
@@ -148,6 +150,33 @@ pub async fn dropout(
     .await
 }
 
+/// `y[r, j] += bias[j]` for `rows` rows of `width` values from element `y.1` (the q/k/v biases).
+pub async fn add_bias(
+    rec: &mut Recorder<'_>,
+    bias: &GpuBuffer,
+    y: Slice<'_>,
+    rows: u32,
+    width: u32,
+) -> Result<()> {
+    let n = rows * width;
+    let params = ElementwiseParams {
+        n,
+        out_off: y.1,
+        width,
+        ..Default::default()
+    };
+    let buffers = [bias, bias, y.0];
+    rec.dispatch(&LAYOUT, &["OP_BIAS"], &params, &buffers, grid_1d(n.div_ceil(256)))
+        .await
+}
+
+/// CPU reference of [`add_bias`] over whole rows of `y`.
+pub fn add_bias_ref(bias: &[f32], y: &mut [f32]) {
+    for row in y.chunks_exact_mut(bias.len()) {
+        row.iter_mut().zip(bias).for_each(|(y, b)| *y += b);
+    }
+}
+
 /// CPU reference of [`swiglu_backward`]: (dgate, dup).
 pub fn swiglu_backward_ref(gate: &[f32], up: &[f32], dh: &[f32]) -> (Vec<f32>, Vec<f32>) {
     let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
@@ -211,6 +240,24 @@ mod tests {
         });
         assert_close("dgate gpu", &read(&gdg), &dgate, 1e-5, 1e-4);
         assert_close("dup gpu", &read(&gdu), &dup, 1e-5, 1e-4);
+    }
+
+    #[test]
+    fn bias_rows_add_to_every_row_and_nothing_else() {
+        let mut rng = Rng::new(17);
+        // 7 rows of 37 from element 5 of a longer buffer: the values around stay as they were.
+        let (rows, width, off) = (7usize, 37usize, 5usize);
+        let bias = rng.vec_uniform(width, -150.0, 150.0);
+        let y = rng.vec_uniform(off + rows * width + 3, -1.0, 1.0);
+        let mut want = y.clone();
+        add_bias_ref(&bias, &mut want[off..off + rows * width]);
+        let (gb, gy) = (upload(&bias), upload(&y));
+        run(async |rec| {
+            add_bias(rec, &gb, (&gy, off as u32), rows as u32, width as u32)
+                .await
+                .unwrap()
+        });
+        assert_close("bias", &read(&gy), &want, 0.0, 1e-6);
     }
 
     #[test]

@@ -13,8 +13,11 @@ pub struct EmbeddingParams {
     pub t: u32,
     pub v: u32,
     pub out_off: u32,
+    pub row0: u32,
+    pub rows: u32,
+    pub _pad: [u32; 2],
 }
-assert_params_size!(EmbeddingParams, 16);
+assert_params_size!(EmbeddingParams, 32);
 
 pub const LAYOUT: KernelLayout = KernelLayout {
     shader: Shader::Embedding,
@@ -37,21 +40,23 @@ pub async fn embedding(
     out_off: u32,
 ) -> Result<()> {
     let c = table.cols as u32;
-    let params = EmbeddingParams {
-        c,
-        t,
-        v: table.rows as u32,
-        out_off,
-    };
     let groups = [c.div_ceil(256), t, 1];
-    rec.dispatch(
-        &LAYOUT,
-        &[table.format.define()],
-        &params,
-        &[ids, &table.q, &table.s, out],
-        groups,
-    )
-    .await
+    // Each part writes the tokens whose rows it holds.
+    for part in &table.parts {
+        let params = EmbeddingParams {
+            c,
+            t,
+            v: table.rows as u32,
+            out_off,
+            row0: part.row0 as u32,
+            rows: part.rows as u32,
+            _pad: [0; 2],
+        };
+        let buffers = [ids, &part.q, &part.s, out];
+        rec.dispatch(&LAYOUT, &[table.format.define()], &params, &buffers, groups)
+            .await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

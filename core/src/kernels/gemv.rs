@@ -105,26 +105,31 @@ pub async fn gemv_variant(
     alpha: f32,
     accumulate: bool,
 ) -> Result<()> {
-    let (n, k) = (w.rows as u32, w.cols as u32);
+    let k = w.cols as u32;
     debug_assert!((k as usize).is_multiple_of(w.format.k_multiple()) && x_off.is_multiple_of(4));
-    let params = GemvParams {
-        n,
-        k,
-        x_off,
-        y_off,
-        y_sm: y_stride,
-        accumulate: accumulate as u32,
-        alpha,
-        _pad: 0,
-    };
-    rec.dispatch(
-        &LAYOUT,
-        &variant.defines(w.format.define()),
-        &params,
-        &[x, &w.q, &w.s, y],
-        [n.div_ceil(variant.rows_per_workgroup()), m, 1],
-    )
-    .await
+    // Each part of W gives its own values of y.
+    for part in &w.parts {
+        let n = part.rows as u32;
+        let params = GemvParams {
+            n,
+            k,
+            x_off,
+            y_off: y_off + part.row0 as u32,
+            y_sm: y_stride,
+            accumulate: accumulate as u32,
+            alpha,
+            _pad: 0,
+        };
+        rec.dispatch(
+            &LAYOUT,
+            &variant.defines(w.format.define()),
+            &params,
+            &[x, &part.q, &part.s, y],
+            [n.div_ceil(variant.rows_per_workgroup()), m, 1],
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

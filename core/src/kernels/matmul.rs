@@ -352,24 +352,30 @@ pub async fn matmul_weight(
     alpha: f32,
     accumulate: bool,
 ) -> Result<()> {
-    let (n, k) = (w.rows as u32, w.cols as u32);
+    let k = w.cols as u32;
     debug_assert_eq!(k as usize % w.format.k_multiple(), 0);
-    let params = MatmulParams {
-        m,
-        n,
-        k,
-        accumulate: accumulate as u32,
-        a_off: x_off,
-        a_sm: k,
-        a_sk: 1,
-        c_off: y_off,
-        c_sm: y_stride,
-        alpha,
-        ..Default::default()
-    };
-    MatmulVariant::for_recorder(rec)
-        .dispatch(rec, &[w.format.define()], &params, &[x, &w.q, &w.s, y])
-        .await
+    let variant = MatmulVariant::for_recorder(rec);
+    // Each part of W gives its own columns of y.
+    for part in &w.parts {
+        let params = MatmulParams {
+            m,
+            n: part.rows as u32,
+            k,
+            accumulate: accumulate as u32,
+            a_off: x_off,
+            a_sm: k,
+            a_sk: 1,
+            c_off: y_off + part.row0 as u32,
+            c_sm: y_stride,
+            alpha,
+            ..Default::default()
+        };
+        let buffers = [x, &part.q, &part.s, y];
+        variant
+            .dispatch(rec, &[w.format.define()], &params, &buffers)
+            .await?;
+    }
+    Ok(())
 }
 
 /// `dx[M, K] (+)= α · dy[M, N] · W` for a weight `W[N, K]`: the input gradient of
@@ -387,29 +393,29 @@ pub async fn matmul_weight_t(
     alpha: f32,
     accumulate: bool,
 ) -> Result<()> {
-    // C[M, N'] = A[M, K'] · B with N' = W's row length, K' = W's rows, B(k, n) = W[k, n].
-    let (n, k) = (w.cols as u32, w.rows as u32);
-    let params = MatmulParams {
-        m,
-        n,
-        k,
-        accumulate: accumulate as u32,
-        a_off: dy_off,
-        a_sm: k,
-        a_sk: 1,
-        c_off: dx_off,
-        c_sm: dx_stride,
-        alpha,
-        ..Default::default()
-    };
-    MatmulVariant::for_recorder(rec)
-        .dispatch(
-            rec,
-            &[w.format.define(), "WT"],
-            &params,
-            &[dy, &w.q, &w.s, dx],
-        )
-        .await
+    // C[M, N'] = A[M, K'] · B with N' = W's row length, K' = W's rows, B(k, n) = W[k, n]; each
+    // part of W adds the product of its columns of dy.
+    let variant = MatmulVariant::for_recorder(rec);
+    for (i, part) in w.parts.iter().enumerate() {
+        let params = MatmulParams {
+            m,
+            n: w.cols as u32,
+            k: part.rows as u32,
+            accumulate: (accumulate || i > 0) as u32,
+            a_off: dy_off + part.row0 as u32,
+            a_sm: w.rows as u32,
+            a_sk: 1,
+            c_off: dx_off,
+            c_sm: dx_stride,
+            alpha,
+            ..Default::default()
+        };
+        let buffers = [dy, &part.q, &part.s, dx];
+        variant
+            .dispatch(rec, &[w.format.define(), "WT"], &params, &buffers)
+            .await?;
+    }
+    Ok(())
 }
 
 /// CPU reference: `c = α · a · b (+ c)` with a [m, k], b [k, n], c [m, n], all row-major.

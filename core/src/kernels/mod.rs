@@ -13,7 +13,7 @@ pub mod rmsnorm;
 pub mod rope;
 mod weights;
 
-pub use weights::{GpuWeight, WeightFormat, pack_weight, random_blocks};
+pub use weights::{GpuWeight, WeightFormat, WeightPart, pack_weight, random_blocks};
 
 #[cfg(test)]
 pub(crate) mod testing;

@@ -1,8 +1,10 @@
-//! Rotary position embedding (`rope.wgsl`), in place, on adjacent pairs (GGUF llama layout).
+//! Rotary position embedding (`rope.wgsl`), in place, on adjacent pairs (llama's GGUF layout) or
+//! NEOX halves ([`RopeStyle`]).
 
 use afinador_shaders::Shader;
 
 use super::assert_params_size;
+pub use crate::model::RopeStyle;
 use crate::gpu::{Binding, GpuBuffer, KernelLayout, Recorder, Result, grid_1d};
 
 /// Mirrors `Params` in rope.wgsl.
@@ -18,7 +20,9 @@ pub struct RopeParams {
     pub theta_base: f32,
     pub sign: f32,
     pub period: u32,
-    pub _pad: [u32; 3],
+    pub pair_step: u32,
+    pub pair_gap: u32,
+    pub _pad: u32,
 }
 assert_params_size!(RopeParams, 48);
 
@@ -29,15 +33,34 @@ pub const LAYOUT: KernelLayout = KernelLayout {
 
 /// Where the heads to rotate live: T tokens, `row_stride` apart, of H heads of HS values;
 /// token t is at position `pos0 + t % period` (`period` = each sequence's length when B
-/// sequences are stacked, `u32::MAX` for one sequence).
+/// sequences are stacked, `u32::MAX` for one sequence); `style` says which values pair up.
 #[derive(Clone, Copy, Debug)]
 pub struct RopeShape {
+    pub style: RopeStyle,
     pub period: u32,
     pub t: u32,
     pub h: u32,
     pub hs: u32,
     pub off: u32,
     pub row_stride: u32,
+}
+
+impl RopeShape {
+    /// Distance between the first values of consecutive pairs.
+    fn pair_step(&self) -> u32 {
+        match self.style {
+            RopeStyle::Adjacent => 2,
+            RopeStyle::Neox => 1,
+        }
+    }
+
+    /// Distance between the two values of a pair.
+    fn pair_gap(&self) -> u32 {
+        match self.style {
+            RopeStyle::Adjacent => 1,
+            RopeStyle::Neox => self.hs / 2,
+        }
+    }
 }
 
 /// Rotate in place (`inverse` rotates back, for the backward pass). Token t is at `pos0 + t`.
@@ -59,7 +82,9 @@ pub async fn rope(
         theta_base,
         sign: if inverse { -1.0 } else { 1.0 },
         period: s.period,
-        _pad: [0; 3],
+        pair_step: s.pair_step(),
+        pair_gap: s.pair_gap(),
+        _pad: 0,
     };
     let pairs = s.t * s.h * s.hs / 2;
     rec.dispatch(&LAYOUT, &[], &params, &[x], grid_1d(pairs.div_ceil(256)))
@@ -69,6 +94,7 @@ pub async fn rope(
 /// CPU reference (in place).
 pub fn rope_ref(x: &mut [f32], s: RopeShape, pos0: u32, theta_base: f32, inverse: bool) {
     let hs = s.hs as usize;
+    let (step, gap) = (s.pair_step() as usize, s.pair_gap() as usize);
     for t in 0..s.t as usize {
         let pos = (pos0 as usize + t % s.period as usize) as f64;
         for h in 0..s.h as usize {
@@ -77,9 +103,10 @@ pub fn rope_ref(x: &mut [f32], s: RopeShape, pos0: u32, theta_base: f32, inverse
                 let theta = pos * (theta_base as f64).powf(-2.0 * i as f64 / hs as f64);
                 let (sn, cs) = theta.sin_cos();
                 let sn = if inverse { -sn } else { sn };
-                let (x0, x1) = (x[base + 2 * i] as f64, x[base + 2 * i + 1] as f64);
-                x[base + 2 * i] = (x0 * cs - x1 * sn) as f32;
-                x[base + 2 * i + 1] = (x0 * sn + x1 * cs) as f32;
+                let (a, b) = (base + i * step, base + i * step + gap);
+                let (x0, x1) = (x[a] as f64, x[b] as f64);
+                x[a] = (x0 * cs - x1 * sn) as f32;
+                x[b] = (x0 * sn + x1 * cs) as f32;
             }
         }
     }
@@ -93,9 +120,41 @@ mod tests {
 
     #[test]
     fn rope_matches_cpu_and_inverts() {
+        for style in [RopeStyle::Adjacent, RopeStyle::Neox] {
+            rope_matches_cpu_and_inverts_in(style);
+        }
+    }
+
+    #[test]
+    fn neox_pairs_halves_and_adjacent_pairs_neighbours() {
+        // One head of 4 at position 1 with base 1: pair 0 turns by 1 rad, pair 1 by 1/1 = 1 rad
+        // too (base^0 … base^-0.5 = 1). Adjacent pairs (x0, x1), (x2, x3); NEOX (x0, x2), (x1, x3).
+        let (sn, cs) = 1f64.sin_cos();
+        let shape = |style| RopeShape {
+            style,
+            period: u32::MAX,
+            t: 1,
+            h: 1,
+            hs: 4,
+            off: 0,
+            row_stride: 4,
+        };
+        let turn = |a: f64, b: f64| [(a * cs - b * sn) as f32, (a * sn + b * cs) as f32];
+        let mut x = vec![1.0, 2.0, 3.0, 4.0];
+        rope_ref(&mut x, shape(RopeStyle::Adjacent), 1, 1.0, false);
+        let (p0, p1) = (turn(1.0, 2.0), turn(3.0, 4.0));
+        assert_eq!(x, vec![p0[0], p0[1], p1[0], p1[1]]);
+        let mut x = vec![1.0, 2.0, 3.0, 4.0];
+        rope_ref(&mut x, shape(RopeStyle::Neox), 1, 1.0, false);
+        let (p0, p1) = (turn(1.0, 3.0), turn(2.0, 4.0));
+        assert_eq!(x, vec![p0[0], p1[0], p0[1], p1[1]]);
+    }
+
+    fn rope_matches_cpu_and_inverts_in(style: RopeStyle) {
         let mut rng = Rng::new(6);
         // 5 tokens of 3 heads of 8 inside rows of 40 (other values untouched), from position 300.
         let s = RopeShape {
+            style,
             period: 3,
             t: 5,
             h: 3,
@@ -108,11 +167,12 @@ mod tests {
         rope_ref(&mut want, s, 300, 10000.0, false);
         let g = upload(&x);
         run(async |rec| rope(rec, &g, s, 300, 10000.0, false).await.unwrap());
-        assert_close("rope", &read(&g), &want, 2e-5, 1e-4);
+        assert_close(&format!("rope {style:?}"), &read(&g), &want, 2e-5, 1e-4);
         run(async |rec| rope(rec, &g, s, 300, 10000.0, true).await.unwrap());
         assert_close("rope inverse", &read(&g), &x, 2e-5, 1e-4);
         // Real model shape: 9 heads of 64, base 100000, positions up to 2000.
         let s = RopeShape {
+            style,
             period: u32::MAX,
             t: 4,
             h: 9,

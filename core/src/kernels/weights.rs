@@ -138,18 +138,30 @@ fn words(b: &[u8]) -> impl Iterator<Item = u32> + '_ {
     b.as_chunks::<4>().0.iter().map(|&w| u32::from_le_bytes(w))
 }
 
-/// A weight matrix W[rows, cols] on the GPU (GGUF dims [cols, rows]).
+/// A weight matrix W[rows, cols] on the GPU (GGUF dims [cols, rows]), in one or more parts of
+/// whole rows: a weight larger than one storage binding (a 151936-row vocabulary projection, a
+/// 262144-row embedding) is split by rows, and every kernel that reads a weight runs once per
+/// part ([`crate::kernels::matmul::matmul_weight`], `matmul_weight_t`, `gemv`, `embedding`).
 #[derive(Clone, Debug)]
 pub struct GpuWeight {
     pub format: WeightFormat,
     pub rows: usize,
     pub cols: usize,
+    pub parts: Vec<WeightPart>,
+}
+
+/// Rows `row0 .. row0 + rows` of a [`GpuWeight`], packed as [`pack_weight`] packs them.
+#[derive(Clone, Debug)]
+pub struct WeightPart {
+    pub row0: usize,
+    pub rows: usize,
     pub q: GpuBuffer,
     pub s: GpuBuffer,
 }
 
 impl GpuWeight {
-    /// Upload a weight from its GGUF bytes (`rows · cols` values in `format`).
+    /// Upload a weight from its GGUF bytes (`rows · cols` values in `format`), split into parts
+    /// that each fit the device's storage binding limit.
     pub fn upload(
         gpu: &Gpu,
         name: &str,
@@ -158,18 +170,108 @@ impl GpuWeight {
         rows: usize,
         cols: usize,
     ) -> Result<GpuWeight> {
-        let (q, s) = pack_weight(format, raw);
+        let limit = gpu.limits.max_storage_buffer_binding_size;
+        Self::upload_in_parts(gpu, name, format, raw, (rows, cols), limit)
+    }
+
+    /// [`upload`](Self::upload) with parts of at most `max_part_bytes` per buffer (tests split
+    /// small weights with it).
+    pub fn upload_in_parts(
+        gpu: &Gpu,
+        name: &str,
+        format: WeightFormat,
+        raw: &[u8],
+        (rows, cols): (usize, usize),
+        max_part_bytes: u64,
+    ) -> Result<GpuWeight> {
+        let row_bytes = cols / format.block_values() * format.block_bytes();
+        // Packing moves bytes between the two buffers but never makes either longer than the
+        // row's bytes plus one word.
+        let rows_per_part = ((max_part_bytes as usize / (row_bytes + 4)).max(1)).min(rows.max(1));
+        let mut parts = Vec::with_capacity(rows.div_ceil(rows_per_part));
+        for row0 in (0..rows).step_by(rows_per_part) {
+            let n = rows_per_part.min(rows - row0);
+            let (q, s) = pack_weight(format, &raw[row0 * row_bytes..(row0 + n) * row_bytes]);
+            let label = |what: &str| match rows_per_part < rows {
+                true => format!("{name}{what} rows {row0}..{}", row0 + n),
+                false => format!("{name}{what}"),
+            };
+            parts.push(WeightPart {
+                row0,
+                rows: n,
+                q: GpuBuffer::from_slice(gpu, &label(""), &q)?,
+                s: GpuBuffer::from_slice(gpu, &label(".scales"), &s)?,
+            });
+        }
         Ok(GpuWeight {
             format,
             rows,
             cols,
-            q: GpuBuffer::from_slice(gpu, name, &q)?,
-            s: GpuBuffer::from_slice(gpu, &format!("{name}.scales"), &s)?,
+            parts,
         })
     }
 
     /// Bytes this weight occupies on the device.
     pub fn device_bytes(&self) -> u64 {
-        self.q.size + self.s.size
+        self.parts.iter().map(|p| p.q.size + p.s.size).sum()
+    }
+}
+
+#[cfg(test)]
+mod split_tests {
+    use super::*;
+    use crate::kernels::embedding::embedding;
+    use crate::kernels::gemv::gemv;
+    use crate::kernels::matmul::{matmul_weight, matmul_weight_t};
+    use crate::kernels::testing::{assert_close, gpu, read, run, upload};
+    use crate::util::Rng;
+
+    #[test]
+    fn a_weight_split_by_rows_computes_what_one_part_computes() {
+        // 37 rows of 64 Q8_0 values (68 bytes a row) in parts of 5 rows (the last one 2), and an
+        // F16 weight in parts of 1 row: every reader — GEMM, GEMV, the transposed GEMM of the
+        // backward pass (accumulating), the embedding gather — gives exactly the one-part result.
+        let mut rng = Rng::new(31);
+        for (format, part_bytes) in [(WeightFormat::Q8_0, 5 * 72), (WeightFormat::F16, 1)] {
+            let (rows, cols, m) = (37usize, 64usize, 6usize);
+            let raw = random_blocks(format, rows * cols, &mut rng);
+            let whole =
+                GpuWeight::upload_in_parts(gpu(), "w", format, &raw, (rows, cols), 1 << 30).unwrap();
+            let split = GpuWeight::upload_in_parts(gpu(), "w", format, &raw, (rows, cols), part_bytes)
+                .unwrap();
+            assert_eq!(whole.parts.len(), 1);
+            assert!(split.parts.len() > 5, "{format}: {} parts", split.parts.len());
+            assert_eq!(split.parts.iter().map(|p| p.rows).sum::<usize>(), rows);
+            let x = upload(&rng.vec_uniform(m * cols, -1.0, 1.0));
+            let dy = upload(&rng.vec_uniform(m * rows, -1.0, 1.0));
+            let ids: Vec<u32> = [0, 36, 5, 4, 17, 30].to_vec();
+            let ids_buf = crate::gpu::GpuBuffer::from_slice(gpu(), "ids", &ids).unwrap();
+            let outputs = |w: &GpuWeight| {
+                let y = upload(&vec![0.0; m * rows]);
+                let yv = upload(&vec![0.0; rows]);
+                let dx = upload(&vec![0.5; m * cols]);
+                let e = upload(&vec![0.0; m * cols]);
+                run(async |rec| {
+                    matmul_weight(rec, &x, 0, w, &y, 0, rows as u32, m as u32, 1.0, false)
+                        .await
+                        .unwrap();
+                    gemv(rec, &x, 0, w, &yv, 0, rows as u32, 1, 1.0, false)
+                        .await
+                        .unwrap();
+                    matmul_weight_t(rec, &dy, 0, w, &dx, 0, cols as u32, m as u32, 1.0, true)
+                        .await
+                        .unwrap();
+                    embedding(rec, &ids_buf, m as u32, w, &e, 0).await.unwrap();
+                });
+                [read(&y), read(&yv), read(&dx), read(&e)]
+            };
+            let (want, got) = (outputs(&whole), outputs(&split));
+            for (what, (g, w)) in ["gemm", "gemv", "gemm wt", "embedding"]
+                .iter()
+                .zip(got.iter().zip(&want))
+            {
+                assert_close(&format!("{format} {what}"), g, w, 1e-5, 1e-5);
+            }
+        }
     }
 }

@@ -113,10 +113,11 @@ impl Module {
     /// The number of heads its rows are grouped in for RoPE, for the modules whose rows GGUF
     /// stores in another order than Hugging Face: `n_head` for q_proj, `n_head_kv` for k_proj,
     /// `None` for the others.
-    pub fn rope_heads(self, n_head: usize, n_head_kv: usize) -> Option<usize> {
-        match self {
-            Module::QProj => Some(n_head),
-            Module::KProj => Some(n_head_kv),
+    pub fn rope_heads(self, order: super::permute::QkOrder) -> Option<usize> {
+        match (self, order) {
+            (_, super::permute::QkOrder::Same) => None,
+            (Module::QProj, super::permute::QkOrder::Permuted { n_head, .. }) => Some(n_head),
+            (Module::KProj, super::permute::QkOrder::Permuted { n_head_kv, .. }) => Some(n_head_kv),
             _ => None,
         }
     }

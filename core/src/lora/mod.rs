@@ -4,7 +4,8 @@
 //!
 //! afinador keeps an adapter in GGUF row order, like the base weights it adapts: for llama the
 //! rows of q_proj and k_proj (so of their lora_B) are permuted relative to Hugging Face
-//! ([`permute`]). PEFT export and import convert; GGUF LoRA files keep GGUF order.
+//! ([`permute`]; other architectures keep Hugging Face's order, [`QkOrder`]). PEFT export and
+//! import convert; GGUF LoRA files keep GGUF order.
 //!
 //! Everything works on in-memory bytes (no `std::fs`), natively and in WebAssembly.
 
@@ -24,3 +25,4 @@ pub use error::LoraError;
 pub use gguf_lora::{GgufLora, from_gguf_lora, to_gguf_lora};
 pub use peft::{PeftFiles, from_peft, to_peft};
 pub use peft_config::PEFT_VERSION;
+pub use permute::QkOrder;

@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, HashMap};
 use safetensors::tensor::{Dtype, SafeTensors, View};
 
 use super::peft_config::{config_json, parse_config};
-use super::permute::{gguf_to_hf_rows, hf_to_gguf_rows};
+use super::permute::{QkOrder, gguf_to_hf_rows, hf_to_gguf_rows};
 use super::{LoraAdapter, LoraError, LoraPair, Module};
 
 /// PEFT's name for the config file.
@@ -75,16 +75,12 @@ pub fn peft_tensor_name(layer: usize, module: Module, lora_b: bool) -> String {
     )
 }
 
-/// Writes `adapter` as a PEFT LoRA adapter for a llama model with `n_head` attention heads and
-/// `n_head_kv` KV heads: f32 tensors, lora_B of q_proj/k_proj in Hugging Face row order.
+/// Writes `adapter` as a PEFT LoRA adapter for a base model whose GGUF orders Q/K rows as
+/// `order` says: f32 tensors, lora_B of q_proj/k_proj in Hugging Face row order.
 ///
 /// `target_modules` lists the modules that hold tensors; `lora_alpha` is written as an integer
 /// when it is one, as PEFT does.
-pub fn to_peft(
-    adapter: &LoraAdapter,
-    n_head: usize,
-    n_head_kv: usize,
-) -> Result<PeftFiles, LoraError> {
+pub fn to_peft(adapter: &LoraAdapter, order: QkOrder) -> Result<PeftFiles, LoraError> {
     adapter.validate()?;
     if adapter.tensors.is_empty() {
         return Err(LoraError::NoTensors {
@@ -94,7 +90,7 @@ pub fn to_peft(
     let r = adapter.config.r;
     let mut tensors = Vec::with_capacity(2 * adapter.tensors.len());
     for p in &adapter.tensors {
-        let b = match p.module.rope_heads(n_head, n_head_kv) {
+        let b = match p.module.rope_heads(order) {
             Some(heads) => Cow::Owned(gguf_to_hf_rows(&p.b, p.out_features, heads).ok_or(
                 LoraError::HeadSplit {
                     module: p.module.hf_name(),
@@ -152,9 +148,9 @@ impl View for F32Tensor {
     }
 }
 
-/// Reads a PEFT LoRA adapter made for a llama model with `n_head` attention heads and
-/// `n_head_kv` KV heads: f32, f16 or bf16 tensors, names with or without PEFT's `.default`
-/// adapter name; lora_B of q_proj/k_proj is permuted into GGUF row order.
+/// Reads a PEFT LoRA adapter made for a base model whose GGUF orders Q/K rows as `order` says:
+/// f32, f16 or bf16 tensors, names with or without PEFT's `.default` adapter name; lora_B of
+/// q_proj/k_proj is permuted into GGUF row order where the GGUF permuted them.
 ///
 /// The config's `target_modules` becomes the list of modules that hold tensors. Options that
 /// change what the adapter computes (DoRA, rank or alpha patterns, biases, extra trained
@@ -162,8 +158,7 @@ impl View for F32Tensor {
 pub fn from_peft(
     config_json: &str,
     safetensors: &[u8],
-    n_head: usize,
-    n_head_kv: usize,
+    order: QkOrder,
 ) -> Result<LoraAdapter, LoraError> {
     let config = parse_config(config_json)?;
     let file = SafeTensors::deserialize(safetensors).map_err(|e| LoraError::Safetensors {
@@ -230,7 +225,7 @@ pub fn from_peft(
                 ));
             }
         };
-        let b = match module.rope_heads(n_head, n_head_kv) {
+        let b = match module.rope_heads(order) {
             Some(heads) => {
                 hf_to_gguf_rows(&b, out_features, heads).ok_or(LoraError::HeadSplit {
                     module: module.hf_name(),

@@ -18,6 +18,16 @@
 //!
 //! A LoRA update `ΔW = B·A` has the rows of `W`, so only lora_B's rows move; lora_A is untouched.
 
+/// How a base model's GGUF orders the rows of q_proj and k_proj relative to Hugging Face (the
+/// model's [`crate::model::ModelConfig::qk_order`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QkOrder {
+    /// As Hugging Face (qwen2 and every NEOX-rope architecture).
+    Same,
+    /// Permuted per head by llama's converter: `n_head` heads in q_proj, `n_head_kv` in k_proj.
+    Permuted { n_head: usize, n_head_kv: usize },
+}
+
 /// The Hugging Face row that GGUF row `g` comes from, for `rows` rows in `n_head` heads; `None`
 /// when `rows` is not a multiple of `2·n_head`.
 fn hf_row_of_gguf_row(rows: usize, n_head: usize) -> Option<impl Fn(usize) -> usize> {

@@ -1,17 +1,15 @@
-//! Llama-family hyper-parameters read from GGUF metadata.
+//! A model's architecture and shape, read from GGUF metadata.
 
 use serde::Serialize;
 
-use super::{ModelError, Result};
+use super::{Architecture, ModelError, Result};
 use crate::formats::Gguf;
+use crate::lora::QkOrder;
 
-/// Architectures whose GGUF layout is the llama one (same tensor names and Q/K permutation).
-pub const LLAMA_FAMILY: [&str; 2] = ["llama", "mistral"];
-
-/// The shape of a Llama-family model. Letters as in the kernels: C, FF, NH, KVH, HS, V, L.
+/// The architecture and shape of a model. Letters as in the kernels: C, FF, NH, KVH, HS, V, L.
 #[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct LlamaConfig {
-    pub architecture: String,
+pub struct ModelConfig {
+    pub arch: Architecture,
     pub name: String,
     /// L: transformer blocks.
     pub n_layer: usize,
@@ -35,15 +33,14 @@ pub struct LlamaConfig {
     pub tied_embeddings: bool,
 }
 
-impl LlamaConfig {
+impl ModelConfig {
     /// Read the config from `gguf`'s metadata (and the embedding's shape).
-    pub fn from_gguf(gguf: &Gguf) -> Result<LlamaConfig> {
+    pub fn from_gguf(gguf: &Gguf) -> Result<ModelConfig> {
         let meta = gguf.metadata();
-        let arch = gguf.architecture()?.to_string();
-        if !LLAMA_FAMILY.contains(&arch.as_str()) {
-            return Err(ModelError::UnsupportedArchitecture(arch));
-        }
-        let key = |k: &str| format!("{arch}.{k}");
+        let name = gguf.architecture()?;
+        let arch = Architecture::from_gguf_name(name)
+            .ok_or_else(|| ModelError::UnsupportedArchitecture(name.to_owned()))?;
+        let key = |k: &str| format!("{}.{k}", arch.name);
         let get = |k: &str| -> Result<usize> { Ok(meta.get_u64(&key(k))? as usize) };
         let opt = |k: &str| meta.get(&key(k)).is_some();
         let n_embd = get("embedding_length")?;
@@ -60,8 +57,8 @@ impl LlamaConfig {
         };
         let embd = gguf.require_tensor("token_embd.weight")?;
         let vocab_size = embd.dims.get(1).copied().unwrap_or(0) as usize;
-        let config = LlamaConfig {
-            name: meta.get_str("general.name").unwrap_or(&arch).to_string(),
+        let config = ModelConfig {
+            name: meta.get_str("general.name").unwrap_or(arch.name).to_string(),
             n_layer: get("block_count")?,
             n_embd,
             n_ff: get("feed_forward_length")?,
@@ -83,7 +80,7 @@ impl LlamaConfig {
                 10000.0
             },
             tied_embeddings: gguf.tensor("output.weight").is_none(),
-            architecture: arch.clone(),
+            arch,
         };
         if opt("rope.dimension_count") && get("rope.dimension_count")? != head_dim {
             return Err(ModelError::Unsupported(format!(
@@ -136,12 +133,29 @@ impl LlamaConfig {
         self.n_head_kv * self.head_dim
     }
 
+    /// How the GGUF orders the rows of q_proj and k_proj relative to Hugging Face.
+    pub fn qk_order(&self) -> QkOrder {
+        if self.arch.qk_permuted {
+            QkOrder::Permuted {
+                n_head: self.n_head,
+                n_head_kv: self.n_head_kv,
+            }
+        } else {
+            QkOrder::Same
+        }
+    }
+
     /// Parameter count (all weights, as in the GGUF).
     pub fn n_params(&self) -> usize {
         let per_layer = self.n_embd * (self.q_dim() + 2 * self.kv_dim())
             + self.q_dim() * self.n_embd
             + 3 * self.n_embd * self.n_ff
-            + 2 * self.n_embd;
+            + 2 * self.n_embd
+            + if self.arch.qkv_bias {
+                self.q_dim() + 2 * self.kv_dim()
+            } else {
+                0
+            };
         let out = if self.tied_embeddings {
             0
         } else {

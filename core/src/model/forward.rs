@@ -1,11 +1,11 @@
 //! The forward pass: embedding → L × (attention block, SwiGLU block) → norm → logits statistics,
 //! recorded as one batch of kernels per call, with a KV cache for incremental decode.
 
-use super::{LlamaConfig, ModelWeights, Result};
+use super::{ModelConfig, ModelWeights, Result};
 use crate::gpu::{Gpu, GpuBuffer, Recorder, read_buffer_f32};
 use crate::kernels::GpuWeight;
 use crate::kernels::attention::{AttentionShape, attention};
-use crate::kernels::elementwise::{Op, elementwise};
+use crate::kernels::elementwise::{Op, add_bias, elementwise};
 use crate::kernels::embedding::embedding;
 use crate::kernels::gemv::gemv;
 use crate::kernels::logits::{NO_TARGET, RowStats, logit_stats};
@@ -25,7 +25,7 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    pub fn new(gpu: &Gpu, config: &LlamaConfig, capacity: usize) -> Result<KvCache> {
+    pub fn new(gpu: &Gpu, config: &ModelConfig, capacity: usize) -> Result<KvCache> {
         let bytes = (capacity * config.kv_dim() * 4) as u64;
         let make = |what: &str| -> Result<Vec<GpuBuffer>> {
             (0..config.n_layer)
@@ -62,7 +62,7 @@ struct Activations {
 }
 
 impl Activations {
-    fn new(gpu: &Gpu, c: &LlamaConfig, t: usize) -> Result<Activations> {
+    fn new(gpu: &Gpu, c: &ModelConfig, t: usize) -> Result<Activations> {
         let f = |name: &str, n: usize| GpuBuffer::zeroed(gpu, name, (n * 4) as u64);
         // Logits are computed a chunk of rows at a time so [T, V] never has to fit one binding.
         let max_rows =
@@ -150,6 +150,9 @@ pub(crate) async fn compile_kernels(gpu: &Gpu, weights: &ModelWeights) -> Result
     gpu.pipeline(&attention::LAYOUT, &[], &[]).await?;
     gpu.pipeline(&elementwise::LAYOUT, &["OP_SWIGLU"], &[])
         .await?;
+    if weights.layers.iter().any(|l| l.qkv_bias.is_some()) {
+        gpu.pipeline(&elementwise::LAYOUT, &["OP_BIAS"], &[]).await?;
+    }
     gpu.pipeline(&logits::LAYOUT, &[], &[]).await?;
     Ok(())
 }
@@ -187,7 +190,7 @@ impl Forward {
     pub async fn run(
         &mut self,
         gpu: &Gpu,
-        config: &LlamaConfig,
+        config: &ModelConfig,
         weights: &ModelWeights,
         cache: &mut KvCache,
         ids: &[u32],
@@ -257,8 +260,14 @@ impl Forward {
                 false,
             )
             .await?;
+            if let Some(bias) = &lw.qkv_bias {
+                add_bias(&mut rec, &bias.q, (&a.q, 0), tt, qd).await?;
+                add_bias(&mut rec, &bias.k, (kc, pos0 * kvd), tt, kvd).await?;
+                add_bias(&mut rec, &bias.v, (vc, pos0 * kvd), tt, kvd).await?;
+            }
             let hs = config.head_dim as u32;
             let q_shape = RopeShape {
+                style: config.arch.rope,
                 period: u32::MAX,
                 t: tt,
                 h: config.n_head as u32,
@@ -267,6 +276,7 @@ impl Forward {
                 row_stride: qd,
             };
             let k_shape = RopeShape {
+                style: config.arch.rope,
                 period: u32::MAX,
                 t: tt,
                 h: config.n_head_kv as u32,

@@ -1,16 +1,22 @@
-//! The Llama-family model on the GPU: config from GGUF metadata, named weight structs, the
-//! forward pass over a prompt and incremental decode with a KV cache, scoring and sampling.
+//! The model on the GPU: its architecture ([`arch`]) and config from GGUF metadata, named weight
+//! structs, the forward pass over a prompt and incremental decode with a KV cache, scoring and
+//! sampling.
 
+pub mod arch;
 mod config;
 mod forward;
 mod sampling;
 pub mod tiny;
 mod weights;
 
-pub use config::{LLAMA_FAMILY, LlamaConfig};
+#[cfg(test)]
+mod tests;
+
+pub use arch::{ARCHITECTURES, Architecture, RopeStyle};
+pub use config::ModelConfig;
 pub use forward::{Forward, ForwardOutput, KvCache, LogitsWanted};
 pub use sampling::{Sampler, SamplingConfig, argmax};
-pub use weights::{LayerWeights, ModelWeights};
+pub use weights::{LayerWeights, ModelWeights, QkvBias};
 
 use crate::formats::{Gguf, GgufError};
 use crate::gpu::{Gpu, GpuError};
@@ -24,8 +30,8 @@ pub enum ModelError {
     #[error(transparent)]
     Gpu(#[from] GpuError),
     #[error(
-        "unsupported architecture '{0}': afinador runs llama-family models ({family})",
-        family = LLAMA_FAMILY.join(", ")
+        "unsupported architecture '{0}': afinador runs {names}",
+        names = Architecture::names()
     )]
     UnsupportedArchitecture(String),
     #[error("unsupported model feature: {0}")]
@@ -50,7 +56,7 @@ pub type Result<T, E = ModelError> = std::result::Result<T, E>;
 /// A loaded model: its config and weights on one GPU.
 #[derive(Debug)]
 pub struct Model {
-    pub config: LlamaConfig,
+    pub config: ModelConfig,
     pub weights: ModelWeights,
 }
 
@@ -84,7 +90,7 @@ impl Model {
         file: &[u8],
         adapter: Option<&crate::lora::LoraAdapter>,
     ) -> Result<Model> {
-        let config = LlamaConfig::from_gguf(gguf)?;
+        let config = ModelConfig::from_gguf(gguf)?;
         if let Some(a) = adapter {
             a.validate()
                 .map_err(|e| ModelError::BadConfig(e.to_string()))?;

@@ -1,12 +1,15 @@
-//! Small random Llama models written as real GGUF files: for tests (a CPU reference can follow
-//! them exactly), smoke tests and the browser tests, where a 135M model is too slow.
+//! Small random models of any architecture ([`super::ARCHITECTURES`]) written as real GGUF
+//! files: for tests (a CPU reference can follow them exactly), smoke tests and the browser
+//! tests, where a 135M model is too slow.
 
+use super::arch::{self, Architecture};
 use crate::formats::{GgmlType, Gguf, GgufError, GgufWriter, MetaValue};
 use crate::util::Rng;
 
-/// The shape and weight format of a tiny model.
+/// The architecture, shape and weight format of a tiny model.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TinySpec {
+    pub arch: Architecture,
     pub n_layer: usize,
     pub n_embd: usize,
     pub n_ff: usize,
@@ -24,6 +27,7 @@ pub struct TinySpec {
 impl Default for TinySpec {
     fn default() -> Self {
         TinySpec {
+            arch: arch::LLAMA,
             n_layer: 2,
             n_embd: 64,
             n_ff: 128,
@@ -37,8 +41,10 @@ impl Default for TinySpec {
     }
 }
 
-/// A real model's shape with its file's main projection type (context 4096, seed 1).
+/// A real model's architecture and shape with its file's main projection type (context 4096,
+/// seed 1).
 const fn shape(
+    arch: Architecture,
     n_layer: usize,
     (n_embd, n_ff): (usize, usize),
     (n_head, n_head_kv): (usize, usize),
@@ -46,6 +52,7 @@ const fn shape(
     weight_type: GgmlType,
 ) -> TinySpec {
     TinySpec {
+        arch,
         n_layer,
         n_embd,
         n_ff,
@@ -58,33 +65,33 @@ const fn shape(
     }
 }
 
-/// The shapes `--like` names: the real models' layers, widths, heads, vocabulary and main
-/// projection type. Everything else (rope base, biases, norms) stays the tiny Llama's, so
-/// these serve speed and memory figures, not numerics.
+/// The shapes `--like` names: the real models' architectures, layers, widths, heads, vocabulary
+/// and main projection type. The weights are random (rope base, norms and eps stay the tiny
+/// model's), so these serve speed and memory figures, not numerics.
 pub const LIKE: [(&str, TinySpec); 6] = [
     (
         "smollm2-135m",
-        shape(30, (576, 1536), (9, 3), 49152, GgmlType::Q4_1),
+        shape(arch::LLAMA, 30, (576, 1536), (9, 3), 49152, GgmlType::Q4_1),
     ),
     (
         "qwen2.5-0.5b",
-        shape(24, (896, 4864), (14, 2), 151936, GgmlType::Q5_0),
+        shape(arch::QWEN2, 24, (896, 4864), (14, 2), 151936, GgmlType::Q5_0),
     ),
     (
         "qwen2.5-1.5b",
-        shape(28, (1536, 8960), (12, 2), 151936, GgmlType::Q4_K),
+        shape(arch::QWEN2, 28, (1536, 8960), (12, 2), 151936, GgmlType::Q4_K),
     ),
     (
         "llama-3.2-1b",
-        shape(16, (2048, 8192), (32, 8), 128256, GgmlType::Q4_K),
+        shape(arch::LLAMA, 16, (2048, 8192), (32, 8), 128256, GgmlType::Q4_K),
     ),
     (
         "mistral-7b",
-        shape(32, (4096, 14336), (32, 8), 32000, GgmlType::Q4_K),
+        shape(arch::MISTRAL, 32, (4096, 14336), (32, 8), 32000, GgmlType::Q4_K),
     ),
     (
         "llama-3.1-8b",
-        shape(32, (4096, 14336), (32, 8), 128256, GgmlType::Q4_K),
+        shape(arch::LLAMA, 32, (4096, 14336), (32, 8), 128256, GgmlType::Q4_K),
     ),
 ];
 
@@ -121,10 +128,10 @@ pub fn make_tiny_gguf(
 ) -> Result<Vec<u8>, GgufError> {
     let mut rng = Rng::new(spec.seed);
     let mut w = GgufWriter::new();
-    let arch = "llama";
+    let arch = spec.arch.name;
     let mut vocab = spec.vocab_size;
     w.add_metadata("general.architecture", arch)?;
-    w.add_metadata("general.name", "afinador tiny llama")?;
+    w.add_metadata("general.name", format!("afinador tiny {arch}"))?;
     w.add_metadata("general.type", "model")?;
     let head_dim = spec.n_embd / spec.n_head;
     let meta: [(&str, MetaValue); 9] = [
@@ -184,6 +191,7 @@ pub fn make_tiny_gguf(
             .map(|_| ())
     };
     norm(&mut w, "output_norm.weight")?;
+    let mut biases = Rng::new(spec.seed ^ 0xb1a5);
     for i in 0..spec.n_layer {
         let n = |s: &str| format!("blk.{i}.{s}.weight");
         let t = spec.weight_type;
@@ -196,6 +204,14 @@ pub fn make_tiny_gguf(
         matrix(&mut w, &n("ffn_gate"), ff, c, t)?;
         matrix(&mut w, &n("ffn_up"), ff, c, t)?;
         matrix(&mut w, &n("ffn_down"), c, ff, t)?;
+        if spec.arch.qkv_bias {
+            // Large like qwen2's (its k biases reach ~145 on a weight scale of ~0.1).
+            for (m, len) in [("attn_q", q), ("attn_k", kv), ("attn_v", kv)] {
+                let values = biases.vec_uniform(len as usize, -2.0, 2.0);
+                let name = format!("blk.{i}.{m}.bias");
+                w.add_tensor_f32(name, &[len], GgmlType::F32, &values)?;
+            }
+        }
     }
     Ok(w.to_bytes())
 }
@@ -203,7 +219,7 @@ pub fn make_tiny_gguf(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::LlamaConfig;
+    use crate::model::ModelConfig;
 
     #[test]
     fn tiny_models_parse_and_describe_their_shape() {
@@ -224,7 +240,7 @@ mod tests {
             };
             let bytes = make_tiny_gguf(&spec, None).unwrap();
             let gguf = Gguf::parse(&bytes).unwrap();
-            let config = LlamaConfig::from_gguf(&gguf).unwrap();
+            let config = ModelConfig::from_gguf(&gguf).unwrap();
             assert_eq!((config.n_layer, config.n_embd, config.n_ff), (2, 64, 128));
             assert_eq!(
                 (

@@ -1,6 +1,6 @@
 //! The model's weights on the GPU, as named structs, uploaded from GGUF tensors.
 
-use super::{LlamaConfig, ModelError, Result};
+use super::{ModelConfig, ModelError, Result};
 use crate::formats::{GgmlType, Gguf};
 use crate::gpu::{Gpu, GpuBuffer};
 use crate::kernels::{GpuWeight, WeightFormat};
@@ -18,6 +18,16 @@ pub struct LayerWeights {
     pub ffn_gate: GpuWeight,
     pub ffn_up: GpuWeight,
     pub ffn_down: GpuWeight,
+    /// The q, k and v biases, where the architecture has them.
+    pub qkv_bias: Option<QkvBias>,
+}
+
+/// Biases added after the q, k and v projections (qwen2).
+#[derive(Debug)]
+pub struct QkvBias {
+    pub q: GpuBuffer,
+    pub k: GpuBuffer,
+    pub v: GpuBuffer,
 }
 
 /// Every weight of the model.
@@ -44,6 +54,7 @@ impl ModelWeights {
             .map(|l| {
                 l.attn_norm.size
                     + l.ffn_norm.size
+                    + l.qkv_bias.as_ref().map_or(0, |b| b.q.size + b.k.size + b.v.size)
                     + [
                         &l.attn_q,
                         &l.attn_k,
@@ -67,7 +78,7 @@ impl ModelWeights {
     /// `adapter` adapts are merged (`W + s·B·A`, in f32) on the way.
     pub fn upload(
         gpu: &Gpu,
-        config: &LlamaConfig,
+        config: &ModelConfig,
         gguf: &Gguf,
         file: &[u8],
         adapter: Option<&LoraAdapter>,
@@ -80,6 +91,7 @@ impl ModelWeights {
         let mut layers = Vec::with_capacity(config.n_layer);
         for i in 0..config.n_layer {
             let n = |s: &str| format!("blk.{i}.{s}.weight");
+            let bias = |s: &str, len: usize| vector(&format!("blk.{i}.{s}.bias"), len);
             // A projection: merged with the adapter's pair when there is one.
             let proj = |module: Module, rows: usize, cols: usize| -> Result<GpuWeight> {
                 let name = n(module.gguf_name());
@@ -100,6 +112,14 @@ impl ModelWeights {
                 ffn_gate: proj(Module::GateProj, ff, c)?,
                 ffn_up: proj(Module::UpProj, ff, c)?,
                 ffn_down: proj(Module::DownProj, c, ff)?,
+                qkv_bias: match config.arch.qkv_bias {
+                    true => Some(QkvBias {
+                        q: bias("attn_q", q)?,
+                        k: bias("attn_k", kv)?,
+                        v: bias("attn_v", kv)?,
+                    }),
+                    false => None,
+                },
             });
         }
         Ok(ModelWeights {

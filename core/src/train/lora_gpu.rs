@@ -4,7 +4,7 @@
 
 use crate::gpu::{Gpu, GpuBuffer, Result, read_buffer_f32};
 use crate::lora::{LoraAdapter, LoraConfig, LoraPair, Module};
-use crate::model::LlamaConfig;
+use crate::model::ModelConfig;
 use crate::util::Rng;
 
 /// Where one adapted projection's matrices live in the flat buffers.
@@ -21,7 +21,7 @@ pub struct LoraSlot {
 }
 
 /// The shapes (out, in) of a projection of a Llama layer.
-pub fn module_shape(config: &LlamaConfig, module: Module) -> (usize, usize) {
+pub fn module_shape(config: &ModelConfig, module: Module) -> (usize, usize) {
     let (c, ff, q, kv) = (config.n_embd, config.n_ff, config.q_dim(), config.kv_dim());
     match module {
         Module::QProj => (q, c),
@@ -48,7 +48,7 @@ pub struct GpuLora {
 impl GpuLora {
     /// Lay out the slots of `config`'s target modules for every layer.
     fn layout(
-        model: &LlamaConfig,
+        model: &ModelConfig,
         config: &LoraConfig,
     ) -> std::result::Result<(Vec<LoraSlot>, usize), crate::lora::LoraError> {
         let r = config.r;
@@ -75,7 +75,7 @@ impl GpuLora {
     /// it, and B zero, so the adapted model starts equal to the base model.
     pub fn init(
         gpu: &Gpu,
-        model: &LlamaConfig,
+        model: &ModelConfig,
         config: &LoraConfig,
         seed: u64,
     ) -> crate::train::Result<GpuLora> {
@@ -95,7 +95,7 @@ impl GpuLora {
     /// Upload an existing adapter (for example one read from PEFT files).
     pub fn from_adapter(
         gpu: &Gpu,
-        model: &LlamaConfig,
+        model: &ModelConfig,
         adapter: &LoraAdapter,
     ) -> crate::train::Result<GpuLora> {
         let (slots, n) = Self::layout(model, &adapter.config)?;

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::lora_gpu::module_shape;
 use crate::lora::{LoraConfig, LoraError};
-use crate::model::LlamaConfig;
+use crate::model::ModelConfig;
 
 /// Logits rows computed at once (the trainer's chunk, capped further by the binding limit).
 pub const LOGIT_ROWS: usize = 512;
@@ -45,7 +45,7 @@ impl MemoryPlan {
     /// The plan for training `lora` on a model of shape `model` whose weights take
     /// `weight_bytes`, on a device binding at most `max_binding` bytes per buffer.
     pub fn training(
-        model: &LlamaConfig,
+        model: &ModelConfig,
         weight_bytes: u64,
         lora: &LoraConfig,
         shape: RunShape,
@@ -127,7 +127,7 @@ impl MemoryPlan {
 /// The largest batch (a power of two up to 1024) whose plan at `shape.seq_len` fits, or `None`
 /// when even a batch of one does not.
 pub fn largest_batch(
-    model: &LlamaConfig,
+    model: &ModelConfig,
     weight_bytes: u64,
     lora: &LoraConfig,
     shape: RunShape,
@@ -158,9 +158,9 @@ mod tests {
     use super::*;
     use crate::lora::Module;
 
-    fn smollm() -> LlamaConfig {
-        LlamaConfig {
-            architecture: "llama".into(),
+    fn smollm() -> ModelConfig {
+        ModelConfig {
+            arch: crate::model::arch::LLAMA,
             name: "SmolLM2-135M shape".into(),
             n_layer: 30,
             n_embd: 576,

@@ -4,18 +4,20 @@
 
 use crate::formats::Gguf;
 use crate::kernels::attention::{AttentionShape, attention_backward_ref, attention_ref};
-use crate::kernels::elementwise::{Op, elementwise_ref, swiglu_backward_ref};
+use crate::kernels::elementwise::{Op, add_bias_ref, elementwise_ref, swiglu_backward_ref};
 use crate::kernels::logits::NO_TARGET;
 use crate::kernels::optim::{AdamW, adamw_ref};
 use crate::kernels::rmsnorm::{rmsnorm_backward_ref, rmsnorm_ref};
 use crate::kernels::rope::{RopeShape, rope_ref};
 use crate::lora::{LoraAdapter, Module};
-use crate::model::LlamaConfig;
+use crate::model::ModelConfig;
 
 /// Dequantized weights, W[rows, cols] row-major.
 pub struct RefModel {
-    pub config: LlamaConfig,
+    pub config: ModelConfig,
     pub embd: Vec<f32>,
+    /// The output projection: `output.weight`, or the embedding when tied.
+    pub lm_head: Vec<f32>,
     pub out_norm: Vec<f32>,
     pub layers: Vec<RefLayer>,
 }
@@ -25,11 +27,13 @@ pub struct RefLayer {
     pub ffn_norm: Vec<f32>,
     /// By `Module` discriminant order: q, k, v, o, gate, up, down.
     pub w: Vec<Vec<f32>>,
+    /// The q, k and v biases, where the architecture has them.
+    pub qkv_bias: Option<[Vec<f32>; 3]>,
 }
 
 impl RefModel {
     pub fn load(gguf: &Gguf, file: &[u8]) -> RefModel {
-        let config = LlamaConfig::from_gguf(gguf).unwrap();
+        let config = ModelConfig::from_gguf(gguf).unwrap();
         let t = |name: &str| {
             gguf.tensor_f32(gguf.require_tensor(name).unwrap(), file)
                 .unwrap()
@@ -42,10 +46,19 @@ impl RefModel {
                     .iter()
                     .map(|m| t(&format!("blk.{i}.{}.weight", m.gguf_name())))
                     .collect(),
+                qkv_bias: config
+                    .arch
+                    .qkv_bias
+                    .then(|| ["q", "k", "v"].map(|m| t(&format!("blk.{i}.attn_{m}.bias")))),
             })
             .collect();
+        let embd = t("token_embd.weight");
         RefModel {
-            embd: t("token_embd.weight"),
+            lm_head: match config.tied_embeddings {
+                true => embd.clone(),
+                false => t("output.weight"),
+            },
+            embd,
             out_norm: t("output_norm.weight"),
             layers,
             config,
@@ -220,6 +233,7 @@ pub fn step(
     let (n, t) = (ids.len(), ids.len() / b);
     let (ce, eps) = (c.n_embd, c.rms_eps);
     let rope_q = RopeShape {
+        style: c.arch.rope,
         period: t as u32,
         t: n as u32,
         h: c.n_head as u32,
@@ -270,7 +284,12 @@ pub fn step(
         };
         let mut q = proj(Module::QProj, &xn1);
         let mut k = proj(Module::KProj, &xn1);
-        let v = proj(Module::VProj, &xn1);
+        let mut v = proj(Module::VProj, &xn1);
+        if let Some([bq, bk, bv]) = &lw.qkv_bias {
+            add_bias_ref(bq, &mut q);
+            add_bias_ref(bk, &mut k);
+            add_bias_ref(bv, &mut v);
+        }
         rope_ref(&mut q, rope_q, 0, c.rope_base, false);
         rope_ref(&mut k, rope_k, 0, c.rope_base, false);
         let att = attention_ref(&q, &k, &v, shape).0;
@@ -298,7 +317,7 @@ pub fn step(
     }
     let xnf = rmsnorm_ref(&x, &m.out_norm, ce, eps).0;
     let vocab = c.vocab_size;
-    let logits = linear(&xnf, &m.embd, n, ce, vocab);
+    let logits = linear(&xnf, &m.lm_head, n, ce, vocab);
     let trained = targets.iter().filter(|&&t| t != NO_TARGET).count().max(1) as f64;
     let mut loss = 0.0;
     let mut dlogits = vec![0.0f32; n * vocab];
@@ -316,7 +335,7 @@ pub fn step(
             dlogits[i * vocab + j] = (p / trained) as f32;
         }
     }
-    let dxnf = linear_t(&dlogits, &m.embd, n, ce, vocab);
+    let dxnf = linear_t(&dlogits, &m.lm_head, n, ce, vocab);
     let mut dx = rmsnorm_backward_ref(&x, &m.out_norm, &dxnf, ce, eps);
     let mut grads = vec![0.0f32; lora.params.len()];
     for (l, lw) in m.layers.iter().enumerate().rev() {

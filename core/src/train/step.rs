@@ -8,7 +8,7 @@ use super::{Result, TrainError};
 use crate::gpu::{Gpu, GpuBuffer, Recorder, read_buffer_f32};
 use crate::kernels::GpuWeight;
 use crate::kernels::attention::{AttentionSaved, AttentionShape, attention, attention_backward};
-use crate::kernels::elementwise::{Op, dropout, elementwise, swiglu_backward};
+use crate::kernels::elementwise::{Op, add_bias, dropout, elementwise, swiglu_backward};
 use crate::kernels::embedding::embedding;
 use crate::kernels::logits::{NO_TARGET, RowStats, cross_entropy_grad, logit_stats};
 use crate::kernels::matmul::{MatView, matmul, matmul_weight, matmul_weight_t};
@@ -16,7 +16,7 @@ use crate::kernels::optim::{AdamW, NORM_PARTIALS, adamw_step, grad_norm};
 use crate::kernels::rmsnorm::{rmsnorm, rmsnorm_backward};
 use crate::kernels::rope::{RopeShape, rope};
 use crate::lora::Module;
-use crate::model::{LlamaConfig, Model};
+use crate::model::{ModelConfig, Model};
 
 /// Activations of one layer saved by the forward pass for the backward pass.
 #[derive(Debug)]
@@ -76,7 +76,7 @@ struct Arena {
 impl Arena {
     fn new(
         gpu: &Gpu,
-        c: &LlamaConfig,
+        c: &ModelConfig,
         lora: &GpuLora,
         b: usize,
         t: usize,
@@ -551,11 +551,12 @@ fn slot_of<'a>(
     Some(Adapted { slot, u, drop })
 }
 
-fn rope_shapes(c: &LlamaConfig, n: u32, t: u32) -> (RopeShape, RopeShape) {
+fn rope_shapes(c: &ModelConfig, n: u32, t: u32) -> (RopeShape, RopeShape) {
     let hs = c.head_dim as u32;
     let (qd, kvd) = (c.q_dim() as u32, c.kv_dim() as u32);
     (
         RopeShape {
+            style: c.arch.rope,
             period: t,
             t: n,
             h: c.n_head as u32,
@@ -564,6 +565,7 @@ fn rope_shapes(c: &LlamaConfig, n: u32, t: u32) -> (RopeShape, RopeShape) {
             row_stride: qd,
         },
         RopeShape {
+            style: c.arch.rope,
             period: t,
             t: n,
             h: c.n_head_kv as u32,
@@ -574,7 +576,7 @@ fn rope_shapes(c: &LlamaConfig, n: u32, t: u32) -> (RopeShape, RopeShape) {
     )
 }
 
-fn attention_shape(c: &LlamaConfig, b: u32, t: u32) -> AttentionShape {
+fn attention_shape(c: &ModelConfig, b: u32, t: u32) -> AttentionShape {
     AttentionShape {
         b,
         t,
@@ -692,6 +694,12 @@ async fn forward(
             .await?;
         p.forward(rec, Module::VProj, &acts.xn1, &lw.attn_v, &acts.v)
             .await?;
+        if let Some(bias) = &lw.qkv_bias {
+            let (qd, kvd) = (c.q_dim() as u32, c.kv_dim() as u32);
+            add_bias(rec, &bias.q, (&acts.q, 0), n, qd).await?;
+            add_bias(rec, &bias.k, (&acts.k, 0), n, kvd).await?;
+            add_bias(rec, &bias.v, (&acts.v, 0), n, kvd).await?;
+        }
         let (q_shape, k_shape) = rope_shapes(c, n, t);
         rope(rec, &acts.q, q_shape, 0, c.rope_base, false).await?;
         rope(rec, &acts.k, k_shape, 0, c.rope_base, false).await?;

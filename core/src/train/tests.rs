@@ -11,8 +11,13 @@ use crate::model::tiny::{TinySpec, make_tiny_gguf};
 use crate::util::Rng;
 
 fn tiny_model(ty: GgmlType) -> Model {
+    tiny_model_of(crate::model::arch::LLAMA, ty)
+}
+
+fn tiny_model_of(arch: crate::model::Architecture, ty: GgmlType) -> Model {
     let bytes = make_tiny_gguf(
         &TinySpec {
+            arch,
             weight_type: ty,
             ..TinySpec::default()
         },
@@ -40,8 +45,15 @@ fn batch(rng: &mut Rng, b: usize, t: usize, vocab: u32) -> (Vec<u32>, Vec<u32>) 
 
 #[test]
 fn lora_gradients_match_finite_differences_of_the_loss() {
+    // Every architecture: llama's adjacent-pair rope; qwen2's NEOX rope and q/k/v biases.
+    for &arch in crate::model::ARCHITECTURES {
+        lora_gradients_match_finite_differences_in(arch);
+    }
+}
+
+fn lora_gradients_match_finite_differences_in(arch: crate::model::Architecture) {
     let gpu = gpu();
-    let model = tiny_model(GgmlType::F32);
+    let model = tiny_model_of(arch, GgmlType::F32);
     let config = LoraConfig::new(4, 8.0, &Module::ALL);
     let lora = GpuLora::init(gpu, &model.config, &config, 3).unwrap();
     // Non-zero B so gradients reach A as well.
@@ -106,7 +118,8 @@ fn lora_gradients_match_finite_differences_of_the_loss() {
             let tol = 2e-4 + 0.05 * fd.abs().max(g.abs());
             assert!(
                 (fd - g).abs() <= tol,
-                "{:?} layer {} param {i}: grad {g}, finite differences {fd}",
+                "{} {:?} layer {} param {i}: grad {g}, finite differences {fd}",
+                arch.name,
                 s.module,
                 s.layer
             );
@@ -399,7 +412,8 @@ fn gpu_and_cpu_loss_curves(spec: &TinySpec, steps: u32) -> Vec<(f64, f64)> {
     for (i, (g, c)) in curve.iter().enumerate() {
         assert!(
             (g - c).abs() <= 1e-3 * c.abs(),
-            "{}: step {}: GPU {g} vs CPU {c}\n{curve:?}",
+            "{} {}: step {}: GPU {g} vs CPU {c}\n{curve:?}",
+            spec.arch.name,
             spec.weight_type,
             i + 1
         );
@@ -417,6 +431,19 @@ fn a_ten_step_loss_curve_equals_the_cpu_reference_trainer() {
     };
     let curve = gpu_and_cpu_loss_curves(&spec, 10);
     assert!(curve[9].1 < curve[0].1, "the loss fell: {curve:?}");
+}
+
+#[test]
+fn every_architecture_trains_like_the_cpu_reference() {
+    // The CPU reference reads the same architecture description (rope style, biases) and
+    // implements it independently of the GPU block.
+    for &arch in crate::model::ARCHITECTURES {
+        let spec = TinySpec {
+            arch,
+            ..TinySpec::default()
+        };
+        gpu_and_cpu_loss_curves(&spec, 3);
+    }
 }
 
 #[test]

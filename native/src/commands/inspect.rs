@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use afinador_core::model::LlamaConfig;
+use afinador_core::model::ModelConfig;
 use anyhow::Result;
 
 use crate::common::{ModelArgs, print_json};
@@ -25,7 +25,7 @@ pub fn run(args: Args) -> Result<()> {
     // What afinador cannot run, found before anything runs: the architecture or a key, tensor
     // types, the tokenizer. The rest of the report is printed either way.
     let mut problems: Vec<String> = Vec::new();
-    let config = LlamaConfig::from_gguf(gguf)
+    let config = ModelConfig::from_gguf(gguf)
         .map_err(|e| problems.push(e.to_string()))
         .ok();
     for t in gguf.tensors() {
@@ -79,7 +79,7 @@ pub fn run(args: Args) -> Result<()> {
         "supported": problems.is_empty(),
         "problems": problems,
         "config": config,
-        "n_params": config.as_ref().map(LlamaConfig::n_params),
+        "n_params": config.as_ref().map(ModelConfig::n_params),
         "n_tensors": gguf.tensors().len(),
         "tensor_types": types,
         "tensors": tensors,

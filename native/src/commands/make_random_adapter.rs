@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use afinador_core::lora::{LoraAdapter, LoraConfig, LoraPair, Module};
-use afinador_core::model::LlamaConfig;
+use afinador_core::model::ModelConfig;
 use afinador_core::train::lora_gpu::module_shape;
 use afinador_core::util::Rng;
 use anyhow::{Context, Result};
@@ -37,7 +37,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let file = args.model.read()?;
-    let model = LlamaConfig::from_gguf(&file.gguf)?;
+    let model = ModelConfig::from_gguf(&file.gguf)?;
     let names: Vec<&str> = args.target_modules.split(',').map(str::trim).collect();
     let modules = Module::parse_list(&names)?;
     let config = LoraConfig::new(args.lora_r, args.lora_alpha, &modules);

@@ -1,8 +1,10 @@
-//! `afinador make-tiny-model`: a small random Llama GGUF for smoke tests and browser tests.
+//! `afinador make-tiny-model`: a small random GGUF of any supported architecture for smoke tests
+//! and browser tests.
 
 use std::path::PathBuf;
 
 use afinador_core::formats::GgmlType;
+use afinador_core::model::Architecture;
 use afinador_core::model::tiny::{TinySpec, make_tiny_gguf};
 use anyhow::{Context, Result, bail};
 
@@ -21,6 +23,9 @@ pub struct Args {
     /// mistral-7b, llama-3.1-8b. --layers and --weights still apply.
     #[arg(long)]
     like: Option<String>,
+    /// The architecture (llama, mistral, qwen2) [default: llama, or the --like shape's].
+    #[arg(long)]
+    arch: Option<String>,
     /// Decoder layers [default: 2, or the --like shape's].
     #[arg(long)]
     layers: Option<usize>,
@@ -78,6 +83,7 @@ fn spec(args: &Args) -> Result<TinySpec> {
                 bail!("--embd must be a multiple of --heads, and --heads of --kv-heads");
             }
             TinySpec {
+                arch: afinador_core::model::arch::LLAMA,
                 n_layer: 2,
                 n_embd: args.embd,
                 n_ff: args.ff,
@@ -90,6 +96,14 @@ fn spec(args: &Args) -> Result<TinySpec> {
             }
         }
     };
+    if let Some(name) = &args.arch {
+        spec.arch = Architecture::from_gguf_name(name).with_context(|| {
+            format!(
+                "unknown --arch '{name}': use one of {}",
+                Architecture::names()
+            )
+        })?;
+    }
     if let Some(layers) = args.layers {
         spec.n_layer = layers;
     }

@@ -1,6 +1,6 @@
 //! Module names, the scale, and the adapter's invariants.
 
-use super::super::{LoraConfig, LoraError, Module};
+use super::super::{LoraConfig, LoraError, Module, QkOrder};
 use super::{C, adapter};
 
 #[test]
@@ -38,9 +38,15 @@ fn module_names_and_all_linear() {
 }
 
 #[test]
-fn rope_heads_only_for_q_and_k() {
-    assert_eq!(Module::QProj.rope_heads(9, 3), Some(9));
-    assert_eq!(Module::KProj.rope_heads(9, 3), Some(3));
+fn rope_heads_only_for_q_and_k_of_permuted_models() {
+    let permuted = QkOrder::Permuted {
+        n_head: 9,
+        n_head_kv: 3,
+    };
+    assert_eq!(Module::QProj.rope_heads(permuted), Some(9));
+    assert_eq!(Module::KProj.rope_heads(permuted), Some(3));
+    assert_eq!(Module::QProj.rope_heads(QkOrder::Same), None);
+    assert_eq!(Module::KProj.rope_heads(QkOrder::Same), None);
     for m in [
         Module::VProj,
         Module::OProj,
@@ -48,7 +54,7 @@ fn rope_heads_only_for_q_and_k() {
         Module::UpProj,
         Module::DownProj,
     ] {
-        assert_eq!(m.rope_heads(9, 3), None);
+        assert_eq!(m.rope_heads(permuted), None);
     }
 }
 

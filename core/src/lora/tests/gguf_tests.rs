@@ -5,7 +5,7 @@ use safetensors::tensor::Dtype;
 use super::super::peft::peft_tensor_name;
 use super::super::permute::hf_to_gguf_rows;
 use super::super::{LoraError, Module, from_gguf_lora, from_peft, to_gguf_lora};
-use super::{C, KVH, NH, adapter, config_json, dims, f32_bytes, safetensors_file, values};
+use super::{C, QK, adapter, config_json, dims, f32_bytes, safetensors_file, values};
 use crate::formats::{GgmlType, Gguf, GgufWriter, MetaValue};
 
 #[test]
@@ -92,11 +92,11 @@ fn peft_import_then_gguf_matches_llama_cpp_converter() {
         .iter()
         .map(|(n, s, b)| (n.as_str(), Dtype::F32, s.clone(), b.clone()))
         .collect();
-    let adapter = from_peft(&config_json(r, ""), &safetensors_file(&refs), NH, KVH).unwrap();
+    let adapter = from_peft(&config_json(r, ""), &safetensors_file(&refs), QK).unwrap();
     let bytes = to_gguf_lora(&adapter, "llama").unwrap();
     let g = Gguf::parse(&bytes).unwrap();
     for (m, out_f, a, b) in hf {
-        let heads = m.rope_heads(NH, KVH).unwrap();
+        let heads = m.rope_heads(QK).unwrap();
         let base = format!("blk.0.{}.weight", m.gguf_name());
         let ta = g.require_tensor(&format!("{base}.lora_a")).unwrap();
         let tb = g.require_tensor(&format!("{base}.lora_b")).unwrap();

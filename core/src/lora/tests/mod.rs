@@ -10,13 +10,18 @@ use std::collections::HashMap;
 
 use safetensors::tensor::{Dtype, TensorView};
 
-use super::{LoraAdapter, LoraConfig, LoraPair, Module};
+use super::{LoraAdapter, LoraConfig, LoraPair, Module, QkOrder};
 
 /// A tiny llama shape: C 10, FF 14, NH 3, KVH 1, HS 4 (q out 12, k/v out 4).
 pub(super) const C: usize = 10;
 pub(super) const FF: usize = 14;
 pub(super) const NH: usize = 3;
 pub(super) const KVH: usize = 1;
+/// The Q/K row order of the test adapters' base model.
+pub(super) const QK: QkOrder = QkOrder::Permuted {
+    n_head: NH,
+    n_head_kv: KVH,
+};
 pub(super) const HS: usize = 4;
 
 /// (in, out) of a module in the tiny shape.

@@ -3,7 +3,7 @@
 use safetensors::tensor::Dtype;
 
 use super::super::{LoraError, Module, from_peft, to_peft};
-use super::{KVH, NH, adapter, config_json, f32_bytes, safetensors_file, values};
+use super::{KVH, QK, adapter, config_json, f32_bytes, safetensors_file, values};
 
 const A: &str = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight";
 const B: &str = "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight";
@@ -17,14 +17,14 @@ fn q_pair() -> Vec<(&'static str, Dtype, Vec<usize>, Vec<u8>)> {
 }
 
 fn import_err(config: &str, tensors: &[(&str, Dtype, Vec<usize>, Vec<u8>)]) -> String {
-    from_peft(config, &safetensors_file(tensors), NH, KVH)
+    from_peft(config, &safetensors_file(tensors), QK)
         .unwrap_err()
         .to_string()
 }
 
 #[test]
 fn the_valid_base_case_imports() {
-    from_peft(&config_json(2, ""), &safetensors_file(&q_pair()), NH, KVH).unwrap();
+    from_peft(&config_json(2, ""), &safetensors_file(&q_pair()), QK).unwrap();
 }
 
 #[test]
@@ -105,7 +105,7 @@ fn refuses_options_that_change_the_computation() {
     // Off or default values of the same keys are fine.
     let off = ", \"use_dora\": false, \"rank_pattern\": {}, \"modules_to_save\": null, \
                \"bias\": \"none\", \"init_lora_weights\": \"gaussian\", \"fan_in_fan_out\": false";
-    from_peft(&config_json(2, off), &safetensors_file(&q_pair()), NH, KVH).unwrap();
+    from_peft(&config_json(2, off), &safetensors_file(&q_pair()), QK).unwrap();
 }
 
 #[test]
@@ -206,11 +206,11 @@ fn refuses_other_dtypes_and_broken_files() {
         import_err(&config_json(2, ""), &t),
         format!("adapter tensor '{A}' has dtype I32, expected F32, F16 or BF16")
     );
-    let err = from_peft(&config_json(2, ""), b"not a safetensors file", NH, KVH).unwrap_err();
+    let err = from_peft(&config_json(2, ""), b"not a safetensors file", QK).unwrap_err();
     assert!(matches!(err, LoraError::Safetensors { .. }), "{err}");
     let empty = safetensors_file(&[]);
     assert_eq!(
-        from_peft(&config_json(2, ""), &empty, NH, KVH)
+        from_peft(&config_json(2, ""), &empty, QK)
             .unwrap_err()
             .to_string(),
         "adapter_model.safetensors holds no LoRA matrices"
@@ -221,7 +221,7 @@ fn refuses_other_dtypes_and_broken_files() {
 fn export_refuses_bad_adapters_and_head_counts() {
     let a = adapter(2, 1, &[Module::QProj]);
     assert_eq!(
-        to_peft(&a, 4, KVH).unwrap_err(),
+        to_peft(&a, crate::lora::QkOrder::Permuted { n_head: 4, n_head_kv: KVH }).unwrap_err(),
         LoraError::HeadSplit {
             module: "q_proj",
             rows: 12,
@@ -231,13 +231,13 @@ fn export_refuses_bad_adapters_and_head_counts() {
     let mut bad = a.clone();
     bad.tensors[0].a.pop();
     assert!(matches!(
-        to_peft(&bad, NH, KVH),
+        to_peft(&bad, QK),
         Err(LoraError::InvalidAdapter { .. })
     ));
     let mut empty = a;
     empty.tensors.clear();
     assert_eq!(
-        to_peft(&empty, NH, KVH).unwrap_err().to_string(),
+        to_peft(&empty, QK).unwrap_err().to_string(),
         "the adapter holds no LoRA matrices"
     );
 }

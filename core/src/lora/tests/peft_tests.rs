@@ -6,7 +6,7 @@ use serde_json::Value;
 use super::super::peft::peft_tensor_name;
 use super::super::permute::{gguf_to_hf_rows, hf_to_gguf_rows};
 use super::super::{Module, PEFT_VERSION, from_peft, to_peft};
-use super::{C, KVH, NH, adapter, config_json, dims, f32_bytes, safetensors_file, values};
+use super::{C, KVH, NH, QK, adapter, config_json, dims, f32_bytes, safetensors_file, values};
 
 fn read_f32(file: &SafeTensors<'_>, name: &str) -> (Vec<usize>, Vec<f32>) {
     let t = file.tensor(name).unwrap();
@@ -22,7 +22,7 @@ fn read_f32(file: &SafeTensors<'_>, name: &str) -> (Vec<usize>, Vec<f32>) {
 #[test]
 fn safetensors_layout_names_shapes_dtype_metadata() {
     let a = adapter(3, 2, &Module::ALL);
-    let files = to_peft(&a, NH, KVH).unwrap();
+    let files = to_peft(&a, QK).unwrap();
     let bytes = &files.adapter_model_safetensors;
 
     let (_, meta) = SafeTensors::read_metadata(bytes).unwrap();
@@ -66,7 +66,7 @@ fn adapter_config_has_peft_keys_sorted() {
     a.config.alpha = 16.0;
     a.config.dropout = 0.05;
     a.config.base_model_name_or_path = Some("HuggingFaceTB/SmolLM2-135M-Instruct".into());
-    let json = to_peft(&a, NH, KVH).unwrap().adapter_config_json;
+    let json = to_peft(&a, QK).unwrap().adapter_config_json;
     let v: Value = serde_json::from_str(&json).unwrap();
     let obj = v.as_object().unwrap();
 
@@ -147,7 +147,7 @@ fn fractional_alpha_and_rslora_are_written() {
     a.config.alpha = 12.5;
     a.config.use_rslora = true;
     let v: Value =
-        serde_json::from_str(&to_peft(&a, NH, KVH).unwrap().adapter_config_json).unwrap();
+        serde_json::from_str(&to_peft(&a, QK).unwrap().adapter_config_json).unwrap();
     assert_eq!(v["lora_alpha"].as_f64(), Some(12.5));
     assert!(!v["lora_alpha"].is_u64());
     assert_eq!(v["use_rslora"], true);
@@ -161,13 +161,10 @@ fn export_then_import_gives_the_adapter_back() {
     a.config.use_rslora = true;
     a.config.base_model_name_or_path = Some("base".into());
     a.config.target_modules = vec!["all-linear".into()];
-    let files = to_peft(&a, NH, KVH).unwrap();
+    let files = to_peft(&a, QK).unwrap();
     let back = from_peft(
         &files.adapter_config_json,
-        &files.adapter_model_safetensors,
-        NH,
-        KVH,
-    )
+        &files.adapter_model_safetensors, QK)
     .unwrap();
     let mut expected = a.clone();
     expected.config.target_modules = Module::ALL.iter().map(|m| m.hf_name().into()).collect();
@@ -210,7 +207,7 @@ fn import_permutes_hugging_face_rows_into_gguf_order() {
         tensors.push((b_name.as_str(), Dtype::F32, vec![*out_f, r], f32_bytes(b)));
     }
     let file = safetensors_file(&tensors);
-    let got = from_peft(&config_json(r, ""), &file, NH, KVH).unwrap();
+    let got = from_peft(&config_json(r, ""), &file, QK).unwrap();
     assert_eq!(got.config.r, r);
     assert_eq!(got.config.alpha, 16.0);
     assert_eq!(got.config.target_modules, ["q_proj", "k_proj", "v_proj"]);
@@ -258,7 +255,7 @@ fn import_reads_f16_bf16_default_names_and_a_bare_prefix() {
             bf16,
         ),
     ]);
-    let got = from_peft(&config_json(r, ""), &file, NH, KVH).unwrap();
+    let got = from_peft(&config_json(r, ""), &file, QK).unwrap();
     assert_eq!(got.tensors.len(), 1);
     let p = &got.tensors[0];
     assert_eq!((p.layer, p.module), (2, Module::DownProj));
@@ -284,7 +281,7 @@ fn peft_defaults_apply_to_missing_keys() {
             f32_bytes(&values(out_f * r, 2)),
         ),
     ]);
-    let got = from_peft(r#"{"peft_type": "LORA"}"#, &file, NH, KVH).unwrap();
+    let got = from_peft(r#"{"peft_type": "LORA"}"#, &file, QK).unwrap();
     let c = &got.config;
     assert_eq!(
         (c.r, c.alpha, c.dropout, c.use_rslora),

@@ -15,7 +15,7 @@ use crate::kernels::testing::{
 };
 use crate::kernels::{GpuWeight, WeightFormat};
 use crate::lora::{LoraConfig, Module};
-use crate::model::LlamaConfig;
+use crate::model::ModelConfig;
 use crate::model::tiny::{TinySpec, make_tiny_gguf};
 use crate::train::GpuLora;
 use crate::train::step::{Adapted, Drop, adapted_linear, adapted_linear_backward};
@@ -263,7 +263,7 @@ fn lora_projection_gradients_match_autodiff() {
     // forward/backward helpers, with and without dropout (the mask is the kernel's, read back
     // and used as a constant in burn). Sums of up to N·in products: 2e-5 + 1e-4 relative.
     let bytes = make_tiny_gguf(&TinySpec::default(), None).unwrap();
-    let config = LlamaConfig::from_gguf(&Gguf::parse(&bytes).unwrap()).unwrap();
+    let config = ModelConfig::from_gguf(&Gguf::parse(&bytes).unwrap()).unwrap();
     let mut rng = Rng::new(36);
     for p_drop in [0.0f32, 0.25] {
         let lcfg = LoraConfig::new(4, 8.0, &[Module::DownProj]);

@@ -13,6 +13,7 @@
 //! Each test states its figure.
 
 use burn::tensor::{DType, Device, Tensor, TensorCreationOptions, TensorData, activation};
+use crate::model::RopeStyle;
 
 mod kernels;
 mod model;
@@ -76,9 +77,9 @@ fn swiglu(gate: Tensor<2>, up: Tensor<2>) -> Tensor<2> {
     gate.clone() * activation::sigmoid(gate) * up
 }
 
-/// Rotary embedding on adjacent pairs (GGUF's layout, as `rope_ref`) of `x[n, h·hs]`; row i is
-/// at position `i % period`.
-fn rope(x: Tensor<2>, h: usize, hs: usize, period: usize, base: f32) -> Tensor<2> {
+/// Rotary embedding of `x[n, h·hs]` in `style` (adjacent pairs as GGUF's llama layout, or NEOX
+/// halves; as `rope_ref`); row i is at position `i % period`.
+fn rope(x: Tensor<2>, style: RopeStyle, (h, hs): (usize, usize), period: usize, base: f32) -> Tensor<2> {
     let n = x.dims()[0];
     let (mut cos, mut sin) = (Vec::new(), Vec::new());
     for i in 0..n {
@@ -88,15 +89,18 @@ fn rope(x: Tensor<2>, h: usize, hs: usize, period: usize, base: f32) -> Tensor<2
             sin.push(theta.sin() as f32);
         }
     }
-    let (cos, sin) = (
-        constant(&cos, [n, 1, hs / 2, 1]),
-        constant(&sin, [n, 1, hs / 2, 1]),
-    );
-    let x = x.reshape([n, h, hs / 2, 2]);
-    let (x0, x1) = (x.clone().narrow(3, 0, 1), x.narrow(3, 1, 1));
+    // Pairs along `dim` of a [n, h, …] view: adjacent pairs are [n, h, hs/2, 2] (dim 3), NEOX
+    // halves [n, h, 2, hs/2] (dim 2).
+    let (shape, trig, dim) = match style {
+        RopeStyle::Adjacent => ([n, h, hs / 2, 2], [n, 1, hs / 2, 1], 3),
+        RopeStyle::Neox => ([n, h, 2, hs / 2], [n, 1, 1, hs / 2], 2),
+    };
+    let (cos, sin) = (constant(&cos, trig), constant(&sin, trig));
+    let x = x.reshape(shape);
+    let (x0, x1) = (x.clone().narrow(dim, 0, 1), x.narrow(dim, 1, 1));
     let y0 = x0.clone() * cos.clone() - x1.clone() * sin.clone();
     let y1 = x0 * sin + x1 * cos;
-    Tensor::cat(vec![y0, y1], 3).reshape([n, h * hs])
+    Tensor::cat(vec![y0, y1], dim).reshape([n, h * hs])
 }
 
 /// Shape of a causal GQA attention over B sequences of T tokens.

@@ -62,22 +62,30 @@ fn burn_loss(
                 None => y,
             }
         };
+        // The q/k/v biases (where the architecture has them) broadcast over the rows.
+        let biased = |module: Module, y: Tensor<2>| match &lw.qkv_bias {
+            Some(b) => {
+                let bias = &b[module as usize];
+                y + constant(bias, [1, bias.len()])
+            }
+            None => y,
+        };
         let xn = rmsnorm(x.clone(), constant(&lw.attn_norm, [ce]), c.rms_eps);
         let q = rope(
-            proj(Module::QProj, xn.clone()),
-            c.n_head,
-            c.head_dim,
+            biased(Module::QProj, proj(Module::QProj, xn.clone())),
+            c.arch.rope,
+            (c.n_head, c.head_dim),
             heads.t,
             c.rope_base,
         );
         let k = rope(
-            proj(Module::KProj, xn.clone()),
-            c.n_head_kv,
-            c.head_dim,
+            biased(Module::KProj, proj(Module::KProj, xn.clone())),
+            c.arch.rope,
+            (c.n_head_kv, c.head_dim),
             heads.t,
             c.rope_base,
         );
-        let v = proj(Module::VProj, xn);
+        let v = biased(Module::VProj, proj(Module::VProj, xn));
         let x_mid = x + proj(Module::OProj, attention(q, k, v, heads));
         let xn2 = rmsnorm(x_mid.clone(), constant(&lw.ffn_norm, [ce]), c.rms_eps);
         let hidden = swiglu(
@@ -87,12 +95,20 @@ fn burn_loss(
         x = x_mid + proj(Module::DownProj, hidden);
     }
     let xn = rmsnorm(x, constant(&m.out_norm, [ce]), c.rms_eps);
-    let logits = linear(xn, constant(&m.embd, [c.vocab_size, ce]));
+    let logits = linear(xn, constant(&m.lm_head, [c.vocab_size, ce]));
     masked_cross_entropy(logits, targets).0
 }
 
 #[test]
 fn training_step_lora_gradients_match_autodiff_of_the_whole_model() {
+    // Every architecture: burn's autodiff of its own rope (adjacent pairs or NEOX halves) and
+    // bias broadcast, from the same description.
+    for &arch in crate::model::ARCHITECTURES {
+        whole_model_gradients_match_autodiff(arch);
+    }
+}
+
+fn whole_model_gradients_match_autodiff(arch: crate::model::Architecture) {
     // Two layers, C 64, 4 heads over 2 kv heads, V 256, Q4_1 projections and a Q8_0 tied
     // embedding; B 2 × T 9 with prompt tokens masked out; r 4 on every projection with random
     // non-zero B so gradients reach A. The GPU runs the whole step in f32 (GEMMs over C, FF and
@@ -101,6 +117,7 @@ fn training_step_lora_gradients_match_autodiff_of_the_whole_model() {
     // most 2.3e-7 on gradients up to 0.44, about 1e-6 of the largest).
     let gpu = gpu();
     let spec = TinySpec {
+        arch,
         weight_type: GgmlType::Q4_1,
         ..TinySpec::default()
     };
@@ -184,7 +201,7 @@ fn training_step_lora_gradients_match_autodiff_of_the_whole_model() {
                 s.module,
                 s.layer
             );
-            let what = format!("{:?} layer {} d{name}", s.module, s.layer);
+            let what = format!("{} {:?} layer {} d{name}", arch.name, s.module, s.layer);
             assert_close(&what, got, &want, 2e-5 * big, 1e-3);
         }
     }

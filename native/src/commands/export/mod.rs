@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use afinador_core::formats::Gguf;
 use afinador_core::lora::LoraAdapter;
-use afinador_core::model::LlamaConfig;
+use afinador_core::model::ModelConfig;
 use afinador_core::tokenizer::Tokenizer;
 use afinador_core::train::TrainConfig;
 use anyhow::{Context, Result, bail};
@@ -79,7 +79,7 @@ pub fn run(args: Args) -> Result<()> {
     };
     let file = args.model.read()?;
     let adapter = read_adapter(adapter_path, &file.gguf)?;
-    let config = LlamaConfig::from_gguf(&file.gguf)?;
+    let config = ModelConfig::from_gguf(&file.gguf)?;
     let output = match &args.output {
         Some(p) => p.clone(),
         None => default_output(adapter_path, args.to)?,

@@ -98,7 +98,7 @@ pub fn run(args: Args) -> Result<()> {
         .map_or((0, 0), |p| (p.steps_per_epoch, p.total_steps));
 
     // Memory.
-    let model_config = afinador_core::model::LlamaConfig::from_gguf(&file.gguf)?;
+    let model_config = afinador_core::model::ModelConfig::from_gguf(&file.gguf)?;
     let weight_bytes: u64 = file.gguf.tensors().iter().map(|t| t.n_bytes).sum();
     // The adapter's name does not change its size.
     let lora_config = session::lora_config(&config, String::new())?;

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use afinador_core::lora::{LoraAdapter, to_gguf_lora, to_peft};
-use afinador_core::model::LlamaConfig;
+use afinador_core::model::ModelConfig;
 use afinador_core::train::checkpoint::CheckpointFiles;
 use anyhow::{Context, Result};
 
@@ -59,12 +59,12 @@ pub const ADAPTER_GGUF: &str = "adapter.gguf";
 
 impl AdapterFiles {
     /// The files of `adapter` for a base model of `model`'s shape and architecture.
-    pub fn new(adapter: &LoraAdapter, model: &LlamaConfig) -> Result<AdapterFiles> {
-        let peft = to_peft(adapter, model.n_head, model.n_head_kv)?;
+    pub fn new(adapter: &LoraAdapter, model: &ModelConfig) -> Result<AdapterFiles> {
+        let peft = to_peft(adapter, model.qk_order())?;
         Ok(AdapterFiles {
             config_json: peft.adapter_config_json,
             safetensors: peft.adapter_model_safetensors,
-            gguf: to_gguf_lora(adapter, &model.architecture)?,
+            gguf: to_gguf_lora(adapter, model.arch.name)?,
         })
     }
 

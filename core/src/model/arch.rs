@@ -1,0 +1,87 @@
+//! What sets one model architecture apart from another, written once per architecture.
+//!
+//! Every part of afinador that depends on the architecture reads it from here: the config
+//! reader (which GGUF `general.architecture` values load), the weight loader (optional tensors
+//! such as the q/k/v biases), the forward pass and the training step (rope style, biases), the
+//! CPU reference trainer and the burn oracle (the same description, independently implemented),
+//! and LoRA import/export (whether GGUF permuted the Q/K rows relative to Hugging Face).
+//!
+//! To add an architecture: add a constant here and to [`ARCHITECTURES`]; if it needs an
+//! operation the block does not have yet (a norm, an activation), add a field here, the kernel
+//! and its CPU reference, then read the field in `model/forward.rs`, `train/step.rs`,
+//! `train/reference.rs` and `train/oracle/model.rs`. `make-tiny-model --arch NAME` then writes
+//! random models of it for the tests.
+
+use serde::Serialize;
+
+/// Which elements of a head rotary embedding rotates together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum RopeStyle {
+    /// Pairs (2i, 2i + 1): llama's GGUF layout. llama.cpp's converter permuted the Q/K rows
+    /// so that adjacent values rotate together (llama.cpp's "normal" rope).
+    Adjacent,
+    /// Pairs (i, i + HS/2): Hugging Face's `rotate_half`, kept as converted (llama.cpp's NEOX
+    /// rope; qwen2, phi3, gemma).
+    Neox,
+}
+
+/// One architecture's facts: everything the block and the adapters need beyond the shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Architecture {
+    /// `general.architecture` in GGUF (and the prefix of its metadata keys).
+    pub name: &'static str,
+    /// Hugging Face's `model_type` (its `config.json`), for exports.
+    pub hf_model_type: &'static str,
+    pub rope: RopeStyle,
+    /// The q, k and v projections add a bias (`blk.N.attn_{q,k,v}.bias`, F32).
+    pub qkv_bias: bool,
+    /// GGUF's Q/K rows are permuted relative to Hugging Face's (llama's converter, for
+    /// [`RopeStyle::Adjacent`]); PEFT export un-permutes lora_B of q_proj/k_proj, import
+    /// permutes it (`lora::permute`).
+    pub qk_permuted: bool,
+}
+
+pub const LLAMA: Architecture = Architecture {
+    name: "llama",
+    hf_model_type: "llama",
+    rope: RopeStyle::Adjacent,
+    qkv_bias: false,
+    qk_permuted: true,
+};
+
+/// Mistral 7B as llama.cpp writes it: the llama block (its sliding window is not used by
+/// llama.cpp either).
+pub const MISTRAL: Architecture = Architecture {
+    name: "mistral",
+    hf_model_type: "mistral",
+    ..LLAMA
+};
+
+/// Qwen2 / Qwen2.5: the llama block with q/k/v biases and NEOX rope, Q/K rows as in Hugging
+/// Face (llama.cpp: `LLM_ARCH_QWEN2`, `LLAMA_ROPE_TYPE_NEOX`).
+pub const QWEN2: Architecture = Architecture {
+    name: "qwen2",
+    hf_model_type: "qwen2",
+    rope: RopeStyle::Neox,
+    qkv_bias: true,
+    qk_permuted: false,
+};
+
+/// Every architecture afinador runs.
+pub const ARCHITECTURES: &[Architecture] = &[LLAMA, MISTRAL, QWEN2];
+
+impl Architecture {
+    /// The architecture GGUF calls `name`, if afinador runs it.
+    pub fn from_gguf_name(name: &str) -> Option<Architecture> {
+        ARCHITECTURES.iter().find(|a| a.name == name).copied()
+    }
+
+    /// The names of [`ARCHITECTURES`], comma-separated.
+    pub fn names() -> String {
+        ARCHITECTURES
+            .iter()
+            .map(|a| a.name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
