@@ -1,5 +1,6 @@
 //! afinador-core: everything that is neither file system nor UI — GGUF and safetensors formats,
-//! the tokenizer, the WGSL kernels and their dispatchers, the Llama model on wgpu.
+//! the tokenizer, the WGSL kernels and their dispatchers, the models (one description per
+//! architecture) on wgpu.
 //!
 //! The core never touches the file system, the clock or the terminal: callers hand it bytes and
 //! drive its async API (pollster natively, wasm-bindgen-futures in the browser).

@@ -37,7 +37,8 @@ enum Command {
     Export(commands::export::Args),
     /// Write a GGUF model with a LoRA adapter merged into its weights.
     Merge(commands::merge::Args),
-    /// Write a small random Llama GGUF (for smoke tests and the browser tests).
+    /// Write a small random GGUF of any supported architecture (for smoke tests and the browser
+    /// tests).
     MakeTinyModel(commands::make_tiny_model::Args),
     /// Write a seeded random LoRA adapter for a model (for tests and reference scripts).
     MakeRandomAdapter(commands::make_random_adapter::Args),

@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::super::peft::peft_tensor_name;
 use super::super::permute::{gguf_to_hf_rows, hf_to_gguf_rows};
-use super::super::{Module, PEFT_VERSION, from_peft, to_peft};
+use super::super::{Module, PEFT_VERSION, QkOrder, from_peft, to_peft};
 use super::{C, KVH, NH, QK, adapter, config_json, dims, f32_bytes, safetensors_file, values};
 
 fn read_f32(file: &SafeTensors<'_>, name: &str) -> (Vec<usize>, Vec<f32>) {
@@ -288,4 +288,30 @@ fn peft_defaults_apply_to_missing_keys() {
         (8, 8.0, 0.0, false)
     );
     assert_eq!(c.base_model_name_or_path, None);
+}
+
+#[test]
+fn models_whose_gguf_keeps_hugging_face_order_export_lora_b_as_is() {
+    // qwen2's GGUF keeps Q/K rows in Hugging Face order: lora_B of q_proj and k_proj goes out
+    // and comes back untouched; for llama's permuted rows it goes out un-permuted.
+    let a = adapter(3, 2, &Module::ALL);
+    let same = to_peft(&a, QkOrder::Same).unwrap();
+    let permuted = to_peft(&a, QK).unwrap();
+    let file = SafeTensors::deserialize(&same.adapter_model_safetensors).unwrap();
+    let file_p = SafeTensors::deserialize(&permuted.adapter_model_safetensors).unwrap();
+    for (module, layer) in [(Module::QProj, 0), (Module::KProj, 1), (Module::VProj, 1)] {
+        let pair = a.pair(layer, module).unwrap();
+        let name = peft_tensor_name(layer, module, true);
+        let (_, b) = read_f32(&file, &name);
+        assert_eq!(b, pair.b, "{module}");
+        let (_, bp) = read_f32(&file_p, &name);
+        assert_eq!(bp == pair.b, module == Module::VProj, "{module}");
+    }
+    let back = from_peft(
+        &same.adapter_config_json,
+        &same.adapter_model_safetensors,
+        QkOrder::Same,
+    )
+    .unwrap();
+    assert_eq!(back.tensors, a.tensors);
 }
