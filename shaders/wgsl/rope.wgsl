@@ -5,9 +5,10 @@
 //
 // x holds T tokens of H heads of HS values: element (t, h, d) at x[off + t·row_stride + h·HS + d].
 // Token t is at position pos0 + (t mod period) (period = T of each sequence when a batch of
-// sequences is stacked; larger than T otherwise); pair i rotates by θ = pos · base^(−2i / HS).
+// sequences is stacked; larger than T otherwise); pair i rotates by
+// θ = pos · base^(−2i / HS) / factors[i] (factors: all 1, or Llama 3's rope_freqs.weight).
 // sign = +1 rotates (forward); sign = −1 rotates back (the backward pass).
-// Bindings: 0 params (uniform), 1 x (read_write). One thread per pair.
+// Bindings: 0 params (uniform), 1 x (read_write), 2 factors (read, HS/2). One thread per pair.
 // Dispatch: (ceil(T·H·HS/2 / 256), 1, 1).
 
 struct Params {
@@ -18,6 +19,7 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> x: array<f32>;
+@group(0) @binding(2) var<storage, read> factors: array<f32>;
 
 const TAU: f32 = 6.283185307179586;
 
@@ -32,7 +34,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let h = (idx / half) % p.H;
     let t = idx / (half * p.H);
     let pos = f32(p.pos0 + t % p.period);
-    let theta = pos * pow(p.theta_base, -2.0 * f32(i) / f32(p.HS));
+    let theta = pos * pow(p.theta_base, -2.0 * f32(i) / f32(p.HS)) / factors[i];
     // Reduce to [0, 2π) first: GPU sin/cos are only accurate on small arguments.
     let r = theta - TAU * floor(theta / TAU);
     let cs = cos(r);

@@ -166,8 +166,14 @@ pub async fn add_bias(
         ..Default::default()
     };
     let buffers = [bias, bias, y.0];
-    rec.dispatch(&LAYOUT, &["OP_BIAS"], &params, &buffers, grid_1d(n.div_ceil(256)))
-        .await
+    rec.dispatch(
+        &LAYOUT,
+        &["OP_BIAS"],
+        &params,
+        &buffers,
+        grid_1d(n.div_ceil(256)),
+    )
+    .await
 }
 
 /// CPU reference of [`add_bias`] over whole rows of `y`.

@@ -4,8 +4,8 @@
 use afinador_shaders::Shader;
 
 use super::assert_params_size;
-pub use crate::model::RopeStyle;
 use crate::gpu::{Binding, GpuBuffer, KernelLayout, Recorder, Result, grid_1d};
+pub use crate::model::RopeStyle;
 
 /// Mirrors `Params` in rope.wgsl.
 #[repr(C)]
@@ -28,8 +28,16 @@ assert_params_size!(RopeParams, 48);
 
 pub const LAYOUT: KernelLayout = KernelLayout {
     shader: Shader::Rope,
-    bindings: &[Binding::Uniform, Binding::ReadWrite],
+    bindings: &[Binding::Uniform, Binding::ReadWrite, Binding::Read],
 };
+
+/// The rotation frequencies: pair i of a head turns by `pos · base^(−2i/HS) / factors[i]`
+/// (`factors`: HS/2 values, all 1 unless the model has Llama 3's `rope_freqs.weight`).
+#[derive(Clone, Copy, Debug)]
+pub struct RopeFreqs<'a> {
+    pub base: f32,
+    pub factors: &'a GpuBuffer,
+}
 
 /// Where the heads to rotate live: T tokens, `row_stride` apart, of H heads of HS values;
 /// token t is at position `pos0 + t % period` (`period` = each sequence's length when B
@@ -69,7 +77,7 @@ pub async fn rope(
     x: &GpuBuffer,
     s: RopeShape,
     pos0: u32,
-    theta_base: f32,
+    freqs: RopeFreqs<'_>,
     inverse: bool,
 ) -> Result<()> {
     let params = RopeParams {
@@ -79,7 +87,7 @@ pub async fn rope(
         pos0,
         off: s.off,
         row_stride: s.row_stride,
-        theta_base,
+        theta_base: freqs.base,
         sign: if inverse { -1.0 } else { 1.0 },
         period: s.period,
         pair_step: s.pair_step(),
@@ -87,12 +95,25 @@ pub async fn rope(
         _pad: 0,
     };
     let pairs = s.t * s.h * s.hs / 2;
-    rec.dispatch(&LAYOUT, &[], &params, &[x], grid_1d(pairs.div_ceil(256)))
-        .await
+    let buffers = [x, freqs.factors];
+    rec.dispatch(
+        &LAYOUT,
+        &[],
+        &params,
+        &buffers,
+        grid_1d(pairs.div_ceil(256)),
+    )
+    .await
 }
 
-/// CPU reference (in place).
-pub fn rope_ref(x: &mut [f32], s: RopeShape, pos0: u32, theta_base: f32, inverse: bool) {
+/// CPU reference (in place); `factors` as [`RopeFreqs`] (HS/2 values).
+pub fn rope_ref(
+    x: &mut [f32],
+    s: RopeShape,
+    pos0: u32,
+    (theta_base, factors): (f32, &[f32]),
+    inverse: bool,
+) {
     let hs = s.hs as usize;
     let (step, gap) = (s.pair_step() as usize, s.pair_gap() as usize);
     for t in 0..s.t as usize {
@@ -100,7 +121,8 @@ pub fn rope_ref(x: &mut [f32], s: RopeShape, pos0: u32, theta_base: f32, inverse
         for h in 0..s.h as usize {
             let base = s.off as usize + t * s.row_stride as usize + h * hs;
             for i in 0..hs / 2 {
-                let theta = pos * (theta_base as f64).powf(-2.0 * i as f64 / hs as f64);
+                let theta =
+                    pos * (theta_base as f64).powf(-2.0 * i as f64 / hs as f64) / factors[i] as f64;
                 let (sn, cs) = theta.sin_cos();
                 let sn = if inverse { -sn } else { sn };
                 let (a, b) = (base + i * step, base + i * step + gap);
@@ -141,11 +163,17 @@ mod tests {
         };
         let turn = |a: f64, b: f64| [(a * cs - b * sn) as f32, (a * sn + b * cs) as f32];
         let mut x = vec![1.0, 2.0, 3.0, 4.0];
-        rope_ref(&mut x, shape(RopeStyle::Adjacent), 1, 1.0, false);
+        rope_ref(
+            &mut x,
+            shape(RopeStyle::Adjacent),
+            1,
+            (1.0, &[1.0; 2]),
+            false,
+        );
         let (p0, p1) = (turn(1.0, 2.0), turn(3.0, 4.0));
         assert_eq!(x, vec![p0[0], p0[1], p1[0], p1[1]]);
         let mut x = vec![1.0, 2.0, 3.0, 4.0];
-        rope_ref(&mut x, shape(RopeStyle::Neox), 1, 1.0, false);
+        rope_ref(&mut x, shape(RopeStyle::Neox), 1, (1.0, &[1.0; 2]), false);
         let (p0, p1) = (turn(1.0, 3.0), turn(2.0, 4.0));
         assert_eq!(x, vec![p0[0], p1[0], p0[1], p1[1]]);
     }
@@ -163,12 +191,22 @@ mod tests {
             row_stride: 40,
         };
         let x = rng.vec_uniform(4 + 5 * 40, -1.0, 1.0);
+        // Llama 3-like factors: high frequencies as they are, low ones slowed 8×, a blend between.
+        let factors = [1.0, 1.0, 2.7, 8.0];
+        let g_factors = upload(&factors);
+        let freqs = RopeFreqs {
+            base: 10000.0,
+            factors: &g_factors,
+        };
         let mut want = x.clone();
-        rope_ref(&mut want, s, 300, 10000.0, false);
+        rope_ref(&mut want, s, 300, (10000.0, &factors), false);
+        let mut plain = x.clone();
+        rope_ref(&mut plain, s, 300, (10000.0, &[1.0; 4]), false);
+        assert!(plain != want, "the factors change the rotation");
         let g = upload(&x);
-        run(async |rec| rope(rec, &g, s, 300, 10000.0, false).await.unwrap());
+        run(async |rec| rope(rec, &g, s, 300, freqs, false).await.unwrap());
         assert_close(&format!("rope {style:?}"), &read(&g), &want, 2e-5, 1e-4);
-        run(async |rec| rope(rec, &g, s, 300, 10000.0, true).await.unwrap());
+        run(async |rec| rope(rec, &g, s, 300, freqs, true).await.unwrap());
         assert_close("rope inverse", &read(&g), &x, 2e-5, 1e-4);
         // Real model shape: 9 heads of 64, base 100000, positions up to 2000.
         let s = RopeShape {
@@ -181,10 +219,15 @@ mod tests {
             row_stride: 576,
         };
         let x = rng.vec_uniform(4 * 576, -1.0, 1.0);
+        let ones = upload(&[1.0; 32]);
+        let freqs = RopeFreqs {
+            base: 100000.0,
+            factors: &ones,
+        };
         let mut want = x.clone();
-        rope_ref(&mut want, s, 1996, 100000.0, false);
+        rope_ref(&mut want, s, 1996, (100000.0, &[1.0; 32]), false);
         let g = upload(&x);
-        run(async |rec| rope(rec, &g, s, 1996, 100000.0, false).await.unwrap());
+        run(async |rec| rope(rec, &g, s, 1996, freqs, false).await.unwrap());
         assert_close("rope smollm", &read(&g), &want, 2e-4, 1e-3);
     }
 }

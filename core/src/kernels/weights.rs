@@ -235,12 +235,17 @@ mod split_tests {
         for (format, part_bytes) in [(WeightFormat::Q8_0, 5 * 72), (WeightFormat::F16, 1)] {
             let (rows, cols, m) = (37usize, 64usize, 6usize);
             let raw = random_blocks(format, rows * cols, &mut rng);
-            let whole =
-                GpuWeight::upload_in_parts(gpu(), "w", format, &raw, (rows, cols), 1 << 30).unwrap();
-            let split = GpuWeight::upload_in_parts(gpu(), "w", format, &raw, (rows, cols), part_bytes)
+            let whole = GpuWeight::upload_in_parts(gpu(), "w", format, &raw, (rows, cols), 1 << 30)
                 .unwrap();
+            let split =
+                GpuWeight::upload_in_parts(gpu(), "w", format, &raw, (rows, cols), part_bytes)
+                    .unwrap();
             assert_eq!(whole.parts.len(), 1);
-            assert!(split.parts.len() > 5, "{format}: {} parts", split.parts.len());
+            assert!(
+                split.parts.len() > 5,
+                "{format}: {} parts",
+                split.parts.len()
+            );
             assert_eq!(split.parts.iter().map(|p| p.rows).sum::<usize>(), rows);
             let x = upload(&rng.vec_uniform(m * cols, -1.0, 1.0));
             let dy = upload(&rng.vec_uniform(m * rows, -1.0, 1.0));

@@ -58,7 +58,10 @@ impl ModelConfig {
         let embd = gguf.require_tensor("token_embd.weight")?;
         let vocab_size = embd.dims.get(1).copied().unwrap_or(0) as usize;
         let config = ModelConfig {
-            name: meta.get_str("general.name").unwrap_or(arch.name).to_string(),
+            name: meta
+                .get_str("general.name")
+                .unwrap_or(arch.name)
+                .to_string(),
             n_layer: get("block_count")?,
             n_embd,
             n_ff: get("feed_forward_length")?,
@@ -88,10 +91,16 @@ impl ModelConfig {
                 get("rope.dimension_count")?
             )));
         }
-        if gguf.tensor("rope_freqs.weight").is_some() {
-            return Err(ModelError::Unsupported(
-                "rope frequency scaling (rope_freqs.weight)".into(),
-            ));
+        // Llama 3.x's scaling arrives as per-pair factors (`rope_freqs.weight`, read with the
+        // weights); position-scaling kinds are not implemented.
+        if let Ok(kind) = meta.get_str(&key("rope.scaling.type")) {
+            let factor = meta.get_f32(&key("rope.scaling.factor")).unwrap_or(1.0);
+            if !matches!(kind, "none" | "llama3") && factor != 1.0 {
+                return Err(ModelError::Unsupported(format!(
+                    "rope scaling '{kind}' with factor {factor} (afinador implements Llama 3's \
+                     rope_freqs factors only)"
+                )));
+            }
         }
         config.validate()?;
         Ok(config)

@@ -11,7 +11,7 @@ use crate::kernels::gemv::gemv;
 use crate::kernels::logits::{NO_TARGET, RowStats, logit_stats};
 use crate::kernels::matmul::matmul_weight;
 use crate::kernels::rmsnorm::rmsnorm;
-use crate::kernels::rope::{RopeShape, rope};
+use crate::kernels::rope::{RopeFreqs, RopeShape, rope};
 
 /// Keys and values of every layer for positions `0..len` of one sequence.
 #[derive(Debug)]
@@ -151,7 +151,8 @@ pub(crate) async fn compile_kernels(gpu: &Gpu, weights: &ModelWeights) -> Result
     gpu.pipeline(&elementwise::LAYOUT, &["OP_SWIGLU"], &[])
         .await?;
     if weights.layers.iter().any(|l| l.qkv_bias.is_some()) {
-        gpu.pipeline(&elementwise::LAYOUT, &["OP_BIAS"], &[]).await?;
+        gpu.pipeline(&elementwise::LAYOUT, &["OP_BIAS"], &[])
+            .await?;
     }
     gpu.pipeline(&logits::LAYOUT, &[], &[]).await?;
     Ok(())
@@ -284,8 +285,12 @@ impl Forward {
                 off: pos0 * kvd,
                 row_stride: kvd,
             };
-            rope(&mut rec, &a.q, q_shape, pos0, config.rope_base, false).await?;
-            rope(&mut rec, kc, k_shape, pos0, config.rope_base, false).await?;
+            let freqs = RopeFreqs {
+                base: config.rope_base,
+                factors: &weights.rope_factors,
+            };
+            rope(&mut rec, &a.q, q_shape, pos0, freqs, false).await?;
+            rope(&mut rec, kc, k_shape, pos0, freqs, false).await?;
             let shape = AttentionShape {
                 b: 1,
                 t: tt,

@@ -21,6 +21,8 @@ pub struct TinySpec {
     /// Type of the projection matrices: one of [`TinySpec::weight_types`]; the embedding is Q8_0
     /// unless this is F32.
     pub weight_type: GgmlType,
+    /// Write Llama 3.1's rope scaling as `rope_freqs.weight` (factor 8, original context 8192).
+    pub rope_freqs: bool,
     pub seed: u64,
 }
 
@@ -36,6 +38,7 @@ impl Default for TinySpec {
             vocab_size: 256,
             context_length: 512,
             weight_type: GgmlType::Q8_0,
+            rope_freqs: false,
             seed: 1,
         }
     }
@@ -61,7 +64,16 @@ const fn shape(
         vocab_size,
         context_length: 4096,
         weight_type,
+        rope_freqs: false,
         seed: 1,
+    }
+}
+
+/// [`shape`] with Llama 3's rope scaling.
+const fn llama3(spec: TinySpec) -> TinySpec {
+    TinySpec {
+        rope_freqs: true,
+        ..spec
     }
 }
 
@@ -75,23 +87,58 @@ pub const LIKE: [(&str, TinySpec); 6] = [
     ),
     (
         "qwen2.5-0.5b",
-        shape(arch::QWEN2, 24, (896, 4864), (14, 2), 151936, GgmlType::Q5_0),
+        shape(
+            arch::QWEN2,
+            24,
+            (896, 4864),
+            (14, 2),
+            151936,
+            GgmlType::Q5_0,
+        ),
     ),
     (
         "qwen2.5-1.5b",
-        shape(arch::QWEN2, 28, (1536, 8960), (12, 2), 151936, GgmlType::Q4_K),
+        shape(
+            arch::QWEN2,
+            28,
+            (1536, 8960),
+            (12, 2),
+            151936,
+            GgmlType::Q4_K,
+        ),
     ),
     (
         "llama-3.2-1b",
-        shape(arch::LLAMA, 16, (2048, 8192), (32, 8), 128256, GgmlType::Q4_K),
+        llama3(shape(
+            arch::LLAMA,
+            16,
+            (2048, 8192),
+            (32, 8),
+            128256,
+            GgmlType::Q4_K,
+        )),
     ),
     (
         "mistral-7b",
-        shape(arch::MISTRAL, 32, (4096, 14336), (32, 8), 32000, GgmlType::Q4_K),
+        shape(
+            arch::MISTRAL,
+            32,
+            (4096, 14336),
+            (32, 8),
+            32000,
+            GgmlType::Q4_K,
+        ),
     ),
     (
         "llama-3.1-8b",
-        shape(arch::LLAMA, 32, (4096, 14336), (32, 8), 128256, GgmlType::Q4_K),
+        llama3(shape(
+            arch::LLAMA,
+            32,
+            (4096, 14336),
+            (32, 8),
+            128256,
+            GgmlType::Q4_K,
+        )),
     ),
 ];
 
@@ -101,6 +148,32 @@ impl TinySpec {
         LIKE.iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, spec)| spec.clone())
+    }
+
+    /// One tiny spec per distinct block: every architecture, and llama with Llama 3's rope
+    /// scaling. The block-level tests (finite differences, the burn oracle, the CPU reference
+    /// trainer, incremental decode) run each.
+    pub fn block_variants() -> Vec<TinySpec> {
+        let mut out: Vec<TinySpec> = super::ARCHITECTURES
+            .iter()
+            .map(|&arch| TinySpec {
+                arch,
+                ..TinySpec::default()
+            })
+            .collect();
+        out.push(TinySpec {
+            rope_freqs: true,
+            ..TinySpec::default()
+        });
+        out
+    }
+
+    /// A short name for test messages: the architecture, "+rope_freqs" when scaled.
+    pub fn label(&self) -> String {
+        match self.rope_freqs {
+            true => format!("{}+rope_freqs", self.arch.name),
+            false => self.arch.name.to_string(),
+        }
     }
 
     /// The names [`TinySpec::like`] knows, comma-separated.
@@ -191,6 +264,15 @@ pub fn make_tiny_gguf(
             .map(|_| ())
     };
     norm(&mut w, "output_norm.weight")?;
+    if spec.rope_freqs {
+        let factors = llama3_rope_factors(head_dim, 10000.0);
+        w.add_tensor_f32(
+            "rope_freqs.weight",
+            &[factors.len() as u64],
+            GgmlType::F32,
+            &factors,
+        )?;
+    }
     let mut biases = Rng::new(spec.seed ^ 0xb1a5);
     for i in 0..spec.n_layer {
         let n = |s: &str| format!("blk.{i}.{s}.weight");
@@ -214,6 +296,26 @@ pub fn make_tiny_gguf(
         }
     }
     Ok(w.to_bytes())
+}
+
+/// The per-pair divisors Hugging Face's `llama3` rope scaling implies (factor 8, low/high
+/// frequency factors 1 and 4, original context 8192), as llama.cpp's converter writes them to
+/// `rope_freqs.weight`.
+pub fn llama3_rope_factors(head_dim: usize, base: f64) -> Vec<f32> {
+    let (factor, low, high, context) = (8.0f64, 1.0f64, 4.0f64, 8192.0f64);
+    (0..head_dim / 2)
+        .map(|i| {
+            let wavelen = std::f64::consts::TAU * base.powf(2.0 * i as f64 / head_dim as f64);
+            if wavelen < context / high {
+                1.0
+            } else if wavelen > context / low {
+                factor as f32
+            } else {
+                let smooth = (context / wavelen - low) / (high - low);
+                (1.0 / ((1.0 - smooth) / factor + smooth)) as f32
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

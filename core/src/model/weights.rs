@@ -38,6 +38,8 @@ pub struct ModelWeights {
     /// `None` when the output projection is tied to `token_embd`.
     pub output: Option<GpuWeight>,
     pub layers: Vec<LayerWeights>,
+    /// Per-pair rope frequency divisors (HS/2): Llama 3's `rope_freqs.weight`, or ones.
+    pub rope_factors: GpuBuffer,
 }
 
 impl ModelWeights {
@@ -54,7 +56,9 @@ impl ModelWeights {
             .map(|l| {
                 l.attn_norm.size
                     + l.ffn_norm.size
-                    + l.qkv_bias.as_ref().map_or(0, |b| b.q.size + b.k.size + b.v.size)
+                    + l.qkv_bias
+                        .as_ref()
+                        .map_or(0, |b| b.q.size + b.k.size + b.v.size)
                     + [
                         &l.attn_q,
                         &l.attn_k,
@@ -72,6 +76,7 @@ impl ModelWeights {
         l + self.token_embd.device_bytes()
             + self.output_norm.size
             + self.output.as_ref().map_or(0, GpuWeight::device_bytes)
+            + self.rope_factors.size
     }
 
     /// Upload every weight `config` names from the GGUF file's bytes; projections that
@@ -131,6 +136,12 @@ impl ModelWeights {
                 Some(matrix("output.weight", v, c)?)
             },
             layers,
+            rope_factors: match gguf.tensor("rope_freqs.weight") {
+                Some(_) => vector("rope_freqs.weight", config.head_dim / 2)?,
+                None => {
+                    GpuBuffer::from_slice(gpu, "rope factors", &vec![1.0f32; config.head_dim / 2])?
+                }
+            },
         })
     }
 }

@@ -20,6 +20,8 @@ pub struct RefModel {
     pub lm_head: Vec<f32>,
     pub out_norm: Vec<f32>,
     pub layers: Vec<RefLayer>,
+    /// Rope frequency divisors per pair: `rope_freqs.weight`, or ones.
+    pub rope_factors: Vec<f32>,
 }
 
 pub struct RefLayer {
@@ -54,6 +56,10 @@ impl RefModel {
             .collect();
         let embd = t("token_embd.weight");
         RefModel {
+            rope_factors: match gguf.tensor("rope_freqs.weight") {
+                Some(_) => t("rope_freqs.weight"),
+                None => vec![1.0; config.head_dim / 2],
+            },
             lm_head: match config.tied_embeddings {
                 true => embd.clone(),
                 false => t("output.weight"),
@@ -290,8 +296,8 @@ pub fn step(
             add_bias_ref(bk, &mut k);
             add_bias_ref(bv, &mut v);
         }
-        rope_ref(&mut q, rope_q, 0, c.rope_base, false);
-        rope_ref(&mut k, rope_k, 0, c.rope_base, false);
+        rope_ref(&mut q, rope_q, 0, (c.rope_base, &m.rope_factors), false);
+        rope_ref(&mut k, rope_k, 0, (c.rope_base, &m.rope_factors), false);
         let att = attention_ref(&q, &k, &v, shape).0;
         let x_mid = add(&x, &proj(Module::OProj, &att));
         let xn2 = rmsnorm_ref(&x_mid, &lw.ffn_norm, ce, eps).0;
@@ -398,8 +404,8 @@ pub fn step(
             n,
         );
         let (mut dq, mut dk, dv) = attention_backward_ref(&s.q, &s.k, &s.v, &datt, shape);
-        rope_ref(&mut dq, rope_q, 0, c.rope_base, true);
-        rope_ref(&mut dk, rope_k, 0, c.rope_base, true);
+        rope_ref(&mut dq, rope_q, 0, (c.rope_base, &m.rope_factors), true);
+        rope_ref(&mut dk, rope_k, 0, (c.rope_base, &m.rope_factors), true);
         let dxn1 = add(
             &add(
                 &adapted_backward(

@@ -14,9 +14,9 @@ use crate::kernels::logits::{NO_TARGET, RowStats, cross_entropy_grad, logit_stat
 use crate::kernels::matmul::{MatView, matmul, matmul_weight, matmul_weight_t};
 use crate::kernels::optim::{AdamW, NORM_PARTIALS, adamw_step, grad_norm};
 use crate::kernels::rmsnorm::{rmsnorm, rmsnorm_backward};
-use crate::kernels::rope::{RopeShape, rope};
+use crate::kernels::rope::{RopeFreqs, RopeShape, rope};
 use crate::lora::Module;
-use crate::model::{ModelConfig, Model};
+use crate::model::{Model, ModelConfig};
 
 /// Activations of one layer saved by the forward pass for the backward pass.
 #[derive(Debug)]
@@ -701,8 +701,12 @@ async fn forward(
             add_bias(rec, &bias.v, (&acts.v, 0), n, kvd).await?;
         }
         let (q_shape, k_shape) = rope_shapes(c, n, t);
-        rope(rec, &acts.q, q_shape, 0, c.rope_base, false).await?;
-        rope(rec, &acts.k, k_shape, 0, c.rope_base, false).await?;
+        let freqs = RopeFreqs {
+            base: c.rope_base,
+            factors: &w.rope_factors,
+        };
+        rope(rec, &acts.q, q_shape, 0, freqs, false).await?;
+        rope(rec, &acts.k, k_shape, 0, freqs, false).await?;
         let shape = attention_shape(c, a.b as u32, t);
         attention(rec, &acts.q, &acts.k, &acts.v, &acts.att, &acts.lse, shape).await?;
         p.forward(rec, Module::OProj, &acts.att, &lw.attn_output, &a.tmp)
@@ -914,8 +918,12 @@ async fn backward(
         )
         .await?;
         let (q_shape, k_shape) = rope_shapes(c, n, t);
-        rope(rec, &a.dq, q_shape, 0, c.rope_base, true).await?;
-        rope(rec, &a.dk, k_shape, 0, c.rope_base, true).await?;
+        let freqs = RopeFreqs {
+            base: c.rope_base,
+            factors: &model.weights.rope_factors,
+        };
+        rope(rec, &a.dq, q_shape, 0, freqs, true).await?;
+        rope(rec, &a.dk, k_shape, 0, freqs, true).await?;
         p.backward(
             rec,
             Module::QProj,

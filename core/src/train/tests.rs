@@ -11,15 +11,14 @@ use crate::model::tiny::{TinySpec, make_tiny_gguf};
 use crate::util::Rng;
 
 fn tiny_model(ty: GgmlType) -> Model {
-    tiny_model_of(crate::model::arch::LLAMA, ty)
+    tiny_model_of(&TinySpec::default(), ty)
 }
 
-fn tiny_model_of(arch: crate::model::Architecture, ty: GgmlType) -> Model {
+fn tiny_model_of(spec: &TinySpec, ty: GgmlType) -> Model {
     let bytes = make_tiny_gguf(
         &TinySpec {
-            arch,
             weight_type: ty,
-            ..TinySpec::default()
+            ..spec.clone()
         },
         None,
     )
@@ -45,15 +44,16 @@ fn batch(rng: &mut Rng, b: usize, t: usize, vocab: u32) -> (Vec<u32>, Vec<u32>) 
 
 #[test]
 fn lora_gradients_match_finite_differences_of_the_loss() {
-    // Every architecture: llama's adjacent-pair rope; qwen2's NEOX rope and q/k/v biases.
-    for &arch in crate::model::ARCHITECTURES {
-        lora_gradients_match_finite_differences_in(arch);
+    // Every block: llama's adjacent-pair rope (also with Llama 3's rope factors); qwen2's NEOX
+    // rope and q/k/v biases.
+    for spec in TinySpec::block_variants() {
+        lora_gradients_match_finite_differences_in(&spec);
     }
 }
 
-fn lora_gradients_match_finite_differences_in(arch: crate::model::Architecture) {
+fn lora_gradients_match_finite_differences_in(spec: &TinySpec) {
     let gpu = gpu();
-    let model = tiny_model_of(arch, GgmlType::F32);
+    let model = tiny_model_of(spec, GgmlType::F32);
     let config = LoraConfig::new(4, 8.0, &Module::ALL);
     let lora = GpuLora::init(gpu, &model.config, &config, 3).unwrap();
     // Non-zero B so gradients reach A as well.
@@ -119,7 +119,7 @@ fn lora_gradients_match_finite_differences_in(arch: crate::model::Architecture) 
             assert!(
                 (fd - g).abs() <= tol,
                 "{} {:?} layer {} param {i}: grad {g}, finite differences {fd}",
-                arch.name,
+                spec.label(),
                 s.module,
                 s.layer
             );
@@ -413,7 +413,7 @@ fn gpu_and_cpu_loss_curves(spec: &TinySpec, steps: u32) -> Vec<(f64, f64)> {
         assert!(
             (g - c).abs() <= 1e-3 * c.abs(),
             "{} {}: step {}: GPU {g} vs CPU {c}\n{curve:?}",
-            spec.arch.name,
+            spec.label(),
             spec.weight_type,
             i + 1
         );
@@ -437,11 +437,7 @@ fn a_ten_step_loss_curve_equals_the_cpu_reference_trainer() {
 fn every_architecture_trains_like_the_cpu_reference() {
     // The CPU reference reads the same architecture description (rope style, biases) and
     // implements it independently of the GPU block.
-    for &arch in crate::model::ARCHITECTURES {
-        let spec = TinySpec {
-            arch,
-            ..TinySpec::default()
-        };
+    for spec in TinySpec::block_variants() {
         gpu_and_cpu_loss_curves(&spec, 3);
     }
 }

@@ -26,6 +26,10 @@ pub struct Args {
     /// The architecture (llama, mistral, qwen2) [default: llama, or the --like shape's].
     #[arg(long)]
     arch: Option<String>,
+    /// Add Llama 3.1's rope scaling (`rope_freqs.weight`) [default: only for the --like Llama
+    /// 3 shapes].
+    #[arg(long)]
+    rope_freqs: bool,
     /// Decoder layers [default: 2, or the --like shape's].
     #[arg(long)]
     layers: Option<usize>,
@@ -92,6 +96,7 @@ fn spec(args: &Args) -> Result<TinySpec> {
                 vocab_size: args.vocab,
                 context_length: 2048,
                 weight_type: GgmlType::Q4_1,
+                rope_freqs: false,
                 seed: args.seed,
             }
         }
@@ -104,6 +109,7 @@ fn spec(args: &Args) -> Result<TinySpec> {
             )
         })?;
     }
+    spec.rope_freqs |= args.rope_freqs;
     if let Some(layers) = args.layers {
         spec.n_layer = layers;
     }

@@ -221,7 +221,14 @@ fn refuses_other_dtypes_and_broken_files() {
 fn export_refuses_bad_adapters_and_head_counts() {
     let a = adapter(2, 1, &[Module::QProj]);
     assert_eq!(
-        to_peft(&a, crate::lora::QkOrder::Permuted { n_head: 4, n_head_kv: KVH }).unwrap_err(),
+        to_peft(
+            &a,
+            crate::lora::QkOrder::Permuted {
+                n_head: 4,
+                n_head_kv: KVH
+            }
+        )
+        .unwrap_err(),
         LoraError::HeadSplit {
             module: "q_proj",
             rows: 12,

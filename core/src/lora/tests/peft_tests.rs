@@ -146,8 +146,7 @@ fn fractional_alpha_and_rslora_are_written() {
     let mut a = adapter(2, 1, &[Module::UpProj]);
     a.config.alpha = 12.5;
     a.config.use_rslora = true;
-    let v: Value =
-        serde_json::from_str(&to_peft(&a, QK).unwrap().adapter_config_json).unwrap();
+    let v: Value = serde_json::from_str(&to_peft(&a, QK).unwrap().adapter_config_json).unwrap();
     assert_eq!(v["lora_alpha"].as_f64(), Some(12.5));
     assert!(!v["lora_alpha"].is_u64());
     assert_eq!(v["use_rslora"], true);
@@ -164,7 +163,9 @@ fn export_then_import_gives_the_adapter_back() {
     let files = to_peft(&a, QK).unwrap();
     let back = from_peft(
         &files.adapter_config_json,
-        &files.adapter_model_safetensors, QK)
+        &files.adapter_model_safetensors,
+        QK,
+    )
     .unwrap();
     let mut expected = a.clone();
     expected.config.target_modules = Module::ALL.iter().map(|m| m.hf_name().into()).collect();

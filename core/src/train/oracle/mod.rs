@@ -12,8 +12,8 @@
 //! attention row, the vocabulary of a softmax) — about √K·2⁻²⁴ relative to the terms' magnitude.
 //! Each test states its figure.
 
-use burn::tensor::{DType, Device, Tensor, TensorCreationOptions, TensorData, activation};
 use crate::model::RopeStyle;
+use burn::tensor::{DType, Device, Tensor, TensorCreationOptions, TensorData, activation};
 
 mod kernels;
 mod model;
@@ -78,13 +78,21 @@ fn swiglu(gate: Tensor<2>, up: Tensor<2>) -> Tensor<2> {
 }
 
 /// Rotary embedding of `x[n, h·hs]` in `style` (adjacent pairs as GGUF's llama layout, or NEOX
-/// halves; as `rope_ref`); row i is at position `i % period`.
-fn rope(x: Tensor<2>, style: RopeStyle, (h, hs): (usize, usize), period: usize, base: f32) -> Tensor<2> {
+/// halves; as `rope_ref`), pair j's frequency divided by `factors[j]`; row i is at position
+/// `i % period`.
+fn rope(
+    x: Tensor<2>,
+    style: RopeStyle,
+    (h, hs): (usize, usize),
+    period: usize,
+    (base, factors): (f32, &[f32]),
+) -> Tensor<2> {
     let n = x.dims()[0];
     let (mut cos, mut sin) = (Vec::new(), Vec::new());
     for i in 0..n {
         for j in 0..hs / 2 {
-            let theta = (i % period) as f64 * (base as f64).powf(-2.0 * j as f64 / hs as f64);
+            let theta = (i % period) as f64 * (base as f64).powf(-2.0 * j as f64 / hs as f64)
+                / factors[j] as f64;
             cos.push(theta.cos() as f32);
             sin.push(theta.sin() as f32);
         }
