@@ -1,31 +1,47 @@
 #!/usr/bin/env python3
-"""Independent numpy reference forward pass for the SmolLM2 GGUF model.
+"""Independent numpy reference forward pass for a Llama or Qwen2 GGUF model.
 
 Dequantizes every weight of the GGUF file with the `gguf` package and runs a
-plain Llama forward pass in float64 (no activation quantization), then writes
-tests/data/reference_nll.json with, per text:
+plain decoder forward pass in float64 (no activation quantization), then
+writes a JSON file with, per text:
 
-  ids     token ids (llama.cpp tokenizer, special tokens parsed, no BOS since
-          the model's add_bos is false)
+  ids     token ids (llama.cpp tokenizer, special tokens parsed, BOS only if
+          the model's add_bos flag is set -- false for SmolLM2 and Qwen2.5)
   nll     mean over positions 1..n-1 of -log softmax(logits[pos-1])[ids[pos]]
   argmax  argmax of the logits at every position (length n)
 
 plus some extras: per-token NLLs, the top-1/top-2 logit margin at every
 position (argmax comparisons should skip near ties) and the top-5 logits at
-the last position, and a greedy continuation of "The capital of France is".
+the last position, and greedy continuations of fixed prompts.
+
+Two architectures are supported (`general.architecture`):
+
+  llama  SmolLM2-135M: RoPE on adjacent pairs (llama.cpp "normal" mode; the
+         GGUF Q/K rows are permuted by the converter so that this holds), no
+         projection biases, LM head tied to token_embd.
+  qwen2  Qwen2.5-Coder-0.5B: q/k/v projections have biases, RoPE in NEOX
+         mode (pairs (i, i + head_dim/2)), separate output.weight.
 
 Only tokenization comes from llama-cpp-python. Its logits are used afterwards
-as a cross-check (printed, and stored as `nll_llama_cpp`); llama.cpp quantizes
+as a cross-check (printed, and stored as `nll_llama_cpp`; for qwen2 the
+greedy continuations from llama.cpp are stored too); llama.cpp quantizes
 activations, so a difference of a couple of percent is expected.
 
-Run from the repository root:
+Run from the repository root (single-threaded BLAS keeps it reproducible on
+small machines):
 
-    python scripts/reference/reference_forward.py
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python scripts/reference/reference_forward.py
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python scripts/reference/reference_forward.py \\
+        --model models/Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf \\
+        --out tests/data/reference_nll_qwen2.json
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +52,8 @@ from common import sha256_file, write_json
 
 GENERATOR = "scripts/reference/reference_forward.py"
 DEFAULT_MODEL = "models/SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_OUT = "tests/data/reference_nll.json"
 
-CASES = [
+LLAMA_CASES = [
     ("english", "The quick brown fox jumps over the lazy dog. It was a sunny "
                 "afternoon, and the children were playing in the park near the river."),
     ("capital_of_france", "The capital of France is"),
@@ -55,12 +70,61 @@ CASES = [
              '"heads": [9, 3], "tied": true, "eps": 1e-5}'),
 ]
 
-GREEDY_PROMPT = "The capital of France is"
-GREEDY_TOKENS = 8
+QWEN_SYSTEM = ("<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. "
+               "You are a helpful assistant.<|im_end|>\n")
+
+QWEN2_CASES = [
+    ("english", LLAMA_CASES[0][1]),
+    ("portuguese", LLAMA_CASES[2][1]),
+    ("python_code", LLAMA_CASES[3][1]),
+    ("digits", "1234567890 3.14159 2026-12-04"),
+    ("emoji", "I ❤️ Rust 🦀 and 🚀"),
+    ("chatml", QWEN_SYSTEM + "<|im_start|>user\nWhat is the capital of France?"
+               "<|im_end|>\n<|im_start|>assistant\nThe capital of France is "
+               "Paris.<|im_end|>\n"),
+]
+
+
+@dataclass
+class Profile:
+    """What to compute and write for one architecture."""
+
+    out: str
+    cases: list[tuple[str, str]]
+    min_tokens: int
+    max_tokens: int
+    short_ok: tuple[str, ...]          # case names exempt from min_tokens
+    greedy: list[tuple[str, str]]      # (name, prompt)
+    greedy_tokens: int
+    greedy_expect: str | None          # required prefix of the first greedy text
+    # True: the original SmolLM2 layout (a single "greedy" object, reference
+    # only, no add_bos / architecture keys). False: "greedy" is a list with
+    # llama.cpp's own greedy ids next to the reference ones.
+    legacy_layout: bool
+
+
+PROFILES = {
+    "llama": Profile(
+        out="tests/data/reference_nll.json",
+        cases=LLAMA_CASES, min_tokens=10, max_tokens=120,
+        short_ok=("capital_of_france",),
+        greedy=[("capital_of_france", "The capital of France is")],
+        greedy_tokens=8, greedy_expect=" Paris", legacy_layout=True),
+    "qwen2": Profile(
+        out="tests/data/reference_nll_qwen2.json",
+        cases=QWEN2_CASES, min_tokens=10, max_tokens=60, short_ok=(),
+        greedy=[
+            ("chatml_square", QWEN_SYSTEM + "<|im_start|>user\nWrite a Python "
+             "function that returns the square of a number.<|im_end|>\n"
+             "<|im_start|>assistant\n"),
+            ("fibonacci", "def fibonacci(n):"),
+        ],
+        greedy_tokens=12, greedy_expect=None, legacy_layout=False),
+}
 
 
 class Model:
-    """Llama weights dequantized from GGUF, kept as float64 arrays.
+    """Decoder weights dequantized from GGUF, kept as float64 arrays.
 
     GGUF stores dims innermost-first (ne = [in, out]); the numpy arrays that
     GGUFReader / dequantize return are row-major with the dims reversed, i.e.
@@ -71,15 +135,20 @@ class Model:
         reader = GGUFReader(str(path))
         meta = {k: f.contents() for k, f in reader.fields.items()
                 if not k.startswith("tokenizer.ggml.")}
-        assert meta["general.architecture"] == "llama"
-        self.n_layer = int(meta["llama.block_count"])
-        self.n_embd = int(meta["llama.embedding_length"])
-        self.n_ff = int(meta["llama.feed_forward_length"])
-        self.n_head = int(meta["llama.attention.head_count"])
-        self.n_head_kv = int(meta["llama.attention.head_count_kv"])
+        self.arch = arch = meta["general.architecture"]
+        assert arch in PROFILES, f"unsupported architecture {arch!r}"
+        self.n_layer = int(meta[f"{arch}.block_count"])
+        self.n_embd = int(meta[f"{arch}.embedding_length"])
+        self.n_ff = int(meta[f"{arch}.feed_forward_length"])
+        self.n_head = int(meta[f"{arch}.attention.head_count"])
+        self.n_head_kv = int(meta[f"{arch}.attention.head_count_kv"])
         self.head_dim = self.n_embd // self.n_head
-        self.rope_base = float(meta["llama.rope.freq_base"])
-        self.eps = float(meta["llama.attention.layer_norm_rms_epsilon"])
+        self.rope_base = float(meta[f"{arch}.rope.freq_base"])
+        self.eps = float(meta[f"{arch}.attention.layer_norm_rms_epsilon"])
+        # llama.cpp's rope type per architecture (llama_model_rope_type):
+        # LLAMA_ROPE_TYPE_NORM for llama, LLAMA_ROPE_TYPE_NEOX for qwen2.
+        self.rope_neox = arch == "qwen2"
+        self.qkv_bias = arch == "qwen2"
 
         self.w: dict[str, np.ndarray] = {}
         for t in reader.tensors:
@@ -87,6 +156,9 @@ class Model:
             expected = tuple(int(d) for d in reversed(t.shape))
             assert arr.shape == expected, (t.name, arr.shape, expected)
             self.w[t.name] = arr.astype(np.float64)
+            del arr
+        del reader
+        gc.collect()
 
         self.vocab = self.w["token_embd.weight"].shape[0]
         # Tied embeddings: no output.weight, the LM head reuses token_embd.
@@ -103,28 +175,45 @@ class Model:
             assert self.w[p + "ffn_gate.weight"].shape == (self.n_ff, C)
             assert self.w[p + "ffn_up.weight"].shape == (self.n_ff, C)
             assert self.w[p + "ffn_down.weight"].shape == (C, self.n_ff)
+            for name, size in (("q", C), ("k", KV), ("v", KV)):
+                bias = self.w.get(p + f"attn_{name}.bias")
+                assert (bias is not None) == self.qkv_bias, (arch, p, name)
+                assert bias is None or bias.shape == (size,)
 
     def rms_norm(self, x: np.ndarray, weight: np.ndarray) -> np.ndarray:
         return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + self.eps) * weight
 
     def rope(self, x: np.ndarray) -> np.ndarray:
-        """RoPE on adjacent pairs (x[2i], x[2i+1]) -- llama.cpp "normal" mode.
+        """RoPE, x: [n_tokens, n_heads, head_dim], positions 0..n_tokens-1.
 
-        x: [n_tokens, n_heads, head_dim], positions 0..n_tokens-1.
+        Pair i (i < head_dim/2) is rotated by theta = pos * base^(-2i/head_dim).
+        llama "normal" mode pairs adjacent elements (x[2i], x[2i+1]); NEOX mode
+        (qwen2) pairs the two halves (x[i], x[i + head_dim/2]).
         """
         n, _, hs = x.shape
         inv_freq = self.rope_base ** (-np.arange(0, hs, 2, dtype=np.float64) / hs)
         theta = np.arange(n, dtype=np.float64)[:, None] * inv_freq[None, :]
         cos = np.cos(theta)[:, None, :]
         sin = np.sin(theta)[:, None, :]
-        x0, x1 = x[..., 0::2], x[..., 1::2]
+        if self.rope_neox:
+            lo, hi = slice(0, hs // 2), slice(hs // 2, hs)
+        else:
+            lo, hi = slice(0, hs, 2), slice(1, hs, 2)
+        x0, x1 = x[..., lo], x[..., hi]
         out = np.empty_like(x)
-        out[..., 0::2] = x0 * cos - x1 * sin
-        out[..., 1::2] = x0 * sin + x1 * cos
+        out[..., lo] = x0 * cos - x1 * sin
+        out[..., hi] = x0 * sin + x1 * cos
         return out
 
-    def forward(self, ids: list[int]) -> np.ndarray:
-        """Logits [n_tokens, vocab] for a sequence starting at position 0."""
+    def project(self, h: np.ndarray, p: str, name: str) -> np.ndarray:
+        """h @ W.T (+ bias when the layer has one: qwen2's q/k/v)."""
+        y = h @ self.w[p + name + ".weight"].T
+        bias = self.w.get(p + name + ".bias")
+        return y if bias is None else y + bias
+
+    def forward(self, ids: list[int], last_only: bool = False) -> np.ndarray:
+        """Logits [n_tokens, vocab] for a sequence starting at position 0
+        (only the last position's row, [1, vocab], when last_only)."""
         n = len(ids)
         HS, NH, NKV = self.head_dim, self.n_head, self.n_head_kv
         group = NH // NKV
@@ -134,9 +223,9 @@ class Model:
         for i in range(self.n_layer):
             p = f"blk.{i}."
             h = self.rms_norm(x, self.w[p + "attn_norm.weight"])
-            q = (h @ self.w[p + "attn_q.weight"].T).reshape(n, NH, HS)
-            k = (h @ self.w[p + "attn_k.weight"].T).reshape(n, NKV, HS)
-            v = (h @ self.w[p + "attn_v.weight"].T).reshape(n, NKV, HS)
+            q = self.project(h, p, "attn_q").reshape(n, NH, HS)
+            k = self.project(h, p, "attn_k").reshape(n, NKV, HS)
+            v = self.project(h, p, "attn_v").reshape(n, NKV, HS)
             q, k = self.rope(q), self.rope(k)
 
             attn = np.empty((n, NH, HS))
@@ -156,6 +245,8 @@ class Model:
             silu = gate / (1.0 + np.exp(-gate))
             x = x + (silu * up) @ self.w[p + "ffn_down.weight"].T
 
+        if last_only:
+            x = x[-1:]
         x = self.rms_norm(x, self.w["output_norm.weight"])
         return x @ self.lm_head.T
 
@@ -174,33 +265,49 @@ def token_nlls(logits: np.ndarray, ids: list[int]) -> np.ndarray:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=DEFAULT_MODEL)
-    ap.add_argument("--out", default=DEFAULT_OUT)
+    ap.add_argument("--out", default=None,
+                    help="output JSON (default: tests/data/reference_nll.json for "
+                         "llama, tests/data/reference_nll_qwen2.json for qwen2)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="llama.cpp threads for the cross-check (default 1)")
     ap.add_argument("--no-llama-cpp-check", action="store_true",
                     help="skip the cross-check against llama.cpp's own logits")
     args = ap.parse_args()
+    t_start = time.perf_counter()
 
     import llama_cpp
     from llama_cpp import Llama
 
     model_path = Path(args.model)
     tok = Llama(model_path=str(model_path), vocab_only=True, verbose=False)
+    add_bos = bool(llama_cpp.llama_vocab_get_add_bos(tok._model.vocab))
 
     def tokenize(text: str) -> list[int]:
-        # add_bos is false for this model, so nothing is prepended.
-        return tok.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        # add_bos is false for SmolLM2 and Qwen2.5, so nothing is prepended.
+        return tok.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
+
+    def detokenize(ids: list[int]) -> str:
+        return tok.detokenize(ids, special=True).decode("utf-8", errors="replace")
 
     print(f"loading + dequantizing {model_path} ...")
     model = Model(model_path)
+    profile = PROFILES[model.arch]
+    print(f"  arch={model.arch} layers={model.n_layer} C={model.n_embd} "
+          f"FF={model.n_ff} heads={model.n_head}/{model.n_head_kv} "
+          f"rope_base={model.rope_base} eps={model.eps} add_bos={add_bos} "
+          f"({time.perf_counter() - t_start:.1f} s)")
 
     llm = None
     if not args.no_llama_cpp_check:
         llm = Llama(model_path=str(model_path), logits_all=True, n_ctx=512,
-                    n_batch=512, verbose=False)
+                    n_batch=512, n_threads=args.threads,
+                    n_threads_batch=args.threads, verbose=False)
 
     cases = []
-    for name, text in CASES:
+    for name, text in profile.cases:
         ids = tokenize(text)
-        assert 10 <= len(ids) <= 120 or name == "capital_of_france", (name, len(ids))
+        assert profile.min_tokens <= len(ids) <= profile.max_tokens or name in profile.short_ok, \
+            (name, len(ids))
         logits = model.forward(ids)
         nll = token_nlls(logits, ids)
         top2 = np.sort(logits, axis=-1)[:, -2:]
@@ -228,52 +335,79 @@ def main() -> None:
             line += (f"  nll(llama.cpp)={cpp_nll:.5f}"
                      f"  rel.diff={(cpp_nll - case['nll']) / case['nll']:+.3%}"
                      f"  argmax agree={agree:.1%}")
-        print(line)
+        print(line, flush=True)
         cases.append(case)
+        del logits
 
-    # Greedy generation (full recompute each step; the prompt is tiny).
-    prompt_ids = tokenize(GREEDY_PROMPT)
-    seq = list(prompt_ids)
-    margins = []
-    for _ in range(GREEDY_TOKENS):
-        last = model.forward(seq)[-1]
-        top2 = np.sort(last)[-2:]
-        margins.append(round(float(top2[1] - top2[0]), 4))
-        seq.append(int(last.argmax()))
-    gen_ids = seq[len(prompt_ids):]
-    gen_text = tok.detokenize(gen_ids).decode("utf-8", errors="replace")
-    print(f"greedy (ref):       {GREEDY_PROMPT!r} -> {gen_text!r} {gen_ids}")
-    print(f"  top1-top2 logit margins: {margins}")
-    if llm is not None:
-        llm.reset()
-        llm.eval(prompt_ids)
-        cpp_ids = []
-        for _ in range(GREEDY_TOKENS):
-            cpp_ids.append(int(np.argmax(llm.scores[llm.n_tokens - 1])))
-            llm.eval(cpp_ids[-1:])
-        cpp_text = tok.detokenize(cpp_ids).decode("utf-8", errors="replace")
-        print(f"greedy (llama.cpp): {GREEDY_PROMPT!r} -> {cpp_text!r} {cpp_ids}")
-    assert gen_text.startswith(" Paris"), gen_text
+    # Greedy generation (full recompute each step; the prompts are short).
+    greedy = []
+    for name, prompt in profile.greedy:
+        prompt_ids = tokenize(prompt)
+        seq = list(prompt_ids)
+        margins = []
+        for _ in range(profile.greedy_tokens):
+            last = model.forward(seq, last_only=True)[-1]
+            top2 = np.sort(last)[-2:]
+            margins.append(round(float(top2[1] - top2[0]), 4))
+            seq.append(int(last.argmax()))
+        gen_ids = seq[len(prompt_ids):]
+        gen_text = detokenize(gen_ids)
+        print(f"greedy (ref)       {name}: {gen_text!r} {gen_ids}")
+        print(f"  top1-top2 logit margins: {margins}")
+        entry = {
+            "name": name,
+            "prompt": prompt,
+            "prompt_ids": prompt_ids,
+            "ids": gen_ids,
+            "text": gen_text,
+            "argmax_margin": margins,
+        }
+        if llm is not None:
+            llm.reset()
+            llm.eval(prompt_ids)
+            cpp_ids = []
+            for _ in range(profile.greedy_tokens):
+                cpp_ids.append(int(np.argmax(llm.scores[llm.n_tokens - 1])))
+                llm.eval(cpp_ids[-1:])
+            cpp_text = detokenize(cpp_ids)
+            same = next((i for i, (a, b) in enumerate(zip(gen_ids, cpp_ids)) if a != b),
+                        len(gen_ids))
+            print(f"greedy (llama.cpp) {name}: {cpp_text!r} {cpp_ids}")
+            print(f"  agree on the first {same}/{len(gen_ids)} tokens")
+            entry["ids_llama_cpp"] = cpp_ids
+            entry["text_llama_cpp"] = cpp_text
+        greedy.append(entry)
+    if profile.greedy_expect is not None:
+        assert greedy[0]["text"].startswith(profile.greedy_expect), greedy[0]["text"]
 
     out = {
         "generator": GENERATOR,
         "llama_cpp_python": llama_cpp.__version__,
         "model": model_path.name,
         "model_sha256": sha256_file(model_path),
-        "notes": "nll/argmax from an f64 numpy forward over dequantized GGUF "
-                 "weights; nll_llama_cpp is llama.cpp's CPU result for comparison",
-        "cases": cases,
-        "greedy": {
-            "prompt": GREEDY_PROMPT,
-            "prompt_ids": prompt_ids,
-            "ids": gen_ids,
-            "text": gen_text,
-            "argmax_margin": margins,
-        },
     }
-    out_path = Path(args.out)
+    if profile.legacy_layout:
+        out["notes"] = ("nll/argmax from an f64 numpy forward over dequantized GGUF "
+                        "weights; nll_llama_cpp is llama.cpp's CPU result for comparison")
+        out["cases"] = cases
+        (g,) = greedy
+        out["greedy"] = {k: g[k] for k in ("prompt", "prompt_ids", "ids", "text",
+                                            "argmax_margin")}
+    else:
+        from importlib.metadata import version
+        out["gguf"] = version("gguf")
+        out["numpy"] = np.__version__
+        out["architecture"] = model.arch
+        out["add_bos"] = add_bos
+        out["notes"] = ("nll/argmax/greedy ids from an f64 numpy forward over "
+                        "dequantized GGUF weights; nll_llama_cpp and "
+                        "greedy[].ids_llama_cpp are llama.cpp's CPU results for "
+                        "comparison (it quantizes activations to Q8)")
+        out["cases"] = cases
+        out["greedy"] = greedy
+    out_path = Path(args.out or profile.out)
     write_json(out_path, out)
-    print(f"wrote {out_path}")
+    print(f"wrote {out_path} ({time.perf_counter() - t_start:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -1,20 +1,26 @@
 #!/usr/bin/env python3
-"""Expected token ids for the SmolLM2 GGUF tokenizer, produced by llama.cpp.
+"""Expected token ids for a GGUF tokenizer (SmolLM2 or Qwen2), produced by llama.cpp.
 
 Uses llama-cpp-python with `vocab_only=True` (no weights are loaded) and writes
-tests/data/tokenizer_cases.json. For every case:
+tests/data/tokenizer_cases.json (SmolLM2, `general.architecture` llama) or
+tests/data/tokenizer_cases_qwen2.json (Qwen2.5, qwen2). For every case:
 
   ids             llm.tokenize(text, add_bos=False, special=True)
                   (special/control tokens such as <|im_start|> are parsed)
   ids_no_special  the same with special=False (special-token text is then
                   tokenized as ordinary text)
 
-The model's add_bos flag is recorded as well (it is false for SmolLM2, so no
-BOS is ever prepended).
+The model's add_bos flag is recorded as well (it is false for SmolLM2 and
+Qwen2.5, so no BOS is ever prepended). The qwen2 file also lists llama.cpp's
+view of the vocabulary's special tokens (`special_tokens`: CONTROL and
+USER_DEFINED ids, EOG ids, the UNUSED id range).
 
 Run from the repository root:
 
     python scripts/reference/tokenizer_cases.py
+    python scripts/reference/tokenizer_cases.py \
+        --model models/Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf \
+        --out tests/data/tokenizer_cases_qwen2.json
 """
 
 from __future__ import annotations
@@ -26,7 +32,10 @@ from common import sha256_file, write_json
 
 GENERATOR = "scripts/reference/tokenizer_cases.py"
 DEFAULT_MODEL = "models/SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_OUT = "tests/data/tokenizer_cases.json"
+DEFAULT_OUTS = {
+    "llama": "tests/data/tokenizer_cases.json",
+    "qwen2": "tests/data/tokenizer_cases_qwen2.json",
+}
 
 CASES: list[tuple[str, str]] = [
     ("empty", ""),
@@ -84,11 +93,74 @@ CASES: list[tuple[str, str]] = [
     ("whitespace_mix", " \t \n\t\n  \u00a0nbsp\u3000ideographic space\u2003em space"),
 ]
 
+# Qwen2.5: the model-agnostic SmolLM2 cases, Qwen's own special tokens
+# instead of SmolLM2's, and texts aimed at the qwen2 pre-tokenizer regex
+# (single digits, an optional non-letter before a letter run, newline runs).
+_QWEN_SYSTEM = ("<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. "
+                "You are a helpful assistant.<|im_end|>\n")
+_QWEN_REPLACED = {
+    "chatml_full":
+        _QWEN_SYSTEM + "<|im_start|>user\nWhat is 2+2?<|im_end|>\n"
+        "<|im_start|>assistant\n2+2 is 4.<|im_end|>\n",
+    "special_tokens_other":
+        "<|fim_prefix|>def f(x):\n<|fim_suffix|>\n    return y<|fim_middle|>"
+        "<|repo_name|>afinador<|file_sep|>src/main.rs\n<|fim_pad|><|endoftext|>",
+}
+QWEN2_CASES: list[tuple[str, str]] = [(n, _QWEN_REPLACED.get(n, t)) for n, t in CASES] + [
+    # SmolLM2's special tokens are ordinary text for Qwen.
+    ("smollm2_special_tokens_as_text",
+     "<repo_name>afinador<file_sep>src/main.rs<gh_stars>100\n<jupyter_code>x = 1"),
+    # USER_DEFINED tokens: llama.cpp matches them even with special=False.
+    ("user_defined_tokens",
+     "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Lisboa\"}}\n</tool_call>"),
+    # UNUSED tokens ([PAD151665]..[PAD151935]) are not special: plain text.
+    ("unused_pad_tokens_as_text", "[PAD151665] [PAD151935]x"),
+    ("vision_tokens", "<|vision_start|><|image_pad|><|vision_end|>Describe it."),
+    ("symbols_before_letters",
+     "foo.bar(x) $HOME @user #tag _private -flag ¿Qué? «citação» x+=1 a->b ::std"),
+    ("digit_runs",
+     "3141592653589793 2^64=18446744073709551616 v1.2.3 ١٢٣ ５６ ²³ ½"),
+    ("newline_runs_with_spaces", "a  \n  \n\tb\r\n\r\n  c \n\n\n}\n\n)\n   "),
+    ("punctuation_then_newlines", "end.\n\nnext;\r\n\r\n--\n\n\n/* x */\n"),
+]
+
+
+def special_tokens(llama_cpp, llm, vocab) -> dict:
+    """llama.cpp's token attributes after loading (it upgrades some tokens to
+    CONTROL by their text and derives the end-of-generation set)."""
+    control, user_defined, unused, eog = [], [], [], []
+    for i in range(llm.n_vocab()):
+        attr = llama_cpp.llama_vocab_get_attr(vocab, i)
+        if attr & llama_cpp.LLAMA_TOKEN_ATTR_UNUSED:
+            unused.append(i)
+        elif attr & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL:
+            control.append(i)
+        elif attr & llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED:
+            user_defined.append(i)
+        if llama_cpp.llama_vocab_is_eog(vocab, i):
+            eog.append(i)
+        assert not attr & (llama_cpp.LLAMA_TOKEN_ATTR_LSTRIP | llama_cpp.LLAMA_TOKEN_ATTR_RSTRIP), i
+    if unused:
+        assert unused == list(range(unused[0], unused[-1] + 1)), "unused ids not contiguous"
+
+    def text(i: int) -> str:
+        return llm.detokenize([i], special=True).decode("utf-8")
+
+    return {
+        "control": [{"id": i, "text": text(i)} for i in control],
+        "user_defined": [{"id": i, "text": text(i)} for i in user_defined],
+        "eog_ids": eog,
+        "unused_first": unused[0] if unused else None,
+        "unused_last": unused[-1] if unused else None,
+    }
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=DEFAULT_MODEL)
-    ap.add_argument("--out", default=DEFAULT_OUT)
+    ap.add_argument("--out", default=None,
+                    help="output JSON (default: tests/data/tokenizer_cases.json for "
+                         "llama, tests/data/tokenizer_cases_qwen2.json for qwen2)")
     args = ap.parse_args()
 
     import llama_cpp
@@ -96,13 +168,16 @@ def main() -> None:
 
     model_path = Path(args.model)
     llm = Llama(model_path=str(model_path), vocab_only=True, verbose=False)
-    add_bos = bool(llama_cpp.llama_vocab_get_add_bos(llm._model.vocab))
+    vocab = llm._model.vocab
+    add_bos = bool(llama_cpp.llama_vocab_get_add_bos(vocab))
+    arch = llm.metadata["general.architecture"]
+    case_list = {"llama": CASES, "qwen2": QWEN2_CASES}[arch]
 
-    names = [name for name, _ in CASES]
+    names = [name for name, _ in case_list]
     assert len(names) == len(set(names)), "duplicate case names"
 
     cases = []
-    for name, text in CASES:
+    for name, text in case_list:
         raw = text.encode("utf-8")
         ids = llm.tokenize(raw, add_bos=False, special=True)
         ids_no_special = llm.tokenize(raw, add_bos=False, special=False)
@@ -122,7 +197,10 @@ def main() -> None:
         "eos_id": llm.token_eos(),
         "cases": cases,
     }
-    out_path = Path(args.out)
+    if arch != "llama":
+        # (Not in the SmolLM2 file, whose layout predates this.)
+        out["special_tokens"] = special_tokens(llama_cpp, llm, vocab)
+    out_path = Path(args.out or DEFAULT_OUTS[arch])
     write_json(out_path, out)
     print(f"wrote {out_path} ({len(cases)} cases, add_bos={add_bos})")
 

@@ -3,7 +3,7 @@
 use afinador_shaders::Shader;
 
 use super::assert_params_size;
-use crate::gpu::{Binding, GpuBuffer, KernelLayout, Recorder, Result};
+use crate::gpu::{Binding, GpuBuffer, KernelLayout, Recorder, Result, grid_1d};
 
 /// Mirrors `Params` in rmsnorm.wgsl.
 #[repr(C)]
@@ -13,8 +13,10 @@ pub struct RmsNormParams {
     pub r: u32,
     pub eps: f32,
     pub accumulate: u32,
+    pub out_off: u32,
+    pub _pad: [u32; 3],
 }
-assert_params_size!(RmsNormParams, 16);
+assert_params_size!(RmsNormParams, 32);
 
 pub const LAYOUT: KernelLayout = KernelLayout {
     shader: Shader::RmsNorm,
@@ -58,13 +60,14 @@ pub async fn rmsnorm_backward(
         r: rows,
         eps: 0.0,
         accumulate: accumulate as u32,
+        ..Default::default()
     };
     rec.dispatch(
         &LAYOUT_BACKWARD,
         &["BACKWARD"],
         &params,
         &[x, w, dy, rstd, dx],
-        [rows, 1, 1],
+        grid_1d(rows),
     )
     .await
 }
@@ -97,13 +100,27 @@ pub async fn rmsnorm(
     (rows, c): (u32, u32),
     eps: f32,
 ) -> Result<()> {
+    rmsnorm_to(rec, x, w, (out, 0), rstd, (rows, c), eps).await
+}
+
+/// [`rmsnorm`] writing `out` from element `out.1` (a position of the KV cache).
+pub async fn rmsnorm_to(
+    rec: &mut Recorder<'_>,
+    x: &GpuBuffer,
+    w: &GpuBuffer,
+    out: (&GpuBuffer, u32),
+    rstd: &GpuBuffer,
+    (rows, c): (u32, u32),
+    eps: f32,
+) -> Result<()> {
     let params = RmsNormParams {
         c,
         r: rows,
         eps,
-        accumulate: 0,
+        out_off: out.1,
+        ..Default::default()
     };
-    rec.dispatch(&LAYOUT, &[], &params, &[x, w, out, rstd], [rows, 1, 1])
+    rec.dispatch(&LAYOUT, &[], &params, &[x, w, out.0, rstd], grid_1d(rows))
         .await
 }
 
@@ -193,5 +210,52 @@ mod tests {
             assert_close("rmsnorm", &read(&out), &want, 1e-5, 1e-5);
             assert_close("rstd", &read(&rstd), &want_rstd, 1e-5, 1e-5);
         }
+    }
+}
+
+#[cfg(test)]
+mod head_norm_tests {
+    use super::*;
+    use crate::kernels::testing::{assert_close, read, run, upload};
+    use crate::util::Rng;
+
+    #[test]
+    fn many_short_rows_written_at_an_offset() {
+        // Per-head norms: 40000 rows of 8 (more rows than one dispatch dimension holds), written
+        // from element 12 of the output, forward and backward.
+        let mut rng = Rng::new(25);
+        let (rows, c, off) = (40000usize, 8usize, 12usize);
+        let x = rng.vec_uniform(rows * c, -3.0, 3.0);
+        let w = rng.vec_uniform(c, 0.5, 1.5);
+        let (want, want_rstd) = rmsnorm_ref(&x, &w, c, 1e-6);
+        let (gx, gw) = (upload(&x), upload(&w));
+        let (gout, grstd) = (upload(&vec![7.0; off + rows * c]), upload(&vec![0.0; rows]));
+        run(async |rec| {
+            rmsnorm_to(
+                rec,
+                &gx,
+                &gw,
+                (&gout, off as u32),
+                &grstd,
+                (rows as u32, c as u32),
+                1e-6,
+            )
+            .await
+            .unwrap()
+        });
+        let out = read(&gout);
+        assert_eq!(&out[..off], &[7.0; 12]);
+        assert_close("rmsnorm rows", &out[off..], &want, 1e-5, 1e-4);
+        assert_close("rmsnorm rstd", &read(&grstd), &want_rstd, 1e-6, 1e-4);
+        let dy = rng.vec_uniform(rows * c, -1.0, 1.0);
+        let want_dx = rmsnorm_backward_ref(&x, &w, &dy, c, 1e-6);
+        let (gdy, gdx) = (upload(&dy), upload(&vec![0.0; rows * c]));
+        run(async |rec| {
+            let shape = (rows as u32, c as u32);
+            rmsnorm_backward(rec, &gx, &gw, &gdy, &grstd, &gdx, shape, false)
+                .await
+                .unwrap()
+        });
+        assert_close("rmsnorm rows dx", &read(&gdx), &want_dx, 1e-5, 1e-4);
     }
 }

@@ -35,6 +35,9 @@ pub struct Architecture {
     pub rope: RopeStyle,
     /// The q, k and v projections add a bias (`blk.N.attn_{q,k,v}.bias`, F32).
     pub qkv_bias: bool,
+    /// Each query and key head is RMS-normalized before rope (`blk.N.attn_{q,k}_norm.weight`,
+    /// HS values each).
+    pub qk_norm: bool,
     /// GGUF's Q/K rows are permuted relative to Hugging Face's (llama's converter, for
     /// [`RopeStyle::Adjacent`]); PEFT export un-permutes lora_B of q_proj/k_proj, import
     /// permutes it (`lora::permute`).
@@ -46,6 +49,7 @@ pub const LLAMA: Architecture = Architecture {
     hf_model_type: "llama",
     rope: RopeStyle::Adjacent,
     qkv_bias: false,
+    qk_norm: false,
     qk_permuted: true,
 };
 
@@ -64,11 +68,22 @@ pub const QWEN2: Architecture = Architecture {
     hf_model_type: "qwen2",
     rope: RopeStyle::Neox,
     qkv_bias: true,
+    qk_norm: false,
     qk_permuted: false,
 };
 
+/// Qwen3: no biases, RMSNorm on each query and key head before NEOX rope (llama.cpp:
+/// `LLM_ARCH_QWEN3`).
+pub const QWEN3: Architecture = Architecture {
+    name: "qwen3",
+    hf_model_type: "qwen3",
+    qkv_bias: false,
+    qk_norm: true,
+    ..QWEN2
+};
+
 /// Every architecture afinador runs.
-pub const ARCHITECTURES: &[Architecture] = &[LLAMA, MISTRAL, QWEN2];
+pub const ARCHITECTURES: &[Architecture] = &[LLAMA, MISTRAL, QWEN2, QWEN3];
 
 impl Architecture {
     /// The architecture GGUF calls `name`, if afinador runs it.

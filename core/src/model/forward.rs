@@ -10,7 +10,7 @@ use crate::kernels::embedding::embedding;
 use crate::kernels::gemv::gemv;
 use crate::kernels::logits::{NO_TARGET, RowStats, logit_stats};
 use crate::kernels::matmul::matmul_weight;
-use crate::kernels::rmsnorm::rmsnorm;
+use crate::kernels::rmsnorm::{rmsnorm, rmsnorm_to};
 use crate::kernels::rope::{RopeFreqs, RopeShape, rope};
 
 /// Keys and values of every layer for positions `0..len` of one sequence.
@@ -51,6 +51,10 @@ struct Activations {
     x: GpuBuffer,
     xn: GpuBuffer,
     q: GpuBuffer,
+    /// Q and K before the per-head norms (qwen3), and the norms' 1/rms (unused here).
+    q_raw: GpuBuffer,
+    k_raw: GpuBuffer,
+    rstd_heads: GpuBuffer,
     att: GpuBuffer,
     gate: GpuBuffer,
     up: GpuBuffer,
@@ -76,6 +80,15 @@ impl Activations {
             x: f("x", t * c.n_embd)?,
             xn: f("xn", t * c.n_embd)?,
             q: f("q", t * c.q_dim())?,
+            q_raw: f(
+                "q before norm",
+                if c.arch.qk_norm { t * c.q_dim() } else { 1 },
+            )?,
+            k_raw: f(
+                "k before norm",
+                if c.arch.qk_norm { t * c.kv_dim() } else { 1 },
+            )?,
+            rstd_heads: f("head rstd", if c.arch.qk_norm { t * c.n_head } else { 1 })?,
             att: f("att", t * c.q_dim())?,
             gate: f("gate", t * c.n_ff)?,
             up: f("up", t * c.n_ff)?,
@@ -236,17 +249,17 @@ impl Forward {
                 config.rms_eps,
             )
             .await?;
-            linear(&mut rec, &a.xn, 0, &lw.attn_q, &a.q, 0, qd, tt, false).await?;
+            // With per-head norms, Q and K are projected into scratch and normalized into place.
+            let (q_out, k_out) = match lw.qk_norm {
+                Some(_) => ((&a.q_raw, 0), (&a.k_raw, 0)),
+                None => ((&a.q, 0), (kc, pos0 * kvd)),
+            };
             linear(
-                &mut rec,
-                &a.xn,
-                0,
-                &lw.attn_k,
-                kc,
-                pos0 * kvd,
-                kvd,
-                tt,
-                false,
+                &mut rec, &a.xn, 0, &lw.attn_q, q_out.0, q_out.1, qd, tt, false,
+            )
+            .await?;
+            linear(
+                &mut rec, &a.xn, 0, &lw.attn_k, k_out.0, k_out.1, kvd, tt, false,
             )
             .await?;
             linear(
@@ -262,9 +275,38 @@ impl Forward {
             )
             .await?;
             if let Some(bias) = &lw.qkv_bias {
-                add_bias(&mut rec, &bias.q, (&a.q, 0), tt, qd).await?;
-                add_bias(&mut rec, &bias.k, (kc, pos0 * kvd), tt, kvd).await?;
+                add_bias(&mut rec, &bias.q, q_out, tt, qd).await?;
+                add_bias(&mut rec, &bias.k, k_out, tt, kvd).await?;
                 add_bias(&mut rec, &bias.v, (vc, pos0 * kvd), tt, kvd).await?;
+            }
+            if let Some(norm) = &lw.qk_norm {
+                let (nh, kvh, hs) = (
+                    config.n_head as u32,
+                    config.n_head_kv as u32,
+                    config.head_dim as u32,
+                );
+                let eps = config.rms_eps;
+                rmsnorm_to(
+                    &mut rec,
+                    &a.q_raw,
+                    &norm.q,
+                    (&a.q, 0),
+                    &a.rstd_heads,
+                    (tt * nh, hs),
+                    eps,
+                )
+                .await?;
+                let k_at = (kc, pos0 * kvd);
+                rmsnorm_to(
+                    &mut rec,
+                    &a.k_raw,
+                    &norm.k,
+                    k_at,
+                    &a.rstd_heads,
+                    (tt * kvh, hs),
+                    eps,
+                )
+                .await?;
             }
             let hs = config.head_dim as u32;
             let q_shape = RopeShape {

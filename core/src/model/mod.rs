@@ -16,7 +16,7 @@ pub use arch::{ARCHITECTURES, Architecture, RopeStyle};
 pub use config::ModelConfig;
 pub use forward::{Forward, ForwardOutput, KvCache, LogitsWanted};
 pub use sampling::{Sampler, SamplingConfig, argmax};
-pub use weights::{LayerWeights, ModelWeights, QkvBias};
+pub use weights::{LayerWeights, ModelWeights, QkNorm, QkvBias};
 
 use crate::formats::{Gguf, GgufError};
 use crate::gpu::{Gpu, GpuError};

@@ -15,6 +15,8 @@ pub struct TinySpec {
     pub n_ff: usize,
     pub n_head: usize,
     pub n_head_kv: usize,
+    /// HS when it is not C / NH (qwen3, gemma3), written as `attention.key_length`.
+    pub head_dim: Option<usize>,
     /// Ignored when a tokenizer is copied (the vocabulary then sets it).
     pub vocab_size: usize,
     pub context_length: usize,
@@ -35,6 +37,7 @@ impl Default for TinySpec {
             n_ff: 128,
             n_head: 4,
             n_head_kv: 2,
+            head_dim: None,
             vocab_size: 256,
             context_length: 512,
             weight_type: GgmlType::Q8_0,
@@ -61,6 +64,7 @@ const fn shape(
         n_ff,
         n_head,
         n_head_kv,
+        head_dim: None,
         vocab_size,
         context_length: 4096,
         weight_type,
@@ -158,6 +162,8 @@ impl TinySpec {
             .iter()
             .map(|&arch| TinySpec {
                 arch,
+                // Per-head norms come with heads wider than C / NH in the real models.
+                head_dim: arch.qk_norm.then_some(24),
                 ..TinySpec::default()
             })
             .collect();
@@ -206,7 +212,7 @@ pub fn make_tiny_gguf(
     w.add_metadata("general.architecture", arch)?;
     w.add_metadata("general.name", format!("afinador tiny {arch}"))?;
     w.add_metadata("general.type", "model")?;
-    let head_dim = spec.n_embd / spec.n_head;
+    let head_dim = spec.head_dim.unwrap_or(spec.n_embd / spec.n_head);
     let meta: [(&str, MetaValue); 9] = [
         ("context_length", (spec.context_length as u32).into()),
         ("embedding_length", (spec.n_embd as u32).into()),
@@ -220,6 +226,11 @@ pub fn make_tiny_gguf(
     ];
     for (key, value) in meta {
         w.add_metadata(format!("{arch}.{key}"), value)?;
+    }
+    if spec.head_dim.is_some() {
+        for key in ["attention.key_length", "attention.value_length"] {
+            w.add_metadata(format!("{arch}.{key}"), head_dim as u32)?;
+        }
     }
     if let Some(src) = tokenizer_from {
         for (key, value) in src.metadata().iter() {
@@ -286,6 +297,13 @@ pub fn make_tiny_gguf(
         matrix(&mut w, &n("ffn_gate"), ff, c, t)?;
         matrix(&mut w, &n("ffn_up"), ff, c, t)?;
         matrix(&mut w, &n("ffn_down"), c, ff, t)?;
+        if spec.arch.qk_norm {
+            // Around 1 like trained norms, varied so a wrong weight shows.
+            for m in ["attn_q_norm", "attn_k_norm"] {
+                let values = biases.vec_uniform(head_dim, 0.5, 1.5);
+                w.add_tensor_f32(n(m), &[head_dim as u64], GgmlType::F32, &values)?;
+            }
+        }
         if spec.arch.qkv_bias {
             // Large like qwen2's (its k biases reach ~145 on a weight scale of ~0.1).
             for (m, len) in [("attn_q", q), ("attn_k", kv), ("attn_v", kv)] {

@@ -20,6 +20,15 @@ pub struct LayerWeights {
     pub ffn_down: GpuWeight,
     /// The q, k and v biases, where the architecture has them.
     pub qkv_bias: Option<QkvBias>,
+    /// The per-head q and k norm weights, where the architecture has them.
+    pub qk_norm: Option<QkNorm>,
+}
+
+/// RMSNorm weights applied to every query and every key head (HS values each; qwen3).
+#[derive(Debug)]
+pub struct QkNorm {
+    pub q: GpuBuffer,
+    pub k: GpuBuffer,
 }
 
 /// Biases added after the q, k and v projections (qwen2).
@@ -59,6 +68,7 @@ impl ModelWeights {
                     + l.qkv_bias
                         .as_ref()
                         .map_or(0, |b| b.q.size + b.k.size + b.v.size)
+                    + l.qk_norm.as_ref().map_or(0, |b| b.q.size + b.k.size)
                     + [
                         &l.attn_q,
                         &l.attn_k,
@@ -122,6 +132,13 @@ impl ModelWeights {
                         q: bias("attn_q", q)?,
                         k: bias("attn_k", kv)?,
                         v: bias("attn_v", kv)?,
+                    }),
+                    false => None,
+                },
+                qk_norm: match config.arch.qk_norm {
+                    true => Some(QkNorm {
+                        q: vector(&n("attn_q_norm"), config.head_dim)?,
+                        k: vector(&n("attn_k_norm"), config.head_dim)?,
                     }),
                     false => None,
                 },

@@ -72,8 +72,14 @@ impl MemoryPlan {
 
         // Per token and layer: two norms' outputs and 1/rms, q, k, v, attention output and its
         // log-sum-exp per head, the residual after attention, gate, up and their product, and
-        // x·Aᵀ of every adapted projection.
-        let saved_per_layer = 3 * c + 2 + 2 * q + 2 * kv + h + 3 * ff + r * modules.len() as u64;
+        // x·Aᵀ of every adapted projection; with per-head q/k norms (qwen3) q and k before them
+        // and their 1/rms.
+        let head_norms = match model.arch.qk_norm {
+            true => q + kv + h + model.n_head_kv as u64,
+            false => 0,
+        };
+        let saved_per_layer =
+            3 * c + 2 + 2 * q + 2 * kv + h + 3 * ff + r * modules.len() as u64 + head_norms;
         // The residual stream entering each layer and leaving the last, the final norm.
         let stream = (layers + 1) * c + c + 1;
         let activations = n * (layers * saved_per_layer + stream) * f;
@@ -81,7 +87,14 @@ impl MemoryPlan {
         // Gradients flowing back through one layer at a time, and the dropped-out input of a
         // LoRA projection with its gradient.
         let widest = c.max(ff).max(q);
-        let backward = 3 * c + 2 * q + 2 * kv + h + 3 * ff + r + 2 * widest;
+        let backward = 3 * c
+            + 2 * q
+            + 2 * kv
+            + h
+            + 3 * ff
+            + r
+            + 2 * widest
+            + if model.arch.qk_norm { q + kv } else { 0 };
         // Token ids, targets and four statistics per position for each micro-batch.
         let io = shape.grad_accum.max(1) as u64 * 6;
         let scratch = n * (backward + io) * f;

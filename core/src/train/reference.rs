@@ -31,6 +31,8 @@ pub struct RefLayer {
     pub w: Vec<Vec<f32>>,
     /// The q, k and v biases, where the architecture has them.
     pub qkv_bias: Option<[Vec<f32>; 3]>,
+    /// The per-head q and k norm weights, where the architecture has them.
+    pub qk_norm: Option<[Vec<f32>; 2]>,
 }
 
 impl RefModel {
@@ -52,6 +54,10 @@ impl RefModel {
                     .arch
                     .qkv_bias
                     .then(|| ["q", "k", "v"].map(|m| t(&format!("blk.{i}.attn_{m}.bias")))),
+                qk_norm: config
+                    .arch
+                    .qk_norm
+                    .then(|| ["q", "k"].map(|m| t(&format!("blk.{i}.attn_{m}_norm.weight")))),
             })
             .collect();
         let embd = t("token_embd.weight");
@@ -278,6 +284,8 @@ pub fn step(
         up: Vec<f32>,
         hidden: Vec<f32>,
         u: Vec<(Module, Vec<f32>)>,
+        /// Q and K before the per-head norms (qwen3).
+        qk_raw: Option<(Vec<f32>, Vec<f32>)>,
     }
     let mut saved = Vec::new();
     for (l, lw) in m.layers.iter().enumerate() {
@@ -296,6 +304,13 @@ pub fn step(
             add_bias_ref(bk, &mut k);
             add_bias_ref(bv, &mut v);
         }
+        let hs = c.head_dim;
+        let qk_raw = lw.qk_norm.as_ref().map(|[wq, wk]| {
+            let raw = (q.clone(), k.clone());
+            q = rmsnorm_ref(&raw.0, wq, hs, eps).0;
+            k = rmsnorm_ref(&raw.1, wk, hs, eps).0;
+            raw
+        });
         rope_ref(&mut q, rope_q, 0, (c.rope_base, &m.rope_factors), false);
         rope_ref(&mut k, rope_k, 0, (c.rope_base, &m.rope_factors), false);
         let att = attention_ref(&q, &k, &v, shape).0;
@@ -318,6 +333,7 @@ pub fn step(
             up,
             hidden,
             u,
+            qk_raw,
         });
         x = x_out;
     }
@@ -406,6 +422,10 @@ pub fn step(
         let (mut dq, mut dk, dv) = attention_backward_ref(&s.q, &s.k, &s.v, &datt, shape);
         rope_ref(&mut dq, rope_q, 0, (c.rope_base, &m.rope_factors), true);
         rope_ref(&mut dk, rope_k, 0, (c.rope_base, &m.rope_factors), true);
+        if let (Some((q_raw, k_raw)), Some([wq, wk])) = (&s.qk_raw, &lw.qk_norm) {
+            dq = rmsnorm_backward_ref(q_raw, wq, &dq, c.head_dim, eps);
+            dk = rmsnorm_backward_ref(k_raw, wk, &dk, c.head_dim, eps);
+        }
         let dxn1 = add(
             &add(
                 &adapted_backward(

@@ -36,6 +36,16 @@ struct LayerActs {
     hidden: GpuBuffer,
     /// x·Aᵀ of each adapted projection, by module.
     lora_u: Vec<(Module, GpuBuffer)>,
+    /// Q and K before their per-head norms, and the norms' 1/rms (qwen3).
+    head_norm: Option<HeadNormActs>,
+}
+
+#[derive(Debug)]
+struct HeadNormActs {
+    q_raw: GpuBuffer,
+    k_raw: GpuBuffer,
+    rstd_q: GpuBuffer,
+    rstd_k: GpuBuffer,
 }
 
 /// Every buffer a step uses, sized once for B×T tokens.
@@ -60,6 +70,9 @@ struct Arena {
     datt: GpuBuffer,
     dq: GpuBuffer,
     dk: GpuBuffer,
+    /// Gradients of Q and K before their per-head norms (qwen3).
+    dq_raw: GpuBuffer,
+    dk_raw: GpuBuffer,
     dv: GpuBuffer,
     delta: GpuBuffer,
     dh: GpuBuffer,
@@ -108,6 +121,15 @@ impl Arena {
                 up: f("up", n * ff)?,
                 hidden: f("hidden", n * ff)?,
                 lora_u,
+                head_norm: match c.arch.qk_norm {
+                    true => Some(HeadNormActs {
+                        q_raw: f("q before norm", n * qd)?,
+                        k_raw: f("k before norm", n * kvd)?,
+                        rstd_q: f("q head rstd", n * c.n_head)?,
+                        rstd_k: f("k head rstd", n * c.n_head_kv)?,
+                    }),
+                    false => None,
+                },
             });
         }
         let max_rows =
@@ -139,6 +161,8 @@ impl Arena {
             datt: f("datt", n * qd)?,
             dq: f("dq", n * qd)?,
             dk: f("dk", n * kvd)?,
+            dq_raw: f("dq before norm", if c.arch.qk_norm { n * qd } else { 1 })?,
+            dk_raw: f("dk before norm", if c.arch.qk_norm { n * kvd } else { 1 })?,
             dv: f("dv", n * kvd)?,
             delta: f("delta", n * c.n_head)?,
             dh: f("dh", n * ff)?,
@@ -688,17 +712,46 @@ async fn forward(
             c.rms_eps,
         )
         .await?;
-        p.forward(rec, Module::QProj, &acts.xn1, &lw.attn_q, &acts.q)
+        // With per-head norms, Q and K are projected into their saved raw buffers first.
+        let (q_out, k_out) = match &acts.head_norm {
+            Some(h) => (&h.q_raw, &h.k_raw),
+            None => (&acts.q, &acts.k),
+        };
+        p.forward(rec, Module::QProj, &acts.xn1, &lw.attn_q, q_out)
             .await?;
-        p.forward(rec, Module::KProj, &acts.xn1, &lw.attn_k, &acts.k)
+        p.forward(rec, Module::KProj, &acts.xn1, &lw.attn_k, k_out)
             .await?;
         p.forward(rec, Module::VProj, &acts.xn1, &lw.attn_v, &acts.v)
             .await?;
         if let Some(bias) = &lw.qkv_bias {
             let (qd, kvd) = (c.q_dim() as u32, c.kv_dim() as u32);
-            add_bias(rec, &bias.q, (&acts.q, 0), n, qd).await?;
-            add_bias(rec, &bias.k, (&acts.k, 0), n, kvd).await?;
+            add_bias(rec, &bias.q, (q_out, 0), n, qd).await?;
+            add_bias(rec, &bias.k, (k_out, 0), n, kvd).await?;
             add_bias(rec, &bias.v, (&acts.v, 0), n, kvd).await?;
+        }
+        if let (Some(h), Some(norm)) = (&acts.head_norm, &lw.qk_norm) {
+            let (nh, kvh, hs) = (c.n_head as u32, c.n_head_kv as u32, c.head_dim as u32);
+            let eps = c.rms_eps;
+            rmsnorm(
+                rec,
+                &h.q_raw,
+                &norm.q,
+                &acts.q,
+                &h.rstd_q,
+                (n * nh, hs),
+                eps,
+            )
+            .await?;
+            rmsnorm(
+                rec,
+                &h.k_raw,
+                &norm.k,
+                &acts.k,
+                &h.rstd_k,
+                (n * kvh, hs),
+                eps,
+            )
+            .await?;
         }
         let (q_shape, k_shape) = rope_shapes(c, n, t);
         let freqs = RopeFreqs {
@@ -924,26 +977,27 @@ async fn backward(
         };
         rope(rec, &a.dq, q_shape, 0, freqs, true).await?;
         rope(rec, &a.dk, k_shape, 0, freqs, true).await?;
-        p.backward(
-            rec,
-            Module::QProj,
-            &a.dq,
-            &lw.attn_q,
-            &acts.xn1,
-            &a.dxn,
-            false,
-        )
-        .await?;
-        p.backward(
-            rec,
-            Module::KProj,
-            &a.dk,
-            &lw.attn_k,
-            &acts.xn1,
-            &a.dxn,
-            true,
-        )
-        .await?;
+        // Back through the per-head norms (weights frozen) to the projections' outputs.
+        let (dq, dk) = match (&acts.head_norm, &lw.qk_norm) {
+            (Some(h), Some(norm)) => {
+                let (nh, kvh, hs) = (c.n_head as u32, c.n_head_kv as u32, c.head_dim as u32);
+                let (qs, ks) = ((n * nh, hs), (n * kvh, hs));
+                rmsnorm_backward(
+                    rec, &h.q_raw, &norm.q, &a.dq, &h.rstd_q, &a.dq_raw, qs, false,
+                )
+                .await?;
+                rmsnorm_backward(
+                    rec, &h.k_raw, &norm.k, &a.dk, &h.rstd_k, &a.dk_raw, ks, false,
+                )
+                .await?;
+                (&a.dq_raw, &a.dk_raw)
+            }
+            _ => (&a.dq, &a.dk),
+        };
+        p.backward(rec, Module::QProj, dq, &lw.attn_q, &acts.xn1, &a.dxn, false)
+            .await?;
+        p.backward(rec, Module::KProj, dk, &lw.attn_k, &acts.xn1, &a.dxn, true)
+            .await?;
         p.backward(
             rec,
             Module::VProj,

@@ -93,6 +93,7 @@ fn spec(args: &Args) -> Result<TinySpec> {
                 n_ff: args.ff,
                 n_head: args.heads,
                 n_head_kv: args.kv_heads,
+                head_dim: None,
                 vocab_size: args.vocab,
                 context_length: 2048,
                 weight_type: GgmlType::Q4_1,

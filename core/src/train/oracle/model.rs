@@ -70,16 +70,27 @@ fn burn_loss(
             }
             None => y,
         };
+        // The per-head q/k norms (where the architecture has them): rows of HS.
+        let head_normed = |which: usize, y: Tensor<2>, heads: usize| match &lw.qk_norm {
+            Some(w) => {
+                let hs = c.head_dim;
+                let rows = y.reshape([n * heads, hs]);
+                rmsnorm(rows, constant(&w[which], [hs]), c.rms_eps).reshape([n, heads * hs])
+            }
+            None => y,
+        };
         let xn = rmsnorm(x.clone(), constant(&lw.attn_norm, [ce]), c.rms_eps);
+        let q_raw = biased(Module::QProj, proj(Module::QProj, xn.clone()));
+        let k_raw = biased(Module::KProj, proj(Module::KProj, xn.clone()));
         let q = rope(
-            biased(Module::QProj, proj(Module::QProj, xn.clone())),
+            head_normed(0, q_raw, c.n_head),
             c.arch.rope,
             (c.n_head, c.head_dim),
             heads.t,
             (c.rope_base, &m.rope_factors),
         );
         let k = rope(
-            biased(Module::KProj, proj(Module::KProj, xn.clone())),
+            head_normed(1, k_raw, c.n_head_kv),
             c.arch.rope,
             (c.n_head_kv, c.head_dim),
             heads.t,
