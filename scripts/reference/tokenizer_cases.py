@@ -113,6 +113,10 @@ QWEN2_CASES: list[tuple[str, str]] = [(n, _QWEN_REPLACED.get(n, t)) for n, t in 
     # USER_DEFINED tokens: llama.cpp matches them even with special=False.
     ("user_defined_tokens",
      "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Lisboa\"}}\n</tool_call>"),
+    # "</s>" (128247) is a NORMAL token in Qwen's vocab, but llama.cpp makes
+    # it CONTROL (and end-of-generation) because of its text, so with
+    # special=True it is matched as one token; with special=False it is BPE'd.
+    ("slash_s_promoted_to_control", "a</s>b </s>\n</s>"),
     # UNUSED tokens ([PAD151665]..[PAD151935]) are not special: plain text.
     ("unused_pad_tokens_as_text", "[PAD151665] [PAD151935]x"),
     ("vision_tokens", "<|vision_start|><|image_pad|><|vision_end|>Describe it."),

@@ -15,10 +15,20 @@ pub fn repo() -> &'static Path {
 
 /// The real model's path; a missing model fails the test with the command that fetches it.
 pub fn model_path() -> PathBuf {
-    let path = repo().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    fetched("SmolLM2-135M-Instruct.Q4_1.gguf", "")
+}
+
+/// The Qwen2.5-Coder-0.5B-Instruct Q4_K_M GGUF (architecture qwen2).
+pub fn qwen2_path() -> PathBuf {
+    fetched("Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf", " qwen2.5-coder")
+}
+
+/// `models/NAME`, or a failure naming the `scripts/fetch-model` command that fetches it.
+fn fetched(name: &str, fetch_arg: &str) -> PathBuf {
+    let path = repo().join("models").join(name);
     assert!(
         path.exists(),
-        "{} is missing: run scripts/fetch-model",
+        "{} is missing: run scripts/fetch-model{fetch_arg}",
         path.display()
     );
     path
@@ -34,20 +44,28 @@ pub struct Loaded {
 /// The real model, loaded once per test binary (on lavapipe when there is no GPU).
 pub fn loaded() -> &'static Loaded {
     static LOADED: OnceLock<Loaded> = OnceLock::new();
-    LOADED.get_or_init(|| {
-        let bytes = std::fs::read(model_path()).expect("read model");
-        let gguf = Gguf::parse(&bytes).expect("parse model");
-        let gpu = pollster::block_on(Gpu::new(&GpuOptions::default()))
-            .unwrap_or_else(|e| panic!("this test needs a GPU adapter: {e}"));
-        let model = Model::load(&gpu, &gguf, &bytes).expect("load model");
-        let tokenizer = Tokenizer::from_gguf(&gguf).expect("tokenizer");
-        Loaded {
-            gpu,
-            model,
-            tokenizer,
-            gguf,
-        }
-    })
+    LOADED.get_or_init(|| load(&model_path()))
+}
+
+/// The Qwen2.5-Coder model, loaded once per test binary.
+pub fn loaded_qwen2() -> &'static Loaded {
+    static LOADED: OnceLock<Loaded> = OnceLock::new();
+    LOADED.get_or_init(|| load(&qwen2_path()))
+}
+
+fn load(path: &Path) -> Loaded {
+    let bytes = std::fs::read(path).expect("read model");
+    let gguf = Gguf::parse(&bytes).expect("parse model");
+    let gpu = pollster::block_on(Gpu::new(&GpuOptions::default()))
+        .unwrap_or_else(|e| panic!("this test needs a GPU adapter: {e}"));
+    let model = Model::load(&gpu, &gguf, &bytes).expect("load model");
+    let tokenizer = Tokenizer::from_gguf(&gguf).expect("tokenizer");
+    Loaded {
+        gpu,
+        model,
+        tokenizer,
+        gguf,
+    }
 }
 
 /// A JSON file under tests/data.
