@@ -1,37 +1,48 @@
 #!/usr/bin/env python3
 """llama.cpp itself loads afinador's GGUF LoRA and merged model: reference data.
 
-What it does (from the repository root, with the llama-cpp-python venv of README.md):
+What it does (from the repository root, with the llama-cpp-python venv of README.md), for
+SmolLM2-135M-Instruct Q4_1 (llama, the default) or, with `--model`, Qwen2.5-Coder-0.5B-Instruct
+Q4_K_M (qwen2):
 
 1. `afinador make-random-adapter` writes a seeded random LoRA (r 2 on q/k/v/o, B not zero)
-   for SmolLM2-135M-Instruct Q4_1 — the same bytes on every machine — as PEFT files and
-   `adapter.gguf`; `afinador export --to merged --merged-type f32` merges it into a GGUF.
+   for the model — the same bytes on every machine — as PEFT files and `adapter.gguf`;
+   `afinador export --to merged` merges it into a GGUF (f32 projections for SmolLM2; q8_0 for
+   Qwen2.5, where f32 would make a ~1.9 GB file for the test to score on a software driver).
 2. llama.cpp's own quantizer (`llama_model_quantize`, ftype ALL_F32, requantize allowed)
-   converts the Q4_1 model to F32: the same weights, exactly dequantized, and no activation
+   converts the quantized model to F32: the same weights, exactly dequantized, and no activation
    quantization in llama.cpp's F32 matmuls; with an f32 KV cache (its default is f16) llama.cpp
-   then computes what afinador's kernels compute over the Q4_1 file.
-3. llama.cpp scores a few texts (per-token log-probabilities, `logits_all`) with: the F32 model,
-   the F32 model + `--lora adapter.gguf`, the Q4_1 model as shipped, the Q4_1 model + LoRA, and
-   afinador's merged model.
+   then computes what afinador's kernels compute over the quantized file.
+3. llama.cpp scores a few texts (per-token log-probabilities, `logits_all`; one thread) with: the
+   F32 model, the F32 model + `--lora adapter.gguf`, the model as shipped (key `q4_1` or
+   `q4_k_m`, from the file name), the shipped model + LoRA, and afinador's merged model.
 
-It writes tests/data/llama_cpp_lora.json with the token ids, those log-probs, the sha256 of the
-adapter and merged files and the commands that made them. `tests/handoff.rs` remakes both files
-(checking the sha256), scores them with afinador and compares: per-token log-probs with the LoRA
-within 2e-3 nats of llama.cpp's F32 run, and the adapter's effect (adapted minus base mean NLL)
-on the quantized model within 10% + 0.003 nats of llama.cpp's.
+It writes tests/data/llama_cpp_lora.json (or `--out`, e.g. tests/data/llama_cpp_lora_qwen2.json)
+with the token ids, those log-probs, the sha256 of the adapter and merged files and the commands
+that made them. `tests/handoff.rs` remakes both files (checking the sha256), scores them with
+afinador and compares: per-token log-probs with the LoRA within 2e-3 nats of llama.cpp's F32 run,
+and the adapter's effect (adapted minus base mean NLL) on the quantized model within 10% + 0.003
+nats of llama.cpp's.
 
 Cost: building llama-cpp-python 0.3.36 from its sdist takes ~25 min on 2 cores (once; keep the
-venv outside the repository, e.g. ~/.cache/afinador/llama-venv); this script then runs in ~1 min.
-It is not run by CI: CI runs the test against the committed JSON.
+venv outside the repository, e.g. ~/.cache/afinador/llama-venv); this script then runs in ~10 s
+for SmolLM2 and ~1 min for Qwen2.5 (whose F32 conversion, ~2 GB, lives in a temporary
+directory that is deleted at the end). It is not run by CI: CI runs the test against the
+committed JSON.
 
     ~/.cache/afinador/llama-venv/bin/python scripts/reference/llama_cpp_lora.py \
         --afinador target/debug/afinador
+    ~/.cache/afinador/llama-venv/bin/python scripts/reference/llama_cpp_lora.py \
+        --afinador target/debug/afinador \
+        --model models/Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf \
+        --out tests/data/llama_cpp_lora_qwen2.json
 """
 
 from __future__ import annotations
 
 import argparse
 import ctypes
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -52,19 +63,52 @@ TEXTS = [
     "def add(a, b):\n    return a + b\n\nprint(add(2, 3))",
     "<|im_start|>user\nQual é a capital do Brasil?<|im_end|>\n<|im_start|>assistant\nBrasília.",
 ]
+# Qwen2.5-Coder: code, English, Portuguese and a ChatML exchange with Qwen's tokens, each at
+# most ~30 tokens (tests/handoff.rs scores them on a software Vulkan driver in CI).
+QWEN2_TEXTS = [
+    "def fibonacci(n):\n    if n < 2:\n        return n\n    return fibonacci(n - 1) + fibonacci(n - 2)",
+    "The capital of France is Paris, and the capital of Portugal is Lisbon.",
+    "O Brasil é o maior país da América do Sul e tem mais de 200 milhões de habitantes.",
+    "<|im_start|>user\nWrite a Python function that squares a number.<|im_end|>\n"
+    "<|im_start|>assistant\ndef square(x):\n    return x * x<|im_end|>",
+]
+# Per architecture: the texts and the type of the merged model's projections.
+PROFILES = {
+    "llama": (TEXTS, "f32"),
+    "qwen2": (QWEN2_TEXTS, "q8_0"),
+}
+QWEN2_NOTES = (
+    "Qwen2.5-Coder-0.5B-Instruct Q4_K_M (qwen2: q/k/v biases, NEOX rope, GGUF Q/K rows not "
+    "permuted, so neither are the LoRA's B rows). f32 and f32_lora: llama.cpp on the model's "
+    "ALL_F32 conversion with an f32 KV cache (what afinador computes over the Q4_K_M file); "
+    "q4_k_m and q4_k_m_lora: the file as shipped (llama.cpp quantizes activations to Q8_K for "
+    "the K-quant matmuls, so compare the LoRA's effect, not the log-probs); merged: afinador's "
+    "merged model with q8_0 projections (f32 would be ~1.9 GB), f16 KV cache. One thread."
+)
 
 
-def to_f32(src: Path, dst: Path) -> None:
+def quant_key(model: Path) -> str:
+    """The shipped model's key in the JSON: its quantization, from the file name."""
+    m = re.search(r"\.(Q\d\w*|F16|BF16|F32)\.gguf$", model.name, re.IGNORECASE)
+    if not m:
+        raise SystemExit(f"{model.name}: no quantization in the file name (….Q4_1.gguf)")
+    return m.group(1).lower()
+
+
+def to_f32(src: Path, dst: Path, threads: int) -> None:
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = llama_cpp.LLAMA_FTYPE_ALL_F32
     params.allow_requantize = True
+    params.nthread = threads
     rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
     if rc != 0:
         raise SystemExit(f"llama_model_quantize failed ({rc})")
 
 
-def logprobs(model: Path, lora: Path | None, text: str, f32_cache: bool) -> tuple[list[int], list[float]]:
-    kwargs = dict(model_path=str(model), logits_all=True, n_ctx=512, n_threads=2, verbose=False)
+def logprobs(model: Path, lora: Path | None, text: str, f32_cache: bool,
+             threads: int) -> tuple[list[int], list[float]]:
+    kwargs = dict(model_path=str(model), logits_all=True, n_ctx=512, n_threads=threads,
+                  n_threads_batch=threads, verbose=False)
     if f32_cache:
         # llama.cpp keeps K and V in f16 by default; f32 keeps its F32 runs exact.
         kwargs["type_k"] = kwargs["type_v"] = llama_cpp.GGML_TYPE_F32
@@ -82,13 +126,28 @@ def logprobs(model: Path, lora: Path | None, text: str, f32_cache: bool) -> tupl
     return [int(t) for t in ids], out
 
 
+def architecture(model: Path) -> str:
+    llm = llama_cpp.Llama(model_path=str(model), vocab_only=True, verbose=False)
+    arch = llm.metadata["general.architecture"]
+    del llm
+    return arch
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--afinador", default="target/debug/afinador")
-    ap.add_argument("--model", default=MODEL)
+    ap.add_argument("--model", default=MODEL,
+                    help="a llama (SmolLM2) or qwen2 (Qwen2.5) GGUF, as a repository-relative "
+                         "path (it is recorded in the commands)")
     ap.add_argument("--out", default=OUT)
+    ap.add_argument("--threads", type=int, default=1, help="llama.cpp threads")
     args = ap.parse_args()
     model = Path(args.model)
+    arch = architecture(model)
+    if arch not in PROFILES:
+        raise SystemExit(f"{model}: architecture {arch!r}, expected one of {sorted(PROFILES)}")
+    texts, merged_type = PROFILES[arch]
+    quant = quant_key(model)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         adapter = tmp / "adapter"
@@ -97,41 +156,50 @@ def main() -> None:
         subprocess.run(make, check=True)
         merged = tmp / "merged.gguf"
         merge = [args.afinador, "export", "--model", str(model), "--adapter", str(adapter),
-                 "--to", "merged", "--merged-type", "f32", "--output", str(merged)]
+                 "--to", "merged", "--merged-type", merged_type, "--output", str(merged)]
         subprocess.run(merge, check=True)
         f32 = tmp / "model-f32.gguf"
-        to_f32(model, f32)
+        to_f32(model, f32, args.threads)
         lora = adapter / "adapter.gguf"
         runs = {
             "f32": (f32, None),
             "f32_lora": (f32, lora),
-            "q4_1": (model, None),
-            "q4_1_lora": (model, lora),
+            quant: (model, None),
+            f"{quant}_lora": (model, lora),
             "merged": (merged, None),
         }
         cases = []
-        for text in TEXTS:
+        for text in texts:
             case = {"text": text}
             for name, (m, l) in runs.items():
-                ids, lp = logprobs(m, l, text, f32_cache=name.startswith("f32"))
+                ids, lp = logprobs(m, l, text, f32_cache=name.startswith("f32"),
+                                   threads=args.threads)
                 case.setdefault("ids", ids)
                 assert case["ids"] == ids, "one tokenizer for every run"
                 case[name] = lp
             cases.append(case)
-            effect = np.mean(case["q4_1"]) - np.mean(case["q4_1_lora"])
+            effect = np.mean(case[quant]) - np.mean(case[f"{quant}_lora"])
             print(f"{text[:40]!r}: {len(case['ids'])} tokens, LoRA effect on the mean NLL {effect:+.4f}")
-        write_json(Path(args.out), {
+        out = {
             "generator": GENERATOR,
             "llama_cpp_python": llama_cpp.__version__,
+        }
+        if arch != "llama":
+            # (SmolLM2's file predates these fields: it stays byte for byte as it was.)
+            out["architecture"] = arch
+            out["model"] = args.model
+            out["notes"] = QWEN2_NOTES
+        out |= {
             "model_sha256": sha256_file(model),
-            "adapter_command": ["make-random-adapter", "--model", MODEL, "--output", "ADAPTER",
-                                *ADAPTER_ARGS],
+            "adapter_command": ["make-random-adapter", "--model", args.model, "--output",
+                                "ADAPTER", *ADAPTER_ARGS],
             "adapter_gguf_sha256": sha256_file(lora),
-            "merged_command": ["export", "--model", MODEL, "--adapter", "ADAPTER", "--to",
-                               "merged", "--merged-type", "f32", "--output", "MERGED"],
+            "merged_command": ["export", "--model", args.model, "--adapter", "ADAPTER", "--to",
+                               "merged", "--merged-type", merged_type, "--output", "MERGED"],
             "merged_sha256": sha256_file(merged),
             "cases": cases,
-        })
+        }
+        write_json(Path(args.out), out)
         print(f"wrote {args.out}")
 
 

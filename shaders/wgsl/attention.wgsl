@@ -3,6 +3,8 @@
 // For batch b, query token t (absolute position pos0 + t) and head h:
 //   o[b, t, h, :] = Σ_{s ≤ pos0 + t} softmax_s(q·k_s · scale) · v_s,   kv head = h / (NH / KVH)
 //   lse[b, t, h]  = log Σ_s exp(q·k_s · scale)   (saved for the backward pass)
+// With a sliding window W the sums run over pos0 + t − W < s ≤ pos0 + t only (gemma3's local
+// layers).
 // q, o: [B, T, NH, HS] (row stride NH·HS);  k, v: [B, S, KVH, HS] (row stride KVH·HS), S ≥ pos0 + T.
 // Scores are computed 64 keys at a time with an online softmax (running max and sum).
 // Bindings: 0 params (uniform), 1 q (read), 2 k (read), 3 v (read), 4 o (read_write),
@@ -30,7 +32,17 @@
 
 struct Params {
     T: u32, NH: u32, KVH: u32, HS: u32,
-    pos0: u32, S: u32, scale: f32, _pad: u32,
+    pos0: u32, S: u32, scale: f32, window: u32,
+}
+
+// Sliding window (window = 0xffffffff: none): a query at position pos attends the keys
+// first_key(pos) ..= pos; key s is attended by the queries s .. last_query(s) − 1.
+fn first_key(pos: u32) -> u32 {
+    return select(0u, pos + 1u - p.window, pos + 1u > p.window);
+}
+
+fn last_query(s: u32) -> u32 {
+    return select(p.T, min(p.T, s + p.window), p.window < p.T);
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -116,7 +128,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     }
     var m = -3.0e38;
     var l = 0.0;
-    for (var s = 0u; s < p.pos0 + r.qt + 1u; s++) {
+    for (var s = first_key(p.pos0 + r.qt); s < p.pos0 + r.qt + 1u; s++) {
         let kb = kv_base + s * kv_stride;
         var score = 0.0;
         for (var d = 0u; d < hs4; d++) {
@@ -168,7 +180,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     }
     delta[row] = big_d;
     let l = lse[row];
-    for (var s = 0u; s <= r.qt; s++) {
+    for (var s = first_key(r.qt); s <= r.qt; s++) {
         let kb = kv_base + s * kv_stride;
         var score = 0.0;
         var dp = 0.0;
@@ -216,7 +228,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         acc_v[d] = vec4<f32>(0.0);
     }
     // Queries t ≥ s and the query heads of this kv head attend key s.
-    for (var qt = s; qt < p.T; qt++) {
+    for (var qt = s; qt < last_query(s); qt++) {
         for (var hh = 0u; hh < group; hh++) {
             let row = (b * p.T + qt) * p.NH + kvh * group + hh;
             let qb = row * p.HS;
@@ -312,7 +324,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     }
     let l = lse[row];
     var acc: array<f32, 4>;
-    for (var s0 = 0u; s0 < n_keys; s0 += WG) {
+    for (var s0 = first_key(qt); s0 < n_keys; s0 += WG) {
         let s = s0 + t;
         var g = 0.0;
         if (s < n_keys) {
@@ -369,7 +381,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     var acc_k: array<f32, 4>;
     var acc_v: array<f32, 4>;
     // Queries t ≥ s attend key s; one (query, head) pair per thread in chunks of 64.
-    let n_pairs = (p.T - min(s, p.T)) * group;
+    let n_pairs = (last_query(s) - min(s, last_query(s))) * group;
     for (var i0 = 0u; i0 < n_pairs; i0 += WG) {
         let i = i0 + t;
         var g = 0.0;
@@ -437,7 +449,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     var m = -3.0e38;
     var l = 0.0;
     var acc: array<f32, 4>; // this thread's dims t, t + 64, t + 128, t + 192
-    for (var s0 = 0u; s0 < n_keys; s0 += WG) {
+    for (var s0 = first_key(n_keys - 1u); s0 < n_keys; s0 += WG) {
         let s = s0 + t;
         var score = -3.0e38;
         if (s < n_keys) {

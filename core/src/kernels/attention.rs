@@ -16,7 +16,7 @@ pub struct AttentionParams {
     pub pos0: u32,
     pub s: u32,
     pub scale: f32,
-    pub _pad: u32,
+    pub window: u32,
 }
 assert_params_size!(AttentionParams, 32);
 
@@ -43,6 +43,16 @@ pub struct AttentionShape {
     pub hs: u32,
     pub pos0: u32,
     pub s: u32,
+    /// Sliding window: a query at position P attends keys at P − window + 1 ..= P
+    /// (`u32::MAX`: all earlier keys; gemma3's local layers: 512).
+    pub window: u32,
+}
+
+impl AttentionShape {
+    /// The first key a query at position `pos` attends.
+    pub fn first_key(&self, pos: usize) -> usize {
+        (pos + 1).saturating_sub(self.window as usize)
+    }
 }
 
 /// Which build of the attention kernels runs.
@@ -136,7 +146,7 @@ pub async fn attention(
         pos0: sh.pos0,
         s: sh.s,
         scale: 1.0 / (sh.hs as f32).sqrt(),
-        _pad: 0,
+        window: sh.window,
     };
     let variant = forward_variant(rec, sh);
     rec.dispatch(
@@ -197,7 +207,7 @@ pub async fn attention_backward(
         pos0: 0,
         s: sh.s,
         scale: 1.0 / (sh.hs as f32).sqrt(),
-        _pad: 0,
+        window: sh.window,
     };
     let AttentionSaved {
         q,
@@ -257,8 +267,8 @@ pub fn attention_backward_ref(
                 let g = h / (nh / kvh);
                 let qo = ((bi * t + ti) * nh + h) * hs;
                 let kv = |si: usize| (bi * s + si) * kvh * hs + g * hs;
-                let n = ti + 1;
-                let scores: Vec<f64> = (0..n)
+                let (first, n) = (sh.first_key(ti), ti + 1);
+                let scores: Vec<f64> = (first..n)
                     .map(|si| {
                         (0..hs)
                             .map(|d| q[qo + d] as f64 * k[kv(si) + d] as f64)
@@ -269,20 +279,20 @@ pub fn attention_backward_ref(
                 let m = scores.iter().cloned().fold(f64::MIN, f64::max);
                 let z: f64 = scores.iter().map(|x| (x - m).exp()).sum();
                 let probs: Vec<f64> = scores.iter().map(|x| (x - m).exp() / z).collect();
-                let dp: Vec<f64> = (0..n)
+                let dp: Vec<f64> = (first..n)
                     .map(|si| {
                         (0..hs)
                             .map(|d| dout[qo + d] as f64 * v[kv(si) + d] as f64)
                             .sum()
                     })
                     .collect();
-                let big_d: f64 = (0..n).map(|si| probs[si] * dp[si]).sum();
-                for si in 0..n {
-                    let ds = probs[si] * (dp[si] - big_d);
+                let big_d: f64 = probs.iter().zip(&dp).map(|(p, dp)| p * dp).sum();
+                for (i, si) in (first..n).enumerate() {
+                    let ds = probs[i] * (dp[i] - big_d);
                     for d in 0..hs {
                         dq[qo + d] += ds * k[kv(si) + d] as f64 * scale;
                         dk[kv(si) + d] += ds * q[qo + d] as f64 * scale;
-                        dv[kv(si) + d] += probs[si] * dout[qo + d] as f64;
+                        dv[kv(si) + d] += probs[i] * dout[qo + d] as f64;
                     }
                 }
             }
@@ -308,11 +318,12 @@ pub fn attention_ref(q: &[f32], k: &[f32], v: &[f32], sh: AttentionShape) -> (Ve
     for bi in 0..b {
         for ti in 0..t {
             let n_keys = sh.pos0 as usize + ti + 1;
+            let first = sh.first_key(n_keys - 1);
             for h in 0..nh {
                 let g = h / (nh / kvh);
                 let qo = ((bi * t + ti) * nh + h) * hs;
                 let kv = |si: usize| (bi * s + si) * kvh * hs + g * hs;
-                let scores: Vec<f64> = (0..n_keys)
+                let scores: Vec<f64> = (first..n_keys)
                     .map(|si| {
                         (0..hs)
                             .map(|d| q[qo + d] as f64 * k[kv(si) + d] as f64)
@@ -326,7 +337,7 @@ pub fn attention_ref(q: &[f32], k: &[f32], v: &[f32], sh: AttentionShape) -> (Ve
                     let acc: f64 = scores
                         .iter()
                         .enumerate()
-                        .map(|(si, x)| (x - m).exp() * v[kv(si) + d] as f64)
+                        .map(|(i, x)| (x - m).exp() * v[kv(first + i) + d] as f64)
                         .sum();
                     o[qo + d] = (acc / sum) as f32;
                 }
@@ -356,6 +367,7 @@ mod tests {
             hs: 4,
             pos0: 0,
             s: 4,
+            window: u32::MAX,
         };
         let n_q = 4 * 4 * 4;
         let n_kv = 4 * 2 * 4;
@@ -365,36 +377,40 @@ mod tests {
             rng.vec_uniform(n_kv, -1.0, 1.0),
         );
         let dout = rng.vec_uniform(n_q, -1.0, 1.0);
-        let (dq, dk, dv) = attention_backward_ref(&q, &k, &v, &dout, sh);
-        let loss = |q: &[f32], k: &[f32], v: &[f32]| -> f64 {
-            attention_ref(q, k, v, sh)
-                .0
-                .iter()
-                .zip(&dout)
-                .map(|(o, g)| *o as f64 * *g as f64)
-                .sum()
-        };
-        assert_close(
-            "dq vs fd",
-            &dq,
-            &finite_differences(&|x| loss(x, &k, &v), &q, 1e-3),
-            1e-3,
-            1e-2,
-        );
-        assert_close(
-            "dk vs fd",
-            &dk,
-            &finite_differences(&|x| loss(&q, x, &v), &k, 1e-3),
-            1e-3,
-            1e-2,
-        );
-        assert_close(
-            "dv vs fd",
-            &dv,
-            &finite_differences(&|x| loss(&q, &k, x), &v, 1e-3),
-            1e-3,
-            1e-2,
-        );
+        // Without and with a sliding window of 2 keys.
+        for window in [u32::MAX, 2] {
+            let sh = AttentionShape { window, ..sh };
+            let (dq, dk, dv) = attention_backward_ref(&q, &k, &v, &dout, sh);
+            let loss = |q: &[f32], k: &[f32], v: &[f32]| -> f64 {
+                attention_ref(q, k, v, sh)
+                    .0
+                    .iter()
+                    .zip(&dout)
+                    .map(|(o, g)| *o as f64 * *g as f64)
+                    .sum()
+            };
+            assert_close(
+                "dq vs fd",
+                &dq,
+                &finite_differences(&|x| loss(x, &k, &v), &q, 1e-3),
+                1e-3,
+                1e-2,
+            );
+            assert_close(
+                "dk vs fd",
+                &dk,
+                &finite_differences(&|x| loss(&q, x, &v), &k, 1e-3),
+                1e-3,
+                1e-2,
+            );
+            assert_close(
+                "dv vs fd",
+                &dv,
+                &finite_differences(&|x| loss(&q, &k, x), &v, 1e-3),
+                1e-3,
+                1e-2,
+            );
+        }
         // GPU against the reference, on shapes with several chunks of 64 keys or queries.
         for sh in [
             sh,
@@ -406,6 +422,7 @@ mod tests {
                 hs: 16,
                 pos0: 0,
                 s: 7,
+                window: u32::MAX,
             },
             AttentionShape {
                 b: 1,
@@ -415,6 +432,28 @@ mod tests {
                 hs: 64,
                 pos0: 0,
                 s: 70,
+                window: u32::MAX,
+            },
+            // Sliding windows: shorter than a 64-key chunk, and longer (keys of two chunks).
+            AttentionShape {
+                b: 2,
+                t: 70,
+                nh: 4,
+                kvh: 2,
+                hs: 16,
+                pos0: 0,
+                s: 70,
+                window: 5,
+            },
+            AttentionShape {
+                b: 1,
+                t: 140,
+                nh: 2,
+                kvh: 1,
+                hs: 8,
+                pos0: 0,
+                s: 140,
+                window: 66,
             },
         ] {
             let (b, t, nh, kvh, hs) = (
@@ -481,6 +520,7 @@ mod tests {
             hs,
             pos0: 0,
             s: t,
+            window: u32::MAX,
         };
         assert_eq!(forward_variant(&rec, sh(70, 64)), AttentionVariant::Direct);
         assert_eq!(
@@ -515,6 +555,7 @@ mod tests {
                 hs: 8,
                 pos0: 0,
                 s: 1,
+                window: u32::MAX,
             },
             AttentionShape {
                 b: 2,
@@ -524,6 +565,7 @@ mod tests {
                 hs: 16,
                 pos0: 0,
                 s: 7,
+                window: u32::MAX,
             },
             // 9 heads over 3 kv heads of 64 (SmolLM2), more keys than one 64-key chunk.
             AttentionShape {
@@ -534,6 +576,7 @@ mod tests {
                 hs: 64,
                 pos0: 0,
                 s: 70,
+                window: u32::MAX,
             },
             // decode: one query after 100 cached positions, in a cache of capacity 128
             AttentionShape {
@@ -544,6 +587,7 @@ mod tests {
                 hs: 64,
                 pos0: 100,
                 s: 128,
+                window: u32::MAX,
             },
             // a chunk of queries continuing a cached prefix; head size 96 (not a multiple of 64)
             AttentionShape {
@@ -554,6 +598,39 @@ mod tests {
                 hs: 96,
                 pos0: 61,
                 s: 66,
+                window: u32::MAX,
+            },
+            // Sliding windows (gemma3's local layers): a prompt with keys of two 64-key chunks,
+            // decode after 100 cached positions, and a chunk continuing a cached prefix.
+            AttentionShape {
+                b: 2,
+                t: 140,
+                nh: 2,
+                kvh: 1,
+                hs: 8,
+                pos0: 0,
+                s: 140,
+                window: 70,
+            },
+            AttentionShape {
+                b: 1,
+                t: 1,
+                nh: 9,
+                kvh: 3,
+                hs: 64,
+                pos0: 100,
+                s: 128,
+                window: 30,
+            },
+            AttentionShape {
+                b: 1,
+                t: 5,
+                nh: 2,
+                kvh: 1,
+                hs: 256,
+                pos0: 61,
+                s: 66,
+                window: 9,
             },
         ];
         for sh in shapes {

@@ -341,6 +341,7 @@ impl Forward {
                 hs,
                 pos0,
                 s: cache.capacity as u32,
+                window: u32::MAX,
             };
             attention(&mut rec, &a.q, kc, vc, &a.att, &a.lse, shape).await?;
             linear(&mut rec, &a.att, 0, &lw.attn_output, &a.x, 0, c, tt, true).await?;

@@ -266,6 +266,7 @@ pub fn step(
         hs: c.head_dim as u32,
         pos0: 0,
         s: t as u32,
+        window: u32::MAX,
     };
     let mut x: Vec<f32> = ids
         .iter()

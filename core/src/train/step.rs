@@ -609,6 +609,7 @@ fn attention_shape(c: &ModelConfig, b: u32, t: u32) -> AttentionShape {
         hs: c.head_dim as u32,
         pos0: 0,
         s: t,
+        window: u32::MAX,
     }
 }
 

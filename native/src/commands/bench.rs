@@ -284,6 +284,7 @@ fn attention_shape(t: usize) -> AttentionShape {
         hs: 64,
         pos0: 0,
         s: t as u32,
+        window: u32::MAX,
     }
 }
 

@@ -159,6 +159,7 @@ fn attention_backward_matches_autodiff() {
             hs: s.hs as u32,
             pos0: 0,
             s: s.t as u32,
+            window: u32::MAX,
         };
         let (gq, gk, gv, gdo) = (upload(&q), upload(&k), upload(&v), upload(&dout));
         let (go, lse, delta) = (
