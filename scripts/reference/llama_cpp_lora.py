@@ -7,8 +7,8 @@ Q4_K_M (qwen2):
 
 1. `afinador make-random-adapter` writes a seeded random LoRA (r 2 on q/k/v/o, B not zero)
    for the model — the same bytes on every machine — as PEFT files and `adapter.gguf`;
-   `afinador export --to merged` merges it into a GGUF (f32 projections for SmolLM2; q8_0 for
-   Qwen2.5, where f32 would make a ~1.9 GB file for the test to score on a software driver).
+   `afinador export --to merged --merged-type f32` merges it into a GGUF (only the adapted
+   projections become f32: 188 MB for SmolLM2, 637 MB for Qwen2.5).
 2. llama.cpp's own quantizer (`llama_model_quantize`, ftype ALL_F32, requantize allowed)
    converts the quantized model to F32: the same weights, exactly dequantized, and no activation
    quantization in llama.cpp's F32 matmuls; with an f32 KV cache (its default is f16) llama.cpp
@@ -57,25 +57,31 @@ MODEL = "models/SmolLM2-135M-Instruct.Q4_1.gguf"
 OUT = "tests/data/llama_cpp_lora.json"
 ADAPTER_ARGS = ["--lora-r", "2", "--lora-alpha", "4", "--std", "0.1", "--seed", "1",
                 "--target-modules", "q_proj,k_proj,v_proj,o_proj"]
+# Qwen2.5's residual stream has a few huge channels: std 0.1 raises the mean NLL by 10-18 nats
+# (a broken model), 0.03 by under 0.1; 0.045 moves it by 0.3-1.3 nats, like SmolLM2's 0.1.
+QWEN2_ADAPTER_ARGS = ["--lora-r", "2", "--lora-alpha", "4", "--std", "0.045", "--seed", "1",
+                      "--target-modules", "q_proj,k_proj,v_proj,o_proj"]
 TEXTS = [
     "The capital of France is Paris, and the capital of Portugal is Lisbon.",
     "O Brasil é o maior país da América do Sul e tem mais de 200 milhões de habitantes.",
     "def add(a, b):\n    return a + b\n\nprint(add(2, 3))",
     "<|im_start|>user\nQual é a capital do Brasil?<|im_end|>\n<|im_start|>assistant\nBrasília.",
 ]
-# Qwen2.5-Coder: code, English, Portuguese and a ChatML exchange with Qwen's tokens, each at
-# most ~30 tokens (tests/handoff.rs scores them on a software Vulkan driver in CI).
+# Qwen2.5-Coder: code, English, and a ChatML exchange (Qwen's tokens) in Portuguese with a code
+# answer, 15-30 tokens each: tests/handoff.rs scores them on a software Vulkan driver in CI,
+# where every afinador call on this model costs a few seconds. (A text whose per-token changes
+# cancel out is a poor one for the effect check: "Escreva uma função Python que eleva um número
+# ao quadrado." moves tokens by up to 11 nats but the mean by 0.06 nats on F32, 0.03 on Q4_K_M.)
 QWEN2_TEXTS = [
     "def fibonacci(n):\n    if n < 2:\n        return n\n    return fibonacci(n - 1) + fibonacci(n - 2)",
     "The capital of France is Paris, and the capital of Portugal is Lisbon.",
-    "O Brasil é o maior país da América do Sul e tem mais de 200 milhões de habitantes.",
-    "<|im_start|>user\nWrite a Python function that squares a number.<|im_end|>\n"
-    "<|im_start|>assistant\ndef square(x):\n    return x * x<|im_end|>",
+    "<|im_start|>user\nEscreva uma função que soma dois números.<|im_end|>\n"
+    "<|im_start|>assistant\ndef soma(a, b):\n    return a + b<|im_end|>",
 ]
-# Per architecture: the texts and the type of the merged model's projections.
+# Per architecture: the texts and the adapter.
 PROFILES = {
-    "llama": (TEXTS, "f32"),
-    "qwen2": (QWEN2_TEXTS, "q8_0"),
+    "llama": (TEXTS, ADAPTER_ARGS),
+    "qwen2": (QWEN2_TEXTS, QWEN2_ADAPTER_ARGS),
 }
 QWEN2_NOTES = (
     "Qwen2.5-Coder-0.5B-Instruct Q4_K_M (qwen2: q/k/v biases, NEOX rope, GGUF Q/K rows not "
@@ -83,7 +89,9 @@ QWEN2_NOTES = (
     "ALL_F32 conversion with an f32 KV cache (what afinador computes over the Q4_K_M file); "
     "q4_k_m and q4_k_m_lora: the file as shipped (llama.cpp quantizes activations to Q8_K for "
     "the K-quant matmuls, so compare the LoRA's effect, not the log-probs); merged: afinador's "
-    "merged model with q8_0 projections (f32 would be ~1.9 GB), f16 KV cache. One thread."
+    "merged model (f32 q/k/v/o, the other tensors as shipped: 637 MB), f16 KV cache. "
+    "std 0.045, not SmolLM2's 0.1: Qwen2.5's residual stream has a few huge channels and 0.1 "
+    "raises the mean NLL by 10-18 nats. One llama.cpp thread."
 )
 
 
@@ -146,17 +154,17 @@ def main() -> None:
     arch = architecture(model)
     if arch not in PROFILES:
         raise SystemExit(f"{model}: architecture {arch!r}, expected one of {sorted(PROFILES)}")
-    texts, merged_type = PROFILES[arch]
+    texts, adapter_args = PROFILES[arch]
     quant = quant_key(model)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         adapter = tmp / "adapter"
         make = [args.afinador, "make-random-adapter", "--model", str(model),
-                "--output", str(adapter), *ADAPTER_ARGS]
+                "--output", str(adapter), *adapter_args]
         subprocess.run(make, check=True)
         merged = tmp / "merged.gguf"
         merge = [args.afinador, "export", "--model", str(model), "--adapter", str(adapter),
-                 "--to", "merged", "--merged-type", merged_type, "--output", str(merged)]
+                 "--to", "merged", "--merged-type", "f32", "--output", str(merged)]
         subprocess.run(merge, check=True)
         f32 = tmp / "model-f32.gguf"
         to_f32(model, f32, args.threads)
@@ -192,10 +200,10 @@ def main() -> None:
         out |= {
             "model_sha256": sha256_file(model),
             "adapter_command": ["make-random-adapter", "--model", args.model, "--output",
-                                "ADAPTER", *ADAPTER_ARGS],
+                                "ADAPTER", *adapter_args],
             "adapter_gguf_sha256": sha256_file(lora),
             "merged_command": ["export", "--model", args.model, "--adapter", "ADAPTER", "--to",
-                               "merged", "--merged-type", merged_type, "--output", "MERGED"],
+                               "merged", "--merged-type", "f32", "--output", "MERGED"],
             "merged_sha256": sha256_file(merged),
             "cases": cases,
         }

@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""Independent numpy reference forward pass for a Llama or Qwen2 GGUF model.
+"""Independent numpy reference forward pass for a Llama, Qwen2 or Gemma 3 GGUF model.
 
 Dequantizes every weight of the GGUF file with the `gguf` package and runs a
 plain decoder forward pass in float64 (no activation quantization), then
 writes a JSON file with, per text:
 
   ids     token ids (llama.cpp tokenizer, special tokens parsed, BOS only if
-          the model's add_bos flag is set -- false for SmolLM2 and Qwen2.5)
+          the model's add_bos flag is set -- false for SmolLM2 and Qwen2.5,
+          true for Gemma 3, whose ids start with BOS = 2)
   nll     mean over positions 1..n-1 of -log softmax(logits[pos-1])[ids[pos]]
   argmax  argmax of the logits at every position (length n)
 
@@ -14,13 +15,24 @@ plus some extras: per-token NLLs, the top-1/top-2 logit margin at every
 position (argmax comparisons should skip near ties) and the top-5 logits at
 the last position, and greedy continuations of fixed prompts.
 
-Two architectures are supported (`general.architecture`):
+Three architectures are supported (`general.architecture`):
 
   llama  SmolLM2-135M: RoPE on adjacent pairs (llama.cpp "normal" mode; the
          GGUF Q/K rows are permuted by the converter so that this holds), no
          projection biases, LM head tied to token_embd.
   qwen2  Qwen2.5-Coder-0.5B: q/k/v projections have biases, RoPE in NEOX
          mode (pairs (i, i + head_dim/2)), separate output.weight.
+  gemma3 Gemma 3 270M (llama.cpp src/models/gemma3.cpp): embeddings scaled by
+         sqrt(n_embd); head_dim from attention.key_length (256, so the
+         q width 4*256 != n_embd 640); RMSNorm of each q/k head (attn_q_norm,
+         attn_k_norm) before NEOX RoPE; RoPE base 10000 on sliding-window
+         layers (il % 6 < 5) and rope.freq_base (1e6) on the global ones;
+         sliding-window mask (query pos - key pos >= attention.sliding_window
+         is masked); RMSNorm of the attention output and of the FFN output
+         (post_attention_norm, post_ffw_norm) before each residual add;
+         GEGLU FFN with the tanh GELU; LM head tied to token_embd; no logit
+         soft-capping. Norm weights are used as stored (the converter has
+         already added Gemma's +1).
 
 Only tokenization comes from llama-cpp-python. Its logits are used afterwards
 as a cross-check (printed, and stored as `nll_llama_cpp`; for qwen2 the
@@ -34,6 +46,8 @@ small machines):
     OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python scripts/reference/reference_forward.py \\
         --model models/Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf \\
         --out tests/data/reference_nll_qwen2.json
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 python scripts/reference/reference_forward.py \\
+        --model models/gemma-3-270m.Q4_K_M.gguf   # -> tests/data/reference_nll_gemma3.json
 """
 
 from __future__ import annotations
@@ -84,6 +98,19 @@ QWEN2_CASES = [
                "Paris.<|im_end|>\n"),
 ]
 
+# Gemma 3 (a base model, but its chat format is worth pinning: the
+# <start_of_turn>/<end_of_turn> control tokens, ids 105/106).
+GEMMA3_CASES = [
+    ("english", LLAMA_CASES[0][1]),
+    ("portuguese", LLAMA_CASES[2][1]),
+    ("python_code", LLAMA_CASES[3][1]),
+    ("digits", QWEN2_CASES[3][1]),
+    ("emoji", QWEN2_CASES[4][1]),
+    ("gemma_chat", "<start_of_turn>user\nWhat is the capital of France?"
+                   "<end_of_turn>\n<start_of_turn>model\nThe capital of France "
+                   "is Paris.<end_of_turn>\n"),
+]
+
 
 @dataclass
 class Profile:
@@ -120,6 +147,15 @@ PROFILES = {
             ("fibonacci", "def fibonacci(n):"),
         ],
         greedy_tokens=12, greedy_expect=None, legacy_layout=False),
+    "gemma3": Profile(
+        out="tests/data/reference_nll_gemma3.json",
+        cases=GEMMA3_CASES, min_tokens=10, max_tokens=60,
+        short_ok=("emoji",),  # Qwen2.5's emoji text: 9 ids with the BOS
+        greedy=[
+            ("capital_of_france", "The capital of France is"),
+            ("fibonacci", "def fibonacci(n):"),
+        ],
+        greedy_tokens=12, greedy_expect=None, legacy_layout=False),
 }
 
 
@@ -142,13 +178,49 @@ class Model:
         self.n_ff = int(meta[f"{arch}.feed_forward_length"])
         self.n_head = int(meta[f"{arch}.attention.head_count"])
         self.n_head_kv = int(meta[f"{arch}.attention.head_count_kv"])
-        self.head_dim = self.n_embd // self.n_head
+        # attention.key_length is absent for SmolLM2/Qwen2.5 (= n_embd/n_head);
+        # Gemma 3 270M has 256 with n_embd/n_head = 160.
+        self.head_dim = int(meta.get(f"{arch}.attention.key_length",
+                                     self.n_embd // self.n_head))
+        assert int(meta.get(f"{arch}.attention.value_length", self.head_dim)) == self.head_dim
         self.rope_base = float(meta[f"{arch}.rope.freq_base"])
         self.eps = float(meta[f"{arch}.attention.layer_norm_rms_epsilon"])
         # llama.cpp's rope type per architecture (llama_model_rope_type):
-        # LLAMA_ROPE_TYPE_NORM for llama, LLAMA_ROPE_TYPE_NEOX for qwen2.
-        self.rope_neox = arch == "qwen2"
+        # LLAMA_ROPE_TYPE_NORM for llama, LLAMA_ROPE_TYPE_NEOX for qwen2/gemma3.
+        self.rope_neox = arch in ("qwen2", "gemma3")
         self.qkv_bias = arch == "qwen2"
+        self.gemma3 = arch == "gemma3"
+        for key in ("rope.scaling.type", "rope.scaling.factor", "rope.scale_linear"):
+            assert f"{arch}.{key}" not in meta, f"{arch}.{key} is not handled"
+        # RoPE over the whole head (n_rot = head_dim).
+        assert int(meta.get(f"{arch}.rope.dimension_count", self.head_dim)) == self.head_dim
+        # Per layer: is it a sliding-window layer, and its RoPE base.
+        self.n_swa = 0
+        self.layer_swa = [False] * self.n_layer
+        self.layer_rope_base = [self.rope_base] * self.n_layer
+        # Gemma 3's attention scale (applied to q before q.k): 1/sqrt(head_dim).
+        self.attn_scale = 1.0 / np.sqrt(self.head_dim)
+        if self.gemma3:
+            # llama_model_gemma3::load_arch_hparams (src/models/gemma3.cpp).
+            for key in ("final_logit_softcapping", "attn_logit_softcapping"):
+                assert f"{arch}.{key}" not in meta, f"{arch}.{key} is not handled"
+            self.n_swa = int(meta.get(f"{arch}.attention.sliding_window", 0))
+            if self.n_swa > 0:
+                # load_swa_pattern(ml, 6): an explicit per-layer bool array,
+                # else a period n (default 6): layer il is SWA iff
+                # il % n < n - 1 (llama_hparams::set_swa_pattern).
+                pattern = meta.get(f"{arch}.attention.sliding_window_pattern", 6)
+                if isinstance(pattern, list):
+                    self.layer_swa = [bool(b) for b in pattern][: self.n_layer]
+                else:
+                    n = int(pattern)
+                    self.layer_swa = [n == 0 or il % n < n - 1 for il in range(self.n_layer)]
+                # hparams.rope_freq_base_train_swa defaults to 10000.
+                base_swa = float(meta.get(f"{arch}.rope.freq_base_swa", 10000.0))
+                self.layer_rope_base = [base_swa if swa else self.rope_base
+                                        for swa in self.layer_swa]
+            if self.n_layer == 62:  # Gemma 3 27B: 1/sqrt(n_embd/n_head)
+                self.attn_scale = 1.0 / np.sqrt(self.n_embd // self.n_head)
 
         self.w: dict[str, np.ndarray] = {}
         for t in reader.tensors:
@@ -165,17 +237,22 @@ class Model:
         self.lm_head = self.w.get("output.weight", self.w["token_embd.weight"])
 
         C, HS = self.n_embd, self.head_dim
-        KV = self.n_head_kv * HS
+        Q, KV = self.n_head * HS, self.n_head_kv * HS
         for i in range(self.n_layer):
             p = f"blk.{i}."
-            assert self.w[p + "attn_q.weight"].shape == (C, C)
+            assert self.w[p + "attn_q.weight"].shape == (Q, C)
             assert self.w[p + "attn_k.weight"].shape == (KV, C)
             assert self.w[p + "attn_v.weight"].shape == (KV, C)
-            assert self.w[p + "attn_output.weight"].shape == (C, C)
+            assert self.w[p + "attn_output.weight"].shape == (C, Q)
+            if self.gemma3:
+                assert self.w[p + "attn_q_norm.weight"].shape == (HS,)
+                assert self.w[p + "attn_k_norm.weight"].shape == (HS,)
+                assert self.w[p + "post_attention_norm.weight"].shape == (C,)
+                assert self.w[p + "post_ffw_norm.weight"].shape == (C,)
             assert self.w[p + "ffn_gate.weight"].shape == (self.n_ff, C)
             assert self.w[p + "ffn_up.weight"].shape == (self.n_ff, C)
             assert self.w[p + "ffn_down.weight"].shape == (C, self.n_ff)
-            for name, size in (("q", C), ("k", KV), ("v", KV)):
+            for name, size in (("q", Q), ("k", KV), ("v", KV)):
                 bias = self.w.get(p + f"attn_{name}.bias")
                 assert (bias is not None) == self.qkv_bias, (arch, p, name)
                 assert bias is None or bias.shape == (size,)
@@ -183,15 +260,15 @@ class Model:
     def rms_norm(self, x: np.ndarray, weight: np.ndarray) -> np.ndarray:
         return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + self.eps) * weight
 
-    def rope(self, x: np.ndarray) -> np.ndarray:
+    def rope(self, x: np.ndarray, base: float) -> np.ndarray:
         """RoPE, x: [n_tokens, n_heads, head_dim], positions 0..n_tokens-1.
 
         Pair i (i < head_dim/2) is rotated by theta = pos * base^(-2i/head_dim).
         llama "normal" mode pairs adjacent elements (x[2i], x[2i+1]); NEOX mode
-        (qwen2) pairs the two halves (x[i], x[i + head_dim/2]).
+        (qwen2, gemma3) pairs the two halves (x[i], x[i + head_dim/2]).
         """
         n, _, hs = x.shape
-        inv_freq = self.rope_base ** (-np.arange(0, hs, 2, dtype=np.float64) / hs)
+        inv_freq = base ** (-np.arange(0, hs, 2, dtype=np.float64) / hs)
         theta = np.arange(n, dtype=np.float64)[:, None] * inv_freq[None, :]
         cos = np.cos(theta)[:, None, :]
         sin = np.sin(theta)[:, None, :]
@@ -218,32 +295,60 @@ class Model:
         HS, NH, NKV = self.head_dim, self.n_head, self.n_head_kv
         group = NH // NKV
         causal = np.triu(np.ones((n, n), dtype=bool), k=1)
+        pos = np.arange(n)
+        # Sliding window (llama_hparams::is_masked_swa, LLAMA_SWA_TYPE_STANDARD):
+        # key p0 is hidden from query p1 when p1 - p0 >= n_swa.
+        swa_mask = causal | (pos[:, None] - pos[None, :] >= self.n_swa) if self.n_swa else causal
 
         x = self.w["token_embd.weight"][np.asarray(ids)]
+        if self.gemma3:
+            x = x * np.sqrt(self.n_embd)
         for i in range(self.n_layer):
             p = f"blk.{i}."
             h = self.rms_norm(x, self.w[p + "attn_norm.weight"])
             q = self.project(h, p, "attn_q").reshape(n, NH, HS)
             k = self.project(h, p, "attn_k").reshape(n, NKV, HS)
             v = self.project(h, p, "attn_v").reshape(n, NKV, HS)
-            q, k = self.rope(q), self.rope(k)
+            if self.gemma3:  # RMSNorm over each head's head_dim values
+                q = self.rms_norm(q, self.w[p + "attn_q_norm.weight"])
+                k = self.rms_norm(k, self.w[p + "attn_k_norm.weight"])
+            base = self.layer_rope_base[i]
+            q, k = self.rope(q, base), self.rope(k, base)
+            if self.gemma3:
+                # Gemma scales q (f_attention_scale), then attends with scale 1.
+                q = q * self.attn_scale
+                kq_div = 1.0
+            else:
+                kq_div = np.sqrt(HS)
+            mask = swa_mask if self.layer_swa[i] else causal
 
             attn = np.empty((n, NH, HS))
             for head in range(NH):
                 kv = head // group  # GQA: query head -> kv head
-                scores = (q[:, head, :] @ k[:, kv, :].T) / np.sqrt(HS)
-                scores[causal] = -np.inf
+                scores = (q[:, head, :] @ k[:, kv, :].T) / kq_div
+                scores[mask] = -np.inf
                 scores -= scores.max(axis=-1, keepdims=True)
                 probs = np.exp(scores)
                 probs /= probs.sum(axis=-1, keepdims=True)
                 attn[:, head, :] = probs @ v[:, kv, :]
-            x = x + attn.reshape(n, NH * HS) @ self.w[p + "attn_output.weight"].T
+            out = attn.reshape(n, NH * HS) @ self.w[p + "attn_output.weight"].T
+            if self.gemma3:
+                out = self.rms_norm(out, self.w[p + "post_attention_norm.weight"])
+            x = x + out
 
             h = self.rms_norm(x, self.w[p + "ffn_norm.weight"])
             gate = h @ self.w[p + "ffn_gate.weight"].T
             up = h @ self.w[p + "ffn_up.weight"].T
-            silu = gate / (1.0 + np.exp(-gate))
-            x = x + (silu * up) @ self.w[p + "ffn_down.weight"].T
+            if self.gemma3:
+                # ggml_geglu: ggml's GELU is the tanh approximation.
+                act = 0.5 * gate * (1.0 + np.tanh(np.sqrt(2.0 / np.pi)
+                                                  * (gate + 0.044715 * gate ** 3)))
+            else:
+                act = gate / (1.0 + np.exp(-gate))  # SiLU
+            out = (act * up) @ self.w[p + "ffn_down.weight"].T
+            if self.gemma3:
+                out = self.rms_norm(out, self.w[p + "post_ffw_norm.weight"])
+            x = x + out
 
         if last_only:
             x = x[-1:]
@@ -283,7 +388,8 @@ def main() -> None:
     add_bos = bool(llama_cpp.llama_vocab_get_add_bos(tok._model.vocab))
 
     def tokenize(text: str) -> list[int]:
-        # add_bos is false for SmolLM2 and Qwen2.5, so nothing is prepended.
+        # add_bos is false for SmolLM2 and Qwen2.5, so nothing is prepended;
+        # it is true for Gemma 3, whose ids then start with BOS (2).
         return tok.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
 
     def detokenize(ids: list[int]) -> str:
@@ -294,8 +400,13 @@ def main() -> None:
     profile = PROFILES[model.arch]
     print(f"  arch={model.arch} layers={model.n_layer} C={model.n_embd} "
           f"FF={model.n_ff} heads={model.n_head}/{model.n_head_kv} "
-          f"rope_base={model.rope_base} eps={model.eps} add_bos={add_bos} "
+          f"head_dim={model.head_dim} rope_base={model.rope_base} eps={model.eps} "
+          f"add_bos={add_bos} "
           f"({time.perf_counter() - t_start:.1f} s)")
+    if model.n_swa:
+        print(f"  sliding window {model.n_swa}; global layers "
+              f"{[i for i, swa in enumerate(model.layer_swa) if not swa]}; rope bases "
+              f"{sorted(set(model.layer_rope_base))}")
 
     llm = None
     if not args.no_llama_cpp_check:
@@ -403,6 +514,12 @@ def main() -> None:
                         "dequantized GGUF weights; nll_llama_cpp and "
                         "greedy[].ids_llama_cpp are llama.cpp's CPU results for "
                         "comparison (it quantizes activations to Q8)")
+        if add_bos:
+            out["notes"] += ("; ids and prompt_ids include the BOS token "
+                             f"({tok.token_bos()}) that llama.cpp prepends because "
+                             "tokenizer.ggml.add_bos_token is true, and nll averages "
+                             "over positions 1..n-1, i.e. the first text token is "
+                             "predicted from BOS")
         out["cases"] = cases
         out["greedy"] = greedy
     out_path = Path(args.out or profile.out)

@@ -1,19 +1,22 @@
 #!/usr/bin/env python3
-"""Expected token ids for a GGUF tokenizer (SmolLM2 or Qwen2), produced by llama.cpp.
+"""Expected token ids for a GGUF tokenizer (SmolLM2, Qwen2 or Gemma 3), produced by llama.cpp.
 
 Uses llama-cpp-python with `vocab_only=True` (no weights are loaded) and writes
-tests/data/tokenizer_cases.json (SmolLM2, `general.architecture` llama) or
-tests/data/tokenizer_cases_qwen2.json (Qwen2.5, qwen2). For every case:
+tests/data/tokenizer_cases.json (SmolLM2, `general.architecture` llama),
+tests/data/tokenizer_cases_qwen2.json (Qwen2.5, qwen2) or
+tests/data/tokenizer_cases_gemma3.json (Gemma 3 270M, gemma3). For every case:
 
-  ids             llm.tokenize(text, add_bos=False, special=True)
+  ids             llm.tokenize(text, add_bos=<the model's add_bos flag>, special=True)
                   (special/control tokens such as <|im_start|> are parsed)
   ids_no_special  the same with special=False (special-token text is then
                   tokenized as ordinary text)
 
-The model's add_bos flag is recorded as well (it is false for SmolLM2 and
-Qwen2.5, so no BOS is ever prepended). The qwen2 file also lists llama.cpp's
-view of the vocabulary's special tokens (`special_tokens`: CONTROL and
-USER_DEFINED ids, EOG ids, the UNUSED id range).
+The model's add_bos flag is recorded as well. It is false for SmolLM2 and
+Qwen2.5, so no BOS is ever prepended; it is true for Gemma 3, so every `ids`
+and `ids_no_special` list of the gemma3 file starts with BOS (2), as
+llama.cpp (and afinador's `encode(text, true)`) prepends it. The qwen2 and
+gemma3 files also list llama.cpp's view of the vocabulary's special tokens
+(`special_tokens`: CONTROL and USER_DEFINED ids, EOG ids, the UNUSED ids).
 
 Run from the repository root:
 
@@ -21,6 +24,8 @@ Run from the repository root:
     python scripts/reference/tokenizer_cases.py \
         --model models/Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf \
         --out tests/data/tokenizer_cases_qwen2.json
+    python scripts/reference/tokenizer_cases.py \
+        --model models/gemma-3-270m.Q4_K_M.gguf   # -> tokenizer_cases_gemma3.json
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ DEFAULT_MODEL = "models/SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_OUTS = {
     "llama": "tests/data/tokenizer_cases.json",
     "qwen2": "tests/data/tokenizer_cases_qwen2.json",
+    "gemma3": "tests/data/tokenizer_cases_gemma3.json",
 }
 
 CASES: list[tuple[str, str]] = [
@@ -128,6 +134,50 @@ QWEN2_CASES: list[tuple[str, str]] = [(n, _QWEN_REPLACED.get(n, t)) for n, t in 
     ("punctuation_then_newlines", "end.\n\nnext;\r\n\r\n--\n\n\n/* x */\n"),
 ]
 
+# Gemma 3 (SentencePiece, `tokenizer.ggml.model` llama, 262144 tokens, byte
+# fallback, add_bos true): the model-agnostic cases, Gemma's chat format and
+# special tokens in place of SmolLM2's, the Qwen2.5 extras (all ordinary text
+# for Gemma except `</s>`, which llama.cpp makes CONTROL here too), and texts
+# aimed at Gemma's vocabulary: its USER_DEFINED tokens (runs of 2..31 spaces,
+# of 1..31 newlines and tabs, HTML tags, [multimodal], <start_of_image>),
+# which llama.cpp matches before SentencePiece even with special=False, and
+# its <unusedN> tokens, CONTROL in the GGUF and therefore matched with
+# special=True although llama.cpp also marks them UNUSED.
+_GEMMA_REPLACED = {
+    "chatml": ("gemma_chat",
+               "<start_of_turn>user\nOlá!<end_of_turn>\n<start_of_turn>model\n"),
+    "chatml_full": ("gemma_chat_full",
+                    "<start_of_turn>user\nWhat is 2+2?<end_of_turn>\n"
+                    "<start_of_turn>model\n2+2 is 4.<end_of_turn>\n"),
+    "special_tokens_adjacent": (
+        "special_tokens_adjacent",
+        "<start_of_turn><end_of_turn>text<end_of_turn> <start_of_turn> spaced<eos>"),
+    "special_tokens_other": (
+        "special_tokens_other",
+        "<mask>[multimodal]<start_of_image><end_of_image><unk> x<pad><pad>"),
+}
+GEMMA3_CASES: list[tuple[str, str]] = (
+    [_GEMMA_REPLACED.get(n, (n, t)) for n, t in CASES]
+    + [(n, t) for n, t in QWEN2_CASES[len(CASES):]]
+    + [
+        ("chatml_as_text", CASES[[n for n, _ in CASES].index("chatml_full")][1]),
+        # <bos> in the text gives a second 2 after the prepended BOS.
+        ("bos_eos_pad_in_text", "<bos>Hello<eos><pad> <bos> world<eos>"),
+        ("unused_tokens", "<unused0><unused98> <unused99>x<unused6241><unused6242>"),
+        ("html_tags",
+         "<table><tr><td>1</td></tr></table>\n<h1>Title</h1><p><strong>bold</strong> "
+         "<em>it</em> <code>x</code></p><div><span>a</span></div><br>"),
+        ("whitespace_runs",
+         "a" + " " * 2 + "b" + " " * 31 + "c" + " " * 32 + "d" + " " * 70 + "e\n"
+         + "\t" * 3 + "f" + "\t" * 40 + "g" + "\n" * 31 + "h" + "\n" * 33 + "i"),
+        ("leading_space", " Hello  world"),
+        ("byte_fallback", "\x01\x7f control \U0001d11e \U000e0041 \uffff \U0010fffd end"),
+        ("pt_chat",
+         "<start_of_turn>user\nQual é a capital de Portugal?<end_of_turn>\n"
+         "<start_of_turn>model\nA capital de Portugal é Lisboa.<end_of_turn>"),
+    ]
+)
+
 
 def special_tokens(llama_cpp, llm, vocab) -> dict:
     """llama.cpp's token attributes after loading (it upgrades some tokens to
@@ -144,19 +194,34 @@ def special_tokens(llama_cpp, llm, vocab) -> dict:
         if llama_cpp.llama_vocab_is_eog(vocab, i):
             eog.append(i)
         assert not attr & (llama_cpp.LLAMA_TOKEN_ATTR_LSTRIP | llama_cpp.LLAMA_TOKEN_ATTR_RSTRIP), i
-    if unused:
-        assert unused == list(range(unused[0], unused[-1] + 1)), "unused ids not contiguous"
+    ranges: list[list[int]] = []
+    for i in unused:
+        if ranges and i == ranges[-1][1] + 1:
+            ranges[-1][1] = i
+        else:
+            ranges.append([i, i])
+    # UNUSED tokens that are also CONTROL (Gemma's <unusedN>: CONTROL in the
+    # GGUF, UNUSED added by llama.cpp because of the name) stay in llama.cpp's
+    # special-token cache, so special=True matches them.
+    unused_control = [i for i in unused
+                      if llama_cpp.llama_vocab_get_attr(vocab, i) & llama_cpp.LLAMA_TOKEN_ATTR_CONTROL]
+    assert not unused_control or unused_control == unused, "some unused tokens are control"
 
     def text(i: int) -> str:
         return llm.detokenize([i], special=True).decode("utf-8")
 
-    return {
+    out = {
         "control": [{"id": i, "text": text(i)} for i in control],
         "user_defined": [{"id": i, "text": text(i)} for i in user_defined],
         "eog_ids": eog,
         "unused_first": unused[0] if unused else None,
         "unused_last": unused[-1] if unused else None,
     }
+    if len(ranges) > 1 or unused_control:
+        # (Not in the qwen2 file: one contiguous range there, not control.)
+        out["unused_ranges"] = ranges
+        out["unused_are_control"] = bool(unused_control)
+    return out
 
 
 def main() -> None:
@@ -175,7 +240,7 @@ def main() -> None:
     vocab = llm._model.vocab
     add_bos = bool(llama_cpp.llama_vocab_get_add_bos(vocab))
     arch = llm.metadata["general.architecture"]
-    case_list = {"llama": CASES, "qwen2": QWEN2_CASES}[arch]
+    case_list = {"llama": CASES, "qwen2": QWEN2_CASES, "gemma3": GEMMA3_CASES}[arch]
 
     names = [name for name, _ in case_list]
     assert len(names) == len(set(names)), "duplicate case names"
@@ -183,10 +248,15 @@ def main() -> None:
     cases = []
     for name, text in case_list:
         raw = text.encode("utf-8")
-        ids = llm.tokenize(raw, add_bos=False, special=True)
-        ids_no_special = llm.tokenize(raw, add_bos=False, special=False)
+        # add_bos: the model's flag (false for SmolLM2 and Qwen2.5).
+        ids = llm.tokenize(raw, add_bos=add_bos, special=True)
+        ids_no_special = llm.tokenize(raw, add_bos=add_bos, special=False)
+        body = ids
+        if add_bos:
+            assert ids[0] == ids_no_special[0] == llm.token_bos(), name
+            body = ids[1:]
         # Round trip: detokenizing must give the original bytes back.
-        assert llm.detokenize(ids, special=True) == raw, name
+        assert llm.detokenize(body, special=True) == raw, name
         cases.append({"name": name, "text": text, "ids": ids,
                       "ids_no_special": ids_no_special})
         print(f"{name:24s} {len(ids):4d} ids")
@@ -199,8 +269,16 @@ def main() -> None:
         "add_bos": add_bos,
         "bos_id": llm.token_bos(),
         "eos_id": llm.token_eos(),
-        "cases": cases,
     }
+    if add_bos:
+        out["notes"] = (
+            "ids and ids_no_special come from llama.cpp's tokenize with add_bos = the "
+            "model's flag (tokenizer.ggml.add_bos_token = true), so each starts with "
+            f"bos_id {llm.token_bos()} (the empty text gives [{llm.token_bos()}]); ids: "
+            "special=True (control tokens such as <start_of_turn> matched), "
+            "ids_no_special: special=False (USER_DEFINED tokens -- space/tab/newline "
+            "runs, HTML tags, [multimodal], <start_of_image> -- are still matched)")
+    out["cases"] = cases
     if arch != "llama":
         # (Not in the SmolLM2 file, whose layout predates this.)
         out["special_tokens"] = special_tokens(llama_cpp, llm, vocab)

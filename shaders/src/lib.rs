@@ -128,6 +128,7 @@ pub fn variants() -> Vec<(Shader, Vec<&'static str>)> {
     out.push((Shader::RmsNorm, vec![]));
     out.push((Shader::RmsNorm, vec!["BACKWARD"]));
     out.push((Shader::Elementwise, vec!["OP_SWIGLU_BWD"]));
+    out.push((Shader::Elementwise, vec!["OP_SWIGLU_BWD", "ACT_GELU"]));
     out.push((Shader::Elementwise, vec!["OP_DROPOUT"]));
     out.push((Shader::Logits, vec!["GRAD"]));
     out.push((Shader::AdamW, vec![]));
@@ -142,6 +143,7 @@ pub fn variants() -> Vec<(Shader, Vec<&'static str>)> {
         ));
     }
     out.push((Shader::Elementwise, vec!["OP_SWIGLU"]));
+    out.push((Shader::Elementwise, vec!["OP_SWIGLU", "ACT_GELU"]));
     out.push((Shader::Elementwise, vec!["OP_ADD"]));
     out.push((Shader::Elementwise, vec!["OP_BIAS"]));
     out.push((Shader::Logits, vec![]));

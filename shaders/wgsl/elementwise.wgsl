@@ -1,11 +1,13 @@
 // elementwise.wgsl — element-wise kernels over n values.
-//   OP_SWIGLU  out[i] = silu(gate[i]) · up[i],  silu(g) = g / (1 + e^(−g))
+//   OP_SWIGLU  out[i] = act(gate[i]) · up[i],  act = silu(g) = g / (1 + e^(−g)), or with
+//              ACT_GELU the tanh GELU 0.5·g·(1 + tanh(√(2/π)·(g + 0.044715·g³))) (GeGLU: gemma)
 //              gate(i) = a[a_off + i], up(i) = b[b_off + i]
 //   OP_ADD     out[i] = a[a_off + i] + b[b_off + i]
-//   OP_BIAS    out[i] += a[a_off + i mod width]   (a bias row added to every row of out; b unused)
+//   OP_BIAS    out[i] += a[a_off + i mod width]   (a bias row added to every row of out, or with
+//              width = n a whole slice added into out; b unused)
 //   OP_SWIGLU_BWD  given gate a, up b and the output gradient g = c[c_off + i]:
-//              out[i] = g · b · σ(a)·(1 + a·(1 − σ(a)))   (d gate, =)
-//              out2[i] = g · silu(a)                      (d up, =)
+//              out[i] = g · b · act'(a)   (d gate, =)
+//              out2[i] = g · act(a)       (d up, =)
 //   OP_DROPOUT out[i] = a[i] / (1 − p_drop) when hash(seed, i) keeps it, else 0 (the mask is a
 //              pure function of (seed, i), so the backward pass regenerates it); with
 //              accumulate = 1, out[i] += that instead (the backward through the mask)
@@ -27,6 +29,30 @@ struct Params {
 #ifdef OP_SWIGLU_BWD
 @group(0) @binding(4) var<storage, read> c: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out2: array<f32>;
+#endif
+
+// The gate's activation and its derivative.
+#ifdef ACT_GELU
+const GELU_C: f32 = 0.7978845608028654; // √(2/π)
+const GELU_A: f32 = 0.044715;
+
+fn act(x: f32) -> f32 {
+    return 0.5 * x * (1.0 + tanh(GELU_C * (x + GELU_A * x * x * x)));
+}
+
+fn act_grad(x: f32) -> f32 {
+    let th = tanh(GELU_C * (x + GELU_A * x * x * x));
+    return 0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * GELU_C * (1.0 + 3.0 * GELU_A * x * x);
+}
+#else
+fn act(x: f32) -> f32 {
+    return x / (1.0 + exp(-x));
+}
+
+fn act_grad(x: f32) -> f32 {
+    let s = 1.0 / (1.0 + exp(-x));
+    return s * (1.0 + x * (1.0 - s));
+}
 #endif
 
 @compute @workgroup_size(256)
@@ -58,15 +84,14 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 #endif
 #endif
 #ifdef OP_SWIGLU
-    out[p.out_off + i] = x / (1.0 + exp(-x)) * y;
+    out[p.out_off + i] = act(x) * y;
 #endif
 #ifdef OP_ADD
     out[p.out_off + i] = x + y;
 #endif
 #ifdef OP_SWIGLU_BWD
     let g = c[p.c_off + i];
-    let s = 1.0 / (1.0 + exp(-x));
-    out[p.out_off + i] = g * y * s * (1.0 + x * (1.0 - s));
-    out2[p.out_off + i] = g * x * s;
+    out[p.out_off + i] = g * y * act_grad(x);
+    out2[p.out_off + i] = g * act(x);
 #endif
 }

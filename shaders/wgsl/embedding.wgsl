@@ -1,4 +1,5 @@
-// embedding.wgsl — row gather: out[t, c] = W[ids[t], c] for t < T, c < C.
+// embedding.wgsl — row gather: out[t, c] = scale · W[ids[t], c] for t < T, c < C (scale: gemma's
+// √C, 1 otherwise).
 //
 // W is an embedding table [V, C] in one of the formats of weights.wgsl; this dispatch holds its
 // rows row0 .. row0 + rows (a table larger than one binding is split by rows, one dispatch per
@@ -8,7 +9,7 @@
 
 struct Params {
     C: u32, T: u32, V: u32, out_off: u32,
-    row0: u32, rows: u32, _pad0: u32, _pad1: u32,
+    row0: u32, rows: u32, scale: f32, _pad0: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -30,7 +31,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     if (id < p.row0 || id - p.row0 >= p.rows) {
         return;
     }
-    let v = w_load4(id - p.row0, c, p.C);
+    let v = w_load4(id - p.row0, c, p.C) * p.scale;
     let o = p.out_off + t * p.C + c;
     out[o] = v.x;
     out[o + 1u] = v.y;

@@ -4,6 +4,7 @@ use afinador_shaders::Shader;
 
 use super::assert_params_size;
 use crate::gpu::{Binding, GpuBuffer, KernelLayout, Recorder, Result, grid_1d};
+pub use crate::model::Activation;
 
 /// Mirrors `Params` in elementwise.wgsl.
 #[repr(C)]
@@ -35,10 +36,47 @@ pub const LAYOUT: KernelLayout = KernelLayout {
 /// The operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
-    /// `out = silu(a) · b`
-    SwiGlu,
+    /// `out = act(a) · b`: the gated feed-forward (SwiGLU with `Activation::Silu`, GeGLU with
+    /// `Activation::GeluTanh`).
+    Glu(Activation),
     /// `out = a + b`
     Add,
+}
+
+impl Activation {
+    /// The shader flags of this activation.
+    fn defines(self) -> &'static [&'static str] {
+        match self {
+            Activation::Silu => &[],
+            Activation::GeluTanh => &["ACT_GELU"],
+        }
+    }
+
+    /// CPU reference (f64).
+    pub fn apply(self, x: f64) -> f64 {
+        match self {
+            Activation::Silu => x / (1.0 + (-x).exp()),
+            Activation::GeluTanh => {
+                let c = (2.0 / std::f64::consts::PI).sqrt();
+                0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh())
+            }
+        }
+    }
+
+    /// CPU reference of the derivative (f64).
+    pub fn grad(self, x: f64) -> f64 {
+        match self {
+            Activation::Silu => {
+                let s = 1.0 / (1.0 + (-x).exp());
+                s * (1.0 + x * (1.0 - s))
+            }
+            Activation::GeluTanh => {
+                let c = (2.0 / std::f64::consts::PI).sqrt();
+                let th = (c * (x + 0.044715 * x * x * x)).tanh();
+                0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * c * (1.0 + 3.0 * 0.044715 * x * x)
+            }
+        }
+    }
 }
 
 /// A slice of a buffer: `n` values from element `off`.
@@ -53,9 +91,9 @@ pub async fn elementwise(
     b: Slice<'_>,
     out: Slice<'_>,
 ) -> Result<()> {
-    let define = match op {
-        Op::SwiGlu => "OP_SWIGLU",
-        Op::Add => "OP_ADD",
+    let defines: Vec<&str> = match op {
+        Op::Glu(act) => [&["OP_SWIGLU"], act.defines()].concat(),
+        Op::Add => vec!["OP_ADD"],
     };
     let params = ElementwiseParams {
         n,
@@ -66,7 +104,7 @@ pub async fn elementwise(
     };
     rec.dispatch(
         &LAYOUT,
-        &[define],
+        &defines,
         &params,
         &[a.0, b.0, out.0],
         grid_1d(n.div_ceil(256)),
@@ -86,11 +124,12 @@ pub const LAYOUT_SWIGLU_BACKWARD: KernelLayout = KernelLayout {
     ],
 };
 
-/// Gradients of `h = silu(gate)·up` given `dh`: `dgate = dh·up·silu'(gate)`, `dup = dh·silu(gate)`
+/// Gradients of `h = act(gate)·up` given `dh`: `dgate = dh·up·act'(gate)`, `dup = dh·act(gate)`
 /// (both `=`; dgate and dup share the offset `out.1`).
 #[allow(clippy::too_many_arguments)]
-pub async fn swiglu_backward(
+pub async fn glu_backward(
     rec: &mut Recorder<'_>,
+    act: Activation,
     n: u32,
     gate: Slice<'_>,
     up: Slice<'_>,
@@ -108,9 +147,10 @@ pub async fn swiglu_backward(
         ..Default::default()
     };
     let buffers = [gate.0, up.0, dgate, dh.0, dup];
+    let defines = [&["OP_SWIGLU_BWD"], act.defines()].concat();
     rec.dispatch(
         &LAYOUT_SWIGLU_BACKWARD,
-        &["OP_SWIGLU_BWD"],
+        &defines,
         &params,
         &buffers,
         grid_1d(n.div_ceil(256)),
@@ -176,6 +216,26 @@ pub async fn add_bias(
     .await
 }
 
+/// `out[i] += x[i]` for i < n (`out` may not alias `x`): a residual add in place.
+pub async fn add_into(rec: &mut Recorder<'_>, x: Slice<'_>, out: Slice<'_>, n: u32) -> Result<()> {
+    let params = ElementwiseParams {
+        n,
+        a_off: x.1,
+        out_off: out.1,
+        width: n,
+        ..Default::default()
+    };
+    let buffers = [x.0, x.0, out.0];
+    rec.dispatch(
+        &LAYOUT,
+        &["OP_BIAS"],
+        &params,
+        &buffers,
+        grid_1d(n.div_ceil(256)),
+    )
+    .await
+}
+
 /// CPU reference of [`add_bias`] over whole rows of `y`.
 pub fn add_bias_ref(bias: &[f32], y: &mut [f32]) {
     for row in y.chunks_exact_mut(bias.len()) {
@@ -183,17 +243,18 @@ pub fn add_bias_ref(bias: &[f32], y: &mut [f32]) {
     }
 }
 
-/// CPU reference of [`swiglu_backward`]: (dgate, dup).
-pub fn swiglu_backward_ref(gate: &[f32], up: &[f32], dh: &[f32]) -> (Vec<f32>, Vec<f32>) {
-    let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
+/// CPU reference of [`glu_backward`]: (dgate, dup).
+pub fn glu_backward_ref(
+    act: Activation,
+    gate: &[f32],
+    up: &[f32],
+    dh: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
     let dgate = (0..gate.len())
-        .map(|i| {
-            let (g, s) = (gate[i] as f64, sig(gate[i] as f64));
-            (dh[i] as f64 * up[i] as f64 * s * (1.0 + g * (1.0 - s))) as f32
-        })
+        .map(|i| (dh[i] as f64 * up[i] as f64 * act.grad(gate[i] as f64)) as f32)
         .collect();
     let dup = (0..gate.len())
-        .map(|i| (dh[i] as f64 * gate[i] as f64 * sig(gate[i] as f64)) as f32)
+        .map(|i| (dh[i] as f64 * act.apply(gate[i] as f64)) as f32)
         .collect();
     (dgate, dup)
 }
@@ -203,7 +264,7 @@ pub fn elementwise_ref(op: Op, a: &[f32], b: &[f32]) -> Vec<f32> {
     a.iter()
         .zip(b)
         .map(|(&x, &y)| match op {
-            Op::SwiGlu => x / (1.0 + (-x).exp()) * y,
+            Op::Glu(act) => (act.apply(x as f64) * y as f64) as f32,
             Op::Add => x + y,
         })
         .collect()
@@ -216,7 +277,13 @@ mod tests {
     use crate::util::Rng;
 
     #[test]
-    fn swiglu_backward_matches_finite_differences_and_gpu() {
+    fn glu_backward_matches_finite_differences_and_gpu() {
+        for act in [Activation::Silu, Activation::GeluTanh] {
+            glu_backward_matches_finite_differences_and_gpu_for(act);
+        }
+    }
+
+    fn glu_backward_matches_finite_differences_and_gpu_for(act: Activation) {
         let mut rng = Rng::new(16);
         let n = 300;
         let (gate, up, dh) = (
@@ -224,10 +291,10 @@ mod tests {
             rng.vec_uniform(n, -2.0, 2.0),
             rng.vec_uniform(n, -1.0, 1.0),
         );
-        let (dgate, dup) = swiglu_backward_ref(&gate, &up, &dh);
-        // L = Σ dh·silu(gate)·up, differentiated numerically in gate and in up.
+        let (dgate, dup) = glu_backward_ref(act, &gate, &up, &dh);
+        // L = Σ dh·act(gate)·up, differentiated numerically in gate and in up.
         let loss = |g: &[f32], u: &[f32]| -> f64 {
-            elementwise_ref(Op::SwiGlu, g, u)
+            elementwise_ref(Op::Glu(act), g, u)
                 .iter()
                 .zip(&dh)
                 .map(|(h, d)| *h as f64 * *d as f64)
@@ -240,12 +307,45 @@ mod tests {
         let (gg, gu, gdh) = (upload(&gate), upload(&up), upload(&dh));
         let (gdg, gdu) = (upload(&vec![9.0; n]), upload(&vec![9.0; n]));
         run(async |rec| {
-            swiglu_backward(rec, n as u32, (&gg, 0), (&gu, 0), (&gdh, 0), &gdg, &gdu, 0)
-                .await
-                .unwrap()
+            glu_backward(
+                rec,
+                act,
+                n as u32,
+                (&gg, 0),
+                (&gu, 0),
+                (&gdh, 0),
+                &gdg,
+                &gdu,
+                0,
+            )
+            .await
+            .unwrap()
         });
-        assert_close("dgate gpu", &read(&gdg), &dgate, 1e-5, 1e-4);
-        assert_close("dup gpu", &read(&gdu), &dup, 1e-5, 1e-4);
+        assert_close(
+            &format!("{act:?} dgate gpu"),
+            &read(&gdg),
+            &dgate,
+            1e-5,
+            1e-4,
+        );
+        assert_close(&format!("{act:?} dup gpu"), &read(&gdu), &dup, 1e-5, 1e-4);
+    }
+
+    #[test]
+    fn add_into_adds_a_slice_in_place() {
+        let mut rng = Rng::new(18);
+        let (x, out) = (
+            rng.vec_uniform(300, -1.0, 1.0),
+            rng.vec_uniform(305, -1.0, 1.0),
+        );
+        let mut want = out.clone();
+        want[5..]
+            .iter_mut()
+            .zip(&x[..300])
+            .for_each(|(o, x)| *o += x);
+        let (gx, gout) = (upload(&x), upload(&out));
+        run(async |rec| add_into(rec, (&gx, 0), (&gout, 5), 300).await.unwrap());
+        assert_close("add_into", &read(&gout), &want, 0.0, 1e-6);
     }
 
     #[test]
@@ -298,7 +398,11 @@ mod tests {
     #[test]
     fn elementwise_ops_match_cpu() {
         let mut rng = Rng::new(8);
-        for op in [Op::SwiGlu, Op::Add] {
+        for op in [
+            Op::Glu(Activation::Silu),
+            Op::Glu(Activation::GeluTanh),
+            Op::Add,
+        ] {
             for n in [1usize, 255, 257, 10_000] {
                 let a = rng.vec_uniform(n + 3, -8.0, 8.0);
                 let b = rng.vec_uniform(n, -2.0, 2.0);

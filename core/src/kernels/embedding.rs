@@ -15,7 +15,8 @@ pub struct EmbeddingParams {
     pub out_off: u32,
     pub row0: u32,
     pub rows: u32,
-    pub _pad: [u32; 2],
+    pub scale: f32,
+    pub _pad: u32,
 }
 assert_params_size!(EmbeddingParams, 32);
 
@@ -30,14 +31,15 @@ pub const LAYOUT: KernelLayout = KernelLayout {
     ],
 };
 
-/// Gather the rows `ids[0..t]` of `table` into `out` (t rows of C values from element `out_off`).
+/// Gather the rows `ids[0..t]` of `table`, times `scale` (gemma: √C; 1 otherwise), into `out`
+/// (t rows of C values from element `out_off`).
 pub async fn embedding(
     rec: &mut Recorder<'_>,
     ids: &GpuBuffer,
     t: u32,
     table: &GpuWeight,
-    out: &GpuBuffer,
-    out_off: u32,
+    (out, out_off): (&GpuBuffer, u32),
+    scale: f32,
 ) -> Result<()> {
     let c = table.cols as u32;
     let groups = [c.div_ceil(256), t, 1];
@@ -50,7 +52,8 @@ pub async fn embedding(
             out_off,
             row0: part.row0 as u32,
             rows: part.rows as u32,
-            _pad: [0; 2],
+            scale,
+            _pad: 0,
         };
         let buffers = [ids, &part.q, &part.s, out];
         rec.dispatch(&LAYOUT, &[table.format.define()], &params, &buffers, groups)
@@ -83,7 +86,7 @@ mod tests {
             let gids = GpuBuffer::from_slice(gpu(), "ids", &ids).unwrap();
             let out = GpuBuffer::zeroed(gpu(), "out", (ids.len() * c * 4) as u64).unwrap();
             crate::kernels::testing::run(async |rec| {
-                embedding(rec, &gids, ids.len() as u32, &gw, &out, 0)
+                embedding(rec, &gids, ids.len() as u32, &gw, (&out, 0), 1.0)
                     .await
                     .unwrap()
             });

@@ -120,9 +120,9 @@ pub fn rope_ref(
         let pos = (pos0 as usize + t % s.period as usize) as f64;
         for h in 0..s.h as usize {
             let base = s.off as usize + t * s.row_stride as usize + h * hs;
-            for i in 0..hs / 2 {
+            for (i, &factor) in factors[..hs / 2].iter().enumerate() {
                 let theta =
-                    pos * (theta_base as f64).powf(-2.0 * i as f64 / hs as f64) / factors[i] as f64;
+                    pos * (theta_base as f64).powf(-2.0 * i as f64 / hs as f64) / factor as f64;
                 let (sn, cs) = theta.sin_cos();
                 let sn = if inverse { -sn } else { sn };
                 let (a, b) = (base + i * step, base + i * step + gap);

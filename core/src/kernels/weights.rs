@@ -266,7 +266,9 @@ mod split_tests {
                     matmul_weight_t(rec, &dy, 0, w, &dx, 0, cols as u32, m as u32, 1.0, true)
                         .await
                         .unwrap();
-                    embedding(rec, &ids_buf, m as u32, w, &e, 0).await.unwrap();
+                    embedding(rec, &ids_buf, m as u32, w, (&e, 0), 1.0)
+                        .await
+                        .unwrap();
                 });
                 [read(&y), read(&yv), read(&dx), read(&e)]
             };

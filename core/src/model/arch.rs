@@ -25,8 +25,17 @@ pub enum RopeStyle {
     Neox,
 }
 
-/// One architecture's facts: everything the block and the adapters need beyond the shape.
+/// The activation of the gated feed-forward block (`act(gate) ⊙ up`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Activation {
+    /// SiLU (SwiGLU): llama, qwen.
+    Silu,
+    /// GELU, tanh approximation (GeGLU): gemma.
+    GeluTanh,
+}
+
+/// One architecture's facts: everything the block and the adapters need beyond the shape.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Architecture {
     /// `general.architecture` in GGUF (and the prefix of its metadata keys).
     pub name: &'static str,
@@ -42,6 +51,29 @@ pub struct Architecture {
     /// [`RopeStyle::Adjacent`]); PEFT export un-permutes lora_B of q_proj/k_proj, import
     /// permutes it (`lora::permute`).
     pub qk_permuted: bool,
+    /// The activation of the gated feed-forward block.
+    pub activation: Activation,
+    /// The token embeddings are multiplied by √C before the first block (gemma).
+    pub scale_embeddings: bool,
+    /// RMSNorm on the attention and feed-forward outputs before each residual add
+    /// (`blk.N.post_attention_norm.weight`, `blk.N.post_ffw_norm.weight`; gemma3).
+    pub post_norms: bool,
+    /// Local attention layers, when the file gives a window (`attention.sliding_window`).
+    pub sliding_window: Option<SlidingWindow>,
+}
+
+/// Which layers attend only the last `attention.sliding_window` positions, and their rope base.
+/// GGUF does not say: llama.cpp hard-codes both (for gemma3 in `src/models/gemma3.cpp`:
+/// `load_swa_pattern(ml, 6)`, i.e. `llama_hparams::set_swa_pattern` in
+/// `src/llama-hparams.cpp`, unless the file has `attention.sliding_window_pattern`; the local
+/// base defaults to `rope_freq_base_train_swa = 10000` in `src/llama-hparams.h` unless the file
+/// has `rope.freq_base_swa`). afinador reads the same keys with the same defaults.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct SlidingWindow {
+    /// Layer l is global when `l % global_every == global_every − 1`, local otherwise.
+    pub global_every: u32,
+    /// The rope base of the local layers.
+    pub local_rope_base: f32,
 }
 
 pub const LLAMA: Architecture = Architecture {
@@ -51,6 +83,10 @@ pub const LLAMA: Architecture = Architecture {
     qkv_bias: false,
     qk_norm: false,
     qk_permuted: true,
+    activation: Activation::Silu,
+    scale_embeddings: false,
+    post_norms: false,
+    sliding_window: None,
 };
 
 /// Mistral 7B as llama.cpp writes it: the llama block (its sliding window is not used by
@@ -66,10 +102,17 @@ pub const MISTRAL: Architecture = Architecture {
 pub const QWEN2: Architecture = Architecture {
     name: "qwen2",
     hf_model_type: "qwen2",
-    rope: RopeStyle::Neox,
     qkv_bias: true,
-    qk_norm: false,
+    ..LLAMA_SHAPED_NEOX
+};
+
+/// The llama block with NEOX rope and Hugging Face's Q/K order: what the others start from.
+const LLAMA_SHAPED_NEOX: Architecture = Architecture {
+    name: "",
+    hf_model_type: "",
+    rope: RopeStyle::Neox,
     qk_permuted: false,
+    ..LLAMA
 };
 
 /// Qwen3: no biases, RMSNorm on each query and key head before NEOX rope (llama.cpp:
@@ -82,8 +125,26 @@ pub const QWEN3: Architecture = Architecture {
     ..QWEN2
 };
 
+/// Gemma 3 (text): embeddings × √C, per-head q/k norms, NEOX rope, GeGLU (tanh GELU), norms
+/// after attention and after the feed-forward block, and sliding-window layers (five local to one
+/// global, local rope base 10000) with a tied output (llama.cpp: `LLM_ARCH_GEMMA3`,
+/// `src/models/gemma3.cpp`). The attention scale is 1/√HS (gemma's 27B differs: not supported).
+pub const GEMMA3: Architecture = Architecture {
+    name: "gemma3",
+    hf_model_type: "gemma3_text",
+    qk_norm: true,
+    activation: Activation::GeluTanh,
+    scale_embeddings: true,
+    post_norms: true,
+    sliding_window: Some(SlidingWindow {
+        global_every: 6,
+        local_rope_base: 10000.0,
+    }),
+    ..LLAMA_SHAPED_NEOX
+};
+
 /// Every architecture afinador runs.
-pub const ARCHITECTURES: &[Architecture] = &[LLAMA, MISTRAL, QWEN2, QWEN3];
+pub const ARCHITECTURES: &[Architecture] = &[LLAMA, MISTRAL, QWEN2, QWEN3, GEMMA3];
 
 impl Architecture {
     /// The architecture GGUF calls `name`, if afinador runs it.

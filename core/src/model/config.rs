@@ -31,6 +31,18 @@ pub struct ModelConfig {
     pub rope_base: f32,
     /// The output projection is the token embedding (no `output.weight`).
     pub tied_embeddings: bool,
+    /// The local layers' window, pattern and rope base, when the architecture has them and the
+    /// file gives a window.
+    pub sliding_window: Option<LocalLayers>,
+}
+
+/// The sliding-window layers of a model (see [`super::arch::SlidingWindow`]).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct LocalLayers {
+    /// Positions a local layer's query sees (itself included).
+    pub window: u32,
+    pub global_every: u32,
+    pub rope_base: f32,
 }
 
 impl ModelConfig {
@@ -83,6 +95,20 @@ impl ModelConfig {
                 10000.0
             },
             tied_embeddings: gguf.tensor("output.weight").is_none(),
+            sliding_window: match (arch.sliding_window, opt("attention.sliding_window")) {
+                (Some(local), true) => Some(LocalLayers {
+                    window: get("attention.sliding_window")? as u32,
+                    global_every: match opt("attention.sliding_window_pattern") {
+                        true => get("attention.sliding_window_pattern")? as u32,
+                        false => local.global_every,
+                    },
+                    rope_base: match opt("rope.freq_base_swa") {
+                        true => meta.get_f32(&key("rope.freq_base_swa"))?,
+                        false => local.local_rope_base,
+                    },
+                }),
+                _ => None,
+            },
             arch,
         };
         if opt("rope.dimension_count") && get("rope.dimension_count")? != head_dim {
@@ -142,6 +168,26 @@ impl ModelConfig {
         self.n_head_kv * self.head_dim
     }
 
+    /// The attention window of layer `l` (`u32::MAX`: every earlier position).
+    pub fn layer_window(&self, l: usize) -> u32 {
+        match self.sliding_window {
+            Some(s) if self.is_local(l, s) => s.window,
+            _ => u32::MAX,
+        }
+    }
+
+    /// The rope base of layer `l`.
+    pub fn layer_rope_base(&self, l: usize) -> f32 {
+        match self.sliding_window {
+            Some(s) if self.is_local(l, s) => s.rope_base,
+            _ => self.rope_base,
+        }
+    }
+
+    fn is_local(&self, l: usize, s: LocalLayers) -> bool {
+        s.global_every == 0 || (l as u32 % s.global_every) < s.global_every - 1
+    }
+
     /// How the GGUF orders the rows of q_proj and k_proj relative to Hugging Face.
     pub fn qk_order(&self) -> QkOrder {
         if self.arch.qk_permuted {
@@ -160,6 +206,16 @@ impl ModelConfig {
             + self.q_dim() * self.n_embd
             + 3 * self.n_embd * self.n_ff
             + 2 * self.n_embd
+            + if self.arch.post_norms {
+                2 * self.n_embd
+            } else {
+                0
+            }
+            + if self.arch.qk_norm {
+                2 * self.head_dim
+            } else {
+                0
+            }
             + if self.arch.qkv_bias {
                 self.q_dim() + 2 * self.kv_dim()
             } else {

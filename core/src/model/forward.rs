@@ -5,7 +5,7 @@ use super::{ModelConfig, ModelWeights, Result};
 use crate::gpu::{Gpu, GpuBuffer, Recorder, read_buffer_f32};
 use crate::kernels::GpuWeight;
 use crate::kernels::attention::{AttentionShape, attention};
-use crate::kernels::elementwise::{Op, add_bias, elementwise};
+use crate::kernels::elementwise::{Op, add_bias, add_into, elementwise};
 use crate::kernels::embedding::embedding;
 use crate::kernels::gemv::gemv;
 use crate::kernels::logits::{NO_TARGET, RowStats, logit_stats};
@@ -50,6 +50,8 @@ struct Activations {
     targets: GpuBuffer,
     x: GpuBuffer,
     xn: GpuBuffer,
+    /// A block's output before its post norm (gemma3).
+    tmp: GpuBuffer,
     q: GpuBuffer,
     /// Q and K before the per-head norms (qwen3), and the norms' 1/rms (unused here).
     q_raw: GpuBuffer,
@@ -79,6 +81,10 @@ impl Activations {
             targets: f("targets", t)?,
             x: f("x", t * c.n_embd)?,
             xn: f("xn", t * c.n_embd)?,
+            tmp: f(
+                "block output",
+                if c.arch.post_norms { t * c.n_embd } else { 1 },
+            )?,
             q: f("q", t * c.q_dim())?,
             q_raw: f(
                 "q before norm",
@@ -120,7 +126,11 @@ pub struct ForwardOutput {
 }
 
 /// Build every pipeline [`Forward::run`] may use with these weights.
-pub(crate) async fn compile_kernels(gpu: &Gpu, weights: &ModelWeights) -> Result<()> {
+pub(crate) async fn compile_kernels(
+    gpu: &Gpu,
+    config: &ModelConfig,
+    weights: &ModelWeights,
+) -> Result<()> {
     use crate::kernels::{attention, elementwise, embedding, gemv, logits, matmul, rmsnorm, rope};
     let mut formats: Vec<_> = weights
         .layers
@@ -161,9 +171,12 @@ pub(crate) async fn compile_kernels(gpu: &Gpu, weights: &ModelWeights) -> Result
     gpu.pipeline(&rmsnorm::LAYOUT, &[], &[]).await?;
     gpu.pipeline(&rope::LAYOUT, &[], &[]).await?;
     gpu.pipeline(&attention::LAYOUT, &[], &[]).await?;
-    gpu.pipeline(&elementwise::LAYOUT, &["OP_SWIGLU"], &[])
-        .await?;
-    if weights.layers.iter().any(|l| l.qkv_bias.is_some()) {
+    let mut glu = vec!["OP_SWIGLU"];
+    if config.arch.activation == crate::model::Activation::GeluTanh {
+        glu.push("ACT_GELU");
+    }
+    gpu.pipeline(&elementwise::LAYOUT, &glu, &[]).await?;
+    if config.arch.qkv_bias || config.arch.post_norms {
         gpu.pipeline(&elementwise::LAYOUT, &["OP_BIAS"], &[])
             .await?;
     }
@@ -196,6 +209,28 @@ async fn linear(
         matmul_weight(rec, x, x_off, w, y, y_off, y_stride, t, 1.0, accumulate).await?;
     }
     Ok(())
+}
+
+/// `x += W·input`, or with a post norm (gemma3) `x += norm(W·input)` through scratch.
+async fn residual(
+    rec: &mut Recorder<'_>,
+    config: &ModelConfig,
+    input: &GpuBuffer,
+    w: &GpuWeight,
+    post_norm: Option<&GpuBuffer>,
+    a: &Activations,
+    t: u32,
+) -> Result<()> {
+    let c = config.n_embd as u32;
+    match post_norm {
+        None => linear(rec, input, 0, w, &a.x, 0, c, t, true).await,
+        Some(norm) => {
+            linear(rec, input, 0, w, &a.tmp, 0, c, t, false).await?;
+            rmsnorm(rec, &a.tmp, norm, &a.xn, &a.rstd, (t, c), config.rms_eps).await?;
+            add_into(rec, (&a.xn, 0), (&a.x, 0), t * c).await?;
+            Ok(())
+        }
+    }
 }
 
 impl Forward {
@@ -235,7 +270,19 @@ impl Forward {
         a.ids.write(gpu, 0, ids);
 
         let mut rec = Recorder::new(gpu);
-        embedding(&mut rec, &a.ids, tt, &weights.token_embd, &a.x, 0).await?;
+        let embd_scale = match config.arch.scale_embeddings {
+            true => (config.n_embd as f32).sqrt(),
+            false => 1.0,
+        };
+        embedding(
+            &mut rec,
+            &a.ids,
+            tt,
+            &weights.token_embd,
+            (&a.x, 0),
+            embd_scale,
+        )
+        .await?;
         for (l, lw) in weights.layers.iter().enumerate() {
             let (kc, vc) = (&cache.k[l], &cache.v[l]);
             // Attention block: x += Wo · attention(rope(Wq·n(x)), rope(Wk·n(x)), Wv·n(x)).
@@ -328,7 +375,7 @@ impl Forward {
                 row_stride: kvd,
             };
             let freqs = RopeFreqs {
-                base: config.rope_base,
+                base: config.layer_rope_base(l),
                 factors: &weights.rope_factors,
             };
             rope(&mut rec, &a.q, q_shape, pos0, freqs, false).await?;
@@ -341,11 +388,12 @@ impl Forward {
                 hs,
                 pos0,
                 s: cache.capacity as u32,
-                window: u32::MAX,
+                window: config.layer_window(l),
             };
             attention(&mut rec, &a.q, kc, vc, &a.att, &a.lse, shape).await?;
-            linear(&mut rec, &a.att, 0, &lw.attn_output, &a.x, 0, c, tt, true).await?;
-            // Feed-forward block: x += W_down · (silu(W_gate·n(x)) ⊙ W_up·n(x)).
+            let post = lw.post_norms.as_ref().map(|p| &p.attn);
+            residual(&mut rec, config, &a.att, &lw.attn_output, post, a, tt).await?;
+            // Feed-forward block: x += W_down · (act(W_gate·n(x)) ⊙ W_up·n(x)).
             rmsnorm(
                 &mut rec,
                 &a.x,
@@ -360,14 +408,15 @@ impl Forward {
             linear(&mut rec, &a.xn, 0, &lw.ffn_up, &a.up, 0, ff, tt, false).await?;
             elementwise(
                 &mut rec,
-                Op::SwiGlu,
+                Op::Glu(config.arch.activation),
                 tt * ff,
                 (&a.gate, 0),
                 (&a.up, 0),
                 (&a.hidden, 0),
             )
             .await?;
-            linear(&mut rec, &a.hidden, 0, &lw.ffn_down, &a.x, 0, c, tt, true).await?;
+            let post = lw.post_norms.as_ref().map(|p| &p.ffn);
+            residual(&mut rec, config, &a.hidden, &lw.ffn_down, post, a, tt).await?;
         }
         rmsnorm(
             &mut rec,

@@ -12,11 +12,11 @@ mod weights;
 #[cfg(test)]
 mod tests;
 
-pub use arch::{ARCHITECTURES, Architecture, RopeStyle};
+pub use arch::{ARCHITECTURES, Activation, Architecture, RopeStyle};
 pub use config::ModelConfig;
 pub use forward::{Forward, ForwardOutput, KvCache, LogitsWanted};
 pub use sampling::{Sampler, SamplingConfig, argmax};
-pub use weights::{LayerWeights, ModelWeights, QkNorm, QkvBias};
+pub use weights::{LayerWeights, ModelWeights, PostNorms, QkNorm, QkvBias};
 
 use crate::formats::{Gguf, GgufError};
 use crate::gpu::{Gpu, GpuError};
@@ -102,7 +102,7 @@ impl Model {
     /// Compile every kernel variant the forward pass uses, so the first call is not slowed by
     /// shader compilation (seconds on software drivers).
     pub async fn compile_kernels(&self, gpu: &Gpu) -> Result<()> {
-        forward::compile_kernels(gpu, &self.weights).await
+        forward::compile_kernels(gpu, &self.config, &self.weights).await
     }
 
     fn check_ids(&self, ids: &[u32]) -> Result<()> {

@@ -227,6 +227,12 @@ pub fn make_tiny_gguf(
     for (key, value) in meta {
         w.add_metadata(format!("{arch}.{key}"), value)?;
     }
+    if spec.arch.sliding_window.is_some() {
+        // A window short enough to matter in tests, and layers alternating local and global
+        // (the real models: 512 positions, five local layers to one global).
+        w.add_metadata(format!("{arch}.attention.sliding_window"), 4u32)?;
+        w.add_metadata(format!("{arch}.attention.sliding_window_pattern"), 2u32)?;
+    }
     if spec.head_dim.is_some() {
         for key in ["attention.key_length", "attention.value_length"] {
             w.add_metadata(format!("{arch}.{key}"), head_dim as u32)?;
@@ -290,6 +296,10 @@ pub fn make_tiny_gguf(
         let t = spec.weight_type;
         norm(&mut w, &n("attn_norm"))?;
         norm(&mut w, &n("ffn_norm"))?;
+        if spec.arch.post_norms {
+            norm(&mut w, &n("post_attention_norm"))?;
+            norm(&mut w, &n("post_ffw_norm"))?;
+        }
         matrix(&mut w, &n("attn_q"), q, c, t)?;
         matrix(&mut w, &n("attn_k"), kv, c, t)?;
         matrix(&mut w, &n("attn_v"), kv, c, t)?;

@@ -22,6 +22,16 @@ pub struct LayerWeights {
     pub qkv_bias: Option<QkvBias>,
     /// The per-head q and k norm weights, where the architecture has them.
     pub qk_norm: Option<QkNorm>,
+    /// The norms of the attention and feed-forward outputs, where the architecture has them.
+    pub post_norms: Option<PostNorms>,
+}
+
+/// RMSNorm weights applied to the attention output and the feed-forward output before each is
+/// added to the residual stream (gemma3).
+#[derive(Debug)]
+pub struct PostNorms {
+    pub attn: GpuBuffer,
+    pub ffn: GpuBuffer,
 }
 
 /// RMSNorm weights applied to every query and every key head (HS values each; qwen3).
@@ -69,6 +79,9 @@ impl ModelWeights {
                         .as_ref()
                         .map_or(0, |b| b.q.size + b.k.size + b.v.size)
                     + l.qk_norm.as_ref().map_or(0, |b| b.q.size + b.k.size)
+                    + l.post_norms
+                        .as_ref()
+                        .map_or(0, |b| b.attn.size + b.ffn.size)
                     + [
                         &l.attn_q,
                         &l.attn_k,
@@ -132,6 +145,13 @@ impl ModelWeights {
                         q: bias("attn_q", q)?,
                         k: bias("attn_k", kv)?,
                         v: bias("attn_v", kv)?,
+                    }),
+                    false => None,
+                },
+                post_norms: match config.arch.post_norms {
+                    true => Some(PostNorms {
+                        attn: vector(&n("post_attention_norm"), c)?,
+                        ffn: vector(&n("post_ffw_norm"), c)?,
                     }),
                     false => None,
                 },

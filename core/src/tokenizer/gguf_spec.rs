@@ -51,6 +51,9 @@ impl TokenizerSpec {
             add_eos: meta
                 .get_bool("tokenizer.ggml.add_eos_token")
                 .unwrap_or(false),
+            add_space_prefix: meta
+                .get_bool("tokenizer.ggml.add_space_prefix")
+                .unwrap_or(true),
             chat_template: meta
                 .get_str("tokenizer.chat_template")
                 .ok()

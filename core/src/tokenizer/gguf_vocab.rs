@@ -391,14 +391,14 @@ fn build_spm(spec: &TokenizerSpec) -> Result<Tokenizer> {
             _ => Vec::new(),
         })
         .collect();
-    let model = spm::Spm::new(ids, &texts, &kinds, scores, unk);
+    let model = spm::Spm::new(ids, &texts, &kinds, scores, unk, spec.add_space_prefix);
     finish(
         spec,
         Backend::Spm(Box::new(model)),
         texts,
         kinds,
         pieces,
-        true,
+        spec.add_space_prefix,
         "llama (SentencePiece)".into(),
         warnings,
     )

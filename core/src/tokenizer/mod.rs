@@ -57,6 +57,9 @@ pub struct TokenizerSpec {
     pub add_bos: bool,
     /// `tokenizer.ggml.add_eos_token` (default false).
     pub add_eos: bool,
+    /// SentencePiece: a space is put before the text and after each special token
+    /// (`tokenizer.ggml.add_space_prefix`; llama.cpp's default is true, Gemma's files say false).
+    pub add_space_prefix: bool,
     /// `tokenizer.chat_template` (Jinja).
     pub chat_template: Option<String>,
 }

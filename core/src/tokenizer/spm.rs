@@ -4,7 +4,7 @@
 //! 1. split the text on special tokens (control, user-defined, unknown), longest text first,
 //!    every occurrence, left to right (`tokenizer_st_partition`);
 //! 2. each text fragment gets a leading space when it starts the text or follows a special token
-//!    (`add_space_prefix`), then spaces become `▁`;
+//!    and the model says `add_space_prefix` (Gemma's files do not), then spaces become `▁`;
 //! 3. start from one symbol per character and repeatedly merge the adjacent pair whose
 //!    concatenation is the vocabulary token with the highest score (ties: leftmost);
 //! 4. symbols that are not tokens are emitted as their bytes (`<0xXX>` tokens).
@@ -21,6 +21,7 @@ pub(super) struct Spm {
     specials: Vec<(String, u32)>,
     byte_ids: [Option<u32>; 256],
     unk: Option<u32>,
+    add_space_prefix: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -109,6 +110,7 @@ impl Spm {
         kinds: &[TokenKind],
         scores: Vec<f32>,
         unk: Option<u32>,
+        add_space_prefix: bool,
     ) -> Self {
         let mut specials: Vec<(String, u32)> = texts
             .iter()
@@ -134,6 +136,7 @@ impl Spm {
             specials,
             byte_ids,
             unk,
+            add_space_prefix,
         }
     }
 
@@ -152,7 +155,7 @@ impl Spm {
                 }
                 Fragment::Text(t) => {
                     let mut s = String::with_capacity(t.len() + 3);
-                    if prev_special {
+                    if prev_special && self.add_space_prefix {
                         s.push(' ');
                     }
                     s.push_str(t);

@@ -78,8 +78,17 @@ impl MemoryPlan {
             true => q + kv + h + model.n_head_kv as u64,
             false => 0,
         };
-        let saved_per_layer =
-            3 * c + 2 + 2 * q + 2 * kv + h + 3 * ff + r * modules.len() as u64 + head_norms;
+        // With post norms (gemma3) both block outputs before them and their 1/rms.
+        let post_norms = if model.arch.post_norms { 2 * c + 2 } else { 0 };
+        let saved_per_layer = 3 * c
+            + 2
+            + 2 * q
+            + 2 * kv
+            + h
+            + 3 * ff
+            + r * modules.len() as u64
+            + head_norms
+            + post_norms;
         // The residual stream entering each layer and leaving the last, the final norm.
         let stream = (layers + 1) * c + c + 1;
         let activations = n * (layers * saved_per_layer + stream) * f;
@@ -94,7 +103,8 @@ impl MemoryPlan {
             + 3 * ff
             + r
             + 2 * widest
-            + if model.arch.qk_norm { q + kv } else { 0 };
+            + if model.arch.qk_norm { q + kv } else { 0 }
+            + if model.arch.post_norms { c } else { 0 };
         // Token ids, targets and four statistics per position for each micro-batch.
         let io = shape.grad_accum.max(1) as u64 * 6;
         let scratch = n * (backward + io) * f;
@@ -174,6 +184,7 @@ mod tests {
     fn smollm() -> ModelConfig {
         ModelConfig {
             arch: crate::model::arch::LLAMA,
+            sliding_window: None,
             name: "SmolLM2-135M shape".into(),
             n_layer: 30,
             n_embd: 576,

@@ -4,7 +4,7 @@
 
 use crate::formats::Gguf;
 use crate::kernels::attention::{AttentionShape, attention_backward_ref, attention_ref};
-use crate::kernels::elementwise::{Op, add_bias_ref, elementwise_ref, swiglu_backward_ref};
+use crate::kernels::elementwise::{Op, add_bias_ref, elementwise_ref, glu_backward_ref};
 use crate::kernels::logits::NO_TARGET;
 use crate::kernels::optim::{AdamW, adamw_ref};
 use crate::kernels::rmsnorm::{rmsnorm_backward_ref, rmsnorm_ref};
@@ -33,6 +33,8 @@ pub struct RefLayer {
     pub qkv_bias: Option<[Vec<f32>; 3]>,
     /// The per-head q and k norm weights, where the architecture has them.
     pub qk_norm: Option<[Vec<f32>; 2]>,
+    /// The post-attention and post-feed-forward norm weights (gemma3).
+    pub post_norms: Option<[Vec<f32>; 2]>,
 }
 
 impl RefModel {
@@ -54,6 +56,10 @@ impl RefModel {
                     .arch
                     .qkv_bias
                     .then(|| ["q", "k", "v"].map(|m| t(&format!("blk.{i}.attn_{m}.bias")))),
+                post_norms: config.arch.post_norms.then(|| {
+                    ["post_attention_norm", "post_ffw_norm"]
+                        .map(|m| t(&format!("blk.{i}.{m}.weight")))
+                }),
                 qk_norm: config
                     .arch
                     .qk_norm
@@ -258,7 +264,7 @@ pub fn step(
         row_stride: c.kv_dim() as u32,
         ..rope_q
     };
-    let shape = AttentionShape {
+    let shape = |l: usize| AttentionShape {
         b: b as u32,
         t: t as u32,
         nh: c.n_head as u32,
@@ -266,11 +272,17 @@ pub fn step(
         hs: c.head_dim as u32,
         pos0: 0,
         s: t as u32,
-        window: u32::MAX,
+        window: c.layer_window(l),
+    };
+    let embd_scale = if c.arch.scale_embeddings {
+        (ce as f32).sqrt()
+    } else {
+        1.0
     };
     let mut x: Vec<f32> = ids
         .iter()
         .flat_map(|&id| m.embd[id as usize * ce..(id as usize + 1) * ce].to_vec())
+        .map(|v| v * embd_scale)
         .collect();
     struct Saved {
         x: Vec<f32>,
@@ -287,6 +299,8 @@ pub fn step(
         u: Vec<(Module, Vec<f32>)>,
         /// Q and K before the per-head norms (qwen3).
         qk_raw: Option<(Vec<f32>, Vec<f32>)>,
+        /// The attention and feed-forward outputs before their post norms (gemma3).
+        post_raw: Option<(Vec<f32>, Vec<f32>)>,
     }
     let mut saved = Vec::new();
     for (l, lw) in m.layers.iter().enumerate() {
@@ -312,15 +326,23 @@ pub fn step(
             k = rmsnorm_ref(&raw.1, wk, hs, eps).0;
             raw
         });
-        rope_ref(&mut q, rope_q, 0, (c.rope_base, &m.rope_factors), false);
-        rope_ref(&mut k, rope_k, 0, (c.rope_base, &m.rope_factors), false);
-        let att = attention_ref(&q, &k, &v, shape).0;
-        let x_mid = add(&x, &proj(Module::OProj, &att));
+        let base = c.layer_rope_base(l);
+        rope_ref(&mut q, rope_q, 0, (base, &m.rope_factors), false);
+        rope_ref(&mut k, rope_k, 0, (base, &m.rope_factors), false);
+        let att = attention_ref(&q, &k, &v, shape(l)).0;
+        let attn_out = proj(Module::OProj, &att);
+        let post = |i: usize, y: &[f32]| match &lw.post_norms {
+            Some(w) => rmsnorm_ref(y, &w[i], ce, eps).0,
+            None => y.to_vec(),
+        };
+        let x_mid = add(&x, &post(0, &attn_out));
         let xn2 = rmsnorm_ref(&x_mid, &lw.ffn_norm, ce, eps).0;
         let gate = proj(Module::GateProj, &xn2);
         let up = proj(Module::UpProj, &xn2);
-        let hidden = elementwise_ref(Op::SwiGlu, &gate, &up);
-        let x_out = add(&x_mid, &proj(Module::DownProj, &hidden));
+        let hidden = elementwise_ref(Op::Glu(c.arch.activation), &gate, &up);
+        let ffn_out = proj(Module::DownProj, &hidden);
+        let x_out = add(&x_mid, &post(1, &ffn_out));
+        let post_raw = lw.post_norms.is_some().then_some((attn_out, ffn_out));
         saved.push(Saved {
             x: x.clone(),
             xn1,
@@ -335,6 +357,7 @@ pub fn step(
             hidden,
             u,
             qk_raw,
+            post_raw,
         });
         x = x_out;
     }
@@ -369,6 +392,14 @@ pub fn step(
                 .map(|(_, u)| u.as_slice())
                 .unwrap_or(&[])
         };
+        // Through a post norm (gemma3): the gradient of the block output before it.
+        let through_post = |i: usize, dy: &[f32]| match (&s.post_raw, &lw.post_norms) {
+            (Some(raw), Some(w)) => {
+                let y = if i == 0 { &raw.0 } else { &raw.1 };
+                rmsnorm_backward_ref(y, &w[i], dy, ce, eps)
+            }
+            _ => dy.to_vec(),
+        };
         let dh = adapted_backward(
             m,
             lora,
@@ -377,10 +408,10 @@ pub fn step(
             Module::DownProj,
             &s.hidden,
             u(Module::DownProj),
-            &dx,
+            &through_post(1, &dx),
             n,
         );
-        let (dgate, dup) = swiglu_backward_ref(&s.gate, &s.up, &dh);
+        let (dgate, dup) = glu_backward_ref(c.arch.activation, &s.gate, &s.up, &dh);
         let dxn2 = add(
             &adapted_backward(
                 m,
@@ -417,12 +448,24 @@ pub fn step(
             Module::OProj,
             &s.att,
             u(Module::OProj),
-            &dx,
+            &through_post(0, &dx),
             n,
         );
-        let (mut dq, mut dk, dv) = attention_backward_ref(&s.q, &s.k, &s.v, &datt, shape);
-        rope_ref(&mut dq, rope_q, 0, (c.rope_base, &m.rope_factors), true);
-        rope_ref(&mut dk, rope_k, 0, (c.rope_base, &m.rope_factors), true);
+        let (mut dq, mut dk, dv) = attention_backward_ref(&s.q, &s.k, &s.v, &datt, shape(l));
+        rope_ref(
+            &mut dq,
+            rope_q,
+            0,
+            (c.layer_rope_base(l), &m.rope_factors),
+            true,
+        );
+        rope_ref(
+            &mut dk,
+            rope_k,
+            0,
+            (c.layer_rope_base(l), &m.rope_factors),
+            true,
+        );
         if let (Some((q_raw, k_raw)), Some([wq, wk])) = (&s.qk_raw, &lw.qk_norm) {
             dq = rmsnorm_backward_ref(q_raw, wq, &dq, c.head_dim, eps);
             dk = rmsnorm_backward_ref(k_raw, wk, &dk, c.head_dim, eps);

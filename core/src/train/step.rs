@@ -8,7 +8,7 @@ use super::{Result, TrainError};
 use crate::gpu::{Gpu, GpuBuffer, Recorder, read_buffer_f32};
 use crate::kernels::GpuWeight;
 use crate::kernels::attention::{AttentionSaved, AttentionShape, attention, attention_backward};
-use crate::kernels::elementwise::{Op, add_bias, dropout, elementwise, swiglu_backward};
+use crate::kernels::elementwise::{Op, add_bias, dropout, elementwise, glu_backward};
 use crate::kernels::embedding::embedding;
 use crate::kernels::logits::{NO_TARGET, RowStats, cross_entropy_grad, logit_stats};
 use crate::kernels::matmul::{MatView, matmul, matmul_weight, matmul_weight_t};
@@ -38,6 +38,17 @@ struct LayerActs {
     lora_u: Vec<(Module, GpuBuffer)>,
     /// Q and K before their per-head norms, and the norms' 1/rms (qwen3).
     head_norm: Option<HeadNormActs>,
+    /// The attention and feed-forward outputs before their post norms, and the norms' 1/rms
+    /// (gemma3).
+    post: Option<PostNormActs>,
+}
+
+#[derive(Debug)]
+struct PostNormActs {
+    attn_out: GpuBuffer,
+    attn_rstd: GpuBuffer,
+    ffn_out: GpuBuffer,
+    ffn_rstd: GpuBuffer,
 }
 
 #[derive(Debug)]
@@ -70,6 +81,8 @@ struct Arena {
     datt: GpuBuffer,
     dq: GpuBuffer,
     dk: GpuBuffer,
+    /// The gradient of a block's output before its post norm (gemma3).
+    dpost: GpuBuffer,
     /// Gradients of Q and K before their per-head norms (qwen3).
     dq_raw: GpuBuffer,
     dk_raw: GpuBuffer,
@@ -121,6 +134,15 @@ impl Arena {
                 up: f("up", n * ff)?,
                 hidden: f("hidden", n * ff)?,
                 lora_u,
+                post: match c.arch.post_norms {
+                    true => Some(PostNormActs {
+                        attn_out: f("attention output", n * ce)?,
+                        attn_rstd: f("attention output rstd", n)?,
+                        ffn_out: f("feed-forward output", n * ce)?,
+                        ffn_rstd: f("feed-forward output rstd", n)?,
+                    }),
+                    false => None,
+                },
                 head_norm: match c.arch.qk_norm {
                     true => Some(HeadNormActs {
                         q_raw: f("q before norm", n * qd)?,
@@ -161,6 +183,7 @@ impl Arena {
             datt: f("datt", n * qd)?,
             dq: f("dq", n * qd)?,
             dk: f("dk", n * kvd)?,
+            dpost: f("d block output", if c.arch.post_norms { n * ce } else { 1 })?,
             dq_raw: f("dq before norm", if c.arch.qk_norm { n * qd } else { 1 })?,
             dk_raw: f("dk before norm", if c.arch.qk_norm { n * kvd } else { 1 })?,
             dv: f("dv", n * kvd)?,
@@ -600,7 +623,7 @@ fn rope_shapes(c: &ModelConfig, n: u32, t: u32) -> (RopeShape, RopeShape) {
     )
 }
 
-fn attention_shape(c: &ModelConfig, b: u32, t: u32) -> AttentionShape {
+fn attention_shape(c: &ModelConfig, b: u32, t: u32, layer: usize) -> AttentionShape {
     AttentionShape {
         b,
         t,
@@ -609,7 +632,7 @@ fn attention_shape(c: &ModelConfig, b: u32, t: u32) -> AttentionShape {
         hs: c.head_dim as u32,
         pos0: 0,
         s: t,
-        window: u32::MAX,
+        window: c.layer_window(layer),
     }
 }
 
@@ -693,7 +716,11 @@ async fn forward(
     let w = &model.weights;
     let (n, t) = ((a.b * a.t) as u32, a.t as u32);
     let (ce, ff) = (c.n_embd as u32, c.n_ff as u32);
-    embedding(rec, &a.ids[g], n, &w.token_embd, &a.x[0], 0).await?;
+    let embd_scale = match c.arch.scale_embeddings {
+        true => (c.n_embd as f32).sqrt(),
+        false => 1.0,
+    };
+    embedding(rec, &a.ids[g], n, &w.token_embd, (&a.x[0], 0), embd_scale).await?;
     for (l, (lw, acts)) in w.layers.iter().zip(&a.layers).enumerate() {
         let p = LayerProj {
             lora,
@@ -756,15 +783,35 @@ async fn forward(
         }
         let (q_shape, k_shape) = rope_shapes(c, n, t);
         let freqs = RopeFreqs {
-            base: c.rope_base,
+            base: c.layer_rope_base(l),
             factors: &w.rope_factors,
         };
         rope(rec, &acts.q, q_shape, 0, freqs, false).await?;
         rope(rec, &acts.k, k_shape, 0, freqs, false).await?;
-        let shape = attention_shape(c, a.b as u32, t);
+        let shape = attention_shape(c, a.b as u32, t, l);
         attention(rec, &acts.q, &acts.k, &acts.v, &acts.att, &acts.lse, shape).await?;
-        p.forward(rec, Module::OProj, &acts.att, &lw.attn_output, &a.tmp)
-            .await?;
+        // With post norms (gemma3) the projection's output is saved and its norm added.
+        let (post, eps) = (acts.post.as_ref().zip(lw.post_norms.as_ref()), c.rms_eps);
+        match post {
+            Some((s, w)) => {
+                p.forward(rec, Module::OProj, &acts.att, &lw.attn_output, &s.attn_out)
+                    .await?;
+                rmsnorm(
+                    rec,
+                    &s.attn_out,
+                    &w.attn,
+                    &a.tmp,
+                    &s.attn_rstd,
+                    (n, ce),
+                    eps,
+                )
+                .await?;
+            }
+            None => {
+                p.forward(rec, Module::OProj, &acts.att, &lw.attn_output, &a.tmp)
+                    .await?
+            }
+        }
         elementwise(
             rec,
             Op::Add,
@@ -790,15 +837,30 @@ async fn forward(
             .await?;
         elementwise(
             rec,
-            Op::SwiGlu,
+            Op::Glu(c.arch.activation),
             n * ff,
             (&acts.gate, 0),
             (&acts.up, 0),
             (&acts.hidden, 0),
         )
         .await?;
-        p.forward(rec, Module::DownProj, &acts.hidden, &lw.ffn_down, &a.tmp)
-            .await?;
+        match post {
+            Some((s, w)) => {
+                p.forward(
+                    rec,
+                    Module::DownProj,
+                    &acts.hidden,
+                    &lw.ffn_down,
+                    &s.ffn_out,
+                )
+                .await?;
+                rmsnorm(rec, &s.ffn_out, &w.ffn, &a.tmp, &s.ffn_rstd, (n, ce), eps).await?;
+            }
+            None => {
+                p.forward(rec, Module::DownProj, &acts.hidden, &lw.ffn_down, &a.tmp)
+                    .await?
+            }
+        }
         elementwise(
             rec,
             Op::Add,
@@ -899,11 +961,31 @@ async fn backward(
             drop,
             n,
         };
-        // Feed-forward block; dx holds dL/d(layer output).
+        // Feed-forward block; dx holds dL/d(layer output). With a post norm, the gradient of
+        // the projection's output goes through it first (into dpost).
+        let post = acts.post.as_ref().zip(lw.post_norms.as_ref());
+        let d_down = match post {
+            Some((s, w)) => {
+                let shape = (n, ce);
+                rmsnorm_backward(
+                    rec,
+                    &s.ffn_out,
+                    &w.ffn,
+                    &a.dx,
+                    &s.ffn_rstd,
+                    &a.dpost,
+                    shape,
+                    false,
+                )
+                .await?;
+                &a.dpost
+            }
+            None => &a.dx,
+        };
         p.backward(
             rec,
             Module::DownProj,
-            &a.dx,
+            d_down,
             &lw.ffn_down,
             &acts.hidden,
             &a.dh,
@@ -911,7 +993,8 @@ async fn backward(
         )
         .await?;
         let (gate, up, dh) = ((&acts.gate, 0), (&acts.up, 0), (&a.dh, 0));
-        swiglu_backward(rec, n * ff, gate, up, dh, &a.dgate, &a.dup, 0).await?;
+        let act = c.arch.activation;
+        glu_backward(rec, act, n * ff, gate, up, dh, &a.dgate, &a.dup, 0).await?;
         p.backward(
             rec,
             Module::GateProj,
@@ -944,10 +1027,28 @@ async fn backward(
         )
         .await?;
         // Attention block; dx holds dL/d(x_mid).
+        let d_out = match post {
+            Some((s, w)) => {
+                let shape = (n, ce);
+                rmsnorm_backward(
+                    rec,
+                    &s.attn_out,
+                    &w.attn,
+                    &a.dx,
+                    &s.attn_rstd,
+                    &a.dpost,
+                    shape,
+                    false,
+                )
+                .await?;
+                &a.dpost
+            }
+            None => &a.dx,
+        };
         p.backward(
             rec,
             Module::OProj,
-            &a.dx,
+            d_out,
             &lw.attn_output,
             &acts.att,
             &a.datt,
@@ -968,12 +1069,12 @@ async fn backward(
             saved,
             &a.delta,
             grads,
-            attention_shape(c, a.b as u32, t),
+            attention_shape(c, a.b as u32, t, l),
         )
         .await?;
         let (q_shape, k_shape) = rope_shapes(c, n, t);
         let freqs = RopeFreqs {
-            base: c.rope_base,
+            base: c.layer_rope_base(l),
             factors: &model.weights.rope_factors,
         };
         rope(rec, &a.dq, q_shape, 0, freqs, true).await?;

@@ -12,7 +12,7 @@
 //! attention row, the vocabulary of a softmax) — about √K·2⁻²⁴ relative to the terms' magnitude.
 //! Each test states its figure.
 
-use crate::model::RopeStyle;
+use crate::model::{Activation, RopeStyle};
 use burn::tensor::{DType, Device, Tensor, TensorCreationOptions, TensorData, activation};
 
 mod kernels;
@@ -73,8 +73,19 @@ fn rmsnorm(x: Tensor<2>, w: Tensor<1>, eps: f32) -> Tensor<2> {
 }
 
 /// `silu(gate) · up`.
-fn swiglu(gate: Tensor<2>, up: Tensor<2>) -> Tensor<2> {
-    gate.clone() * activation::sigmoid(gate) * up
+/// The gated feed-forward `act(gate) ⊙ up` in burn ops (SiLU through `sigmoid`; the tanh GELU
+/// written out).
+fn glu(act: Activation, gate: Tensor<2>, up: Tensor<2>) -> Tensor<2> {
+    let activated = match act {
+        Activation::Silu => gate.clone() * activation::sigmoid(gate),
+        Activation::GeluTanh => {
+            let cube = gate.clone() * gate.clone() * gate.clone();
+            let inner = (gate.clone() + cube.mul_scalar(0.044715))
+                .mul_scalar((2.0 / std::f64::consts::PI).sqrt());
+            gate.mul_scalar(0.5) * inner.tanh().add_scalar(1.0)
+        }
+    };
+    activated * up
 }
 
 /// Rotary embedding of `x[n, h·hs]` in `style` (adjacent pairs as GGUF's llama layout, or NEOX
@@ -90,9 +101,9 @@ fn rope(
     let n = x.dims()[0];
     let (mut cos, mut sin) = (Vec::new(), Vec::new());
     for i in 0..n {
-        for j in 0..hs / 2 {
+        for (j, &factor) in factors[..hs / 2].iter().enumerate() {
             let theta = (i % period) as f64 * (base as f64).powf(-2.0 * j as f64 / hs as f64)
-                / factors[j] as f64;
+                / factor as f64;
             cos.push(theta.cos() as f32);
             sin.push(theta.sin() as f32);
         }
@@ -119,13 +130,22 @@ struct Heads {
     nh: usize,
     kvh: usize,
     hs: usize,
+    /// Keys a query sees, itself included (`usize::MAX`: all earlier ones).
+    window: usize,
 }
 
 /// Causal attention: `q[B·T, NH·HS]`, `k`, `v[B·T, KVH·HS]` → `o[B·T, NH·HS]`; query head h reads
 /// kv head `h / (NH / KVH)`. Written the plain way: full score matrices, an additive causal mask
 /// and a softmax (no online softmax, no saved statistics).
 fn attention(q: Tensor<2>, k: Tensor<2>, v: Tensor<2>, s: Heads) -> Tensor<2> {
-    let Heads { b, t, nh, kvh, hs } = s;
+    let Heads {
+        b,
+        t,
+        nh,
+        kvh,
+        hs,
+        window,
+    } = s;
     let rep = nh / kvh;
     let heads = |x: Tensor<2>| {
         x.reshape([b, t, kvh, 1, hs])
@@ -136,7 +156,14 @@ fn attention(q: Tensor<2>, k: Tensor<2>, v: Tensor<2>, s: Heads) -> Tensor<2> {
     let q = q.reshape([b, t, nh, hs]).swap_dims(1, 2);
     let (k, v) = (heads(k), heads(v));
     let mask: Vec<f32> = (0..t * t)
-        .map(|i| if i % t > i / t { -1e30 } else { 0.0 })
+        .map(|i| {
+            let (query, key) = (i / t, i % t);
+            if key > query || query - key >= window {
+                -1e30
+            } else {
+                0.0
+            }
+        })
         .collect();
     let scores = q
         .matmul(k.swap_dims(2, 3))

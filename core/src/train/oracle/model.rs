@@ -35,18 +35,22 @@ fn burn_loss(
 ) -> Tensor<1> {
     let c = &m.config;
     let (n, ce) = (ids.len(), c.n_embd);
-    let heads = Heads {
+    let heads = |l: usize| Heads {
         b,
         t: n / b,
         nh: c.n_head,
         kvh: c.n_head_kv,
         hs: c.head_dim,
+        window: c.layer_window(l) as usize,
     };
     let rows: Vec<f32> = ids
         .iter()
         .flat_map(|&id| m.embd[id as usize * ce..(id as usize + 1) * ce].to_vec())
         .collect();
     let mut x = constant(&rows, [n, ce]);
+    if c.arch.scale_embeddings {
+        x = x.mul_scalar((ce as f64).sqrt());
+    }
     for (l, lw) in m.layers.iter().enumerate() {
         let proj = |module: Module, input: Tensor<2>| {
             let (out, inp) = crate::train::lora_gpu::module_shape(c, module);
@@ -82,28 +86,36 @@ fn burn_loss(
         let xn = rmsnorm(x.clone(), constant(&lw.attn_norm, [ce]), c.rms_eps);
         let q_raw = biased(Module::QProj, proj(Module::QProj, xn.clone()));
         let k_raw = biased(Module::KProj, proj(Module::KProj, xn.clone()));
+        let (t, base) = (n / b, c.layer_rope_base(l));
         let q = rope(
             head_normed(0, q_raw, c.n_head),
             c.arch.rope,
             (c.n_head, c.head_dim),
-            heads.t,
-            (c.rope_base, &m.rope_factors),
+            t,
+            (base, &m.rope_factors),
         );
         let k = rope(
             head_normed(1, k_raw, c.n_head_kv),
             c.arch.rope,
             (c.n_head_kv, c.head_dim),
-            heads.t,
-            (c.rope_base, &m.rope_factors),
+            t,
+            (base, &m.rope_factors),
         );
         let v = biased(Module::VProj, proj(Module::VProj, xn));
-        let x_mid = x + proj(Module::OProj, attention(q, k, v, heads));
+        // The post norms (gemma3) of the attention and feed-forward outputs.
+        let post = |which: usize, y: Tensor<2>| match &lw.post_norms {
+            Some(w) => rmsnorm(y, constant(&w[which], [ce]), c.rms_eps),
+            None => y,
+        };
+        let attended = attention(q, k, v, heads(l));
+        let x_mid = x + post(0, proj(Module::OProj, attended));
         let xn2 = rmsnorm(x_mid.clone(), constant(&lw.ffn_norm, [ce]), c.rms_eps);
-        let hidden = swiglu(
+        let hidden = glu(
+            c.arch.activation,
             proj(Module::GateProj, xn2.clone()),
             proj(Module::UpProj, xn2),
         );
-        x = x_mid + proj(Module::DownProj, hidden);
+        x = x_mid + post(1, proj(Module::DownProj, hidden));
     }
     let xn = rmsnorm(x, constant(&m.out_norm, [ce]), c.rms_eps);
     let logits = linear(xn, constant(&m.lm_head, [c.vocab_size, ce]));
