@@ -23,6 +23,11 @@ pub fn qwen2_path() -> PathBuf {
     fetched("Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf", " qwen2.5-coder")
 }
 
+/// The Gemma 3 270M Q4_K_M GGUF (architecture gemma3).
+pub fn gemma3_path() -> PathBuf {
+    fetched("gemma-3-270m.Q4_K_M.gguf", " gemma3")
+}
+
 /// `models/NAME`, or a failure naming the `scripts/fetch-model` command that fetches it.
 fn fetched(name: &str, fetch_arg: &str) -> PathBuf {
     let path = repo().join("models").join(name);
@@ -51,6 +56,12 @@ pub fn loaded() -> &'static Loaded {
 pub fn loaded_qwen2() -> &'static Loaded {
     static LOADED: OnceLock<Loaded> = OnceLock::new();
     LOADED.get_or_init(|| load(&qwen2_path()))
+}
+
+/// The Gemma 3 model, loaded once per test binary.
+pub fn loaded_gemma3() -> &'static Loaded {
+    static LOADED: OnceLock<Loaded> = OnceLock::new();
+    LOADED.get_or_init(|| load(&gemma3_path()))
 }
 
 fn load(path: &Path) -> Loaded {

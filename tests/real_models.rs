@@ -1,0 +1,265 @@
+//! Tier 3 for the other architectures, on the real files people download:
+//! - Qwen2.5-Coder-0.5B-Instruct Q4_K_M (qwen2: NEOX rope, q/k/v biases up to ~145, a 144 MB
+//!   Q8_0 output projection split across bindings on lavapipe);
+//! - Gemma 3 270M Q4_K_M (gemma3: embeddings × √C, per-head q/k norms, GeGLU, post norms,
+//!   sliding-window layers with their own rope base, head size 256, a 178 MB tied Q8_0
+//!   embedding split across bindings, SentencePiece without a space prefix).
+//!
+//! Each against llama.cpp's token ids and greedy tokens and an independent f64 numpy forward
+//! (`scripts/reference/reference_forward.py`, `tests/data/reference_nll_*.json`), and a short
+//! training run. lavapipe runs these models at a few tokens per second, so the cases are short.
+
+mod common;
+
+use std::path::Path;
+
+use afinador_core::model::{Generation, SamplingConfig};
+use common::{
+    Loaded, afinador, data, gemma3_path, ids, loaded_gemma3, loaded_qwen2, ok, qwen2_path, scratch,
+};
+
+/// Every case of `tokenizer_cases_*.json`: our ids (special tokens parsed, BOS as the model
+/// says) equal llama.cpp's.
+fn tokenizer_ids_equal_llama_cpp(l: &Loaded, file: &str) {
+    let cases = data(file);
+    let cases = cases["cases"].as_array().expect("cases");
+    assert!(cases.len() >= 20, "too few tokenizer cases");
+    for case in cases {
+        let text = case["text"].as_str().unwrap();
+        let want = ids(&case["ids"]);
+        let got = l.tokenizer.encode(text, true).unwrap();
+        assert_eq!(got, want, "{file} case {}: {text:?}", case["name"]);
+    }
+}
+
+/// The named cases of `reference_nll_*.json`: NLL within 1% of the exact forward and 3% of
+/// llama.cpp (which quantizes activations), argmax agreement ≥ 95% where the reference's top
+/// two logits are not a near tie.
+fn score_matches_the_f64_reference_and_llama_cpp(l: &Loaded, file: &str, names: &[&str]) {
+    let reference = data(file);
+    let mut checked = 0;
+    for case in reference["cases"].as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        if !names.contains(&name) {
+            continue;
+        }
+        let want_ids = ids(&case["ids"]);
+        let text = case["text"].as_str().unwrap();
+        assert_eq!(
+            l.tokenizer.encode(text, true).unwrap(),
+            want_ids,
+            "{name}: tokens"
+        );
+        let score = pollster::block_on(l.model.score(&l.gpu, &want_ids)).unwrap();
+        let checks = [
+            ("f64 reference", "nll", 0.01),
+            ("llama.cpp", "nll_llama_cpp", 0.03),
+        ];
+        for (what, key, tolerance) in checks {
+            let want = case[key].as_f64().unwrap();
+            let rel = (score.nll - want).abs() / want;
+            assert!(
+                rel < tolerance,
+                "{file} {name}: nll {} vs {what} {want} ({:.2}% off)",
+                score.nll,
+                rel * 100.0
+            );
+        }
+        let want_argmax = ids(&case["argmax"]);
+        let margins = case["argmax_margin"].as_array().unwrap();
+        let (mut agree, mut total) = (0, 0);
+        for ((got, want), margin) in score.argmax.iter().zip(&want_argmax).zip(margins) {
+            if margin.as_f64().unwrap() > 1e-2 {
+                total += 1;
+                agree += (got == want) as usize;
+            }
+        }
+        assert!(
+            agree as f64 >= 0.95 * total as f64,
+            "{file} {name}: argmax agrees at {agree} of {total} positions"
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, names.len());
+}
+
+/// Both greedy prompts of `reference_nll_*.json`, 12 tokens through the KV cache: the first 8
+/// equal llama.cpp's and the f64 reference's. Returns the continuations' text.
+fn greedy_generation_follows_llama_cpp(l: &Loaded, file: &str) -> Vec<String> {
+    let reference = data(file);
+    let cases = reference["greedy"].as_array().unwrap();
+    assert_eq!(cases.len(), 2);
+    let mut texts = Vec::new();
+    for case in cases {
+        let name = case["name"].as_str().unwrap();
+        let prompt = ids(&case["prompt_ids"]);
+        assert_eq!(
+            l.tokenizer
+                .encode(case["prompt"].as_str().unwrap(), true)
+                .unwrap(),
+            prompt,
+            "{name}: prompt tokens"
+        );
+        let want = ids(&case["ids_llama_cpp"]);
+        let capacity = prompt.len() + want.len();
+        let mut g = Generation::new(&l.gpu, &l.model, capacity, SamplingConfig::default()).unwrap();
+        let out =
+            pollster::block_on(g.generate(&l.gpu, &prompt, want.len(), |_| false, |_| {})).unwrap();
+        let same = out.iter().zip(&want).take_while(|(a, b)| a == b).count();
+        assert!(
+            same >= 8,
+            "{file} {name}: {:?} vs llama.cpp {:?} agree on {same} tokens",
+            l.tokenizer.decode(&out),
+            case["text_llama_cpp"]
+        );
+        assert_eq!(&ids(&case["ids"])[..8], &out[..8], "{name}: f64 reference");
+        texts.push(l.tokenizer.decode(&out));
+    }
+    texts
+}
+
+/// Two steps on one short text (LoRA on q/k/v/o, dropout off): the loss falls, and the
+/// checkpoint after step 1 scores the text (with the EOS the trainer appends) with the NLL the
+/// trainer reported at step 2. Returns the run directory.
+fn a_short_run_lowers_the_loss(
+    model: &Path,
+    name: &str,
+    text: &str,
+    eos: &str,
+) -> std::path::PathBuf {
+    let dir = scratch(name);
+    let data = dir.join("one.jsonl");
+    std::fs::write(&data, serde_json::json!({ "text": text }).to_string()).unwrap();
+    let out = dir.join("run");
+    ok(afinador(&[
+        "train",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "1",
+        "--seq-len",
+        "24",
+        "--lr",
+        "3e-3",
+        "--lr-schedule",
+        "constant",
+        "--warmup-ratio",
+        "0",
+        "--lora-dropout",
+        "0",
+        "--save-every",
+        "1",
+    ]));
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let losses: Vec<f64> = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter_map(|v| v.get("loss").and_then(|l| l.as_f64()))
+        .collect();
+    assert_eq!(losses.len(), 2, "{metrics}");
+    assert!(
+        losses[1] < losses[0],
+        "{name}: loss did not fall: {losses:?}"
+    );
+    let ckpt = out.join("checkpoints/step-1");
+    let scored = ok(afinador(&[
+        "score",
+        "--model",
+        model.to_str().unwrap(),
+        "--adapter",
+        ckpt.to_str().unwrap(),
+        "--text",
+        &format!("{text}{eos}"),
+        "--json",
+    ]));
+    let nll = serde_json::from_slice::<serde_json::Value>(&scored.stdout).unwrap()["nll"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (nll - losses[1]).abs() < 2e-3 * losses[1],
+        "{name}: score --adapter {nll} vs trainer {}",
+        losses[1]
+    );
+    out
+}
+
+/// The PEFT files of `run/adapter`, read with no Q/K permutation, hold exactly the GGUF LoRA's
+/// matrices (neither qwen2 nor gemma3 GGUFs permute Q/K), for `layers` × q/k/v/o.
+fn peft_keeps_hugging_face_rows(run: &Path, arch: &str, layers: usize) {
+    let adapter = run.join("adapter");
+    let read = |name: &str| std::fs::read(adapter.join(name)).unwrap();
+    let gguf = afinador_core::lora::from_gguf_lora(&read("adapter.gguf")).unwrap();
+    assert_eq!(gguf.architecture, arch);
+    let config = String::from_utf8(read("adapter_config.json")).unwrap();
+    let peft = afinador_core::lora::from_peft(
+        &config,
+        &read("adapter_model.safetensors"),
+        afinador_core::lora::QkOrder::Same,
+    )
+    .unwrap();
+    assert_eq!(peft.tensors.len(), layers * 4);
+    assert_eq!(peft.tensors, gguf.adapter.tensors);
+}
+
+#[test]
+fn qwen2_tokenizer_ids_equal_llama_cpp() {
+    tokenizer_ids_equal_llama_cpp(loaded_qwen2(), "tokenizer_cases_qwen2.json");
+}
+
+#[test]
+fn qwen2_scores_like_the_f64_reference_and_llama_cpp() {
+    let names = ["python_code", "portuguese", "emoji"];
+    score_matches_the_f64_reference_and_llama_cpp(
+        loaded_qwen2(),
+        "reference_nll_qwen2.json",
+        &names,
+    );
+}
+
+#[test]
+fn qwen2_generates_like_llama_cpp_and_answers_the_coding_prompt() {
+    let texts = greedy_generation_follows_llama_cpp(loaded_qwen2(), "reference_nll_qwen2.json");
+    assert!(texts[0].contains("Python function"), "{texts:?}");
+}
+
+#[test]
+fn qwen2_trains_and_exports() {
+    let text = "def square(x):\n    \"\"\"Return x squared.\"\"\"\n    return x * x\n";
+    let run = a_short_run_lowers_the_loss(&qwen2_path(), "qwen2", text, "<|im_end|>");
+    peft_keeps_hugging_face_rows(&run, "qwen2", 24);
+}
+
+#[test]
+fn gemma3_tokenizer_ids_equal_llama_cpp() {
+    tokenizer_ids_equal_llama_cpp(loaded_gemma3(), "tokenizer_cases_gemma3.json");
+}
+
+#[test]
+fn gemma3_scores_like_the_f64_reference_and_llama_cpp() {
+    let names = ["python_code", "portuguese", "gemma_chat"];
+    score_matches_the_f64_reference_and_llama_cpp(
+        loaded_gemma3(),
+        "reference_nll_gemma3.json",
+        &names,
+    );
+}
+
+#[test]
+fn gemma3_generates_like_llama_cpp() {
+    let texts = greedy_generation_follows_llama_cpp(loaded_gemma3(), "reference_nll_gemma3.json");
+    assert!(texts[1].contains("if n"), "{texts:?}");
+}
+
+#[test]
+fn gemma3_trains_and_exports() {
+    // Gemma's EOS is <eos>; the text record gets it appended.
+    let text = "A capital de Portugal é Lisboa, e a do Brasil é Brasília.";
+    let run = a_short_run_lowers_the_loss(&gemma3_path(), "gemma3", text, "<eos>");
+    peft_keeps_hugging_face_rows(&run, "gemma3", 18);
+}
