@@ -1,7 +1,8 @@
 //! Chat templates: the Jinja in `tokenizer.chat_template`, rendered with minijinja the way HF
 //! `apply_chat_template` renders it (`trim_blocks`, `lstrip_blocks`, Python string methods via
 //! `minijinja_contrib::pycompat`, `raise_exception(msg)`, `bos_token` / `eos_token` variables).
-//! Without a template, [`ChatTemplate::chatml`] is used.
+//! Without a template, the turn format the vocabulary has tokens for is used: Gemma's
+//! (`<start_of_turn>`) or else ChatML ([`ChatTemplate::builtin`]).
 
 use std::collections::BTreeMap;
 
@@ -15,6 +16,18 @@ pub const CHATML_TEMPLATE: &str = "{% for message in messages %}\
 {{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}\
 {% endfor %}\
 {% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+/// Gemma's turn format (its published template without the BOS, which the tokenizer adds): a
+/// system message opens the first user turn, the assistant's role is `model`. The fallback for
+/// vocabularies with `<start_of_turn>` (Gemma base models ship without a template).
+pub const GEMMA_TEMPLATE: &str = "{% if messages[0]['role'] == 'system' %}\
+{% set first_user_prefix = messages[0]['content'] + '\n\n' %}{% set loop_messages = messages[1:] %}\
+{% else %}{% set first_user_prefix = '' %}{% set loop_messages = messages %}{% endif %}\
+{% for message in loop_messages %}\
+{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}\
+{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') + message['content'] | trim + '<end_of_turn>\n' }}\
+{% endfor %}\
+{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}";
 
 /// One chat turn.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -112,13 +125,23 @@ impl ChatTemplate {
         }
     }
 
-    /// The model's template, or ChatML when it has none. BOS/EOS texts come from `tok`.
+    /// The model's template, or the built-in one its vocabulary suits ([`Self::builtin`]).
+    /// BOS/EOS texts come from `tok`.
     pub fn for_model(template: Option<&str>, tok: &Tokenizer) -> Result<Self> {
         let text = |id: Option<u32>| id.and_then(|i| tok.token_text(i)).unwrap_or("").to_string();
         let (bos, eos) = (text(tok.bos_id()), text(tok.eos_id()));
         match template {
             Some(t) if !t.trim().is_empty() => Self::new(t, &bos, &eos),
-            _ => Ok(Self::chatml(&bos, &eos)),
+            _ => Self::new(Self::builtin(tok).1, &bos, &eos),
+        }
+    }
+
+    /// The built-in template for a model without one: Gemma's turns when the vocabulary has
+    /// `<start_of_turn>`, ChatML otherwise. Returns (name, Jinja source).
+    pub fn builtin(tok: &Tokenizer) -> (&'static str, &'static str) {
+        match tok.token_id("<start_of_turn>") {
+            Some(_) => ("Gemma's turn format", GEMMA_TEMPLATE),
+            None => ("ChatML", CHATML_TEMPLATE),
         }
     }
 
@@ -191,6 +214,25 @@ pub(crate) mod tests {
             t.render(&no_system, false).expect("render"),
             "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n\
              <|im_start|>user\nWhat is 2+2?<|im_end|>\n"
+        );
+    }
+
+    #[test]
+    fn gemma_turns_render_like_gemmas_template() {
+        // As transformers renders google/gemma-3-270m-it's template (minus the leading <bos>).
+        let t = ChatTemplate::new(GEMMA_TEMPLATE, "<bos>", "<eos>").expect("parse");
+        let chat = [
+            ChatMessage::system("Be brief."),
+            ChatMessage::user("Hi! "),
+            ChatMessage::assistant("Hello."),
+        ];
+        assert_eq!(
+            t.render(&chat, false).expect("render"),
+            "<start_of_turn>user\nBe brief.\n\nHi!<end_of_turn>\n<start_of_turn>model\nHello.<end_of_turn>\n"
+        );
+        assert_eq!(
+            t.render(&chat[1..2], true).expect("render"),
+            "<start_of_turn>user\nHi!<end_of_turn>\n<start_of_turn>model\n"
         );
     }
 

@@ -142,7 +142,12 @@ pub fn run(args: Args) -> Result<()> {
     }
     match template {
         Some(t) => println!("  chat template:\n{t}"),
-        None => println!("  chat template: none (ChatML is used)"),
+        None => {
+            let builtin = tokenizer.as_ref().map_or("ChatML", |t| {
+                afinador_core::tokenizer::ChatTemplate::builtin(t).0
+            });
+            println!("  chat template: none ({builtin} is used)")
+        }
     }
     Ok(())
 }
