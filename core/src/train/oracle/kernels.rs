@@ -19,7 +19,7 @@ use crate::model::Activation;
 use crate::model::ModelConfig;
 use crate::model::tiny::{TinySpec, make_tiny_gguf};
 use crate::train::GpuLora;
-use crate::train::step::{Adapted, Drop, adapted_linear, adapted_linear_backward};
+use crate::train::step::linear::{Adapted, Drop, adapted_linear, adapted_linear_backward};
 use crate::util::Rng;
 
 #[test]

@@ -1,0 +1,191 @@
+//! Every buffer a training step uses, allocated once for B×T tokens: the activations each layer
+//! saves for the backward pass, the backward pass's scratch, one chunk of logits rows.
+
+use crate::gpu::{Gpu, GpuBuffer};
+use crate::kernels::optim::NORM_PARTIALS;
+use crate::lora::Module;
+use crate::model::ModelConfig;
+use crate::train::Result;
+use crate::train::lora_gpu::GpuLora;
+
+/// Activations of one layer saved by the forward pass for the backward pass.
+#[derive(Debug)]
+pub(super) struct LayerActs {
+    pub(super) xn1: GpuBuffer,
+    pub(super) rstd1: GpuBuffer,
+    pub(super) q: GpuBuffer,
+    pub(super) k: GpuBuffer,
+    pub(super) v: GpuBuffer,
+    pub(super) att: GpuBuffer,
+    pub(super) lse: GpuBuffer,
+    pub(super) x_mid: GpuBuffer,
+    pub(super) xn2: GpuBuffer,
+    pub(super) rstd2: GpuBuffer,
+    pub(super) gate: GpuBuffer,
+    pub(super) up: GpuBuffer,
+    pub(super) hidden: GpuBuffer,
+    /// x·Aᵀ of each adapted projection, by module.
+    pub(super) lora_u: Vec<(Module, GpuBuffer)>,
+    /// Q and K before their per-head norms, and the norms' 1/rms (qwen3).
+    pub(super) head_norm: Option<HeadNormActs>,
+    /// The attention and feed-forward outputs before their post norms, and the norms' 1/rms
+    /// (gemma3).
+    pub(super) post: Option<PostNormActs>,
+}
+
+#[derive(Debug)]
+pub(super) struct PostNormActs {
+    pub(super) attn_out: GpuBuffer,
+    pub(super) attn_rstd: GpuBuffer,
+    pub(super) ffn_out: GpuBuffer,
+    pub(super) ffn_rstd: GpuBuffer,
+}
+
+#[derive(Debug)]
+pub(super) struct HeadNormActs {
+    pub(super) q_raw: GpuBuffer,
+    pub(super) k_raw: GpuBuffer,
+    pub(super) rstd_q: GpuBuffer,
+    pub(super) rstd_k: GpuBuffer,
+}
+
+/// Every buffer a step uses, sized once for B×T tokens.
+#[derive(Debug)]
+pub(super) struct Arena {
+    pub(super) b: usize,
+    pub(super) t: usize,
+    /// Token ids, targets and per-position statistics of each micro-batch of the step.
+    pub(super) ids: Vec<GpuBuffer>,
+    pub(super) targets: Vec<GpuBuffer>,
+    pub(super) stats: Vec<GpuBuffer>,
+    /// Residual stream entering each layer, and after the last one (L + 1 of them).
+    pub(super) x: Vec<GpuBuffer>,
+    pub(super) layers: Vec<LayerActs>,
+    pub(super) xnf: GpuBuffer,
+    pub(super) rstdf: GpuBuffer,
+    pub(super) logits: GpuBuffer,
+    pub(super) logit_rows: usize,
+    pub(super) tmp: GpuBuffer,
+    pub(super) dx: GpuBuffer,
+    pub(super) dxn: GpuBuffer,
+    pub(super) datt: GpuBuffer,
+    pub(super) dq: GpuBuffer,
+    pub(super) dk: GpuBuffer,
+    /// The gradient of a block's output before its post norm (gemma3).
+    pub(super) dpost: GpuBuffer,
+    /// Gradients of Q and K before their per-head norms (qwen3).
+    pub(super) dq_raw: GpuBuffer,
+    pub(super) dk_raw: GpuBuffer,
+    pub(super) dv: GpuBuffer,
+    pub(super) delta: GpuBuffer,
+    pub(super) dh: GpuBuffer,
+    pub(super) dgate: GpuBuffer,
+    pub(super) dup: GpuBuffer,
+    pub(super) du: GpuBuffer,
+    /// The dropped-out input of a LoRA projection, and its gradient (scratch).
+    pub(super) xdrop: GpuBuffer,
+    pub(super) xdrop2: GpuBuffer,
+    pub(super) norm_partials: GpuBuffer,
+    pub(super) norm: GpuBuffer,
+}
+
+impl Arena {
+    pub(super) fn new(
+        gpu: &Gpu,
+        c: &ModelConfig,
+        lora: &GpuLora,
+        b: usize,
+        t: usize,
+        micro: usize,
+    ) -> Result<Arena> {
+        let n = b * t;
+        let f = |name: &str, len: usize| GpuBuffer::zeroed(gpu, name, (len.max(1) * 4) as u64);
+        let (ce, ff, qd, kvd, r) = (c.n_embd, c.n_ff, c.q_dim(), c.kv_dim(), lora.config.r);
+        let mut layers = Vec::with_capacity(c.n_layer);
+        for l in 0..c.n_layer {
+            let lora_u = lora
+                .slots
+                .iter()
+                .filter(|s| s.layer == l)
+                .map(|s| Ok((s.module, f("lora u", n * r)?)))
+                .collect::<Result<Vec<_>>>()?;
+            layers.push(LayerActs {
+                xn1: f("xn1", n * ce)?,
+                rstd1: f("rstd1", n)?,
+                q: f("q", n * qd)?,
+                k: f("k", n * kvd)?,
+                v: f("v", n * kvd)?,
+                att: f("att", n * qd)?,
+                lse: f("lse", n * c.n_head)?,
+                x_mid: f("x_mid", n * ce)?,
+                xn2: f("xn2", n * ce)?,
+                rstd2: f("rstd2", n)?,
+                gate: f("gate", n * ff)?,
+                up: f("up", n * ff)?,
+                hidden: f("hidden", n * ff)?,
+                lora_u,
+                post: match c.arch.post_norms {
+                    true => Some(PostNormActs {
+                        attn_out: f("attention output", n * ce)?,
+                        attn_rstd: f("attention output rstd", n)?,
+                        ffn_out: f("feed-forward output", n * ce)?,
+                        ffn_rstd: f("feed-forward output rstd", n)?,
+                    }),
+                    false => None,
+                },
+                head_norm: match c.arch.qk_norm {
+                    true => Some(HeadNormActs {
+                        q_raw: f("q before norm", n * qd)?,
+                        k_raw: f("k before norm", n * kvd)?,
+                        rstd_q: f("q head rstd", n * c.n_head)?,
+                        rstd_k: f("k head rstd", n * c.n_head_kv)?,
+                    }),
+                    false => None,
+                },
+            });
+        }
+        let max_rows =
+            (gpu.limits.max_storage_buffer_binding_size as usize / (c.vocab_size * 4)).max(1);
+        let logit_rows = n.min(max_rows).min(512);
+        Ok(Arena {
+            b,
+            t,
+            ids: (0..micro)
+                .map(|_| f("ids", n))
+                .collect::<std::result::Result<_, _>>()?,
+            targets: (0..micro)
+                .map(|_| f("targets", n))
+                .collect::<std::result::Result<_, _>>()?,
+            stats: (0..micro)
+                .map(|_| f("stats", n * 4))
+                .collect::<std::result::Result<_, _>>()?,
+            x: (0..=c.n_layer)
+                .map(|_| f("x", n * ce))
+                .collect::<std::result::Result<_, _>>()?,
+            layers,
+            xnf: f("xnf", n * ce)?,
+            rstdf: f("rstdf", n)?,
+            logits: f("logits", logit_rows * c.vocab_size)?,
+            logit_rows,
+            tmp: f("tmp", n * ce)?,
+            dx: f("dx", n * ce)?,
+            dxn: f("dxn", n * ce)?,
+            datt: f("datt", n * qd)?,
+            dq: f("dq", n * qd)?,
+            dk: f("dk", n * kvd)?,
+            dpost: f("d block output", if c.arch.post_norms { n * ce } else { 1 })?,
+            dq_raw: f("dq before norm", if c.arch.qk_norm { n * qd } else { 1 })?,
+            dk_raw: f("dk before norm", if c.arch.qk_norm { n * kvd } else { 1 })?,
+            dv: f("dv", n * kvd)?,
+            delta: f("delta", n * c.n_head)?,
+            dh: f("dh", n * ff)?,
+            dgate: f("dgate", n * ff)?,
+            dup: f("dup", n * ff)?,
+            du: f("du", n * r)?,
+            xdrop: f("lora dropout", n * ce.max(ff).max(qd))?,
+            xdrop2: f("lora dropout grad", n * ce.max(ff).max(qd))?,
+            norm_partials: f("norm partials", NORM_PARTIALS as usize)?,
+            norm: f("norm", 4)?,
+        })
+    }
+}
