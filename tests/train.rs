@@ -494,7 +494,8 @@ fn preflight_plans_within_15_percent_of_what_the_trainer_allocates() {
     let data = dir.join("data.jsonl");
     std::fs::write(&data, lines.join("\n")).unwrap();
     let d = data.to_str().unwrap();
-    let configs: [&[&str]; 2] = [
+    // The third is the second with gradient checkpointing: one layer's activations.
+    let configs: [&[&str]; 3] = [
         &[
             "--batch-size",
             "1",
@@ -520,7 +521,24 @@ fn preflight_plans_within_15_percent_of_what_the_trainer_allocates() {
             "--time-steps",
             "0",
         ],
+        &[
+            "--batch-size",
+            "2",
+            "--seq-len",
+            "256",
+            "--target-modules",
+            "all-linear",
+            "--lora-r",
+            "8",
+            "--grad-accum",
+            "2",
+            "--time-steps",
+            "0",
+            "--gradient-checkpointing",
+            "on",
+        ],
     ];
+    let mut activations = Vec::new();
     for (i, extra) in configs.iter().enumerate() {
         let mut args = vec!["preflight", "--data", d, "--max-steps", "10", "--json"];
         args.extend_from_slice(extra);
@@ -535,6 +553,8 @@ fn preflight_plans_within_15_percent_of_what_the_trainer_allocates() {
             "config {i}: plan {plan} vs allocated {measured}"
         );
         assert_eq!(m["fits"], true);
+        assert_eq!(m["gradient_checkpointing"], i == 2, "config {i}");
+        activations.push(m["plan"]["activations"].as_u64().unwrap());
         assert!(m["largest_batch_at_seq_len"].as_u64().unwrap() >= 1);
         let data = &v["data"];
         assert_eq!(data["records"], 20, "good records");
@@ -557,4 +577,29 @@ fn preflight_plans_within_15_percent_of_what_the_trainer_allocates() {
             _ => assert!(v["time"].is_null()),
         }
     }
+    // SmolLM2's 30 layers: checkpointing keeps one layer's activations and the residual
+    // stream, so the saved activations shrink almost tenfold (measured: 501 → 52 MiB).
+    assert!(
+        activations[2] * 8 < activations[1],
+        "activations {activations:?}"
+    );
+    // auto: on exactly when the budget lies between the two plans.
+    let mut args = vec!["preflight", "--data", d, "--max-steps", "10", "--json"];
+    args.extend_from_slice(configs[1]);
+    let v: serde_json::Value = serde_json::from_slice(&ok(afinador(&args)).stdout).unwrap();
+    let (off, on) = (
+        v["memory"]["total_bytes"].as_f64().unwrap(),
+        v["memory"]["total_bytes_with_checkpointing_toggled"]
+            .as_f64()
+            .unwrap(),
+    );
+    let between = format!("{}", (off + on) / 2.0 / (1u64 << 30) as f64);
+    args.extend_from_slice(&["--memory-budget", &between]);
+    let v: serde_json::Value = serde_json::from_slice(&ok(afinador(&args)).stdout).unwrap();
+    assert_eq!(
+        v["memory"]["gradient_checkpointing"], true,
+        "{}",
+        v["memory"]
+    );
+    assert_eq!(v["memory"]["fits"], true);
 }

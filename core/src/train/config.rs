@@ -27,6 +27,45 @@ impl std::str::FromStr for LrSchedule {
     }
 }
 
+/// Whether the backward pass recomputes each layer's forward instead of saving it
+/// ([`crate::train::Trainer::set_gradient_checkpointing`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Checkpointing {
+    /// On when `memory_budget_gib` is set and the run does not fit it otherwise.
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+impl std::str::FromStr for Checkpointing {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Checkpointing::Auto),
+            "on" => Ok(Checkpointing::On),
+            "off" => Ok(Checkpointing::Off),
+            other => Err(format!(
+                "unknown gradient checkpointing '{other}': use auto, on or off"
+            )),
+        }
+    }
+}
+
+impl Checkpointing {
+    /// On or off for a run whose memory plan is `without` (checkpointing off) and `with` (on),
+    /// against `budget` bytes when known: auto turns it on only when that is what makes the
+    /// run fit.
+    pub fn resolve(self, without: u64, with: u64, budget: Option<u64>) -> bool {
+        match self {
+            Checkpointing::On => true,
+            Checkpointing::Off => false,
+            Checkpointing::Auto => budget.is_some_and(|b| without > b && with < without),
+        }
+    }
+}
+
 /// Everything a training run is configured with. Defaults follow common LoRA recipes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -74,6 +113,10 @@ pub struct TrainConfig {
     pub early_stopping_patience: usize,
     pub early_stopping_min_delta: f64,
     pub shuffle_buffer: usize,
+    pub gradient_checkpointing: Checkpointing,
+    /// Device memory to plan against, in GiB (wgpu cannot read it): `auto` checkpointing and
+    /// `preflight` compare the memory plan with it.
+    pub memory_budget_gib: Option<f64>,
 }
 
 impl Default for TrainConfig {
@@ -115,6 +158,8 @@ impl Default for TrainConfig {
             early_stopping_patience: 0,
             early_stopping_min_delta: 0.0,
             shuffle_buffer: 10_000,
+            gradient_checkpointing: Checkpointing::Auto,
+            memory_budget_gib: None,
         }
     }
 }
@@ -134,6 +179,12 @@ impl TrainConfig {
         }
         if self.seq_len < 2 {
             return bad("seq-len", "must be at least 2");
+        }
+        if self
+            .memory_budget_gib
+            .is_some_and(|g| !(g > 0.0 && g.is_finite()))
+        {
+            return bad("memory-budget", "must be a positive number of GiB");
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return bad("lr", "must be a positive number");

@@ -39,6 +39,8 @@ pub struct RunShape {
     pub batch: usize,
     pub seq_len: usize,
     pub grad_accum: usize,
+    /// Gradient checkpointing: one layer's activations are saved instead of every layer's.
+    pub checkpointing: bool,
 }
 
 impl MemoryPlan {
@@ -91,7 +93,8 @@ impl MemoryPlan {
             + post_norms;
         // The residual stream entering each layer and leaving the last, the final norm.
         let stream = (layers + 1) * c + c + 1;
-        let activations = n * (layers * saved_per_layer + stream) * f;
+        let saved_layers = if shape.checkpointing { 1 } else { layers };
+        let activations = n * (saved_layers * saved_per_layer + stream) * f;
 
         // Gradients flowing back through one layer at a time, and the dropped-out input of a
         // LoRA projection with its gradient.
@@ -207,6 +210,7 @@ mod tests {
             batch: 1,
             seq_len: 256,
             grad_accum: 1,
+            checkpointing: false,
         };
         let plan = MemoryPlan::training(&smollm(), 0, &lora, shape, 1 << 30).unwrap();
         // q_proj 16·(576+576), v_proj 16·(192+576), 30 layers, f32.
@@ -234,6 +238,7 @@ mod tests {
             batch: 1,
             seq_len: 512,
             grad_accum: 1,
+            checkpointing: false,
         };
         let m = smollm();
         let one = MemoryPlan::training(&m, 100 << 20, &lora, shape, 1 << 30).unwrap();

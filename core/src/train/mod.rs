@@ -11,7 +11,7 @@ pub mod memory;
 pub mod session;
 pub mod step;
 
-pub use config::{LrSchedule, TrainConfig};
+pub use config::{Checkpointing, LrSchedule, TrainConfig};
 pub use encoder::ModelTextEncoder;
 pub use lora_gpu::GpuLora;
 pub use memory::{MemoryPlan, RunShape};

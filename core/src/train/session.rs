@@ -235,6 +235,34 @@ pub enum LoraStart {
     Adapter(crate::lora::LoraAdapter),
 }
 
+/// Whether `config` trains with gradient checkpointing on `model`: `on`/`off` as said; `auto`
+/// compares the memory plans with and without it against `memory_budget_gib`.
+pub fn checkpointing_for(
+    gpu: &Gpu,
+    model: &crate::model::Model,
+    config: &TrainConfig,
+    lora: &crate::lora::LoraConfig,
+) -> Result<bool> {
+    use super::memory::{MemoryPlan, RunShape};
+    let plan = |checkpointing| {
+        let shape = RunShape {
+            batch: config.batch_size,
+            seq_len: config.seq_len,
+            grad_accum: config.grad_accum,
+            checkpointing,
+        };
+        let weights = model.weights.device_bytes();
+        let max_binding = gpu.limits.max_storage_buffer_binding_size;
+        MemoryPlan::training(&model.config, weights, lora, shape, max_binding).map(|p| p.total())
+    };
+    let budget = config
+        .memory_budget_gib
+        .map(|gib| (gib * (1u64 << 30) as f64) as u64);
+    Ok(config
+        .gradient_checkpointing
+        .resolve(plan(false)?, plan(true)?, budget))
+}
+
 impl<'m> Session<'m> {
     /// A run on `model`: its LoRA parameters on the GPU (as `lora` says), the trainer seeded by
     /// the configuration, a fresh state; `base_model` names the base in the adapter files.
@@ -249,6 +277,7 @@ impl<'m> Session<'m> {
         base_model: String,
     ) -> Result<Session<'m>> {
         let lora_config = lora_config(&config, base_model)?;
+        let checkpointing = checkpointing_for(gpu, model, &config, &lora_config)?;
         let lora = match lora {
             LoraStart::Fresh => GpuLora::init(gpu, &model.config, &lora_config, config.seed)?,
             LoraStart::Adapter(mut adapter) => {
@@ -259,6 +288,7 @@ impl<'m> Session<'m> {
         };
         let mut trainer = Trainer::new(model, lora);
         trainer.seed = config.seed;
+        trainer.set_gradient_checkpointing(checkpointing);
         let state = fresh_state(&config);
         Ok(Session::new(config, trainer, state, plan, val))
     }

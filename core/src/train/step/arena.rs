@@ -60,7 +60,10 @@ pub(super) struct Arena {
     pub(super) stats: Vec<GpuBuffer>,
     /// Residual stream entering each layer, and after the last one (L + 1 of them).
     pub(super) x: Vec<GpuBuffer>,
+    /// What each layer saves for the backward pass: one set per layer, or with gradient
+    /// checkpointing one shared set that the backward pass refills layer by layer.
     pub(super) layers: Vec<LayerActs>,
+    pub(super) checkpointing: bool,
     pub(super) xnf: GpuBuffer,
     pub(super) rstdf: GpuBuffer,
     pub(super) logits: GpuBuffer,
@@ -94,20 +97,27 @@ impl Arena {
         gpu: &Gpu,
         c: &ModelConfig,
         lora: &GpuLora,
-        b: usize,
-        t: usize,
-        micro: usize,
+        (b, t, micro): (usize, usize, usize),
+        checkpointing: bool,
     ) -> Result<Arena> {
         let n = b * t;
         let f = |name: &str, len: usize| GpuBuffer::zeroed(gpu, name, (len.max(1) * 4) as u64);
         let (ce, ff, qd, kvd, r) = (c.n_embd, c.n_ff, c.q_dim(), c.kv_dim(), lora.config.r);
-        let mut layers = Vec::with_capacity(c.n_layer);
-        for l in 0..c.n_layer {
-            let lora_u = lora
+        let sets = if checkpointing { 1 } else { c.n_layer };
+        let mut layers = Vec::with_capacity(sets);
+        for l in 0..sets {
+            // x·Aᵀ of each module the set's layers adapt (a shared set: any layer's).
+            let mut modules: Vec<Module> = lora
                 .slots
                 .iter()
-                .filter(|s| s.layer == l)
-                .map(|s| Ok((s.module, f("lora u", n * r)?)))
+                .filter(|s| checkpointing || s.layer == l)
+                .map(|s| s.module)
+                .collect();
+            modules.sort_by_key(|&m| m as usize);
+            modules.dedup();
+            let lora_u = modules
+                .into_iter()
+                .map(|m| Ok((m, f("lora u", n * r)?)))
                 .collect::<Result<Vec<_>>>()?;
             layers.push(LayerActs {
                 xn1: f("xn1", n * ce)?,
@@ -163,6 +173,7 @@ impl Arena {
                 .map(|_| f("x", n * ce))
                 .collect::<std::result::Result<_, _>>()?,
             layers,
+            checkpointing,
             xnf: f("xnf", n * ce)?,
             rstdf: f("rstdf", n)?,
             logits: f("logits", logit_rows * c.vocab_size)?,
@@ -187,5 +198,10 @@ impl Arena {
             norm_partials: f("norm partials", NORM_PARTIALS as usize)?,
             norm: f("norm", 4)?,
         })
+    }
+
+    /// The saved activations of layer `l`.
+    pub(super) fn layer(&self, l: usize) -> &LayerActs {
+        &self.layers[if self.checkpointing { 0 } else { l }]
     }
 }

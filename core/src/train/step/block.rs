@@ -65,162 +65,14 @@ pub(super) async fn forward(
 ) -> Result<()> {
     let c = &model.config;
     let w = &model.weights;
-    let (n, t) = ((a.b * a.t) as u32, a.t as u32);
-    let (ce, ff) = (c.n_embd as u32, c.n_ff as u32);
+    let (n, ce) = ((a.b * a.t) as u32, c.n_embd as u32);
     let embd_scale = match c.arch.scale_embeddings {
         true => (c.n_embd as f32).sqrt(),
         false => 1.0,
     };
     embedding(rec, &a.ids[g], n, &w.token_embd, (&a.x[0], 0), embd_scale).await?;
-    for (l, (lw, acts)) in w.layers.iter().zip(&a.layers).enumerate() {
-        let p = LayerProj {
-            lora,
-            acts,
-            arena: a,
-            layer: l,
-            drop,
-            n,
-        };
-        rmsnorm(
-            rec,
-            &a.x[l],
-            &lw.attn_norm,
-            &acts.xn1,
-            &acts.rstd1,
-            (n, ce),
-            c.rms_eps,
-        )
-        .await?;
-        // With per-head norms, Q and K are projected into their saved raw buffers first.
-        let (q_out, k_out) = match &acts.head_norm {
-            Some(h) => (&h.q_raw, &h.k_raw),
-            None => (&acts.q, &acts.k),
-        };
-        p.forward(rec, Module::QProj, &acts.xn1, &lw.attn_q, q_out)
-            .await?;
-        p.forward(rec, Module::KProj, &acts.xn1, &lw.attn_k, k_out)
-            .await?;
-        p.forward(rec, Module::VProj, &acts.xn1, &lw.attn_v, &acts.v)
-            .await?;
-        if let Some(bias) = &lw.qkv_bias {
-            let (qd, kvd) = (c.q_dim() as u32, c.kv_dim() as u32);
-            add_bias(rec, &bias.q, (q_out, 0), n, qd).await?;
-            add_bias(rec, &bias.k, (k_out, 0), n, kvd).await?;
-            add_bias(rec, &bias.v, (&acts.v, 0), n, kvd).await?;
-        }
-        if let (Some(h), Some(norm)) = (&acts.head_norm, &lw.qk_norm) {
-            let (nh, kvh, hs) = (c.n_head as u32, c.n_head_kv as u32, c.head_dim as u32);
-            let eps = c.rms_eps;
-            rmsnorm(
-                rec,
-                &h.q_raw,
-                &norm.q,
-                &acts.q,
-                &h.rstd_q,
-                (n * nh, hs),
-                eps,
-            )
-            .await?;
-            rmsnorm(
-                rec,
-                &h.k_raw,
-                &norm.k,
-                &acts.k,
-                &h.rstd_k,
-                (n * kvh, hs),
-                eps,
-            )
-            .await?;
-        }
-        let (q_shape, k_shape) = rope_shapes(c, n, t);
-        let freqs = RopeFreqs {
-            base: c.layer_rope_base(l),
-            factors: &w.rope_factors,
-        };
-        rope(rec, &acts.q, q_shape, 0, freqs, false).await?;
-        rope(rec, &acts.k, k_shape, 0, freqs, false).await?;
-        let shape = attention_shape(c, a.b as u32, t, l);
-        attention(rec, &acts.q, &acts.k, &acts.v, &acts.att, &acts.lse, shape).await?;
-        // With post norms (gemma3) the projection's output is saved and its norm added.
-        let (post, eps) = (acts.post.as_ref().zip(lw.post_norms.as_ref()), c.rms_eps);
-        match post {
-            Some((s, w)) => {
-                p.forward(rec, Module::OProj, &acts.att, &lw.attn_output, &s.attn_out)
-                    .await?;
-                rmsnorm(
-                    rec,
-                    &s.attn_out,
-                    &w.attn,
-                    &a.tmp,
-                    &s.attn_rstd,
-                    (n, ce),
-                    eps,
-                )
-                .await?;
-            }
-            None => {
-                p.forward(rec, Module::OProj, &acts.att, &lw.attn_output, &a.tmp)
-                    .await?
-            }
-        }
-        elementwise(
-            rec,
-            Op::Add,
-            n * ce,
-            (&a.x[l], 0),
-            (&a.tmp, 0),
-            (&acts.x_mid, 0),
-        )
-        .await?;
-        rmsnorm(
-            rec,
-            &acts.x_mid,
-            &lw.ffn_norm,
-            &acts.xn2,
-            &acts.rstd2,
-            (n, ce),
-            c.rms_eps,
-        )
-        .await?;
-        p.forward(rec, Module::GateProj, &acts.xn2, &lw.ffn_gate, &acts.gate)
-            .await?;
-        p.forward(rec, Module::UpProj, &acts.xn2, &lw.ffn_up, &acts.up)
-            .await?;
-        elementwise(
-            rec,
-            Op::Glu(c.arch.activation),
-            n * ff,
-            (&acts.gate, 0),
-            (&acts.up, 0),
-            (&acts.hidden, 0),
-        )
-        .await?;
-        match post {
-            Some((s, w)) => {
-                p.forward(
-                    rec,
-                    Module::DownProj,
-                    &acts.hidden,
-                    &lw.ffn_down,
-                    &s.ffn_out,
-                )
-                .await?;
-                rmsnorm(rec, &s.ffn_out, &w.ffn, &a.tmp, &s.ffn_rstd, (n, ce), eps).await?;
-            }
-            None => {
-                p.forward(rec, Module::DownProj, &acts.hidden, &lw.ffn_down, &a.tmp)
-                    .await?
-            }
-        }
-        elementwise(
-            rec,
-            Op::Add,
-            n * ce,
-            (&acts.x_mid, 0),
-            (&a.tmp, 0),
-            (&a.x[l + 1], 0),
-        )
-        .await?;
+    for l in 0..c.n_layer {
+        layer_forward(rec, model, lora, a, l, drop).await?;
     }
     let last = &a.x[c.n_layer];
     rmsnorm(
@@ -231,6 +83,172 @@ pub(super) async fn forward(
         &a.rstdf,
         (n, ce),
         c.rms_eps,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Layer `l` of the forward pass: from `x[l]` to `x[l + 1]`, saving in `a.layer(l)` what the
+/// backward needs. With gradient checkpointing the backward pass runs it again, just before the
+/// layer's backward, into the one shared set of saved activations.
+async fn layer_forward(
+    rec: &mut Recorder<'_>,
+    model: &Model,
+    lora: &GpuLora,
+    a: &Arena,
+    l: usize,
+    drop: Option<Drop>,
+) -> Result<()> {
+    let (c, w) = (&model.config, &model.weights);
+    let (lw, acts) = (&w.layers[l], a.layer(l));
+    let (n, t) = ((a.b * a.t) as u32, a.t as u32);
+    let (ce, ff) = (c.n_embd as u32, c.n_ff as u32);
+    let p = LayerProj {
+        lora,
+        acts,
+        arena: a,
+        layer: l,
+        drop,
+        n,
+    };
+    rmsnorm(
+        rec,
+        &a.x[l],
+        &lw.attn_norm,
+        &acts.xn1,
+        &acts.rstd1,
+        (n, ce),
+        c.rms_eps,
+    )
+    .await?;
+    // With per-head norms, Q and K are projected into their saved raw buffers first.
+    let (q_out, k_out) = match &acts.head_norm {
+        Some(h) => (&h.q_raw, &h.k_raw),
+        None => (&acts.q, &acts.k),
+    };
+    p.forward(rec, Module::QProj, &acts.xn1, &lw.attn_q, q_out)
+        .await?;
+    p.forward(rec, Module::KProj, &acts.xn1, &lw.attn_k, k_out)
+        .await?;
+    p.forward(rec, Module::VProj, &acts.xn1, &lw.attn_v, &acts.v)
+        .await?;
+    if let Some(bias) = &lw.qkv_bias {
+        let (qd, kvd) = (c.q_dim() as u32, c.kv_dim() as u32);
+        add_bias(rec, &bias.q, (q_out, 0), n, qd).await?;
+        add_bias(rec, &bias.k, (k_out, 0), n, kvd).await?;
+        add_bias(rec, &bias.v, (&acts.v, 0), n, kvd).await?;
+    }
+    if let (Some(h), Some(norm)) = (&acts.head_norm, &lw.qk_norm) {
+        let (nh, kvh, hs) = (c.n_head as u32, c.n_head_kv as u32, c.head_dim as u32);
+        let eps = c.rms_eps;
+        rmsnorm(
+            rec,
+            &h.q_raw,
+            &norm.q,
+            &acts.q,
+            &h.rstd_q,
+            (n * nh, hs),
+            eps,
+        )
+        .await?;
+        rmsnorm(
+            rec,
+            &h.k_raw,
+            &norm.k,
+            &acts.k,
+            &h.rstd_k,
+            (n * kvh, hs),
+            eps,
+        )
+        .await?;
+    }
+    let (q_shape, k_shape) = rope_shapes(c, n, t);
+    let freqs = RopeFreqs {
+        base: c.layer_rope_base(l),
+        factors: &w.rope_factors,
+    };
+    rope(rec, &acts.q, q_shape, 0, freqs, false).await?;
+    rope(rec, &acts.k, k_shape, 0, freqs, false).await?;
+    let shape = attention_shape(c, a.b as u32, t, l);
+    attention(rec, &acts.q, &acts.k, &acts.v, &acts.att, &acts.lse, shape).await?;
+    // With post norms (gemma3) the projection's output is saved and its norm added.
+    let (post, eps) = (acts.post.as_ref().zip(lw.post_norms.as_ref()), c.rms_eps);
+    match post {
+        Some((s, w)) => {
+            p.forward(rec, Module::OProj, &acts.att, &lw.attn_output, &s.attn_out)
+                .await?;
+            rmsnorm(
+                rec,
+                &s.attn_out,
+                &w.attn,
+                &a.tmp,
+                &s.attn_rstd,
+                (n, ce),
+                eps,
+            )
+            .await?;
+        }
+        None => {
+            p.forward(rec, Module::OProj, &acts.att, &lw.attn_output, &a.tmp)
+                .await?
+        }
+    }
+    elementwise(
+        rec,
+        Op::Add,
+        n * ce,
+        (&a.x[l], 0),
+        (&a.tmp, 0),
+        (&acts.x_mid, 0),
+    )
+    .await?;
+    rmsnorm(
+        rec,
+        &acts.x_mid,
+        &lw.ffn_norm,
+        &acts.xn2,
+        &acts.rstd2,
+        (n, ce),
+        c.rms_eps,
+    )
+    .await?;
+    p.forward(rec, Module::GateProj, &acts.xn2, &lw.ffn_gate, &acts.gate)
+        .await?;
+    p.forward(rec, Module::UpProj, &acts.xn2, &lw.ffn_up, &acts.up)
+        .await?;
+    elementwise(
+        rec,
+        Op::Glu(c.arch.activation),
+        n * ff,
+        (&acts.gate, 0),
+        (&acts.up, 0),
+        (&acts.hidden, 0),
+    )
+    .await?;
+    match post {
+        Some((s, w)) => {
+            p.forward(
+                rec,
+                Module::DownProj,
+                &acts.hidden,
+                &lw.ffn_down,
+                &s.ffn_out,
+            )
+            .await?;
+            rmsnorm(rec, &s.ffn_out, &w.ffn, &a.tmp, &s.ffn_rstd, (n, ce), eps).await?;
+        }
+        None => {
+            p.forward(rec, Module::DownProj, &acts.hidden, &lw.ffn_down, &a.tmp)
+                .await?
+        }
+    }
+    elementwise(
+        rec,
+        Op::Add,
+        n * ce,
+        (&acts.x_mid, 0),
+        (&a.tmp, 0),
+        (&a.x[l + 1], 0),
     )
     .await?;
     Ok(())
@@ -301,177 +319,195 @@ pub(super) async fn backward(
     drop: Option<Drop>,
 ) -> Result<()> {
     let c = &model.config;
+    for l in (0..c.n_layer).rev() {
+        if a.checkpointing {
+            layer_forward(rec, model, lora, a, l, drop).await?;
+        }
+        layer_backward(rec, model, lora, a, l, drop).await?;
+    }
+    Ok(())
+}
+
+/// Layer `l` of the backward pass: `a.dx` holds dL/d(x[l + 1]) on entry and dL/d(x[l]) on exit.
+async fn layer_backward(
+    rec: &mut Recorder<'_>,
+    model: &Model,
+    lora: &GpuLora,
+    a: &Arena,
+    l: usize,
+    drop: Option<Drop>,
+) -> Result<()> {
+    let c = &model.config;
+    let (lw, acts) = (&model.weights.layers[l], a.layer(l));
     let (n, t) = ((a.b * a.t) as u32, a.t as u32);
     let (ce, ff) = (c.n_embd as u32, c.n_ff as u32);
-    for (l, (lw, acts)) in model.weights.layers.iter().zip(&a.layers).enumerate().rev() {
-        let p = LayerProj {
-            lora,
-            acts,
-            arena: a,
-            layer: l,
-            drop,
-            n,
-        };
-        // Feed-forward block; dx holds dL/d(layer output). With a post norm, the gradient of
-        // the projection's output goes through it first (into dpost).
-        let post = acts.post.as_ref().zip(lw.post_norms.as_ref());
-        let d_down = match post {
-            Some((s, w)) => {
-                let shape = (n, ce);
-                rmsnorm_backward(
-                    rec,
-                    &s.ffn_out,
-                    &w.ffn,
-                    &a.dx,
-                    &s.ffn_rstd,
-                    &a.dpost,
-                    shape,
-                    false,
-                )
-                .await?;
-                &a.dpost
-            }
-            None => &a.dx,
-        };
-        p.backward(
-            rec,
-            Module::DownProj,
-            d_down,
-            &lw.ffn_down,
-            &acts.hidden,
-            &a.dh,
-            false,
-        )
-        .await?;
-        let (gate, up, dh) = ((&acts.gate, 0), (&acts.up, 0), (&a.dh, 0));
-        let act = c.arch.activation;
-        glu_backward(rec, act, n * ff, gate, up, dh, &a.dgate, &a.dup, 0).await?;
-        p.backward(
-            rec,
-            Module::GateProj,
-            &a.dgate,
-            &lw.ffn_gate,
-            &acts.xn2,
-            &a.dxn,
-            false,
-        )
-        .await?;
-        p.backward(
-            rec,
-            Module::UpProj,
-            &a.dup,
-            &lw.ffn_up,
-            &acts.xn2,
-            &a.dxn,
-            true,
-        )
-        .await?;
-        rmsnorm_backward(
-            rec,
-            &acts.x_mid,
-            &lw.ffn_norm,
-            &a.dxn,
-            &acts.rstd2,
-            &a.dx,
-            (n, ce),
-            true,
-        )
-        .await?;
-        // Attention block; dx holds dL/d(x_mid).
-        let d_out = match post {
-            Some((s, w)) => {
-                let shape = (n, ce);
-                rmsnorm_backward(
-                    rec,
-                    &s.attn_out,
-                    &w.attn,
-                    &a.dx,
-                    &s.attn_rstd,
-                    &a.dpost,
-                    shape,
-                    false,
-                )
-                .await?;
-                &a.dpost
-            }
-            None => &a.dx,
-        };
-        p.backward(
-            rec,
-            Module::OProj,
-            d_out,
-            &lw.attn_output,
-            &acts.att,
-            &a.datt,
-            false,
-        )
-        .await?;
-        let saved = AttentionSaved {
-            q: &acts.q,
-            k: &acts.k,
-            v: &acts.v,
-            o: &acts.att,
-            lse: &acts.lse,
-            dout: &a.datt,
-        };
-        let grads = (&a.dq, &a.dk, &a.dv);
-        attention_backward(
-            rec,
-            saved,
-            &a.delta,
-            grads,
-            attention_shape(c, a.b as u32, t, l),
-        )
-        .await?;
-        let (q_shape, k_shape) = rope_shapes(c, n, t);
-        let freqs = RopeFreqs {
-            base: c.layer_rope_base(l),
-            factors: &model.weights.rope_factors,
-        };
-        rope(rec, &a.dq, q_shape, 0, freqs, true).await?;
-        rope(rec, &a.dk, k_shape, 0, freqs, true).await?;
-        // Back through the per-head norms (weights frozen) to the projections' outputs.
-        let (dq, dk) = match (&acts.head_norm, &lw.qk_norm) {
-            (Some(h), Some(norm)) => {
-                let (nh, kvh, hs) = (c.n_head as u32, c.n_head_kv as u32, c.head_dim as u32);
-                let (qs, ks) = ((n * nh, hs), (n * kvh, hs));
-                rmsnorm_backward(
-                    rec, &h.q_raw, &norm.q, &a.dq, &h.rstd_q, &a.dq_raw, qs, false,
-                )
-                .await?;
-                rmsnorm_backward(
-                    rec, &h.k_raw, &norm.k, &a.dk, &h.rstd_k, &a.dk_raw, ks, false,
-                )
-                .await?;
-                (&a.dq_raw, &a.dk_raw)
-            }
-            _ => (&a.dq, &a.dk),
-        };
-        p.backward(rec, Module::QProj, dq, &lw.attn_q, &acts.xn1, &a.dxn, false)
+    let p = LayerProj {
+        lora,
+        acts,
+        arena: a,
+        layer: l,
+        drop,
+        n,
+    };
+    // Feed-forward block; dx holds dL/d(layer output). With a post norm, the gradient of
+    // the projection's output goes through it first (into dpost).
+    let post = acts.post.as_ref().zip(lw.post_norms.as_ref());
+    let d_down = match post {
+        Some((s, w)) => {
+            let shape = (n, ce);
+            rmsnorm_backward(
+                rec,
+                &s.ffn_out,
+                &w.ffn,
+                &a.dx,
+                &s.ffn_rstd,
+                &a.dpost,
+                shape,
+                false,
+            )
             .await?;
-        p.backward(rec, Module::KProj, dk, &lw.attn_k, &acts.xn1, &a.dxn, true)
+            &a.dpost
+        }
+        None => &a.dx,
+    };
+    p.backward(
+        rec,
+        Module::DownProj,
+        d_down,
+        &lw.ffn_down,
+        &acts.hidden,
+        &a.dh,
+        false,
+    )
+    .await?;
+    let (gate, up, dh) = ((&acts.gate, 0), (&acts.up, 0), (&a.dh, 0));
+    let act = c.arch.activation;
+    glu_backward(rec, act, n * ff, gate, up, dh, &a.dgate, &a.dup, 0).await?;
+    p.backward(
+        rec,
+        Module::GateProj,
+        &a.dgate,
+        &lw.ffn_gate,
+        &acts.xn2,
+        &a.dxn,
+        false,
+    )
+    .await?;
+    p.backward(
+        rec,
+        Module::UpProj,
+        &a.dup,
+        &lw.ffn_up,
+        &acts.xn2,
+        &a.dxn,
+        true,
+    )
+    .await?;
+    rmsnorm_backward(
+        rec,
+        &acts.x_mid,
+        &lw.ffn_norm,
+        &a.dxn,
+        &acts.rstd2,
+        &a.dx,
+        (n, ce),
+        true,
+    )
+    .await?;
+    // Attention block; dx holds dL/d(x_mid).
+    let d_out = match post {
+        Some((s, w)) => {
+            let shape = (n, ce);
+            rmsnorm_backward(
+                rec,
+                &s.attn_out,
+                &w.attn,
+                &a.dx,
+                &s.attn_rstd,
+                &a.dpost,
+                shape,
+                false,
+            )
             .await?;
-        p.backward(
-            rec,
-            Module::VProj,
-            &a.dv,
-            &lw.attn_v,
-            &acts.xn1,
-            &a.dxn,
-            true,
-        )
+            &a.dpost
+        }
+        None => &a.dx,
+    };
+    p.backward(
+        rec,
+        Module::OProj,
+        d_out,
+        &lw.attn_output,
+        &acts.att,
+        &a.datt,
+        false,
+    )
+    .await?;
+    let saved = AttentionSaved {
+        q: &acts.q,
+        k: &acts.k,
+        v: &acts.v,
+        o: &acts.att,
+        lse: &acts.lse,
+        dout: &a.datt,
+    };
+    let grads = (&a.dq, &a.dk, &a.dv);
+    attention_backward(
+        rec,
+        saved,
+        &a.delta,
+        grads,
+        attention_shape(c, a.b as u32, t, l),
+    )
+    .await?;
+    let (q_shape, k_shape) = rope_shapes(c, n, t);
+    let freqs = RopeFreqs {
+        base: c.layer_rope_base(l),
+        factors: &model.weights.rope_factors,
+    };
+    rope(rec, &a.dq, q_shape, 0, freqs, true).await?;
+    rope(rec, &a.dk, k_shape, 0, freqs, true).await?;
+    // Back through the per-head norms (weights frozen) to the projections' outputs.
+    let (dq, dk) = match (&acts.head_norm, &lw.qk_norm) {
+        (Some(h), Some(norm)) => {
+            let (nh, kvh, hs) = (c.n_head as u32, c.n_head_kv as u32, c.head_dim as u32);
+            let (qs, ks) = ((n * nh, hs), (n * kvh, hs));
+            rmsnorm_backward(
+                rec, &h.q_raw, &norm.q, &a.dq, &h.rstd_q, &a.dq_raw, qs, false,
+            )
+            .await?;
+            rmsnorm_backward(
+                rec, &h.k_raw, &norm.k, &a.dk, &h.rstd_k, &a.dk_raw, ks, false,
+            )
+            .await?;
+            (&a.dq_raw, &a.dk_raw)
+        }
+        _ => (&a.dq, &a.dk),
+    };
+    p.backward(rec, Module::QProj, dq, &lw.attn_q, &acts.xn1, &a.dxn, false)
         .await?;
-        rmsnorm_backward(
-            rec,
-            &a.x[l],
-            &lw.attn_norm,
-            &a.dxn,
-            &acts.rstd1,
-            &a.dx,
-            (n, ce),
-            true,
-        )
+    p.backward(rec, Module::KProj, dk, &lw.attn_k, &acts.xn1, &a.dxn, true)
         .await?;
-    }
+    p.backward(
+        rec,
+        Module::VProj,
+        &a.dv,
+        &lw.attn_v,
+        &acts.xn1,
+        &a.dxn,
+        true,
+    )
+    .await?;
+    rmsnorm_backward(
+        rec,
+        &a.x[l],
+        &lw.attn_norm,
+        &a.dxn,
+        &acts.rstd1,
+        &a.dx,
+        (n, ce),
+        true,
+    )
+    .await?;
     Ok(())
 }

@@ -55,6 +55,8 @@ pub struct Trainer<'m> {
     pub step: u32,
     /// Seeds the LoRA dropout masks (with the step and the micro-batch).
     pub seed: u64,
+    /// Recompute each layer's forward in the backward pass instead of saving it.
+    checkpointing: bool,
 }
 
 impl<'m> Trainer<'m> {
@@ -65,7 +67,24 @@ impl<'m> Trainer<'m> {
             arena: None,
             step: 0,
             seed: 0,
+            checkpointing: false,
         }
+    }
+
+    /// Gradient checkpointing: keep only each layer's input through the forward pass and run
+    /// the layer again inside the backward pass (the same gradients, bit for bit: the same
+    /// kernels and dropout masks run on the same inputs), so saved activations shrink from L
+    /// layers' worth to one at the cost of a second forward pass.
+    pub fn set_gradient_checkpointing(&mut self, on: bool) {
+        if on != self.checkpointing {
+            self.checkpointing = on;
+            self.arena = None;
+        }
+    }
+
+    /// Whether gradient checkpointing is on.
+    pub fn gradient_checkpointing(&self) -> bool {
+        self.checkpointing
     }
 
     /// Allocate every buffer a step of `micro` micro-batches of `b`×`t` tokens uses (a step
@@ -85,9 +104,8 @@ impl<'m> Trainer<'m> {
                 gpu,
                 &self.model.config,
                 &self.lora,
-                b,
-                t,
-                micro,
+                (b, t, micro),
+                self.checkpointing,
             )?);
         }
         Ok(())

@@ -24,10 +24,6 @@ use timing::{Progress, Timing};
 pub struct Args {
     #[command(flatten)]
     train: train::Args,
-    /// Device memory to plan against, in GiB (wgpu cannot read it; default: the free system
-    /// memory on a CPU adapter, otherwise only the per-buffer limits are checked).
-    #[arg(long)]
-    memory_budget: Option<f64>,
     /// Whole training steps to time for the estimate (0: only allocate a step's buffers; the
     /// first step also compiles the kernels and is reported apart). Default: 3 on a GPU; on a
     /// CPU adapter (lavapipe), where one step can take minutes, one sequence is timed and the
@@ -103,23 +99,44 @@ pub fn run(args: Args) -> Result<()> {
     // The adapter's name does not change its size.
     let lora_config = session::lora_config(&config, String::new())?;
     let max_binding = gpu.limits.max_storage_buffer_binding_size;
-    let budget = match args.memory_budget {
+    let budget = match config.memory_budget_gib {
         Some(gib) => Some((gib * GIB) as u64),
         None if gpu.is_cpu() => available_system_memory(),
         None => None,
+    };
+    // Gradient checkpointing as the run will decide it (auto: against --memory-budget), and
+    // the plan the other way for comparison.
+    let plan_with = |checkpointing| {
+        let shape = RunShape {
+            batch: config.batch_size,
+            seq_len: config.seq_len,
+            grad_accum: config.grad_accum,
+            checkpointing,
+        };
+        MemoryPlan::training(
+            &model_config,
+            weight_bytes,
+            &lora_config,
+            shape,
+            max_binding,
+        )
+    };
+    let (plan_off, plan_on) = (plan_with(false)?, plan_with(true)?);
+    let explicit_budget = config.memory_budget_gib.map(|gib| (gib * GIB) as u64);
+    let checkpointing =
+        config
+            .gradient_checkpointing
+            .resolve(plan_off.total(), plan_on.total(), explicit_budget);
+    let (plan, other) = match checkpointing {
+        true => (plan_on, plan_off),
+        false => (plan_off, plan_on),
     };
     let shape = RunShape {
         batch: config.batch_size,
         seq_len: config.seq_len,
         grad_accum: config.grad_accum,
+        checkpointing,
     };
-    let plan = MemoryPlan::training(
-        &model_config,
-        weight_bytes,
-        &lora_config,
-        shape,
-        max_binding,
-    )?;
     let fits = plan.fits(budget, max_binding);
     let max_batch = largest_batch(
         &model_config,
@@ -131,6 +148,18 @@ pub fn run(args: Args) -> Result<()> {
     )?;
 
     let mut recommendations = recommend(&config, &stats, &plan, budget, max_binding, max_batch);
+    if let Some(b) = budget.filter(|&b| !checkpointing && plan.total() > b && other.total() <= b) {
+        recommendations.insert(
+            0,
+            format!(
+                "with --gradient-checkpointing on the plan needs {:.2} GiB and fits the {:.2} GiB                  (activations {:.0} MiB instead of {:.0} MiB, for a second forward pass per step)",
+                other.total() as f64 / GIB,
+                b as f64 / GIB,
+                other.activations as f64 / (1 << 20) as f64,
+                plan.activations as f64 / (1 << 20) as f64
+            ),
+        );
+    }
     if let Err(e) = &schedule {
         recommendations.push(e.to_string());
     }
@@ -154,6 +183,8 @@ pub fn run(args: Args) -> Result<()> {
         "memory": {
             "plan": plan,
             "total_bytes": plan.total(),
+            "gradient_checkpointing": checkpointing,
+            "total_bytes_with_checkpointing_toggled": other.total(),
             "fits": fits,
             "largest_batch_at_seq_len": max_batch,
             "measured_bytes": null,
@@ -342,7 +373,15 @@ fn render_plan(r: &Value, stats: &DataStats) -> String {
             None => "unknown (give --memory-budget GiB)".into(),
         }
     );
-    s.push_str("memory plan (MiB)\n");
+    s.push_str(&format!(
+        "memory plan (MiB), gradient checkpointing {} (the other way: {:.1} MiB in all)\n",
+        if m["gradient_checkpointing"].as_bool() == Some(true) {
+            "on"
+        } else {
+            "off"
+        },
+        mib(&m["total_bytes_with_checkpointing_toggled"])
+    ));
     for key in [
         "weights",
         "lora_parameters",

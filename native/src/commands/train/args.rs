@@ -105,6 +105,17 @@ pub struct Args {
     /// Scale LoRA by alpha/√r instead of alpha/r.
     #[arg(long)]
     pub rslora: bool,
+    /// Recompute each layer's forward pass inside the backward pass instead of saving its
+    /// activations (the same gradients; one layer's activations instead of all of them, for a
+    /// second forward pass): auto, on or off. auto turns it on when the run would not fit
+    /// --memory-budget otherwise [default: auto].
+    #[arg(long)]
+    pub gradient_checkpointing: Option<String>,
+    /// Device memory to plan against, in GiB (wgpu cannot read it): used by auto gradient
+    /// checkpointing and by `preflight` (whose default on a CPU adapter is the free system
+    /// memory).
+    #[arg(long, allow_hyphen_values = true)]
+    pub memory_budget: Option<f64>,
     /// Start from an existing adapter instead of a fresh one: a PEFT directory (afinador's, or
     /// one from PEFT/Unsloth for this base model) or a GGUF LoRA. Its rank, alpha, target
     /// modules and rsLoRA setting are used; the optimizer starts fresh (--resume continues a
@@ -208,6 +219,12 @@ impl Args {
         }
         if let Some(s) = &self.lr_schedule {
             c.lr_schedule = s.parse().map_err(anyhow::Error::msg)?;
+        }
+        if let Some(s) = &self.gradient_checkpointing {
+            c.gradient_checkpointing = s.parse().map_err(anyhow::Error::msg)?;
+        }
+        if self.memory_budget.is_some() {
+            c.memory_budget_gib = self.memory_budget;
         }
         c.train_on_prompt |= self.train_on_prompt;
         c.strict |= self.strict;
