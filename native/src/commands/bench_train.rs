@@ -1,5 +1,7 @@
 //! `afinador bench train`: training throughput and GPU memory of QLoRA steps at given
-//! batch×sequence shapes, attention-only and all-linear LoRA, on random tokens.
+//! batch×sequence shapes, attention-only and all-linear LoRA, on random tokens, each beside the
+//! memory plan `preflight` would print for it (`--plan-only`: the plan alone, from the shape,
+//! with no weights uploaded — the 8B figures of docs/PERFORMANCE.md).
 
 use std::time::Instant;
 
@@ -10,7 +12,11 @@ use afinador_core::util::Rng;
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 
+use afinador_core::train::memory::{MemoryPlan, RunShape};
+
 use crate::common::{GpuArgs, LikeArgs, ModelArgs, print_json};
+
+const GIB: f64 = (1u64 << 30) as f64;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -28,9 +34,16 @@ pub struct Args {
     targets: String,
     #[arg(long, default_value_t = 16)]
     lora_r: usize,
-    /// Timed steps per configuration (after one warm-up step).
+    /// Timed steps per configuration (after one warm-up step); 0: only allocate a step's
+    /// buffers and report the memory.
     #[arg(long, default_value_t = 3)]
     steps: usize,
+    /// Train with gradient checkpointing.
+    #[arg(long)]
+    gradient_checkpointing: bool,
+    /// Print the memory plan of each configuration without uploading weights or running.
+    #[arg(long)]
+    plan_only: bool,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -66,16 +79,68 @@ pub fn run(args: Args) -> Result<()> {
     };
     let (file, shape) = args.weights.file(&args.model)?;
     let gpu = args.gpu.open()?;
+    let model_config = afinador_core::model::ModelConfig::from_gguf(&file.gguf)?;
+    let weight_bytes: u64 = file.gguf.tensors().iter().map(|t| t.n_bytes).sum();
+    let plan = |b: usize, t: usize, config: &LoraConfig| {
+        let run = RunShape {
+            batch: b,
+            seq_len: t,
+            grad_accum: 1,
+            checkpointing: args.gradient_checkpointing,
+        };
+        let max_binding = gpu.limits.max_storage_buffer_binding_size;
+        MemoryPlan::training(&model_config, weight_bytes, config, run, max_binding)
+    };
+    if args.plan_only {
+        let mut rows = Vec::new();
+        for &(b, t) in &shapes {
+            for (name, modules) in &targets {
+                let config = LoraConfig::new(args.lora_r, 2.0 * args.lora_r as f32, modules);
+                let p = plan(b, t, &config)?;
+                rows.push(json!({
+                    "batch": b, "seq_len": t, "lora": name, "lora_r": args.lora_r,
+                    "gradient_checkpointing": args.gradient_checkpointing,
+                    "plan": p, "plan_bytes": p.total(),
+                }));
+                if !args.json {
+                    eprintln!("{b}×{t} {name}: plan {:.2} GiB", p.total() as f64 / GIB);
+                }
+            }
+        }
+        if args.json {
+            return print_json(&json!({ "model": shape, "results": rows }));
+        }
+        return Ok(());
+    }
     let model = file.load(&gpu)?;
     let vocab = model.config.vocab_size as u64;
     let mut rows = Vec::new();
     for &(b, t) in &shapes {
         for (name, modules) in &targets {
             let config = LoraConfig::new(args.lora_r, 2.0 * args.lora_r as f32, modules);
+            let planned = plan(b, t, &config)?.total();
             // The previous configuration's buffers are gone: measure this one's peak alone.
             gpu.memory.reset_peak();
             let lora = GpuLora::init(&gpu, &model.config, &config, 1)?;
             let mut trainer = Trainer::new(&model, lora);
+            trainer.set_gradient_checkpointing(args.gradient_checkpointing);
+            if args.steps == 0 {
+                trainer.prepare(&gpu, b, t, 1)?;
+                let memory = gpu.memory.peak();
+                rows.push(json!({
+                    "batch": b, "seq_len": t, "lora": name, "lora_r": args.lora_r,
+                    "gradient_checkpointing": args.gradient_checkpointing,
+                    "gpu_memory_bytes": memory, "plan_bytes": planned,
+                }));
+                if !args.json {
+                    eprintln!(
+                        "{b}×{t} {name}: {:.3} GiB allocated, plan {:.3} GiB",
+                        memory as f64 / GIB,
+                        planned as f64 / GIB
+                    );
+                }
+                continue;
+            }
             let mut rng = Rng::new(2);
             let ids: Vec<u32> = (0..b * t).map(|_| rng.below(vocab) as u32).collect();
             let targets: Vec<u32> = (0..b * t)
@@ -109,7 +174,9 @@ pub fn run(args: Args) -> Result<()> {
                 "lora_r": args.lora_r,
                 "step_s": secs,
                 "tokens_per_s": (b * t) as f64 / secs,
+                "gradient_checkpointing": args.gradient_checkpointing,
                 "gpu_memory_bytes": memory,
+                "plan_bytes": planned,
             }));
             if !args.json {
                 eprintln!(
