@@ -26,7 +26,7 @@ nats of llama.cpp's.
 
 Cost: building llama-cpp-python 0.3.36 from its sdist takes ~25 min on 2 cores (once; keep the
 venv outside the repository, e.g. ~/.cache/afinador/llama-venv); this script then runs in ~10 s
-for SmolLM2 and ~1 min for Qwen2.5 (whose F32 conversion, ~2 GB, lives in a temporary
+for SmolLM2 and ~30 s for Qwen2.5 (whose F32 conversion, 2.5 GB, lives in a temporary
 directory that is deleted at the end). It is not run by CI: CI runs the test against the
 committed JSON.
 
@@ -58,7 +58,8 @@ OUT = "tests/data/llama_cpp_lora.json"
 ADAPTER_ARGS = ["--lora-r", "2", "--lora-alpha", "4", "--std", "0.1", "--seed", "1",
                 "--target-modules", "q_proj,k_proj,v_proj,o_proj"]
 # Qwen2.5's residual stream has a few huge channels: std 0.1 raises the mean NLL by 10-18 nats
-# (a broken model), 0.03 by under 0.1; 0.045 moves it by 0.3-1.3 nats, like SmolLM2's 0.1.
+# (a broken model), 0.03 moves it by under 0.1, 0.045 by 0.3-1.3 nats either way (SmolLM2's 0.1:
+# 0.3-1.5).
 QWEN2_ADAPTER_ARGS = ["--lora-r", "2", "--lora-alpha", "4", "--std", "0.045", "--seed", "1",
                       "--target-modules", "q_proj,k_proj,v_proj,o_proj"]
 TEXTS = [
@@ -67,14 +68,14 @@ TEXTS = [
     "def add(a, b):\n    return a + b\n\nprint(add(2, 3))",
     "<|im_start|>user\nQual é a capital do Brasil?<|im_end|>\n<|im_start|>assistant\nBrasília.",
 ]
-# Qwen2.5-Coder: code, English, and a ChatML exchange (Qwen's tokens) in Portuguese with a code
-# answer, 15-30 tokens each: tests/handoff.rs scores them on a software Vulkan driver in CI,
-# where every afinador call on this model costs a few seconds. (A text whose per-token changes
-# cancel out is a poor one for the effect check: "Escreva uma função Python que eleva um número
-# ao quadrado." moves tokens by up to 11 nats but the mean by 0.06 nats on F32, 0.03 on Q4_K_M.)
+# Qwen2.5-Coder: code, and a ChatML exchange (Qwen's tokens) in Portuguese with a code answer,
+# 30 tokens each: tests/handoff.rs scores them on a software Vulkan driver in CI, where every
+# afinador call on this model costs 4-8 s (a third text, English, took the test past a minute;
+# SmolLM2's file covers English). A text whose per-token changes cancel out is a poor one for
+# the effect check: "Escreva uma função Python que eleva um número ao quadrado." moves tokens
+# by up to 11 nats but the mean by 0.06 nats on F32 and 0.03 on Q4_K_M.
 QWEN2_TEXTS = [
     "def fibonacci(n):\n    if n < 2:\n        return n\n    return fibonacci(n - 1) + fibonacci(n - 2)",
-    "The capital of France is Paris, and the capital of Portugal is Lisbon.",
     "<|im_start|>user\nEscreva uma função que soma dois números.<|im_end|>\n"
     "<|im_start|>assistant\ndef soma(a, b):\n    return a + b<|im_end|>",
 ]
@@ -92,7 +93,8 @@ QWEN2_NOTES = (
     "compare the LoRA's effect, not the log-probs); merged: afinador's "
     "merged model (f32 q/k/v/o, the other tensors as shipped: 637 MB), f16 KV cache. "
     "std 0.045, not SmolLM2's 0.1: Qwen2.5's residual stream has a few huge channels and 0.1 "
-    "raises the mean NLL by 10-18 nats. One llama.cpp thread."
+    "raises the mean NLL by 10-18 nats. tests/handoff.rs scores the merged model on the first "
+    "text only (each afinador call costs seconds on a software driver). One llama.cpp thread."
 )
 
 
