@@ -14,8 +14,13 @@ mod common;
 use std::path::Path;
 
 use afinador_core::model::{Generation, SamplingConfig};
-use common::{
-    Loaded, afinador, data, gemma3_path, ids, loaded_gemma3, loaded_qwen2, ok, qwen2_path, scratch,
+use common::{Loaded, ShortRun, data, gemma3_path, ids, loaded_gemma3, loaded_qwen2, qwen2_path};
+
+/// Two steps of 24 tokens: enough to see the loss fall on these models, few on lavapipe.
+const TWO_STEPS: ShortRun = ShortRun {
+    steps: 2,
+    seq_len: 24,
+    lr: 3e-3,
 };
 
 /// Every case of `tokenizer_cases_*.json`: our ids (special tokens parsed, BOS as the model
@@ -118,77 +123,6 @@ fn greedy_generation_follows_llama_cpp(l: &Loaded, file: &str) -> Vec<String> {
     texts
 }
 
-/// Two steps on one short text (LoRA on q/k/v/o, dropout off): the loss falls, and the
-/// checkpoint after step 1 scores the text (with the EOS the trainer appends) with the NLL the
-/// trainer reported at step 2. Returns the run directory.
-fn a_short_run_lowers_the_loss(
-    model: &Path,
-    name: &str,
-    text: &str,
-    eos: &str,
-) -> std::path::PathBuf {
-    let dir = scratch(name);
-    let data = dir.join("one.jsonl");
-    std::fs::write(&data, serde_json::json!({ "text": text }).to_string()).unwrap();
-    let out = dir.join("run");
-    ok(afinador(&[
-        "train",
-        "--model",
-        model.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-        "--max-steps",
-        "2",
-        "--batch-size",
-        "1",
-        "--seq-len",
-        "24",
-        "--lr",
-        "3e-3",
-        "--lr-schedule",
-        "constant",
-        "--warmup-ratio",
-        "0",
-        "--lora-dropout",
-        "0",
-        "--save-every",
-        "1",
-    ]));
-    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
-    let losses: Vec<f64> = metrics
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter_map(|v| v.get("loss").and_then(|l| l.as_f64()))
-        .collect();
-    assert_eq!(losses.len(), 2, "{metrics}");
-    assert!(
-        losses[1] < losses[0],
-        "{name}: loss did not fall: {losses:?}"
-    );
-    let ckpt = out.join("checkpoints/step-1");
-    let scored = ok(afinador(&[
-        "score",
-        "--model",
-        model.to_str().unwrap(),
-        "--adapter",
-        ckpt.to_str().unwrap(),
-        "--text",
-        &format!("{text}{eos}"),
-        "--json",
-    ]));
-    let nll = serde_json::from_slice::<serde_json::Value>(&scored.stdout).unwrap()["nll"]
-        .as_f64()
-        .unwrap();
-    assert!(
-        (nll - losses[1]).abs() < 2e-3 * losses[1],
-        "{name}: score --adapter {nll} vs trainer {}",
-        losses[1]
-    );
-    out
-}
-
 /// The PEFT files of `run/adapter`, read with no Q/K permutation, hold exactly the GGUF LoRA's
 /// matrices (neither qwen2 nor gemma3 GGUFs permute Q/K), for `layers` × q/k/v/o.
 fn peft_keeps_hugging_face_rows(run: &Path, arch: &str, layers: usize) {
@@ -231,7 +165,12 @@ fn qwen2_generates_like_llama_cpp_and_answers_the_coding_prompt() {
 #[test]
 fn qwen2_trains_and_exports() {
     let text = "def square(x):\n    \"\"\"Return x squared.\"\"\"\n    return x * x\n";
-    let run = a_short_run_lowers_the_loss(&qwen2_path(), "qwen2", text, "<|im_end|>");
+    let run = TWO_STEPS.lowers_the_loss_and_scores_like_the_trainer(
+        &qwen2_path(),
+        "qwen2",
+        text,
+        "<|im_end|>",
+    );
     peft_keeps_hugging_face_rows(&run, "qwen2", 24);
 }
 
@@ -260,6 +199,11 @@ fn gemma3_generates_like_llama_cpp() {
 fn gemma3_trains_and_exports() {
     // Gemma's EOS is <eos>; the text record gets it appended.
     let text = "A capital de Portugal é Lisboa, e a do Brasil é Brasília.";
-    let run = a_short_run_lowers_the_loss(&gemma3_path(), "gemma3", text, "<eos>");
+    let run = TWO_STEPS.lowers_the_loss_and_scores_like_the_trainer(
+        &gemma3_path(),
+        "gemma3",
+        text,
+        "<eos>",
+    );
     peft_keeps_hugging_face_rows(&run, "gemma3", 18);
 }

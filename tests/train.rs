@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::process::Output;
 
-use common::{afinador, model_path, ok, repo, scratch};
+use common::{ShortRun, afinador, model_path, ok, repo, scratch};
 
 /// A tiny random model with the real tokenizer, and the first `n` ENEM records.
 fn fixtures(dir: &Path, n: usize) -> (String, String) {
@@ -316,61 +316,15 @@ fn bad_records_are_skipped_and_reported_or_stop_a_strict_run() {
 
 #[test]
 fn a_short_real_smollm2_run_lowers_the_loss_and_its_adapter_scores_what_the_trainer_reported() {
-    // One short text trained three times (one sequence per step): the loss falls; the
-    // checkpoint after step 2 scores the text with the NLL the trainer reported at step 3 (the
-    // loss of step 3 is measured before its update). Dropout off so the two agree.
-    let dir = scratch("real");
+    // One short text trained three times (one sequence per step); see the helper.
     let text =
         "O ENEM avalia o desempenho escolar dos estudantes ao fim da educação básica no Brasil.";
-    let data = dir.join("one.jsonl");
-    std::fs::write(&data, serde_json::json!({ "text": text }).to_string()).unwrap();
-    let out = dir.join("run");
-    let args = [
-        "train",
-        "--data",
-        data.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-        "--max-steps",
-        "3",
-        "--batch-size",
-        "1",
-        "--seq-len",
-        "48",
-        "--lr",
-        "2e-3",
-        "--lr-schedule",
-        "constant",
-        "--warmup-ratio",
-        "0",
-        "--lora-dropout",
-        "0",
-        "--save-every",
-        "1",
-        "--keep-checkpoints",
-        "3",
-    ];
-    ok(afinador(&args));
-    let l = losses(&out);
-    assert_eq!(l.len(), 3);
-    assert!(l[2].1 < l[0].1, "loss did not fall: {l:?}");
-    let ckpt = out.join("checkpoints/step-2");
-    let scored = ok(afinador(&[
-        "score",
-        "--adapter",
-        ckpt.to_str().unwrap(),
-        "--text",
-        &format!("{text}<|im_end|>"),
-        "--json",
-    ]));
-    let nll = serde_json::from_slice::<serde_json::Value>(&scored.stdout).unwrap()["nll"]
-        .as_f64()
-        .unwrap();
-    assert!(
-        (nll - l[2].1).abs() < 2e-3 * l[2].1,
-        "score --adapter {nll} vs trainer {}",
-        l[2].1
-    );
+    let run = ShortRun {
+        steps: 3,
+        seq_len: 48,
+        lr: 2e-3,
+    };
+    run.lowers_the_loss_and_scores_like_the_trainer(&model_path(), "real", text, "<|im_end|>");
 }
 
 /// The `n` ENEM records of `file` with the shortest conversations (fast on lavapipe).

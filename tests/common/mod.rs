@@ -145,3 +145,90 @@ pub fn tiny_model(dir: &Path) -> PathBuf {
     ]));
     model
 }
+
+/// A short `afinador train` run on one text (one sequence per step, dropout off, a checkpoint
+/// every step).
+pub struct ShortRun {
+    pub steps: usize,
+    pub seq_len: usize,
+    pub lr: f64,
+}
+
+impl ShortRun {
+    /// Trains `text` on `model`: the loss falls, and the checkpoint before the last step scores
+    /// the text (with the `eos` the trainer appends) with the NLL the trainer reported at the
+    /// last step (measured before its update). Returns the run directory.
+    pub fn lowers_the_loss_and_scores_like_the_trainer(
+        &self,
+        model: &Path,
+        name: &str,
+        text: &str,
+        eos: &str,
+    ) -> PathBuf {
+        let dir = scratch(name);
+        let data = dir.join("one.jsonl");
+        std::fs::write(&data, serde_json::json!({ "text": text }).to_string()).unwrap();
+        let out = dir.join("run");
+        let (steps, seq_len, lr) = (
+            self.steps.to_string(),
+            self.seq_len.to_string(),
+            self.lr.to_string(),
+        );
+        let path = |p: &Path| p.to_str().unwrap().to_string();
+        ok(afinador(&[
+            "train",
+            "--model",
+            &path(model),
+            "--data",
+            &path(&data),
+            "--output",
+            &path(&out),
+            "--max-steps",
+            &steps,
+            "--batch-size",
+            "1",
+            "--seq-len",
+            &seq_len,
+            "--lr",
+            &lr,
+            "--lr-schedule",
+            "constant",
+            "--warmup-ratio",
+            "0",
+            "--lora-dropout",
+            "0",
+            "--save-every",
+            "1",
+            "--keep-checkpoints",
+            &steps,
+        ]));
+        let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+        let losses: Vec<f64> = metrics
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter_map(|v| v.get("loss").and_then(|l| l.as_f64()))
+            .collect();
+        assert_eq!(losses.len(), self.steps, "{metrics}");
+        let last = losses[self.steps - 1];
+        assert!(last < losses[0], "{name}: loss did not fall: {losses:?}");
+        let ckpt = out.join(format!("checkpoints/step-{}", self.steps - 1));
+        let scored = ok(afinador(&[
+            "score",
+            "--model",
+            &path(model),
+            "--adapter",
+            &path(&ckpt),
+            "--text",
+            &format!("{text}{eos}"),
+            "--json",
+        ]));
+        let nll = serde_json::from_slice::<serde_json::Value>(&scored.stdout).unwrap()["nll"]
+            .as_f64()
+            .unwrap();
+        assert!(
+            (nll - last).abs() < 2e-3 * last,
+            "{name}: score --adapter {nll} vs trainer {last}"
+        );
+        out
+    }
+}

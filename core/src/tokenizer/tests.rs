@@ -424,6 +424,7 @@ fn toy_spm() -> TokenizerSpec {
         eos_id: Some(2),
         unk_id: Some(0),
         add_bos: true,
+        add_space_prefix: true,
         ..TokenizerSpec::default()
     }
 }
@@ -471,6 +472,26 @@ fn spm_merges_by_score() {
     let ids = tok.encode("hé", false).expect("encode");
     let out: Vec<String> = ids.iter().map(|&id| stream.push(id)).collect();
     assert_eq!(out, ["h", "", "é"]);
+}
+
+#[test]
+fn spm_without_a_space_prefix_as_gemma() {
+    // tokenizer.ggml.add_space_prefix = false (Gemma): no ▁ before the text or after a special
+    // token, and decode keeps a leading space that was really there.
+    let tok = Tokenizer::from_spec(&TokenizerSpec {
+        add_space_prefix: false,
+        ..toy_spm()
+    })
+    .expect("toy spm");
+    assert_eq!(
+        tok.encode("hello", false).expect("encode"),
+        vec![SPM_HE, SPM_L, SPM_LO]
+    );
+    assert_eq!(
+        tok.encode("h</s> h", false).expect("encode"),
+        vec![SPM_H, 2, SPM_SPACE_H]
+    );
+    assert_eq!(tok.decode(&[SPM_SPACE_H, SPM_L]), " hl");
 }
 
 #[test]

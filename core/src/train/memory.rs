@@ -134,6 +134,35 @@ impl MemoryPlan {
         })
     }
 
+    /// The plans of `config`'s run (its batch, sequence length and accumulation) without and
+    /// with gradient checkpointing, and whether the run will use it (`auto` resolved against
+    /// `config.memory_budget_gib`): (without, with, on).
+    pub fn for_run(
+        model: &ModelConfig,
+        weight_bytes: u64,
+        lora: &LoraConfig,
+        config: &crate::train::TrainConfig,
+        max_binding: u64,
+    ) -> Result<(MemoryPlan, MemoryPlan, bool), LoraError> {
+        let plan = |checkpointing| {
+            let shape = RunShape {
+                batch: config.batch_size,
+                seq_len: config.seq_len,
+                grad_accum: config.grad_accum,
+                checkpointing,
+            };
+            MemoryPlan::training(model, weight_bytes, lora, shape, max_binding)
+        };
+        let (without, with) = (plan(false)?, plan(true)?);
+        let budget = config
+            .memory_budget_gib
+            .map(|gib| (gib * (1u64 << 30) as f64) as u64);
+        let on = config
+            .gradient_checkpointing
+            .resolve(without.total(), with.total(), budget);
+        Ok((without, with, on))
+    }
+
     pub fn total(&self) -> u64 {
         self.weights
             + self.lora_parameters

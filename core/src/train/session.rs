@@ -243,24 +243,11 @@ pub fn checkpointing_for(
     config: &TrainConfig,
     lora: &crate::lora::LoraConfig,
 ) -> Result<bool> {
-    use super::memory::{MemoryPlan, RunShape};
-    let plan = |checkpointing| {
-        let shape = RunShape {
-            batch: config.batch_size,
-            seq_len: config.seq_len,
-            grad_accum: config.grad_accum,
-            checkpointing,
-        };
-        let weights = model.weights.device_bytes();
-        let max_binding = gpu.limits.max_storage_buffer_binding_size;
-        MemoryPlan::training(&model.config, weights, lora, shape, max_binding).map(|p| p.total())
-    };
-    let budget = config
-        .memory_budget_gib
-        .map(|gib| (gib * (1u64 << 30) as f64) as u64);
-    Ok(config
-        .gradient_checkpointing
-        .resolve(plan(false)?, plan(true)?, budget))
+    let weights = model.weights.device_bytes();
+    let max_binding = gpu.limits.max_storage_buffer_binding_size;
+    let (.., on) =
+        super::memory::MemoryPlan::for_run(&model.config, weights, lora, config, max_binding)?;
+    Ok(on)
 }
 
 impl<'m> Session<'m> {

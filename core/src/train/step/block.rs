@@ -4,7 +4,7 @@
 
 use super::arena::Arena;
 use super::linear::{Drop, LayerProj};
-use crate::gpu::Recorder;
+use crate::gpu::{GpuBuffer, Recorder};
 use crate::kernels::attention::{AttentionSaved, AttentionShape, attention, attention_backward};
 use crate::kernels::elementwise::{Op, add_bias, elementwise, glu_backward};
 use crate::kernels::embedding::embedding;
@@ -352,24 +352,8 @@ async fn layer_backward(
     // Feed-forward block; dx holds dL/d(layer output). With a post norm, the gradient of
     // the projection's output goes through it first (into dpost).
     let post = acts.post.as_ref().zip(lw.post_norms.as_ref());
-    let d_down = match post {
-        Some((s, w)) => {
-            let shape = (n, ce);
-            rmsnorm_backward(
-                rec,
-                &s.ffn_out,
-                &w.ffn,
-                &a.dx,
-                &s.ffn_rstd,
-                &a.dpost,
-                shape,
-                false,
-            )
-            .await?;
-            &a.dpost
-        }
-        None => &a.dx,
-    };
+    let ffn = post.map(|(s, w)| (&s.ffn_out, &w.ffn, &s.ffn_rstd));
+    let d_down = through_post_norm(rec, a, ffn, (n, ce)).await?;
     p.backward(
         rec,
         Module::DownProj,
@@ -415,24 +399,8 @@ async fn layer_backward(
     )
     .await?;
     // Attention block; dx holds dL/d(x_mid).
-    let d_out = match post {
-        Some((s, w)) => {
-            let shape = (n, ce);
-            rmsnorm_backward(
-                rec,
-                &s.attn_out,
-                &w.attn,
-                &a.dx,
-                &s.attn_rstd,
-                &a.dpost,
-                shape,
-                false,
-            )
-            .await?;
-            &a.dpost
-        }
-        None => &a.dx,
-    };
+    let attn = post.map(|(s, w)| (&s.attn_out, &w.attn, &s.attn_rstd));
+    let d_out = through_post_norm(rec, a, attn, (n, ce)).await?;
     p.backward(
         rec,
         Module::OProj,
@@ -510,4 +478,22 @@ async fn layer_backward(
     )
     .await?;
     Ok(())
+}
+
+/// dL/d(block output before its post norm) for a block whose normed output's gradient is in
+/// `a.dx`: through the norm into `a.dpost` when there is one (`saved`: the output before the
+/// norm, the norm's weight and 1/rms; gemma3), `a.dx` itself otherwise.
+async fn through_post_norm<'a>(
+    rec: &mut Recorder<'_>,
+    a: &'a Arena,
+    saved: Option<(&GpuBuffer, &GpuBuffer, &GpuBuffer)>,
+    shape: (u32, u32),
+) -> Result<&'a GpuBuffer> {
+    match saved {
+        Some((y, w, rstd)) => {
+            rmsnorm_backward(rec, y, w, &a.dx, rstd, &a.dpost, shape, false).await?;
+            Ok(&a.dpost)
+        }
+        None => Ok(&a.dx),
+    }
 }

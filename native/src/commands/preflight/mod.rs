@@ -106,27 +106,13 @@ pub fn run(args: Args) -> Result<()> {
     };
     // Gradient checkpointing as the run will decide it (auto: against --memory-budget), and
     // the plan the other way for comparison.
-    let plan_with = |checkpointing| {
-        let shape = RunShape {
-            batch: config.batch_size,
-            seq_len: config.seq_len,
-            grad_accum: config.grad_accum,
-            checkpointing,
-        };
-        MemoryPlan::training(
-            &model_config,
-            weight_bytes,
-            &lora_config,
-            shape,
-            max_binding,
-        )
-    };
-    let (plan_off, plan_on) = (plan_with(false)?, plan_with(true)?);
-    let explicit_budget = config.memory_budget_gib.map(|gib| (gib * GIB) as u64);
-    let checkpointing =
-        config
-            .gradient_checkpointing
-            .resolve(plan_off.total(), plan_on.total(), explicit_budget);
+    let (plan_off, plan_on, checkpointing) = MemoryPlan::for_run(
+        &model_config,
+        weight_bytes,
+        &lora_config,
+        &config,
+        max_binding,
+    )?;
     let (plan, other) = match checkpointing {
         true => (plan_on, plan_off),
         false => (plan_off, plan_on),
