@@ -222,7 +222,8 @@ pub fn print_json(value: &impl serde::Serialize) -> Result<()> {
 #[derive(clap::Args, Debug, Clone)]
 pub struct LikeArgs {
     /// Random weights of a real model's shape instead of --model (see `make-tiny-model
-    /// --like`): smollm2-135m, qwen2.5-0.5b, qwen2.5-1.5b, llama-3.2-1b, mistral-7b, llama-3.1-8b.
+    /// --like`): smollm2-135m, qwen2.5-0.5b, qwen3-0.6b, gemma3-270m, qwen2.5-1.5b, llama-3.2-1b,
+    /// mistral-7b, llama-3.1-8b.
     #[arg(long)]
     pub like: Option<String>,
     /// With --like: fewer decoder layers than the real shape.

@@ -17,6 +17,9 @@ pub struct TinySpec {
     pub n_head_kv: usize,
     /// HS when it is not C / NH (qwen3, gemma3), written as `attention.key_length`.
     pub head_dim: Option<usize>,
+    /// For architectures with local layers: the window and every how many layers one is global
+    /// (tests: a window short enough to matter, layers alternating; real shapes: their own).
+    pub local_layers: (u32, u32),
     /// Ignored when a tokenizer is copied (the vocabulary then sets it).
     pub vocab_size: usize,
     pub context_length: usize,
@@ -38,6 +41,7 @@ impl Default for TinySpec {
             n_head: 4,
             n_head_kv: 2,
             head_dim: None,
+            local_layers: (4, 2),
             vocab_size: 256,
             context_length: 512,
             weight_type: GgmlType::Q8_0,
@@ -65,6 +69,7 @@ const fn shape(
         n_head,
         n_head_kv,
         head_dim: None,
+        local_layers: (4, 2),
         vocab_size,
         context_length: 4096,
         weight_type,
@@ -84,7 +89,7 @@ const fn llama3(spec: TinySpec) -> TinySpec {
 /// The shapes `--like` names: the real models' architectures, layers, widths, heads, vocabulary
 /// and main projection type. The weights are random (rope base, norms and eps stay the tiny
 /// model's), so these serve speed and memory figures, not numerics.
-pub const LIKE: [(&str, TinySpec); 6] = [
+pub const LIKE: [(&str, TinySpec); 8] = [
     (
         "smollm2-135m",
         shape(arch::LLAMA, 30, (576, 1536), (9, 3), 49152, GgmlType::Q4_1),
@@ -99,6 +104,35 @@ pub const LIKE: [(&str, TinySpec); 6] = [
             151936,
             GgmlType::Q5_0,
         ),
+    ),
+    (
+        "qwen3-0.6b",
+        TinySpec {
+            head_dim: Some(128),
+            ..shape(
+                arch::QWEN3,
+                28,
+                (1024, 3072),
+                (16, 8),
+                151936,
+                GgmlType::Q8_0,
+            )
+        },
+    ),
+    (
+        "gemma3-270m",
+        TinySpec {
+            head_dim: Some(256),
+            local_layers: (512, 6),
+            ..shape(
+                arch::GEMMA3,
+                18,
+                (640, 2048),
+                (4, 1),
+                262144,
+                GgmlType::Q5_0,
+            )
+        },
     ),
     (
         "qwen2.5-1.5b",
@@ -228,10 +262,12 @@ pub fn make_tiny_gguf(
         w.add_metadata(format!("{arch}.{key}"), value)?;
     }
     if spec.arch.sliding_window.is_some() {
-        // A window short enough to matter in tests, and layers alternating local and global
-        // (the real models: 512 positions, five local layers to one global).
-        w.add_metadata(format!("{arch}.attention.sliding_window"), 4u32)?;
-        w.add_metadata(format!("{arch}.attention.sliding_window_pattern"), 2u32)?;
+        let (window, global_every) = spec.local_layers;
+        w.add_metadata(format!("{arch}.attention.sliding_window"), window)?;
+        w.add_metadata(
+            format!("{arch}.attention.sliding_window_pattern"),
+            global_every,
+        )?;
     }
     if spec.head_dim.is_some() {
         for key in ["attention.key_length", "attention.value_length"] {

@@ -19,8 +19,9 @@ pub struct Args {
     #[arg(long)]
     tokenizer_from: Option<PathBuf>,
     /// A real model's shape and main weight type instead of the flags below (random weights,
-    /// for speed and memory figures): smollm2-135m, qwen2.5-0.5b, qwen2.5-1.5b, llama-3.2-1b,
-    /// mistral-7b, llama-3.1-8b. --layers and --weights still apply.
+    /// for speed and memory figures): smollm2-135m, qwen2.5-0.5b, qwen3-0.6b, gemma3-270m,
+    /// qwen2.5-1.5b, llama-3.2-1b, mistral-7b, llama-3.1-8b. --layers and --weights still
+    /// apply.
     #[arg(long)]
     like: Option<String>,
     /// The architecture (llama, mistral, qwen2) [default: llama, or the --like shape's].
@@ -94,6 +95,7 @@ fn spec(args: &Args) -> Result<TinySpec> {
                 n_head: args.heads,
                 n_head_kv: args.kv_heads,
                 head_dim: None,
+                local_layers: (4, 2),
                 vocab_size: args.vocab,
                 context_length: 2048,
                 weight_type: GgmlType::Q4_1,
