@@ -120,16 +120,62 @@ pub fn locate_model(path: &Path) -> Result<PathBuf> {
     )
 }
 
-/// A GGUF file read into memory and parsed.
+/// A GGUF file, parsed, with its bytes.
 pub struct ModelFile {
-    pub bytes: Vec<u8>,
+    pub bytes: ModelBytes,
     pub gguf: Gguf,
+}
+
+/// A model file's bytes: mapped from disk (the operating system reads each tensor's pages as
+/// it is uploaded, and can drop them again: a 5 GB model is never copied whole into memory),
+/// or owned (a generated `--like` model, an empty file).
+pub enum ModelBytes {
+    Mapped(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for ModelBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            ModelBytes::Mapped(m) => m,
+            ModelBytes::Owned(v) => v,
+        }
+    }
+}
+
+impl ModelBytes {
+    /// Map `path` read-only.
+    fn map(path: &Path) -> Result<ModelBytes> {
+        let file =
+            std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+        let len = file
+            .metadata()
+            .with_context(|| format!("reading {}", path.display()))?
+            .len();
+        if len == 0 || !file.metadata()?.is_file() {
+            // Nothing to map (or not a regular file): read it, so the GGUF parser names the
+            // problem.
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            return Ok(ModelBytes::Owned(bytes));
+        }
+        // SAFETY: the mapping is read-only and afinador never writes the file. Another process
+        // truncating or rewriting the model file while it is mapped would change these bytes
+        // under us (the contract every memory-mapping model loader, llama.cpp's included, asks
+        // of its users); every read of them is bounds-checked against the length seen here.
+        #[allow(unsafe_code)]
+        let map = unsafe { memmap2::Mmap::map(&file) };
+        Ok(ModelBytes::Mapped(
+            map.with_context(|| format!("mapping {}", path.display()))?,
+        ))
+    }
 }
 
 impl ModelArgs {
     pub fn read(&self) -> Result<ModelFile> {
         let path = &locate_model(&self.model)?;
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let bytes = ModelBytes::map(path)?;
         let gguf = Gguf::parse(&bytes)
             .with_context(|| format!("{} is not a valid GGUF file", path.display()))?;
         Ok(ModelFile { bytes, gguf })
@@ -250,7 +296,10 @@ impl LikeArgs {
         let bytes = make_tiny_gguf(&spec, None)?;
         let gguf = Gguf::parse(&bytes)?;
         Ok((
-            ModelFile { bytes, gguf },
+            ModelFile {
+                bytes: ModelBytes::Owned(bytes),
+                gguf,
+            },
             format!("{name} (random weights)"),
         ))
     }
