@@ -3,19 +3,21 @@
 
 What it does (from the repository root, with the llama-cpp-python venv of README.md), for
 SmolLM2-135M-Instruct Q4_1 (llama, the default) or, with `--model`, Qwen2.5-Coder-0.5B-Instruct
-Q4_K_M (qwen2):
+Q4_K_M (qwen2) or Gemma 3 270M Q4_K_M (gemma3):
 
 1. `afinador make-random-adapter` writes a seeded random LoRA (r 2 on q/k/v/o, B not zero)
    for the model — the same bytes on every machine — as PEFT files and `adapter.gguf`;
    `afinador export --to merged --merged-type f32` merges it into a GGUF (only the adapted
-   projections become f32: 188 MB for SmolLM2, 637 MB for Qwen2.5).
+   projections become f32: 188 MB for SmolLM2, 637 MB for Qwen2.5, 352 MB for Gemma 3).
 2. llama.cpp's own quantizer (`llama_model_quantize`, ftype ALL_F32, requantize allowed)
    converts the quantized model to F32: the same weights, exactly dequantized, and no activation
    quantization in llama.cpp's F32 matmuls; with an f32 KV cache (its default is f16) llama.cpp
    then computes what afinador's kernels compute over the quantized file.
 3. llama.cpp scores a few texts (per-token log-probabilities, `logits_all`; one thread) with: the
    F32 model, the F32 model + `--lora adapter.gguf`, the model as shipped (key `q4_1` or
-   `q4_k_m`, from the file name), the shipped model + LoRA, and afinador's merged model.
+   `q4_k_m`, from the file name), the shipped model + LoRA, and afinador's merged model. The ids
+   start with a BOS where the model's `tokenizer.ggml.add_bos_token` says so (Gemma 3), as
+   afinador's `score` does; the first log-prob is then that of the first text token.
 
 It writes tests/data/llama_cpp_lora.json (or `--out`, e.g. tests/data/llama_cpp_lora_qwen2.json)
 with the token ids, those log-probs, the sha256 of the adapter and merged files and the commands
@@ -26,8 +28,8 @@ nats of llama.cpp's.
 
 Cost: building llama-cpp-python 0.3.36 from its sdist takes ~25 min on 2 cores (once; keep the
 venv outside the repository, e.g. ~/.cache/afinador/llama-venv); this script then runs in ~10 s
-for SmolLM2 and ~30 s for Qwen2.5 (whose F32 conversion, 2.5 GB, lives in a temporary
-directory that is deleted at the end). It is not run by CI: CI runs the test against the
+for SmolLM2, ~30 s for Qwen2.5 (whose F32 conversion, 2.5 GB, lives in a temporary
+directory that is deleted at the end) and ~20 s for Gemma 3 (F32 conversion 1.1 GB). It is not run by CI: CI runs the test against the
 committed JSON.
 
     ~/.cache/afinador/llama-venv/bin/python scripts/reference/llama_cpp_lora.py \
@@ -36,6 +38,10 @@ committed JSON.
         --afinador target/debug/afinador \
         --model models/Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf \
         --out tests/data/llama_cpp_lora_qwen2.json
+    ~/.cache/afinador/llama-venv/bin/python scripts/reference/llama_cpp_lora.py \
+        --afinador target/debug/afinador \
+        --model models/gemma-3-270m.Q4_K_M.gguf \
+        --out tests/data/llama_cpp_lora_gemma3.json
 """
 
 from __future__ import annotations
@@ -79,11 +85,16 @@ QWEN2_TEXTS = [
     "<|im_start|>user\nEscreva uma função que soma dois números.<|im_end|>\n"
     "<|im_start|>assistant\ndef soma(a, b):\n    return a + b<|im_end|>",
 ]
-# Per architecture: the texts and the adapter.
-PROFILES = {
-    "llama": (TEXTS, ADAPTER_ARGS),
-    "qwen2": (QWEN2_TEXTS, QWEN2_ADAPTER_ARGS),
-}
+# Gemma 3 270M (a base model, no chat template): Portuguese prose and a short Python function,
+# at most 30 tokens each with the BOS (23 and 20). Its adapter is as sensitive as Qwen2.5's:
+# with afinador on Q4_K_M, std 0.05 moves the mean NLL by +0.32 / +0.79 nats, 0.06 by
+# +1.04 / +2.13, 0.1 by +17 / +16.5.
+GEMMA3_ADAPTER_ARGS = ["--lora-r", "2", "--lora-alpha", "4", "--std", "0.05", "--seed", "1",
+                       "--target-modules", "q_proj,k_proj,v_proj,o_proj"]
+GEMMA3_TEXTS = [
+    "O Brasil é o maior país da América do Sul e tem mais de 200 milhões de habitantes.",
+    "def quadrado(x):\n    return x * x\n\nprint(quadrado(4))",
+]
 QWEN2_NOTES = (
     "Qwen2.5-Coder-0.5B-Instruct Q4_K_M (qwen2: q/k/v biases, NEOX rope, GGUF Q/K rows not "
     "permuted, so neither are the LoRA's B rows). f32 and f32_lora: llama.cpp on the model's "
@@ -96,6 +107,26 @@ QWEN2_NOTES = (
     "raises the mean NLL by 10-18 nats. tests/handoff.rs scores the merged model on the first "
     "text only (each afinador call costs seconds on a software driver). One llama.cpp thread."
 )
+GEMMA3_NOTES = (
+    "Gemma 3 270M Q4_K_M (gemma3: a base model, add_bos true, so ids start with <bos> (2) and "
+    "the log-probs with the first text token's; scaled embeddings, per-head q/k RMSNorm, "
+    "post-attention/post-FFN norms, GEGLU, per-layer RoPE base, sliding window; GGUF Q/K rows "
+    "not permuted, so neither are the LoRA's B rows). f32 and f32_lora: llama.cpp on the "
+    "model's ALL_F32 conversion with an f32 KV cache (what afinador computes over the Q4_K_M "
+    "file); q4_k_m and q4_k_m_lora: the file as shipped (llama.cpp quantizes the activations "
+    "for the quantized matmuls, so compare the LoRA's effect, not the log-probs); merged: "
+    "afinador's merged model (f32 q/k/v/o, the other tensors as shipped: 352 MB), f16 KV "
+    "cache. std 0.05 (0.06 already moves the code text's mean NLL by 2.1 nats, 0.1 by 16). "
+    "llama.cpp's F32 run is itself up to 2.7e-3 nats off a float64 forward of the same "
+    "weights (reference_forward.py; afinador: 1.2e-5), most likely ggml's f16 GELU table: "
+    "tests/handoff.rs allows 6e-3 here. One llama.cpp thread."
+)
+# Per architecture: the texts, the adapter and the notes (None: SmolLM2's file has none).
+PROFILES = {
+    "llama": (TEXTS, ADAPTER_ARGS, None),
+    "qwen2": (QWEN2_TEXTS, QWEN2_ADAPTER_ARGS, QWEN2_NOTES),
+    "gemma3": (GEMMA3_TEXTS, GEMMA3_ADAPTER_ARGS, GEMMA3_NOTES),
+}
 
 
 def quant_key(model: Path) -> str:
@@ -116,7 +147,7 @@ def to_f32(src: Path, dst: Path, threads: int) -> None:
         raise SystemExit(f"llama_model_quantize failed ({rc})")
 
 
-def logprobs(model: Path, lora: Path | None, text: str, f32_cache: bool,
+def logprobs(model: Path, lora: Path | None, text: str, f32_cache: bool, add_bos: bool,
              threads: int) -> tuple[list[int], list[float]]:
     kwargs = dict(model_path=str(model), logits_all=True, n_ctx=512, n_threads=threads,
                   n_threads_batch=threads, verbose=False)
@@ -126,7 +157,7 @@ def logprobs(model: Path, lora: Path | None, text: str, f32_cache: bool,
     if lora is not None:
         kwargs["lora_path"] = str(lora)
     llm = llama_cpp.Llama(**kwargs)
-    ids = llm.tokenize(text.encode(), add_bos=False, special=True)
+    ids = llm.tokenize(text.encode(), add_bos=add_bos, special=True)
     llm.reset()
     llm.eval(ids)
     logits = np.array(llm.scores[: len(ids)], dtype=np.float64)
@@ -137,27 +168,30 @@ def logprobs(model: Path, lora: Path | None, text: str, f32_cache: bool,
     return [int(t) for t in ids], out
 
 
-def architecture(model: Path) -> str:
+def architecture(model: Path) -> tuple[str, bool]:
+    """The model's `general.architecture` and whether its tokenizer adds a BOS."""
     llm = llama_cpp.Llama(model_path=str(model), vocab_only=True, verbose=False)
     arch = llm.metadata["general.architecture"]
+    add_bos = llm.metadata.get("tokenizer.ggml.add_bos_token", "false") == "true"
     del llm
-    return arch
+    return arch, add_bos
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--afinador", default="target/debug/afinador")
     ap.add_argument("--model", default=MODEL,
-                    help="a llama (SmolLM2) or qwen2 (Qwen2.5) GGUF, as a repository-relative "
+                    help="a llama (SmolLM2), qwen2 (Qwen2.5) or gemma3 (Gemma 3) GGUF, as a "
+                         "repository-relative "
                          "path (it is recorded in the commands)")
     ap.add_argument("--out", default=OUT)
     ap.add_argument("--threads", type=int, default=1, help="llama.cpp threads")
     args = ap.parse_args()
     model = Path(args.model)
-    arch = architecture(model)
+    arch, add_bos = architecture(model)
     if arch not in PROFILES:
         raise SystemExit(f"{model}: architecture {arch!r}, expected one of {sorted(PROFILES)}")
-    texts, adapter_args = PROFILES[arch]
+    texts, adapter_args, notes = PROFILES[arch]
     quant = quant_key(model)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -184,7 +218,7 @@ def main() -> None:
             case = {"text": text}
             for name, (m, l) in runs.items():
                 ids, lp = logprobs(m, l, text, f32_cache=name.startswith("f32"),
-                                   threads=args.threads)
+                                   add_bos=add_bos, threads=args.threads)
                 case.setdefault("ids", ids)
                 assert case["ids"] == ids, "one tokenizer for every run"
                 case[name] = lp
@@ -195,11 +229,11 @@ def main() -> None:
             "generator": GENERATOR,
             "llama_cpp_python": llama_cpp.__version__,
         }
-        if arch != "llama":
+        if notes is not None:
             # (SmolLM2's file predates these fields: it stays byte for byte as it was.)
             out["architecture"] = arch
             out["model"] = args.model
-            out["notes"] = QWEN2_NOTES
+            out["notes"] = notes
         out |= {
             "model_sha256": sha256_file(model),
             "adapter_command": ["make-random-adapter", "--model", args.model, "--output",
