@@ -8,16 +8,7 @@ use common::{data, ids, loaded};
 
 #[test]
 fn tokenizer_ids_equal_llama_cpp() {
-    let l = loaded();
-    let cases = data("tokenizer_cases.json");
-    let cases = cases["cases"].as_array().expect("cases");
-    assert!(cases.len() >= 20, "too few tokenizer cases");
-    for case in cases {
-        let text = case["text"].as_str().unwrap();
-        let want = ids(&case["ids"]);
-        let got = l.tokenizer.encode(text, false).unwrap();
-        assert_eq!(got, want, "case {}: {text:?}", case["name"]);
-    }
+    common::tokenizer_ids_equal_llama_cpp(loaded(), "tokenizer_cases.json");
 }
 
 #[test]

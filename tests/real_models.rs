@@ -14,7 +14,10 @@ mod common;
 use std::path::Path;
 
 use afinador_core::model::{Generation, SamplingConfig};
-use common::{Loaded, ShortRun, data, gemma3_path, ids, loaded_gemma3, loaded_qwen2, qwen2_path};
+use common::{
+    Loaded, ShortRun, data, gemma3_path, ids, loaded_gemma3, loaded_qwen2, qwen2_path,
+    tokenizer_ids_equal_llama_cpp,
+};
 
 /// Two steps of 24 tokens: enough to see the loss fall on these models, few on lavapipe.
 const TWO_STEPS: ShortRun = ShortRun {
@@ -22,20 +25,6 @@ const TWO_STEPS: ShortRun = ShortRun {
     seq_len: 24,
     lr: 3e-3,
 };
-
-/// Every case of `tokenizer_cases_*.json`: our ids (special tokens parsed, BOS as the model
-/// says) equal llama.cpp's.
-fn tokenizer_ids_equal_llama_cpp(l: &Loaded, file: &str) {
-    let cases = data(file);
-    let cases = cases["cases"].as_array().expect("cases");
-    assert!(cases.len() >= 20, "too few tokenizer cases");
-    for case in cases {
-        let text = case["text"].as_str().unwrap();
-        let want = ids(&case["ids"]);
-        let got = l.tokenizer.encode(text, true).unwrap();
-        assert_eq!(got, want, "{file} case {}: {text:?}", case["name"]);
-    }
-}
 
 /// The named cases of `reference_nll_*.json`: NLL within 1% of the exact forward and 3% of
 /// llama.cpp (which quantizes activations), argmax agreement ≥ 95% where the reference's top

@@ -448,50 +448,34 @@ fn preflight_plans_within_15_percent_of_what_the_trainer_allocates() {
     let data = dir.join("data.jsonl");
     std::fs::write(&data, lines.join("\n")).unwrap();
     let d = data.to_str().unwrap();
-    // The third is the second with gradient checkpointing: one layer's activations.
-    let configs: [&[&str]; 3] = [
-        &[
-            "--batch-size",
-            "1",
-            "--seq-len",
-            "64",
-            "--train-on-prompt",
-            "--target-modules",
-            "q_proj,v_proj",
-            "--time-steps",
-            "1",
-        ],
-        &[
-            "--batch-size",
-            "2",
-            "--seq-len",
-            "256",
-            "--target-modules",
-            "all-linear",
-            "--lora-r",
-            "8",
-            "--grad-accum",
-            "2",
-            "--time-steps",
-            "0",
-        ],
-        &[
-            "--batch-size",
-            "2",
-            "--seq-len",
-            "256",
-            "--target-modules",
-            "all-linear",
-            "--lora-r",
-            "8",
-            "--grad-accum",
-            "2",
-            "--time-steps",
-            "0",
-            "--gradient-checkpointing",
-            "on",
-        ],
+    let small: &[&str] = &[
+        "--batch-size",
+        "1",
+        "--seq-len",
+        "64",
+        "--train-on-prompt",
+        "--target-modules",
+        "q_proj,v_proj",
+        "--time-steps",
+        "1",
     ];
+    let big: &[&str] = &[
+        "--batch-size",
+        "2",
+        "--seq-len",
+        "256",
+        "--target-modules",
+        "all-linear",
+        "--lora-r",
+        "8",
+        "--grad-accum",
+        "2",
+        "--time-steps",
+        "0",
+    ];
+    // The third is the second with gradient checkpointing: one layer's activations.
+    let checkpointed = [big, &["--gradient-checkpointing", "on"]].concat();
+    let configs: [&[&str]; 3] = [small, big, &checkpointed];
     let mut activations = Vec::new();
     for (i, extra) in configs.iter().enumerate() {
         let mut args = vec!["preflight", "--data", d, "--max-steps", "10", "--json"];

@@ -149,11 +149,10 @@ impl ModelBytes {
     fn map(path: &Path) -> Result<ModelBytes> {
         let file =
             std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
-        let len = file
+        let meta = file
             .metadata()
-            .with_context(|| format!("reading {}", path.display()))?
-            .len();
-        if len == 0 || !file.metadata()?.is_file() {
+            .with_context(|| format!("reading {}", path.display()))?;
+        if meta.len() == 0 || !meta.is_file() {
             // Nothing to map (or not a regular file): read it, so the GGUF parser names the
             // problem.
             let bytes =

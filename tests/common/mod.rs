@@ -232,3 +232,17 @@ impl ShortRun {
         out
     }
 }
+
+/// Every case of `tokenizer_cases_*.json`: our ids (special tokens parsed, BOS as the model
+/// says) equal llama.cpp's.
+pub fn tokenizer_ids_equal_llama_cpp(l: &Loaded, file: &str) {
+    let cases = data(file);
+    let cases = cases["cases"].as_array().expect("cases");
+    assert!(cases.len() >= 20, "too few tokenizer cases");
+    for case in cases {
+        let text = case["text"].as_str().unwrap();
+        let want = ids(&case["ids"]);
+        let got = l.tokenizer.encode(text, true).unwrap();
+        assert_eq!(got, want, "{file} case {}: {text:?}", case["name"]);
+    }
+}

@@ -43,6 +43,16 @@ pub enum Op {
     Add,
 }
 
+impl Op {
+    /// The shader flags of this operation (`elementwise.wgsl`).
+    pub fn defines(self) -> Vec<&'static str> {
+        match self {
+            Op::Glu(act) => [&["OP_SWIGLU"], act.defines()].concat(),
+            Op::Add => vec!["OP_ADD"],
+        }
+    }
+}
+
 impl Activation {
     /// The shader flags of this activation.
     fn defines(self) -> &'static [&'static str] {
@@ -91,10 +101,7 @@ pub async fn elementwise(
     b: Slice<'_>,
     out: Slice<'_>,
 ) -> Result<()> {
-    let defines: Vec<&str> = match op {
-        Op::Glu(act) => [&["OP_SWIGLU"], act.defines()].concat(),
-        Op::Add => vec!["OP_ADD"],
-    };
+    let defines = op.defines();
     let params = ElementwiseParams {
         n,
         a_off: a.1,
@@ -198,34 +205,30 @@ pub async fn add_bias(
     rows: u32,
     width: u32,
 ) -> Result<()> {
-    let n = rows * width;
-    let params = ElementwiseParams {
-        n,
-        out_off: y.1,
-        width,
-        ..Default::default()
-    };
-    let buffers = [bias, bias, y.0];
-    rec.dispatch(
-        &LAYOUT,
-        &["OP_BIAS"],
-        &params,
-        &buffers,
-        grid_1d(n.div_ceil(256)),
-    )
-    .await
+    accumulate(rec, (bias, 0), y, rows * width, width).await
 }
 
 /// `out[i] += x[i]` for i < n (`out` may not alias `x`): a residual add in place.
 pub async fn add_into(rec: &mut Recorder<'_>, x: Slice<'_>, out: Slice<'_>, n: u32) -> Result<()> {
+    accumulate(rec, x, out, n, n).await
+}
+
+/// `out[i] += src[i mod width]` for i < n (`OP_BIAS`).
+async fn accumulate(
+    rec: &mut Recorder<'_>,
+    src: Slice<'_>,
+    out: Slice<'_>,
+    n: u32,
+    width: u32,
+) -> Result<()> {
     let params = ElementwiseParams {
         n,
-        a_off: x.1,
+        a_off: src.1,
         out_off: out.1,
-        width: n,
+        width,
         ..Default::default()
     };
-    let buffers = [x.0, x.0, out.0];
+    let buffers = [src.0, src.0, out.0];
     rec.dispatch(
         &LAYOUT,
         &["OP_BIAS"],

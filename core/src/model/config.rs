@@ -45,6 +45,13 @@ pub struct LocalLayers {
     pub rope_base: f32,
 }
 
+impl LocalLayers {
+    /// Layer `l` attends locally (every layer but each `global_every`-th).
+    fn is_local(&self, l: usize) -> bool {
+        self.global_every == 0 || (l as u32 % self.global_every) < self.global_every - 1
+    }
+}
+
 impl ModelConfig {
     /// Read the config from `gguf`'s metadata (and the embedding's shape).
     pub fn from_gguf(gguf: &Gguf) -> Result<ModelConfig> {
@@ -168,10 +175,19 @@ impl ModelConfig {
         self.n_head_kv * self.head_dim
     }
 
+    /// What the token embeddings are multiplied by before the first block: √C for gemma, 1
+    /// otherwise.
+    pub fn embedding_scale(&self) -> f32 {
+        match self.arch.scale_embeddings {
+            true => (self.n_embd as f32).sqrt(),
+            false => 1.0,
+        }
+    }
+
     /// The attention window of layer `l` (`u32::MAX`: every earlier position).
     pub fn layer_window(&self, l: usize) -> u32 {
         match self.sliding_window {
-            Some(s) if self.is_local(l, s) => s.window,
+            Some(s) if s.is_local(l) => s.window,
             _ => u32::MAX,
         }
     }
@@ -179,13 +195,9 @@ impl ModelConfig {
     /// The rope base of layer `l`.
     pub fn layer_rope_base(&self, l: usize) -> f32 {
         match self.sliding_window {
-            Some(s) if self.is_local(l, s) => s.rope_base,
+            Some(s) if s.is_local(l) => s.rope_base,
             _ => self.rope_base,
         }
-    }
-
-    fn is_local(&self, l: usize, s: LocalLayers) -> bool {
-        s.global_every == 0 || (l as u32 % s.global_every) < s.global_every - 1
     }
 
     /// How the GGUF orders the rows of q_proj and k_proj relative to Hugging Face.

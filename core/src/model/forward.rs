@@ -171,10 +171,7 @@ pub(crate) async fn compile_kernels(
     gpu.pipeline(&rmsnorm::LAYOUT, &[], &[]).await?;
     gpu.pipeline(&rope::LAYOUT, &[], &[]).await?;
     gpu.pipeline(&attention::LAYOUT, &[], &[]).await?;
-    let mut glu = vec!["OP_SWIGLU"];
-    if config.arch.activation == crate::model::Activation::GeluTanh {
-        glu.push("ACT_GELU");
-    }
+    let glu = elementwise::Op::Glu(config.arch.activation).defines();
     gpu.pipeline(&elementwise::LAYOUT, &glu, &[]).await?;
     if config.arch.qkv_bias || config.arch.post_norms {
         gpu.pipeline(&elementwise::LAYOUT, &["OP_BIAS"], &[])
@@ -270,10 +267,7 @@ impl Forward {
         a.ids.write(gpu, 0, ids);
 
         let mut rec = Recorder::new(gpu);
-        let embd_scale = match config.arch.scale_embeddings {
-            true => (config.n_embd as f32).sqrt(),
-            false => 1.0,
-        };
+        let embd_scale = config.embedding_scale();
         embedding(
             &mut rec,
             &a.ids,

@@ -274,11 +274,7 @@ pub fn step(
         s: t as u32,
         window: c.layer_window(l),
     };
-    let embd_scale = if c.arch.scale_embeddings {
-        (ce as f32).sqrt()
-    } else {
-        1.0
-    };
+    let embd_scale = c.embedding_scale();
     let mut x: Vec<f32> = ids
         .iter()
         .flat_map(|&id| m.embd[id as usize * ce..(id as usize + 1) * ce].to_vec())

@@ -47,10 +47,7 @@ fn burn_loss(
         .iter()
         .flat_map(|&id| m.embd[id as usize * ce..(id as usize + 1) * ce].to_vec())
         .collect();
-    let mut x = constant(&rows, [n, ce]);
-    if c.arch.scale_embeddings {
-        x = x.mul_scalar((ce as f64).sqrt());
-    }
+    let mut x = constant(&rows, [n, ce]).mul_scalar(c.embedding_scale() as f64);
     for (l, lw) in m.layers.iter().enumerate() {
         let proj = |module: Module, input: Tensor<2>| {
             let (out, inp) = crate::train::lora_gpu::module_shape(c, module);

@@ -66,11 +66,8 @@ pub(super) async fn forward(
     let c = &model.config;
     let w = &model.weights;
     let (n, ce) = ((a.b * a.t) as u32, c.n_embd as u32);
-    let embd_scale = match c.arch.scale_embeddings {
-        true => (c.n_embd as f32).sqrt(),
-        false => 1.0,
-    };
-    embedding(rec, &a.ids[g], n, &w.token_embd, (&a.x[0], 0), embd_scale).await?;
+    let x0 = (&a.x[0], 0);
+    embedding(rec, &a.ids[g], n, &w.token_embd, x0, c.embedding_scale()).await?;
     for l in 0..c.n_layer {
         layer_forward(rec, model, lora, a, l, drop).await?;
     }
@@ -172,27 +169,11 @@ async fn layer_forward(
     let shape = attention_shape(c, a.b as u32, t, l);
     attention(rec, &acts.q, &acts.k, &acts.v, &acts.att, &acts.lse, shape).await?;
     // With post norms (gemma3) the projection's output is saved and its norm added.
-    let (post, eps) = (acts.post.as_ref().zip(lw.post_norms.as_ref()), c.rms_eps);
-    match post {
-        Some((s, w)) => {
-            p.forward(rec, Module::OProj, &acts.att, &lw.attn_output, &s.attn_out)
-                .await?;
-            rmsnorm(
-                rec,
-                &s.attn_out,
-                &w.attn,
-                &a.tmp,
-                &s.attn_rstd,
-                (n, ce),
-                eps,
-            )
-            .await?;
-        }
-        None => {
-            p.forward(rec, Module::OProj, &acts.att, &lw.attn_output, &a.tmp)
-                .await?
-        }
-    }
+    let post = acts.post.as_ref().zip(lw.post_norms.as_ref());
+    let attn = post.map(|(s, w)| (&s.attn_out, &w.attn, &s.attn_rstd));
+    let out = (Module::OProj, &lw.attn_output);
+    let norm = ((n, ce), c.rms_eps);
+    project_through_post_norm(rec, &p, out, &acts.att, attn, norm).await?;
     elementwise(
         rec,
         Op::Add,
@@ -225,23 +206,9 @@ async fn layer_forward(
         (&acts.hidden, 0),
     )
     .await?;
-    match post {
-        Some((s, w)) => {
-            p.forward(
-                rec,
-                Module::DownProj,
-                &acts.hidden,
-                &lw.ffn_down,
-                &s.ffn_out,
-            )
-            .await?;
-            rmsnorm(rec, &s.ffn_out, &w.ffn, &a.tmp, &s.ffn_rstd, (n, ce), eps).await?;
-        }
-        None => {
-            p.forward(rec, Module::DownProj, &acts.hidden, &lw.ffn_down, &a.tmp)
-                .await?
-        }
-    }
+    let ffn = post.map(|(s, w)| (&s.ffn_out, &w.ffn, &s.ffn_rstd));
+    let down = (Module::DownProj, &lw.ffn_down);
+    project_through_post_norm(rec, &p, down, &acts.hidden, ffn, norm).await?;
     elementwise(
         rec,
         Op::Add,
@@ -495,5 +462,27 @@ async fn through_post_norm<'a>(
             Ok(&a.dpost)
         }
         None => Ok(&a.dx),
+    }
+}
+
+/// `a.tmp = W·x (+ LoRA)` for a block's output projection, or with a post norm (gemma3)
+/// `a.tmp = norm(W·x)`, saving `W·x` and the norm's 1/rms (`saved`: the output before the
+/// norm, the norm's weight and 1/rms, as [`through_post_norm`] reads them back).
+async fn project_through_post_norm(
+    rec: &mut Recorder<'_>,
+    p: &LayerProj<'_>,
+    (module, w): (Module, &crate::kernels::GpuWeight),
+    x: &GpuBuffer,
+    saved: Option<(&GpuBuffer, &GpuBuffer, &GpuBuffer)>,
+    (shape, eps): ((u32, u32), f32),
+) -> Result<()> {
+    let tmp = &p.arena.tmp;
+    match saved {
+        Some((y, norm, rstd)) => {
+            p.forward(rec, module, x, w, y).await?;
+            rmsnorm(rec, y, norm, tmp, rstd, shape, eps).await?;
+            Ok(())
+        }
+        None => p.forward(rec, module, x, w, tmp).await,
     }
 }
