@@ -6,15 +6,17 @@
 // x holds T tokens of H heads of HS values: element (t, h, d) at x[off + t·row_stride + h·HS + d].
 // Token t is at position pos0 + (t mod period) (period = T of each sequence when a batch of
 // sequences is stacked; larger than T otherwise); pair i rotates by
-// θ = pos · base^(−2i / HS) / factors[i] (factors: all 1, or Llama 3's rope_freqs.weight).
-// sign = +1 rotates (forward); sign = −1 rotates back (the backward pass).
+// θ = pos · base^(−2i / HS) / factors[i] (factors: all 1, Llama 3's rope_freqs.weight or
+// Phi-3's LongRoPE factors), and cos θ, sin θ are multiplied by `scale` (LongRoPE's attention
+// factor; 1 otherwise). sign = +1 rotates (forward); sign = −1 rotates back (the backward pass:
+// the transpose, scaled alike).
 // Bindings: 0 params (uniform), 1 x (read_write), 2 factors (read, HS/2). One thread per pair.
 // Dispatch: (ceil(T·H·HS/2 / 256), 1, 1).
 
 struct Params {
     T: u32, H: u32, HS: u32, pos0: u32,
     off: u32, row_stride: u32, theta_base: f32, sign: f32,
-    period: u32, pair_step: u32, pair_gap: u32, _pad0: u32,
+    period: u32, pair_step: u32, pair_gap: u32, scale: f32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -37,8 +39,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let theta = pos * pow(p.theta_base, -2.0 * f32(i) / f32(p.HS)) / factors[i];
     // Reduce to [0, 2π) first: GPU sin/cos are only accurate on small arguments.
     let r = theta - TAU * floor(theta / TAU);
-    let cs = cos(r);
-    let sn = sin(r) * p.sign;
+    let cs = cos(r) * p.scale;
+    let sn = sin(r) * p.sign * p.scale;
     let o = p.off + t * p.row_stride + h * p.HS + i * p.pair_step;
     let x0 = x[o];
     let x1 = x[o + p.pair_gap];

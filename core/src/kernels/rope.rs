@@ -22,7 +22,7 @@ pub struct RopeParams {
     pub period: u32,
     pub pair_step: u32,
     pub pair_gap: u32,
-    pub _pad: u32,
+    pub scale: f32,
 }
 assert_params_size!(RopeParams, 48);
 
@@ -31,12 +31,15 @@ pub const LAYOUT: KernelLayout = KernelLayout {
     bindings: &[Binding::Uniform, Binding::ReadWrite, Binding::Read],
 };
 
-/// The rotation frequencies: pair i of a head turns by `pos · base^(−2i/HS) / factors[i]`
-/// (`factors`: HS/2 values, all 1 unless the model has Llama 3's `rope_freqs.weight`).
+/// The rotation: pair i of a head turns by `pos · base^(−2i/HS) / factors[i]` (`factors`: HS/2
+/// values, all 1 unless the model has Llama 3's `rope_freqs.weight` or Phi-3's LongRoPE factors)
+/// and is scaled by `scale` (LongRoPE's attention factor, 1 otherwise). `F`: a GPU buffer for
+/// the kernel, a slice for the CPU references.
 #[derive(Clone, Copy, Debug)]
-pub struct RopeFreqs<'a> {
+pub struct RopeFreqs<F> {
     pub base: f32,
-    pub factors: &'a GpuBuffer,
+    pub factors: F,
+    pub scale: f32,
 }
 
 /// Where the heads to rotate live: T tokens, `row_stride` apart, of H heads of HS values;
@@ -77,7 +80,7 @@ pub async fn rope(
     x: &GpuBuffer,
     s: RopeShape,
     pos0: u32,
-    freqs: RopeFreqs<'_>,
+    freqs: RopeFreqs<&GpuBuffer>,
     inverse: bool,
 ) -> Result<()> {
     let params = RopeParams {
@@ -92,7 +95,7 @@ pub async fn rope(
         period: s.period,
         pair_step: s.pair_step(),
         pair_gap: s.pair_gap(),
-        _pad: 0,
+        scale: freqs.scale,
     };
     let pairs = s.t * s.h * s.hs / 2;
     let buffers = [x, freqs.factors];
@@ -106,14 +109,15 @@ pub async fn rope(
     .await
 }
 
-/// CPU reference (in place); `factors` as [`RopeFreqs`] (HS/2 values).
+/// CPU reference (in place).
 pub fn rope_ref(
     x: &mut [f32],
     s: RopeShape,
     pos0: u32,
-    (theta_base, factors): (f32, &[f32]),
+    freqs: RopeFreqs<&[f32]>,
     inverse: bool,
 ) {
+    let (theta_base, factors, scale) = (freqs.base, freqs.factors, freqs.scale as f64);
     let hs = s.hs as usize;
     let (step, gap) = (s.pair_step() as usize, s.pair_gap() as usize);
     for t in 0..s.t as usize {
@@ -124,6 +128,7 @@ pub fn rope_ref(
                 let theta =
                     pos * (theta_base as f64).powf(-2.0 * i as f64 / hs as f64) / factor as f64;
                 let (sn, cs) = theta.sin_cos();
+                let (sn, cs) = (sn * scale, cs * scale);
                 let sn = if inverse { -sn } else { sn };
                 let (a, b) = (base + i * step, base + i * step + gap);
                 let (x0, x1) = (x[a] as f64, x[b] as f64);
@@ -167,15 +172,23 @@ mod tests {
             &mut x,
             shape(RopeStyle::Adjacent),
             1,
-            (1.0, &[1.0; 2]),
+            RopeFreqs { base: 1.0, factors: &[1.0; 2][..], scale: 1.0 },
             false,
         );
         let (p0, p1) = (turn(1.0, 2.0), turn(3.0, 4.0));
         assert_eq!(x, vec![p0[0], p0[1], p1[0], p1[1]]);
         let mut x = vec![1.0, 2.0, 3.0, 4.0];
-        rope_ref(&mut x, shape(RopeStyle::Neox), 1, (1.0, &[1.0; 2]), false);
+        rope_ref(&mut x, shape(RopeStyle::Neox), 1, RopeFreqs { base: 1.0, factors: &[1.0; 2][..], scale: 1.0 }, false);
         let (p0, p1) = (turn(1.0, 3.0), turn(2.0, 4.0));
         assert_eq!(x, vec![p0[0], p1[0], p0[1], p1[1]]);
+    }
+
+    fn freqs_ref(base: f32, factors: &[f32], scale: f32) -> RopeFreqs<&[f32]> {
+        RopeFreqs {
+            base,
+            factors,
+            scale,
+        }
     }
 
     fn rope_matches_cpu_and_inverts_in(style: RopeStyle) {
@@ -197,17 +210,33 @@ mod tests {
         let freqs = RopeFreqs {
             base: 10000.0,
             factors: &g_factors,
+            scale: 1.0,
         };
         let mut want = x.clone();
-        rope_ref(&mut want, s, 300, (10000.0, &factors), false);
+        rope_ref(&mut want, s, 300, freqs_ref(10000.0, &factors, 1.0), false);
         let mut plain = x.clone();
-        rope_ref(&mut plain, s, 300, (10000.0, &[1.0; 4]), false);
+        rope_ref(&mut plain, s, 300, freqs_ref(10000.0, &[1.0; 4], 1.0), false);
         assert!(plain != want, "the factors change the rotation");
         let g = upload(&x);
         run(async |rec| rope(rec, &g, s, 300, freqs, false).await.unwrap());
         assert_close(&format!("rope {style:?}"), &read(&g), &want, 2e-5, 1e-4);
         run(async |rec| rope(rec, &g, s, 300, freqs, true).await.unwrap());
         assert_close("rope inverse", &read(&g), &x, 2e-5, 1e-4);
+        // LongRoPE's attention factor scales both; the inverse is the transpose, scaled alike.
+        let scaled = RopeFreqs { scale: 1.13, ..freqs };
+        let mut want = x.clone();
+        rope_ref(&mut want, s, 300, freqs_ref(10000.0, &factors, 1.13), false);
+        let mut back = want.clone();
+        rope_ref(&mut back, s, 300, freqs_ref(10000.0, &factors, 1.13), true);
+        let twice: Vec<f32> = x.iter().enumerate().map(|(i, &v)| {
+            let rotated = (i >= 4) && ((i - 4) % 40) < 24;
+            if rotated { v * 1.13 * 1.13 } else { v }
+        }).collect();
+        assert_close("scaled inverse is the scaled transpose", &back, &twice, 1e-5, 1e-5);
+        run(async |rec| rope(rec, &g, s, 300, scaled, false).await.unwrap());
+        assert_close(&format!("rope {style:?} scaled"), &read(&g), &want, 2e-5, 1e-4);
+        run(async |rec| rope(rec, &g, s, 300, scaled, true).await.unwrap());
+        assert_close("rope scaled inverse", &read(&g), &back, 2e-5, 1e-4);
         // Real model shape: 9 heads of 64, base 100000, positions up to 2000.
         let s = RopeShape {
             style,
@@ -223,9 +252,10 @@ mod tests {
         let freqs = RopeFreqs {
             base: 100000.0,
             factors: &ones,
+            scale: 1.0,
         };
         let mut want = x.clone();
-        rope_ref(&mut want, s, 1996, (100000.0, &[1.0; 32]), false);
+        rope_ref(&mut want, s, 1996, freqs_ref(100000.0, &[1.0; 32], 1.0), false);
         let g = upload(&x);
         run(async |rec| rope(rec, &g, s, 1996, freqs, false).await.unwrap());
         assert_close("rope smollm", &read(&g), &want, 2e-4, 1e-3);

@@ -23,10 +23,16 @@ pub enum Module {
     UpProj,
     /// MLP down projection, `[C, FF]`.
     DownProj,
+    /// q, k and v in one projection, `[(NH + 2·KVH)·HS, C]` (phi3).
+    QkvProj,
+    /// Gate and up in one projection, `[2·FF, C]`, gate first (phi3).
+    GateUpProj,
 }
 
 impl Module {
-    /// All seven, in layer order (attention, then MLP).
+    /// The seven projections a layer computes, in layer order (attention, then MLP): what
+    /// `all-linear` means (architectures with fused projections adapt them through
+    /// [`Module::fused_into`]).
     pub const ALL: [Module; 7] = [
         Module::QProj,
         Module::KProj,
@@ -50,6 +56,32 @@ impl Module {
             Module::GateProj => "gate_proj",
             Module::UpProj => "up_proj",
             Module::DownProj => "down_proj",
+            Module::QkvProj => "qkv_proj",
+            Module::GateUpProj => "gate_up_proj",
+        }
+    }
+
+    /// The projections a fused module computes, in row order (itself for the others).
+    pub fn parts(self) -> &'static [Module] {
+        match self {
+            Module::QkvProj => &[Module::QProj, Module::KProj, Module::VProj],
+            Module::GateUpProj => &[Module::GateProj, Module::UpProj],
+            Module::QProj => &[Module::QProj],
+            Module::KProj => &[Module::KProj],
+            Module::VProj => &[Module::VProj],
+            Module::OProj => &[Module::OProj],
+            Module::GateProj => &[Module::GateProj],
+            Module::UpProj => &[Module::UpProj],
+            Module::DownProj => &[Module::DownProj],
+        }
+    }
+
+    /// The fused module a projection is part of where projections are fused.
+    pub fn fused_into(self) -> Option<Module> {
+        match self {
+            Module::QProj | Module::KProj | Module::VProj => Some(Module::QkvProj),
+            Module::GateProj | Module::UpProj => Some(Module::GateUpProj),
+            _ => None,
         }
     }
 
@@ -63,25 +95,47 @@ impl Module {
             Module::GateProj => "ffn_gate",
             Module::UpProj => "ffn_up",
             Module::DownProj => "ffn_down",
+            Module::QkvProj => "attn_qkv",
+            Module::GateUpProj => "ffn_up",
         }
     }
 
     /// The Hugging Face sub-module that holds it: `self_attn` or `mlp`.
     pub fn hf_block(self) -> &'static str {
         match self {
-            Module::QProj | Module::KProj | Module::VProj | Module::OProj => "self_attn",
-            Module::GateProj | Module::UpProj | Module::DownProj => "mlp",
+            Module::QProj | Module::KProj | Module::VProj | Module::OProj | Module::QkvProj => {
+                "self_attn"
+            }
+            Module::GateProj | Module::UpProj | Module::DownProj | Module::GateUpProj => "mlp",
         }
     }
 
-    /// The module with this Hugging Face name ("q_proj").
+    /// Every module: the seven projections, then the fused ones.
+    pub const EVERY: [Module; 9] = [
+        Module::QProj,
+        Module::KProj,
+        Module::VProj,
+        Module::OProj,
+        Module::GateProj,
+        Module::UpProj,
+        Module::DownProj,
+        Module::QkvProj,
+        Module::GateUpProj,
+    ];
+
+    /// The module with this Hugging Face name ("q_proj", "qkv_proj").
     pub fn from_hf_name(name: &str) -> Option<Module> {
-        Module::ALL.into_iter().find(|m| m.hf_name() == name)
+        Module::EVERY.into_iter().find(|m| m.hf_name() == name)
     }
 
-    /// The module with this GGUF base name ("attn_q").
+    /// The module with this GGUF base name ("attn_q") in an architecture without fused
+    /// projections (see `Architecture::module_by_gguf_name`: `ffn_up` is `gate_up_proj` in
+    /// phi3), plus `attn_qkv`.
     pub fn from_gguf_name(name: &str) -> Option<Module> {
-        Module::ALL.into_iter().find(|m| m.gguf_name() == name)
+        Module::ALL
+            .into_iter()
+            .chain([Module::QkvProj])
+            .find(|m| m.gguf_name() == name)
     }
 
     /// Parses one target-module name: a Hugging Face name ("q_proj"), a GGUF base name

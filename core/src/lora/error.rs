@@ -125,7 +125,8 @@ pub enum LoraError {
     /// A target module name afinador does not know.
     #[error(
         "unknown LoRA target module '{name}': afinador adapts q_proj, k_proj, v_proj, o_proj, \
-         gate_proj, up_proj and down_proj (or 'all-linear' for all seven)"
+         gate_proj, up_proj and down_proj (or 'all-linear' for all seven), and phi3's fused qkv_proj \
+         and gate_up_proj"
     )]
     UnknownModule {
         /// The name given.

@@ -130,12 +130,13 @@ pub fn from_gguf_lora(bytes: &[u8]) -> Result<GgufLora, LoraError> {
                     .into(),
             });
         };
-        let (layer, module) = parse_base_name(base).ok_or_else(|| LoraError::UnexpectedTensor {
-            name: name.to_owned(),
-            hint: "adapts a tensor afinador does not adapt (only blk.N.attn_q/attn_k/attn_v/\
-                   attn_output/ffn_gate/ffn_up/ffn_down.weight)"
-                .into(),
-        })?;
+        let (layer, module) =
+            parse_base_name(base, &architecture).ok_or_else(|| LoraError::UnexpectedTensor {
+                name: name.to_owned(),
+                hint: "adapts a tensor afinador does not adapt (only blk.N.attn_q/attn_k/\
+                       attn_v/attn_qkv/attn_output/ffn_gate/ffn_up/ffn_down.weight)"
+                    .into(),
+            })?;
         let values = gguf.tensor_f32(info, bytes)?;
         let entry = &mut found.entry((layer, module)).or_default()[slot];
         *entry = Some((name.to_owned(), info.dims.clone(), values));
@@ -219,9 +220,14 @@ pub fn from_gguf_lora(bytes: &[u8]) -> Result<GgufLora, LoraError> {
     })
 }
 
-/// Splits `blk.{i}.{attn_q|…}.weight`.
-fn parse_base_name(base: &str) -> Option<(usize, Module)> {
+/// Splits `blk.{i}.{attn_q|…}.weight` (in `architecture`, `ffn_up` may be the fused
+/// `gate_up_proj`).
+fn parse_base_name(base: &str, architecture: &str) -> Option<(usize, Module)> {
     let rest = base.strip_prefix("blk.")?.strip_suffix(".weight")?;
     let (layer, module) = rest.split_once('.')?;
-    Some((layer.parse().ok()?, Module::from_gguf_name(module)?))
+    let module = match crate::model::Architecture::from_gguf_name(architecture) {
+        Some(arch) => arch.module_by_gguf_name(module)?,
+        None => Module::from_gguf_name(module)?,
+    };
+    Some((layer.parse().ok()?, module))
 }

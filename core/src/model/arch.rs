@@ -14,6 +14,8 @@
 
 use serde::Serialize;
 
+use crate::lora::Module;
+
 /// Which elements of a head rotary embedding rotates together.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum RopeStyle {
@@ -60,6 +62,10 @@ pub struct Architecture {
     pub post_norms: bool,
     /// Local attention layers, when the file gives a window (`attention.sliding_window`).
     pub sliding_window: Option<SlidingWindow>,
+    /// The q, k and v projections are one tensor (`blk.N.attn_qkv.weight`, Hugging Face's
+    /// `qkv_proj`: rows q, then k, then v) and so are gate and up (`blk.N.ffn_up.weight`, 2·FF
+    /// rows, Hugging Face's `gate_up_proj`: gate first); LoRA adapts the fused modules (phi3).
+    pub fused_projections: bool,
 }
 
 /// Which layers attend only the last `attention.sliding_window` positions, and their rope base.
@@ -87,6 +93,7 @@ pub const LLAMA: Architecture = Architecture {
     scale_embeddings: false,
     post_norms: false,
     sliding_window: None,
+    fused_projections: false,
 };
 
 /// Mistral 7B as llama.cpp writes it: the llama block (its sliding window is not used by
@@ -143,13 +150,85 @@ pub const GEMMA3: Architecture = Architecture {
     ..LLAMA_SHAPED_NEOX
 };
 
+/// Phi-3 / Phi-3.5 (mini, medium): the llama block with NEOX rope, fused q/k/v and gate/up
+/// projections, and for the long-context models LongRoPE — per-pair factors
+/// (`rope_factors_short.weight` up to `rope.scaling.original_context_length`,
+/// `rope_factors_long.weight` beyond) and `rope.scaling.attn_factor` on cos and sin (llama.cpp:
+/// `src/models/phi3.cpp`, `llama_model::get_rope_factors`, `llama_context`'s
+/// `yarn_attn_factor`). llama.cpp ignores `attention.sliding_window` for phi3 (“Phi SWA is
+/// currently disabled”), and so does afinador.
+pub const PHI3: Architecture = Architecture {
+    name: "phi3",
+    hf_model_type: "phi3",
+    fused_projections: true,
+    ..LLAMA_SHAPED_NEOX
+};
+
 /// Every architecture afinador runs.
-pub const ARCHITECTURES: &[Architecture] = &[LLAMA, MISTRAL, QWEN2, QWEN3, GEMMA3];
+pub const ARCHITECTURES: &[Architecture] = &[LLAMA, MISTRAL, QWEN2, QWEN3, GEMMA3, PHI3];
 
 impl Architecture {
     /// The architecture GGUF calls `name`, if afinador runs it.
     pub fn from_gguf_name(name: &str) -> Option<Architecture> {
         ARCHITECTURES.iter().find(|a| a.name == name).copied()
+    }
+
+    /// The modules LoRA adapts in a layer: the seven projections, or with fused projections
+    /// `qkv_proj`, `o_proj`, `gate_up_proj` and `down_proj`.
+    pub fn modules(&self) -> &'static [Module] {
+        match self.fused_projections {
+            false => &Module::ALL,
+            true => &[
+                Module::QkvProj,
+                Module::OProj,
+                Module::GateUpProj,
+                Module::DownProj,
+            ],
+        }
+    }
+
+    /// The modules of this architecture that cover the projections `requested` (a PEFT
+    /// target list, projection names like `q_proj` or module names like `qkv_proj`): with
+    /// fused projections, q/k/v become `qkv_proj` and gate/up `gate_up_proj` — only all of a
+    /// fused module's projections together, since they share its A matrix.
+    pub fn lora_modules(&self, requested: &[Module]) -> Result<Vec<Module>, String> {
+        let names = |ms: &[Module]| ms.iter().map(|m| m.hf_name()).collect::<Vec<_>>().join(", ");
+        let mut out = Vec::new();
+        for &m in requested {
+            let module = match (self.modules().contains(&m), self.fused_projections) {
+                (true, _) => m,
+                (false, true) if m.fused_into().is_some() => {
+                    let fused = m.fused_into().expect("checked");
+                    if !fused.parts().iter().all(|p| requested.contains(p)) {
+                        return Err(format!(
+                            "{} computes {} as one {fused} with one LoRA A matrix: target all \
+                             of them, or {fused}",
+                            self.name,
+                            names(fused.parts())
+                        ));
+                    }
+                    fused
+                }
+                _ => {
+                    return Err(format!(
+                        "{} has no {m} (its modules: {})",
+                        self.name,
+                        names(self.modules())
+                    ));
+                }
+            };
+            if !out.contains(&module) {
+                out.push(module);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// The module a GGUF tensor base name (`attn_q`, `ffn_up`) adapts in this architecture:
+    /// `ffn_up` is `up_proj`, or `gate_up_proj` where gate and up are fused.
+    pub fn module_by_gguf_name(&self, name: &str) -> Option<Module> {
+        self.modules().iter().copied().find(|m| m.gguf_name() == name)
     }
 
     /// The names of [`ARCHITECTURES`], comma-separated.

@@ -4,7 +4,10 @@ use serde::Serialize;
 
 use super::{Architecture, ModelError, Result};
 use crate::formats::Gguf;
-use crate::lora::QkOrder;
+use std::ops::Range;
+
+use crate::kernels::rope::RopeFreqs;
+use crate::lora::{Module, QkOrder};
 
 /// The architecture and shape of a model. Letters as in the kernels: C, FF, NH, KVH, HS, V, L.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -34,6 +37,16 @@ pub struct ModelConfig {
     /// The local layers' window, pattern and rope base, when the architecture has them and the
     /// file gives a window.
     pub sliding_window: Option<LocalLayers>,
+    /// The tensor of per-pair rope frequency divisors, if the file has one: Llama 3's
+    /// `rope_freqs.weight`, or LongRoPE's `rope_factors_short.weight` (phi3).
+    pub rope_factors: Option<&'static str>,
+    /// What cos and sin are multiplied by (`rope.scaling.attn_factor`, LongRoPE's attention
+    /// factor; 1 without).
+    pub rope_scale: f32,
+    /// With LongRoPE, the longest sequence the short factors serve
+    /// (`rope.scaling.original_context_length`): llama.cpp and Hugging Face switch to the long
+    /// factors beyond it; afinador refuses longer sequences.
+    pub short_rope_context: Option<usize>,
 }
 
 /// The sliding-window layers of a model (see [`super::arch::SlidingWindow`]).
@@ -116,6 +129,16 @@ impl ModelConfig {
                 }),
                 _ => None,
             },
+            rope_factors: ["rope_freqs.weight", "rope_factors_short.weight"]
+                .into_iter()
+                .find(|name| gguf.tensor(name).is_some()),
+            rope_scale: meta
+                .get_f32(&key("rope.scaling.attn_factor"))
+                .unwrap_or(1.0),
+            short_rope_context: match gguf.tensor("rope_factors_short.weight") {
+                Some(_) => Some(get("rope.scaling.original_context_length")?),
+                None => None,
+            },
             arch,
         };
         if opt("rope.dimension_count") && get("rope.dimension_count")? != head_dim {
@@ -175,6 +198,38 @@ impl ModelConfig {
         self.n_head_kv * self.head_dim
     }
 
+    /// The shape (out, in) of a module's weight.
+    pub fn module_shape(&self, module: Module) -> (usize, usize) {
+        let (c, ff, q, kv) = (self.n_embd, self.n_ff, self.q_dim(), self.kv_dim());
+        match module {
+            Module::QProj => (q, c),
+            Module::KProj | Module::VProj => (kv, c),
+            Module::OProj => (c, q),
+            Module::GateProj | Module::UpProj => (ff, c),
+            Module::DownProj => (c, ff),
+            Module::QkvProj => (q + 2 * kv, c),
+            Module::GateUpProj => (2 * ff, c),
+        }
+    }
+
+    /// Where projection `p`'s weight rows live: the module whose tensor (and LoRA pair) holds
+    /// them, and the rows within it — all of `p` itself unless the architecture fuses it.
+    pub fn projection_rows(&self, p: Module) -> (Module, Range<usize>) {
+        let module = match self.arch.fused_projections {
+            true => p.fused_into().unwrap_or(p),
+            false => p,
+        };
+        let mut row0 = 0;
+        for &part in module.parts() {
+            let rows = self.module_shape(part).0;
+            if part == p {
+                return (module, row0..row0 + rows);
+            }
+            row0 += rows;
+        }
+        unreachable!("{p} is a part of {module}")
+    }
+
     /// What the token embeddings are multiplied by before the first block: √C for gemma, 1
     /// otherwise.
     pub fn embedding_scale(&self) -> f32 {
@@ -197,6 +252,28 @@ impl ModelConfig {
         match self.sliding_window {
             Some(s) if s.is_local(l) => s.rope_base,
             _ => self.rope_base,
+        }
+    }
+
+    /// The rotation of layer `l`, with the model's per-pair `factors` (on the GPU or the host).
+    pub fn layer_rope<F>(&self, l: usize, factors: F) -> RopeFreqs<F> {
+        RopeFreqs {
+            base: self.layer_rope_base(l),
+            factors,
+            scale: self.rope_scale,
+        }
+    }
+
+    /// Check that sequences of `positions` tokens run as the model defines them: with LongRoPE,
+    /// only up to the short factors' context.
+    pub fn check_positions(&self, positions: usize) -> Result<()> {
+        match self.short_rope_context {
+            Some(limit) if positions > limit => Err(ModelError::Unsupported(format!(
+                "{positions} positions: this model's LongRoPE uses other rope factors past \
+                 {limit} positions, which afinador does not implement yet; use sequences (and \
+                 prompt + generation) of at most {limit} tokens"
+            ))),
+            _ => Ok(()),
         }
     }
 

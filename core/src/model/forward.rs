@@ -11,7 +11,7 @@ use crate::kernels::gemv::gemv;
 use crate::kernels::logits::{NO_TARGET, RowStats, logit_stats};
 use crate::kernels::matmul::matmul_weight;
 use crate::kernels::rmsnorm::{rmsnorm, rmsnorm_to};
-use crate::kernels::rope::{RopeFreqs, RopeShape, rope};
+use crate::kernels::rope::{RopeShape, rope};
 
 /// Keys and values of every layer for positions `0..len` of one sequence.
 #[derive(Debug)]
@@ -26,6 +26,7 @@ pub struct KvCache {
 
 impl KvCache {
     pub fn new(gpu: &Gpu, config: &ModelConfig, capacity: usize) -> Result<KvCache> {
+        config.check_positions(capacity)?;
         let bytes = (capacity * config.kv_dim() * 4) as u64;
         let make = |what: &str| -> Result<Vec<GpuBuffer>> {
             (0..config.n_layer)
@@ -368,10 +369,7 @@ impl Forward {
                 off: pos0 * kvd,
                 row_stride: kvd,
             };
-            let freqs = RopeFreqs {
-                base: config.layer_rope_base(l),
-                factors: &weights.rope_factors,
-            };
+            let freqs = config.layer_rope(l, &weights.rope_factors);
             rope(&mut rec, &a.q, q_shape, pos0, freqs, false).await?;
             rope(&mut rec, kc, k_shape, pos0, freqs, false).await?;
             let shape = AttentionShape {

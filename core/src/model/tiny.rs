@@ -26,7 +26,9 @@ pub struct TinySpec {
     /// Type of the projection matrices: one of [`TinySpec::weight_types`]; the embedding is Q8_0
     /// unless this is F32.
     pub weight_type: GgmlType,
-    /// Write Llama 3.1's rope scaling as `rope_freqs.weight` (factor 8, original context 8192).
+    /// Write Llama 3.1's rope scaling as `rope_freqs.weight` (factor 8, original context 8192);
+    /// for phi3, LongRoPE's short and long factors and attention factor instead
+    /// ([`long_rope`]).
     pub rope_freqs: bool,
     pub seed: u64,
 }
@@ -89,7 +91,7 @@ const fn llama3(spec: TinySpec) -> TinySpec {
 /// The shapes `--like` names: the real models' architectures, layers, widths, heads, vocabulary
 /// and main projection type. The weights are random (rope base, norms and eps stay the tiny
 /// model's), so these serve speed and memory figures, not numerics.
-pub const LIKE: [(&str, TinySpec); 8] = [
+pub const LIKE: [(&str, TinySpec); 9] = [
     (
         "smollm2-135m",
         shape(arch::LLAMA, 30, (576, 1536), (9, 3), 49152, GgmlType::Q4_1),
@@ -157,6 +159,17 @@ pub const LIKE: [(&str, TinySpec); 8] = [
         )),
     ),
     (
+        "phi3-mini",
+        shape(
+            arch::PHI3,
+            32,
+            (3072, 8192),
+            (32, 32),
+            32064,
+            GgmlType::Q4_K,
+        ),
+    ),
+    (
         "mistral-7b",
         shape(
             arch::MISTRAL,
@@ -201,10 +214,13 @@ impl TinySpec {
                 ..TinySpec::default()
             })
             .collect();
-        out.push(TinySpec {
-            rope_freqs: true,
-            ..TinySpec::default()
-        });
+        for arch in [super::arch::LLAMA, super::arch::PHI3] {
+            out.push(TinySpec {
+                arch,
+                rope_freqs: true,
+                ..TinySpec::default()
+            });
+        }
         out
     }
 
@@ -317,14 +333,31 @@ pub fn make_tiny_gguf(
             .map(|_| ())
     };
     norm(&mut w, "output_norm.weight")?;
-    if spec.rope_freqs {
-        let factors = llama3_rope_factors(head_dim, 10000.0);
-        w.add_tensor_f32(
-            "rope_freqs.weight",
-            &[factors.len() as u64],
-            GgmlType::F32,
-            &factors,
-        )?;
+    match (spec.rope_freqs, spec.arch.fused_projections) {
+        (true, false) => {
+            let factors = llama3_rope_factors(head_dim, 10000.0);
+            w.add_tensor_f32(
+                "rope_freqs.weight",
+                &[factors.len() as u64],
+                GgmlType::F32,
+                &factors,
+            )?;
+        }
+        (true, true) => {
+            let rope = long_rope(head_dim, spec.context_length);
+            for (name, factors) in [
+                ("rope_factors_long.weight", &rope.long),
+                ("rope_factors_short.weight", &rope.short),
+            ] {
+                w.add_tensor_f32(name, &[factors.len() as u64], GgmlType::F32, factors)?;
+            }
+            w.add_metadata(
+                format!("{arch}.rope.scaling.original_context_length"),
+                spec.context_length as u32,
+            )?;
+            w.add_metadata(format!("{arch}.rope.scaling.attn_factor"), rope.attn_factor)?;
+        }
+        (false, _) => {}
     }
     let mut biases = Rng::new(spec.seed ^ 0xb1a5);
     for i in 0..spec.n_layer {
@@ -336,12 +369,18 @@ pub fn make_tiny_gguf(
             norm(&mut w, &n("post_attention_norm"))?;
             norm(&mut w, &n("post_ffw_norm"))?;
         }
-        matrix(&mut w, &n("attn_q"), q, c, t)?;
-        matrix(&mut w, &n("attn_k"), kv, c, t)?;
-        matrix(&mut w, &n("attn_v"), kv, c, t)?;
-        matrix(&mut w, &n("attn_output"), c, q, t)?;
-        matrix(&mut w, &n("ffn_gate"), ff, c, t)?;
-        matrix(&mut w, &n("ffn_up"), ff, c, t)?;
+        if spec.arch.fused_projections {
+            matrix(&mut w, &n("attn_qkv"), q + 2 * kv, c, t)?;
+            matrix(&mut w, &n("attn_output"), c, q, t)?;
+            matrix(&mut w, &n("ffn_up"), 2 * ff, c, t)?;
+        } else {
+            matrix(&mut w, &n("attn_q"), q, c, t)?;
+            matrix(&mut w, &n("attn_k"), kv, c, t)?;
+            matrix(&mut w, &n("attn_v"), kv, c, t)?;
+            matrix(&mut w, &n("attn_output"), c, q, t)?;
+            matrix(&mut w, &n("ffn_gate"), ff, c, t)?;
+            matrix(&mut w, &n("ffn_up"), ff, c, t)?;
+        }
         matrix(&mut w, &n("ffn_down"), c, ff, t)?;
         if spec.arch.qk_norm {
             // Around 1 like trained norms, varied so a wrong weight shows.
@@ -360,6 +399,29 @@ pub fn make_tiny_gguf(
         }
     }
     Ok(w.to_bytes())
+}
+
+/// Phi-3's LongRoPE as its GGUF carries it (`rope_factors_{short,long}.weight`,
+/// `rope.scaling.attn_factor`).
+pub struct LongRope {
+    pub short: Vec<f32>,
+    pub long: Vec<f32>,
+    pub attn_factor: f32,
+}
+
+/// LongRoPE factors shaped like Phi-3-mini-128k's (short ones near 1, long ones growing to ~40
+/// for the slowest pairs) for a model whose short factors serve `original_context` positions,
+/// extended 32× like it; the attention factor as llama.cpp's converter computes it
+/// (`conversion/phi.py`: √(1 + ln scale / ln original)).
+pub fn long_rope(head_dim: usize, original_context: usize) -> LongRope {
+    let pairs = head_dim / 2;
+    let ramp = |i: usize| i as f32 / (pairs.max(2) - 1) as f32;
+    let scale = 32.0f64;
+    LongRope {
+        short: (0..pairs).map(|i| 1.0 + 0.5 * ramp(i) * ramp(i)).collect(),
+        long: (0..pairs).map(|i| 1.0 + 39.0 * ramp(i).powi(3)).collect(),
+        attn_factor: (1.0 + scale.ln() / (original_context as f64).ln()).sqrt() as f32,
+    }
 }
 
 /// The per-pair divisors Hugging Face's `llama3` rope scaling implies (factor 8, low/high

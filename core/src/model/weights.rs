@@ -1,5 +1,7 @@
 //! The model's weights on the GPU, as named structs, uploaded from GGUF tensors.
 
+use std::ops::Range;
+
 use super::{ModelConfig, ModelError, Result};
 use crate::formats::{GgmlType, Gguf};
 use crate::gpu::{Gpu, GpuBuffer};
@@ -57,7 +59,7 @@ pub struct ModelWeights {
     /// `None` when the output projection is tied to `token_embd`.
     pub output: Option<GpuWeight>,
     pub layers: Vec<LayerWeights>,
-    /// Per-pair rope frequency divisors (HS/2): Llama 3's `rope_freqs.weight`, or ones.
+    /// Per-pair rope frequency divisors (HS/2): `config.rope_factors`, or ones.
     pub rope_factors: GpuBuffer,
 }
 
@@ -111,35 +113,38 @@ impl ModelWeights {
         file: &[u8],
         adapter: Option<&LoraAdapter>,
     ) -> Result<ModelWeights> {
-        let (c, ff, v) = (config.n_embd, config.n_ff, config.vocab_size);
+        let (c, v) = (config.n_embd, config.vocab_size);
         let (q, kv) = (config.q_dim(), config.kv_dim());
-        let matrix =
-            |name: &str, rows: usize, cols: usize| upload_matrix(gpu, gguf, file, name, rows, cols);
+        let matrix = |name: &str, rows: usize, cols: usize| {
+            upload_matrix(gpu, gguf, file, name, (rows, cols), 0..rows)
+        };
         let vector = |name: &str, len: usize| upload_vector(gpu, gguf, file, name, len);
         let mut layers = Vec::with_capacity(config.n_layer);
         for i in 0..config.n_layer {
             let n = |s: &str| format!("blk.{i}.{s}.weight");
             let bias = |s: &str, len: usize| vector(&format!("blk.{i}.{s}.bias"), len);
-            // A projection: merged with the adapter's pair when there is one.
-            let proj = |module: Module, rows: usize, cols: usize| -> Result<GpuWeight> {
-                let name = n(module.gguf_name());
+            // A projection: its rows of the tensor that holds it (fused or not), merged with
+            // the adapter's pair when there is one.
+            let proj = |p: Module| -> Result<GpuWeight> {
+                let (module, rows) = config.projection_rows(p);
+                let (name, shape) = (n(module.gguf_name()), config.module_shape(module));
                 match adapter.and_then(|a| a.pair(i, module).map(|p| (a.config.scale(), p))) {
                     Some((scale, pair)) => {
-                        upload_merged(gpu, gguf, file, &name, rows, cols, scale, pair)
+                        upload_merged(gpu, gguf, file, &name, shape, rows, scale, pair)
                     }
-                    None => matrix(&name, rows, cols),
+                    None => upload_matrix(gpu, gguf, file, &name, shape, rows),
                 }
             };
             layers.push(LayerWeights {
                 attn_norm: vector(&n("attn_norm"), c)?,
-                attn_q: proj(Module::QProj, q, c)?,
-                attn_k: proj(Module::KProj, kv, c)?,
-                attn_v: proj(Module::VProj, kv, c)?,
-                attn_output: proj(Module::OProj, c, q)?,
+                attn_q: proj(Module::QProj)?,
+                attn_k: proj(Module::KProj)?,
+                attn_v: proj(Module::VProj)?,
+                attn_output: proj(Module::OProj)?,
                 ffn_norm: vector(&n("ffn_norm"), c)?,
-                ffn_gate: proj(Module::GateProj, ff, c)?,
-                ffn_up: proj(Module::UpProj, ff, c)?,
-                ffn_down: proj(Module::DownProj, c, ff)?,
+                ffn_gate: proj(Module::GateProj)?,
+                ffn_up: proj(Module::UpProj)?,
+                ffn_down: proj(Module::DownProj)?,
                 qkv_bias: match config.arch.qkv_bias {
                     true => Some(QkvBias {
                         q: bias("attn_q", q)?,
@@ -173,8 +178,8 @@ impl ModelWeights {
                 Some(matrix("output.weight", v, c)?)
             },
             layers,
-            rope_factors: match gguf.tensor("rope_freqs.weight") {
-                Some(_) => vector("rope_freqs.weight", config.head_dim / 2)?,
+            rope_factors: match config.rope_factors {
+                Some(name) => vector(name, config.head_dim / 2)?,
                 None => {
                     GpuBuffer::from_slice(gpu, "rope factors", &vec![1.0f32; config.head_dim / 2])?
                 }
@@ -193,16 +198,16 @@ fn check_dims(name: &str, dims: &[u64], want: &[usize]) -> Result<()> {
     Ok(())
 }
 
-/// Upload `name` as a weight W[rows, cols] (GGUF dims [cols, rows]) in its own encoding (the
-/// formats of [`WeightFormat::ALL`]); any other type is an error naming the tensor, never a
-/// silent conversion.
+/// Upload rows `part` of `name`, a weight W[rows, cols] (GGUF dims [cols, rows]), in its own
+/// encoding (the formats of [`WeightFormat::ALL`]); any other type is an error naming the
+/// tensor, never a silent conversion.
 fn upload_matrix(
     gpu: &Gpu,
     gguf: &Gguf,
     file: &[u8],
     name: &str,
-    rows: usize,
-    cols: usize,
+    (rows, cols): (usize, usize),
+    part: Range<usize>,
 ) -> Result<GpuWeight> {
     let info = gguf.require_tensor(name)?;
     check_dims(name, &info.dims, &[cols, rows])?;
@@ -215,7 +220,11 @@ fn upload_matrix(
         )));
     }
     let raw = gguf.tensor_bytes(info, file)?;
-    Ok(GpuWeight::upload(gpu, name, format, raw, rows, cols)?)
+    // Quantized blocks never cross a row (cols is a multiple of the block), so rows are
+    // byte ranges.
+    let row_bytes = raw.len() / rows;
+    let raw = &raw[part.start * row_bytes..part.end * row_bytes];
+    Ok(GpuWeight::upload(gpu, name, format, raw, part.len(), cols)?)
 }
 
 /// The GPU format of tensor `name` of type `ty`, or an error naming the tensor and the types
@@ -228,15 +237,16 @@ fn weight_format(name: &str, ty: GgmlType) -> Result<WeightFormat> {
         })
 }
 
-/// `W + scale·B·A` in f32 for a LoRA pair (A [r, cols], B [rows, r], both in GGUF row order).
+/// Rows `part` of `W + scale·B·A` in f32 for a LoRA pair (A [r, cols], B [rows, r], both in
+/// GGUF row order).
 #[allow(clippy::too_many_arguments)]
 fn upload_merged(
     gpu: &Gpu,
     gguf: &Gguf,
     file: &[u8],
     name: &str,
-    rows: usize,
-    cols: usize,
+    (rows, cols): (usize, usize),
+    part: Range<usize>,
     scale: f32,
     pair: &crate::lora::LoraPair,
 ) -> Result<GpuWeight> {
@@ -254,8 +264,8 @@ fn upload_merged(
         gpu,
         name,
         WeightFormat::F32,
-        bytemuck::cast_slice(&w),
-        rows,
+        bytemuck::cast_slice(&w[part.start * cols..part.end * cols]),
+        part.len(),
         cols,
     )?)
 }
@@ -298,11 +308,12 @@ mod tests {
         let file = w.to_bytes();
         let gguf = Gguf::parse(&file).unwrap();
         for &f in WeightFormat::ALL {
-            let gw = upload_matrix(gpu(), &gguf, &file, &format!("w.{f}"), rows, cols).unwrap();
+            let name = format!("w.{f}");
+            let gw = upload_matrix(gpu(), &gguf, &file, &name, (rows, cols), 0..rows).unwrap();
             assert_eq!((gw.format, gw.rows, gw.cols), (f, rows, cols));
         }
         for ty in ["IQ4_NL", "IQ2_XS"] {
-            let err = upload_matrix(gpu(), &gguf, &file, &format!("w.{ty}"), rows, cols)
+            let err = upload_matrix(gpu(), &gguf, &file, &format!("w.{ty}"), (rows, cols), 0..rows)
                 .unwrap_err()
                 .to_string();
             assert_eq!(

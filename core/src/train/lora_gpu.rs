@@ -20,18 +20,6 @@ pub struct LoraSlot {
     pub out_features: u32,
 }
 
-/// The shapes (out, in) of a projection of a Llama layer.
-pub fn module_shape(config: &ModelConfig, module: Module) -> (usize, usize) {
-    let (c, ff, q, kv) = (config.n_embd, config.n_ff, config.q_dim(), config.kv_dim());
-    match module {
-        Module::QProj => (q, c),
-        Module::KProj | Module::VProj => (kv, c),
-        Module::OProj => (c, q),
-        Module::GateProj | Module::UpProj => (ff, c),
-        Module::DownProj => (c, ff),
-    }
-}
-
 /// All LoRA parameters of a model on the GPU, with gradients and optimizer state.
 #[derive(Debug)]
 pub struct GpuLora {
@@ -50,13 +38,21 @@ impl GpuLora {
     fn layout(
         model: &ModelConfig,
         config: &LoraConfig,
-    ) -> std::result::Result<(Vec<LoraSlot>, usize), crate::lora::LoraError> {
+    ) -> crate::train::Result<(Vec<LoraSlot>, usize)> {
         let r = config.r;
+        let modules = config.modules()?;
+        if let Some(m) = modules.iter().find(|m| !model.arch.modules().contains(m)) {
+            return Err(crate::train::TrainError::Adapter(format!(
+                "{} has no {m}: target {} or a part of them",
+                model.arch.name,
+                model.arch.modules().iter().map(|m| m.hf_name()).collect::<Vec<_>>().join(", ")
+            )));
+        }
         let mut slots = Vec::new();
         let mut off = 0usize;
         for layer in 0..model.n_layer {
-            for module in config.modules()? {
-                let (out, inp) = module_shape(model, module);
+            for &module in &modules {
+                let (out, inp) = model.module_shape(module);
                 slots.push(LoraSlot {
                     layer,
                     module,
@@ -139,6 +135,19 @@ impl GpuLora {
         self.slots
             .iter()
             .find(|s| s.layer == layer && s.module == module)
+    }
+
+    /// The LoRA term of projection `p` of `layer`, if adapted: its module's slot, or where the
+    /// architecture fuses `p` with others, the fused module's A and `p`'s rows of its B (the
+    /// fused module's `u = x·Aᵀ` is shared, its dA sums the parts' contributions).
+    pub fn projection_slot(&self, model: &ModelConfig, layer: usize, p: Module) -> Option<LoraSlot> {
+        let (module, rows) = model.projection_rows(p);
+        let s = *self.slot(layer, module)?;
+        Some(LoraSlot {
+            b_off: s.b_off + (rows.start * self.config.r) as u32,
+            out_features: rows.len() as u32,
+            ..s
+        })
     }
 
     /// The scale s of `y += s·B·A·x`.

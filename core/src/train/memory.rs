@@ -9,7 +9,6 @@
 
 use serde::Serialize;
 
-use super::lora_gpu::module_shape;
 use crate::lora::{LoraConfig, LoraError};
 use crate::model::ModelConfig;
 
@@ -66,7 +65,7 @@ impl MemoryPlan {
         let per_layer_params: u64 = modules
             .iter()
             .map(|&m| {
-                let (out, inp) = module_shape(model, m);
+                let (out, inp) = model.module_shape(m);
                 r * (out + inp) as u64
             })
             .sum();
@@ -229,6 +228,9 @@ mod tests {
             rms_eps: 1e-5,
             rope_base: 100_000.0,
             tied_embeddings: true,
+            rope_factors: None,
+            rope_scale: 1.0,
+            short_rope_context: None,
         }
     }
 

@@ -25,6 +25,8 @@ pub enum TrainError {
     Gpu(#[from] crate::gpu::GpuError),
     #[error(transparent)]
     Lora(#[from] crate::lora::LoraError),
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
     #[error("bad batch: {0}")]
     Batch(String),
     /// The data does not give one batch: why, and what to change.

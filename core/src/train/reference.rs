@@ -50,7 +50,12 @@ impl RefModel {
                 ffn_norm: t(&format!("blk.{i}.ffn_norm.weight")),
                 w: Module::ALL
                     .iter()
-                    .map(|m| t(&format!("blk.{i}.{}.weight", m.gguf_name())))
+                    .map(|&p| {
+                        let (module, rows) = config.projection_rows(p);
+                        let w = t(&format!("blk.{i}.{}.weight", module.gguf_name()));
+                        let cols = config.module_shape(module).1;
+                        w[rows.start * cols..rows.end * cols].to_vec()
+                    })
                     .collect(),
                 qkv_bias: config
                     .arch
@@ -68,8 +73,8 @@ impl RefModel {
             .collect();
         let embd = t("token_embd.weight");
         RefModel {
-            rope_factors: match gguf.tensor("rope_freqs.weight") {
-                Some(_) => t("rope_freqs.weight"),
+            rope_factors: match config.rope_factors {
+                Some(name) => t(name),
                 None => vec![1.0; config.head_dim / 2],
             },
             lm_head: match config.tied_embeddings {
@@ -150,11 +155,14 @@ impl RefLora {
         }
     }
 
-    fn find(&self, layer: usize, module: Module) -> Option<(usize, usize)> {
+    /// The offsets of A and of projection `p`'s rows of B (a fused module's pair holds several
+    /// projections).
+    fn find(&self, config: &ModelConfig, layer: usize, p: Module) -> Option<(usize, usize)> {
+        let (module, rows) = config.projection_rows(p);
         self.pairs
             .iter()
-            .find(|p| p.0 == layer && p.1 == module)
-            .map(|p| (p.2, p.3))
+            .find(|e| e.0 == layer && e.1 == module)
+            .map(|e| (e.2, e.3 + rows.start * self.r))
     }
 }
 
@@ -167,9 +175,9 @@ fn adapted(
     x: &[f32],
     n: usize,
 ) -> (Vec<f32>, Vec<f32>) {
-    let (out, inp) = crate::train::lora_gpu::module_shape(&m.config, module);
+    let (out, inp) = m.config.module_shape(module);
     let mut y = linear(x, &m.layers[l].w[module as usize], n, inp, out);
-    let Some((a_off, b_off)) = lora.find(l, module) else {
+    let Some((a_off, b_off)) = lora.find(&m.config, l, module) else {
         return (y, Vec::new());
     };
     let r = lora.r;
@@ -194,9 +202,9 @@ fn adapted_backward(
     dy: &[f32],
     n: usize,
 ) -> Vec<f32> {
-    let (out, inp) = crate::train::lora_gpu::module_shape(&m.config, module);
+    let (out, inp) = m.config.module_shape(module);
     let mut dx = linear_t(dy, &m.layers[l].w[module as usize], n, inp, out);
-    let Some((a_off, b_off)) = lora.find(l, module) else {
+    let Some((a_off, b_off)) = lora.find(&m.config, l, module) else {
         return dx;
     };
     let (r, s) = (lora.r, lora.scale as f64);
@@ -322,9 +330,9 @@ pub fn step(
             k = rmsnorm_ref(&raw.1, wk, hs, eps).0;
             raw
         });
-        let base = c.layer_rope_base(l);
-        rope_ref(&mut q, rope_q, 0, (base, &m.rope_factors), false);
-        rope_ref(&mut k, rope_k, 0, (base, &m.rope_factors), false);
+        let freqs = c.layer_rope(l, &m.rope_factors[..]);
+        rope_ref(&mut q, rope_q, 0, freqs, false);
+        rope_ref(&mut k, rope_k, 0, freqs, false);
         let att = attention_ref(&q, &k, &v, shape(l)).0;
         let attn_out = proj(Module::OProj, &att);
         let post = |i: usize, y: &[f32]| match &lw.post_norms {
@@ -452,14 +460,14 @@ pub fn step(
             &mut dq,
             rope_q,
             0,
-            (c.layer_rope_base(l), &m.rope_factors),
+            c.layer_rope(l, &m.rope_factors[..]),
             true,
         );
         rope_ref(
             &mut dk,
             rope_k,
             0,
-            (c.layer_rope_base(l), &m.rope_factors),
+            c.layer_rope(l, &m.rope_factors[..]),
             true,
         );
         if let (Some((q_raw, k_raw)), Some([wq, wk])) = (&s.qk_raw, &lw.qk_norm) {

@@ -43,10 +43,17 @@ pub fn data_config(config: &TrainConfig, val_ratio: f64) -> Result<DataConfig, D
     })
 }
 
-/// The LoRA configuration of a run.
-pub fn lora_config(config: &TrainConfig, base_model: String) -> Result<LoraConfig> {
+/// The LoRA configuration of a run on a model of architecture `arch` (whose fused projections
+/// take the place of their parts in the target list).
+pub fn lora_config(
+    config: &TrainConfig,
+    arch: &crate::model::Architecture,
+    base_model: String,
+) -> Result<LoraConfig> {
     let names: Vec<&str> = config.target_modules.split(',').map(str::trim).collect();
-    let modules = Module::parse_list(&names)?;
+    let modules = arch
+        .lora_modules(&Module::parse_list(&names)?)
+        .map_err(TrainError::Adapter)?;
     let mut lora = LoraConfig::new(config.lora_r, config.lora_alpha, &modules);
     lora.dropout = config.lora_dropout;
     lora.use_rslora = config.rslora;
@@ -263,7 +270,7 @@ impl<'m> Session<'m> {
         lora: LoraStart,
         base_model: String,
     ) -> Result<Session<'m>> {
-        let lora_config = lora_config(&config, base_model)?;
+        let lora_config = lora_config(&config, &model.config.arch, base_model)?;
         let checkpointing = checkpointing_for(gpu, model, &config, &lora_config)?;
         let lora = match lora {
             LoraStart::Fresh => GpuLora::init(gpu, &model.config, &lora_config, config.seed)?,

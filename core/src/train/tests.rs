@@ -54,7 +54,7 @@ fn lora_gradients_match_finite_differences_of_the_loss() {
 fn lora_gradients_match_finite_differences_in(spec: &TinySpec) {
     let gpu = gpu();
     let model = tiny_model_of(spec, GgmlType::F32);
-    let config = LoraConfig::new(4, 8.0, &Module::ALL);
+    let config = LoraConfig::new(4, 8.0, model.config.arch.modules());
     let lora = GpuLora::init(gpu, &model.config, &config, 3).unwrap();
     // Non-zero B so gradients reach A as well.
     let mut rng = Rng::new(4);
@@ -102,11 +102,16 @@ fn lora_gradients_match_finite_differences_in(spec: &TinySpec) {
         .unwrap()
         .loss
     };
-    // Check parameters of A and of B in every module of both layers.
+    // Check parameters of A and of B in every module of both layers (B in each projection of
+    // a fused module).
     let h = 1e-2f32;
     let mut checked = 0;
     for s in trainer.lora.slots.clone() {
-        for off in [s.a_off + 5, s.b_off + 3] {
+        let b_rows = s.module.parts().iter().map(|&p| {
+            let row0 = model.config.projection_rows(p).1.start;
+            s.b_off + (row0 * 4) as u32 + 3
+        });
+        for off in std::iter::once(s.a_off + 5).chain(b_rows) {
             let i = off as usize;
             let mut p = values.clone();
             p[i] += h;
@@ -126,7 +131,7 @@ fn lora_gradients_match_finite_differences_in(spec: &TinySpec) {
             checked += 1;
         }
     }
-    assert_eq!(checked, 2 * 2 * 7);
+    assert_eq!(checked, 2 * (model.config.arch.modules().len() + 7));
 }
 
 #[test]
@@ -134,7 +139,7 @@ fn training_lowers_the_loss_on_a_repeated_batch() {
     let gpu = gpu();
     for ty in [GgmlType::Q8_0, GgmlType::Q4_1] {
         let model = tiny_model(ty);
-        let config = LoraConfig::new(8, 16.0, &Module::ALL);
+        let config = LoraConfig::new(8, 16.0, model.config.arch.modules());
         let lora = GpuLora::init(gpu, &model.config, &config, 5).unwrap();
         let mut trainer = Trainer::new(&model, lora);
         let mut rng = Rng::new(6);
@@ -317,7 +322,7 @@ fn a_merged_adapter_scores_what_the_trainer_measured() {
     let bytes = make_tiny_gguf(&spec, None).unwrap();
     let gguf = Gguf::parse(&bytes).unwrap();
     let model = Model::load(gpu, &gguf, &bytes).unwrap();
-    let config = LoraConfig::new(8, 16.0, &Module::ALL);
+    let config = LoraConfig::new(8, 16.0, model.config.arch.modules());
     let lora = GpuLora::init(gpu, &model.config, &config, 11).unwrap();
     let mut trainer = Trainer::new(&model, lora);
     let mut rng = Rng::new(12);
@@ -378,7 +383,7 @@ fn gpu_and_cpu_loss_curves(spec: &TinySpec, steps: u32) -> Vec<(f64, f64)> {
     let gguf = Gguf::parse(&bytes).unwrap();
     let model = Model::load(gpu, &gguf, &bytes).unwrap();
     let reference = RefModel::load(&gguf, &bytes);
-    let config = LoraConfig::new(4, 8.0, &Module::ALL);
+    let config = LoraConfig::new(4, 8.0, model.config.arch.modules());
     let lora = GpuLora::init(gpu, &model.config, &config, 21).unwrap();
     let mut ref_lora = RefLora::from_adapter(&pollster::block_on(lora.download(gpu)).unwrap());
     let mut trainer = Trainer::new(&model, lora);
@@ -466,7 +471,7 @@ fn gradient_checkpointing_gives_the_same_gradients() {
     let gpu = gpu();
     for spec in TinySpec::block_variants() {
         let model = tiny_model_of(&spec, GgmlType::Q8_0);
-        let mut config = LoraConfig::new(4, 8.0, &Module::ALL);
+        let mut config = LoraConfig::new(4, 8.0, model.config.arch.modules());
         config.dropout = 0.2;
         let lora = GpuLora::init(gpu, &model.config, &config, 5).unwrap();
         let mut rng = Rng::new(6);

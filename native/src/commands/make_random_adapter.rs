@@ -7,7 +7,6 @@ use std::path::PathBuf;
 
 use afinador_core::lora::{LoraAdapter, LoraConfig, LoraPair, Module};
 use afinador_core::model::ModelConfig;
-use afinador_core::train::lora_gpu::module_shape;
 use afinador_core::util::Rng;
 use anyhow::{Context, Result};
 
@@ -39,13 +38,16 @@ pub fn run(args: Args) -> Result<()> {
     let file = args.model.read()?;
     let model = ModelConfig::from_gguf(&file.gguf)?;
     let names: Vec<&str> = args.target_modules.split(',').map(str::trim).collect();
-    let modules = Module::parse_list(&names)?;
+    let modules = model
+        .arch
+        .lora_modules(&Module::parse_list(&names)?)
+        .map_err(anyhow::Error::msg)?;
     let config = LoraConfig::new(args.lora_r, args.lora_alpha, &modules);
     let mut rng = Rng::new(args.seed);
     let mut tensors = Vec::new();
     for layer in 0..model.n_layer {
         for &module in &modules {
-            let (out, inp) = module_shape(&model, module);
+            let (out, inp) = model.module_shape(module);
             let mut values =
                 |n: usize| -> Vec<f32> { (0..n).map(|_| rng.normal() * args.std).collect() };
             tensors.push(LoraPair {

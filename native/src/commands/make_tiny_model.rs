@@ -20,15 +20,16 @@ pub struct Args {
     tokenizer_from: Option<PathBuf>,
     /// A real model's shape and main weight type instead of the flags below (random weights,
     /// for speed and memory figures): smollm2-135m, qwen2.5-0.5b, qwen3-0.6b, gemma3-270m,
-    /// qwen2.5-1.5b, llama-3.2-1b, mistral-7b, llama-3.1-8b. --layers and --weights still
-    /// apply.
+    /// qwen2.5-1.5b, llama-3.2-1b, phi3-mini, mistral-7b, llama-3.1-8b. --layers and --weights
+    /// still apply.
     #[arg(long)]
     like: Option<String>,
-    /// The architecture (llama, mistral, qwen2) [default: llama, or the --like shape's].
+    /// The architecture (llama, mistral, qwen2, qwen3, gemma3, phi3) [default: llama, or the
+    /// --like shape's].
     #[arg(long)]
     arch: Option<String>,
-    /// Add Llama 3.1's rope scaling (`rope_freqs.weight`) [default: only for the --like Llama
-    /// 3 shapes].
+    /// Add Llama 3.1's rope scaling (`rope_freqs.weight`), or for phi3 LongRoPE's short and
+    /// long factors and attention factor [default: only for the --like Llama 3 shapes].
     #[arg(long)]
     rope_freqs: bool,
     /// Decoder layers [default: 2, or the --like shape's].

@@ -33,8 +33,40 @@ fn module_names_and_all_linear() {
     assert_eq!(
         err.to_string(),
         "unknown LoRA target module 'lm_head': afinador adapts q_proj, k_proj, v_proj, o_proj, \
-         gate_proj, up_proj and down_proj (or 'all-linear' for all seven)"
+         gate_proj, up_proj and down_proj (or 'all-linear' for all seven), and phi3's fused \
+         qkv_proj and gate_up_proj"
     );
+}
+
+#[test]
+fn fused_architectures_adapt_their_fused_modules() {
+    use crate::model::arch::{LLAMA, PHI3};
+    // all-linear and the usual attention list become phi3's fused modules; half of a fused
+    // module is refused (its parts share one A), as is a fused module on llama.
+    let all = PHI3.lora_modules(&Module::ALL).unwrap();
+    assert_eq!(
+        all,
+        [Module::OProj, Module::DownProj, Module::QkvProj, Module::GateUpProj]
+    );
+    let attn = Module::parse_list(&["q_proj", "k_proj", "v_proj", "o_proj"]).unwrap();
+    assert_eq!(
+        PHI3.lora_modules(&attn).unwrap(),
+        [Module::OProj, Module::QkvProj]
+    );
+    assert_eq!(
+        PHI3.lora_modules(&[Module::QProj, Module::VProj]).unwrap_err(),
+        "phi3 computes q_proj, k_proj, v_proj as one qkv_proj with one LoRA A matrix: target all \
+         of them, or qkv_proj"
+    );
+    assert_eq!(LLAMA.lora_modules(&attn).unwrap(), attn);
+    assert_eq!(
+        LLAMA.lora_modules(&[Module::QkvProj]).unwrap_err(),
+        "llama has no qkv_proj (its modules: q_proj, k_proj, v_proj, o_proj, gate_proj, \
+         up_proj, down_proj)"
+    );
+    assert_eq!(PHI3.module_by_gguf_name("ffn_up"), Some(Module::GateUpProj));
+    assert_eq!(LLAMA.module_by_gguf_name("ffn_up"), Some(Module::UpProj));
+    assert_eq!(Module::from_hf_name("gate_up_proj"), Some(Module::GateUpProj));
 }
 
 #[test]

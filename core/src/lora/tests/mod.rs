@@ -32,6 +32,8 @@ pub(super) fn dims(m: Module) -> (usize, usize) {
         Module::OProj => (NH * HS, C),
         Module::GateProj | Module::UpProj => (C, FF),
         Module::DownProj => (FF, C),
+        Module::QkvProj => (C, (NH + 2 * KVH) * HS),
+        Module::GateUpProj => (C, 2 * FF),
     }
 }
 

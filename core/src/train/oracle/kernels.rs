@@ -324,7 +324,7 @@ fn lora_projection_gradients_match_autodiff() {
         let ones = upload(&vec![1.0; n * inp]);
         run(async |rec| {
             let adapted = Some(Adapted {
-                slot: &slot,
+                slot,
                 u: &u,
                 drop,
             });

@@ -12,6 +12,7 @@
 //! attention row, the vocabulary of a softmax) — about √K·2⁻²⁴ relative to the terms' magnitude.
 //! Each test states its figure.
 
+use crate::kernels::rope::RopeFreqs;
 use crate::model::{Activation, RopeStyle};
 use burn::tensor::{DType, Device, Tensor, TensorCreationOptions, TensorData, activation};
 
@@ -96,16 +97,17 @@ fn rope(
     style: RopeStyle,
     (h, hs): (usize, usize),
     period: usize,
-    (base, factors): (f32, &[f32]),
+    freqs: RopeFreqs<&[f32]>,
 ) -> Tensor<2> {
+    let (base, factors) = (freqs.base, freqs.factors);
     let n = x.dims()[0];
     let (mut cos, mut sin) = (Vec::new(), Vec::new());
     for i in 0..n {
         for (j, &factor) in factors[..hs / 2].iter().enumerate() {
             let theta = (i % period) as f64 * (base as f64).powf(-2.0 * j as f64 / hs as f64)
                 / factor as f64;
-            cos.push(theta.cos() as f32);
-            sin.push(theta.sin() as f32);
+            cos.push((theta.cos() * freqs.scale as f64) as f32);
+            sin.push((theta.sin() * freqs.scale as f64) as f32);
         }
     }
     // Pairs along `dim` of a [n, h, …] view: adjacent pairs are [n, h, hs/2, 2] (dim 3), NEOX

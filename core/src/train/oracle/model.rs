@@ -49,16 +49,19 @@ fn burn_loss(
         .collect();
     let mut x = constant(&rows, [n, ce]).mul_scalar(c.embedding_scale() as f64);
     for (l, lw) in m.layers.iter().enumerate() {
-        let proj = |module: Module, input: Tensor<2>| {
-            let (out, inp) = crate::train::lora_gpu::module_shape(c, module);
-            let w = constant(&lw.w[module as usize], [out, inp]);
+        // A projection and its LoRA term: a fused module's (phi3) rows for it.
+        let proj = |projection: Module, input: Tensor<2>| {
+            let (out, inp) = c.module_shape(projection);
+            let w = constant(&lw.w[projection as usize], [out, inp]);
             let y = linear(input.clone(), w);
+            let (module, rows) = c.projection_rows(projection);
             match pairs
                 .iter()
                 .find(|p| p.slot.layer == l && p.slot.module == module)
             {
                 Some(p) => {
-                    y + linear(linear(input, p.a.clone()), p.b.clone()).mul_scalar(scale as f64)
+                    let lora = linear(linear(input, p.a.clone()), p.b.clone());
+                    y + lora.slice([0..n, rows]).mul_scalar(scale as f64)
                 }
                 None => y,
             }
@@ -83,20 +86,20 @@ fn burn_loss(
         let xn = rmsnorm(x.clone(), constant(&lw.attn_norm, [ce]), c.rms_eps);
         let q_raw = biased(Module::QProj, proj(Module::QProj, xn.clone()));
         let k_raw = biased(Module::KProj, proj(Module::KProj, xn.clone()));
-        let (t, base) = (n / b, c.layer_rope_base(l));
+        let t = n / b;
         let q = rope(
             head_normed(0, q_raw, c.n_head),
             c.arch.rope,
             (c.n_head, c.head_dim),
             t,
-            (base, &m.rope_factors),
+            c.layer_rope(l, &m.rope_factors[..]),
         );
         let k = rope(
             head_normed(1, k_raw, c.n_head_kv),
             c.arch.rope,
             (c.n_head_kv, c.head_dim),
             t,
-            (base, &m.rope_factors),
+            c.layer_rope(l, &m.rope_factors[..]),
         );
         let v = biased(Module::VProj, proj(Module::VProj, xn));
         // The post norms (gemma3) of the attention and feed-forward outputs.
@@ -144,7 +147,7 @@ fn whole_model_gradients_match_autodiff(variant: &TinySpec) {
     let gguf = Gguf::parse(&bytes).unwrap();
     let model = Model::load(gpu, &gguf, &bytes).unwrap();
     let reference = RefModel::load(&gguf, &bytes);
-    let config = LoraConfig::new(4, 8.0, &Module::ALL);
+    let config = LoraConfig::new(4, 8.0, model.config.arch.modules());
     let lora = GpuLora::init(gpu, &model.config, &config, 41).unwrap();
     let mut rng = Rng::new(42);
     let mut params = pollster::block_on(read_buffer_f32(gpu, &lora.params, 0, lora.n)).unwrap();

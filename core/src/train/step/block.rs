@@ -11,7 +11,7 @@ use crate::kernels::embedding::embedding;
 use crate::kernels::logits::{cross_entropy_grad, logit_stats};
 use crate::kernels::matmul::{matmul_weight, matmul_weight_t};
 use crate::kernels::rmsnorm::{rmsnorm, rmsnorm_backward};
-use crate::kernels::rope::{RopeFreqs, RopeShape, rope};
+use crate::kernels::rope::{RopeShape, rope};
 use crate::lora::Module;
 use crate::model::{Model, ModelConfig};
 use crate::train::Result;
@@ -101,6 +101,7 @@ async fn layer_forward(
     let (n, t) = ((a.b * a.t) as u32, a.t as u32);
     let (ce, ff) = (c.n_embd as u32, c.n_ff as u32);
     let p = LayerProj {
+        model: c,
         lora,
         acts,
         arena: a,
@@ -160,10 +161,7 @@ async fn layer_forward(
         .await?;
     }
     let (q_shape, k_shape) = rope_shapes(c, n, t);
-    let freqs = RopeFreqs {
-        base: c.layer_rope_base(l),
-        factors: &w.rope_factors,
-    };
+    let freqs = c.layer_rope(l, &w.rope_factors);
     rope(rec, &acts.q, q_shape, 0, freqs, false).await?;
     rope(rec, &acts.k, k_shape, 0, freqs, false).await?;
     let shape = attention_shape(c, a.b as u32, t, l);
@@ -309,6 +307,7 @@ async fn layer_backward(
     let (n, t) = ((a.b * a.t) as u32, a.t as u32);
     let (ce, ff) = (c.n_embd as u32, c.n_ff as u32);
     let p = LayerProj {
+        model: c,
         lora,
         acts,
         arena: a,
@@ -396,10 +395,7 @@ async fn layer_backward(
     )
     .await?;
     let (q_shape, k_shape) = rope_shapes(c, n, t);
-    let freqs = RopeFreqs {
-        base: c.layer_rope_base(l),
-        factors: &model.weights.rope_factors,
-    };
+    let freqs = c.layer_rope(l, &model.weights.rope_factors);
     rope(rec, &a.dq, q_shape, 0, freqs, true).await?;
     rope(rec, &a.dk, k_shape, 0, freqs, true).await?;
     // Back through the per-head norms (weights frozen) to the projections' outputs.

@@ -8,6 +8,7 @@ use crate::kernels::elementwise::dropout;
 use crate::kernels::matmul::{MatView, matmul, matmul_weight, matmul_weight_t};
 use crate::lora::Module;
 use crate::train::Result;
+use crate::model::ModelConfig;
 use crate::train::lora_gpu::{GpuLora, LoraSlot};
 
 /// LoRA dropout of one projection in one micro-batch of one step: the probability and the seed
@@ -22,7 +23,7 @@ pub(crate) struct Drop {
 /// dropout of its input.
 #[derive(Clone, Copy)]
 pub(crate) struct Adapted<'a> {
-    pub(crate) slot: &'a LoraSlot,
+    pub(crate) slot: LoraSlot,
     pub(crate) u: &'a GpuBuffer,
     pub(crate) drop: Option<Drop>,
 }
@@ -156,20 +157,25 @@ pub(crate) async fn adapted_linear_backward(
     Ok(())
 }
 
+/// The LoRA term of projection `p` of `layer`: its slot (a fused module's rows for `p`), the
+/// module's saved `u` and its dropout.
 pub(super) fn slot_of<'a>(
+    model: &ModelConfig,
     lora: &'a GpuLora,
     acts: &'a LayerActs,
     layer: usize,
-    module: Module,
+    p: Module,
     drop: Option<Drop>,
 ) -> Option<Adapted<'a>> {
-    let slot = lora.slot(layer, module)?;
+    let slot = lora.projection_slot(model, layer, p)?;
+    let module = slot.module;
     let u = acts
         .lora_u
         .iter()
         .find(|(m, _)| *m == module)
         .map(|(_, u)| u)?;
-    // A distinct mask per layer and projection, from the step's seed.
+    // A distinct mask per layer and module, from the step's seed (the same for the parts of a
+    // fused module, which share its input).
     let drop = drop.map(|d| Drop {
         p: d.p,
         seed: crate::util::hash32(&[d.seed, layer as u32, module as u32]),
@@ -180,6 +186,7 @@ pub(super) fn slot_of<'a>(
 /// The projections of one layer in one micro-batch: each is the base weight plus, when the
 /// layer adapts it, its LoRA term (with the step's dropout and the arena's scratch buffers).
 pub(super) struct LayerProj<'a> {
+    pub(super) model: &'a ModelConfig,
     pub(super) lora: &'a GpuLora,
     pub(super) acts: &'a LayerActs,
     pub(super) arena: &'a Arena,
@@ -190,7 +197,7 @@ pub(super) struct LayerProj<'a> {
 
 impl LayerProj<'_> {
     fn adapted(&self, module: Module) -> Option<Adapted<'_>> {
-        slot_of(self.lora, self.acts, self.layer, module, self.drop)
+        slot_of(self.model, self.lora, self.acts, self.layer, module, self.drop)
     }
 
     /// `y = x·Wᵀ (+ LoRA)` for `module`.

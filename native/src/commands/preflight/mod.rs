@@ -97,7 +97,7 @@ pub fn run(args: Args) -> Result<()> {
     let model_config = afinador_core::model::ModelConfig::from_gguf(&file.gguf)?;
     let weight_bytes: u64 = file.gguf.tensors().iter().map(|t| t.n_bytes).sum();
     // The adapter's name does not change its size.
-    let lora_config = session::lora_config(&config, String::new())?;
+    let lora_config = session::lora_config(&config, &model_config.arch, String::new())?;
     let max_binding = gpu.limits.max_storage_buffer_binding_size;
     let budget = match config.memory_budget_gib {
         Some(gib) => Some((gib * GIB) as u64),
