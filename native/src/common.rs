@@ -85,7 +85,7 @@ pub fn matmul_spec(variant: MatmulVariant) -> String {
 /// Which model file.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// A GGUF model file (llama, mistral or qwen2; F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0
+    /// A GGUF model file (llama, mistral, qwen2, qwen3, gemma3 or phi3; F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0
     /// or Q2_K–Q6_K weights; `afinador inspect` says whether a file is supported).
     #[arg(long, default_value = DEFAULT_MODEL, env = "AFINADOR_MODEL")]
     pub model: PathBuf,

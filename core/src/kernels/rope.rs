@@ -110,13 +110,7 @@ pub async fn rope(
 }
 
 /// CPU reference (in place).
-pub fn rope_ref(
-    x: &mut [f32],
-    s: RopeShape,
-    pos0: u32,
-    freqs: RopeFreqs<&[f32]>,
-    inverse: bool,
-) {
+pub fn rope_ref(x: &mut [f32], s: RopeShape, pos0: u32, freqs: RopeFreqs<&[f32]>, inverse: bool) {
     let (theta_base, factors, scale) = (freqs.base, freqs.factors, freqs.scale as f64);
     let hs = s.hs as usize;
     let (step, gap) = (s.pair_step() as usize, s.pair_gap() as usize);
@@ -172,13 +166,27 @@ mod tests {
             &mut x,
             shape(RopeStyle::Adjacent),
             1,
-            RopeFreqs { base: 1.0, factors: &[1.0; 2][..], scale: 1.0 },
+            RopeFreqs {
+                base: 1.0,
+                factors: &[1.0; 2][..],
+                scale: 1.0,
+            },
             false,
         );
         let (p0, p1) = (turn(1.0, 2.0), turn(3.0, 4.0));
         assert_eq!(x, vec![p0[0], p0[1], p1[0], p1[1]]);
         let mut x = vec![1.0, 2.0, 3.0, 4.0];
-        rope_ref(&mut x, shape(RopeStyle::Neox), 1, RopeFreqs { base: 1.0, factors: &[1.0; 2][..], scale: 1.0 }, false);
+        rope_ref(
+            &mut x,
+            shape(RopeStyle::Neox),
+            1,
+            RopeFreqs {
+                base: 1.0,
+                factors: &[1.0; 2][..],
+                scale: 1.0,
+            },
+            false,
+        );
         let (p0, p1) = (turn(1.0, 3.0), turn(2.0, 4.0));
         assert_eq!(x, vec![p0[0], p1[0], p0[1], p1[1]]);
     }
@@ -215,7 +223,13 @@ mod tests {
         let mut want = x.clone();
         rope_ref(&mut want, s, 300, freqs_ref(10000.0, &factors, 1.0), false);
         let mut plain = x.clone();
-        rope_ref(&mut plain, s, 300, freqs_ref(10000.0, &[1.0; 4], 1.0), false);
+        rope_ref(
+            &mut plain,
+            s,
+            300,
+            freqs_ref(10000.0, &[1.0; 4], 1.0),
+            false,
+        );
         assert!(plain != want, "the factors change the rotation");
         let g = upload(&x);
         run(async |rec| rope(rec, &g, s, 300, freqs, false).await.unwrap());
@@ -223,18 +237,37 @@ mod tests {
         run(async |rec| rope(rec, &g, s, 300, freqs, true).await.unwrap());
         assert_close("rope inverse", &read(&g), &x, 2e-5, 1e-4);
         // LongRoPE's attention factor scales both; the inverse is the transpose, scaled alike.
-        let scaled = RopeFreqs { scale: 1.13, ..freqs };
+        let scaled = RopeFreqs {
+            scale: 1.13,
+            ..freqs
+        };
         let mut want = x.clone();
         rope_ref(&mut want, s, 300, freqs_ref(10000.0, &factors, 1.13), false);
         let mut back = want.clone();
         rope_ref(&mut back, s, 300, freqs_ref(10000.0, &factors, 1.13), true);
-        let twice: Vec<f32> = x.iter().enumerate().map(|(i, &v)| {
-            let rotated = (i >= 4) && ((i - 4) % 40) < 24;
-            if rotated { v * 1.13 * 1.13 } else { v }
-        }).collect();
-        assert_close("scaled inverse is the scaled transpose", &back, &twice, 1e-5, 1e-5);
+        let twice: Vec<f32> = x
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let rotated = (i >= 4) && ((i - 4) % 40) < 24;
+                if rotated { v * 1.13 * 1.13 } else { v }
+            })
+            .collect();
+        assert_close(
+            "scaled inverse is the scaled transpose",
+            &back,
+            &twice,
+            1e-5,
+            1e-5,
+        );
         run(async |rec| rope(rec, &g, s, 300, scaled, false).await.unwrap());
-        assert_close(&format!("rope {style:?} scaled"), &read(&g), &want, 2e-5, 1e-4);
+        assert_close(
+            &format!("rope {style:?} scaled"),
+            &read(&g),
+            &want,
+            2e-5,
+            1e-4,
+        );
         run(async |rec| rope(rec, &g, s, 300, scaled, true).await.unwrap());
         assert_close("rope scaled inverse", &read(&g), &back, 2e-5, 1e-4);
         // Real model shape: 9 heads of 64, base 100000, positions up to 2000.
@@ -255,7 +288,13 @@ mod tests {
             scale: 1.0,
         };
         let mut want = x.clone();
-        rope_ref(&mut want, s, 1996, freqs_ref(100000.0, &[1.0; 32], 1.0), false);
+        rope_ref(
+            &mut want,
+            s,
+            1996,
+            freqs_ref(100000.0, &[1.0; 32], 1.0),
+            false,
+        );
         let g = upload(&x);
         run(async |rec| rope(rec, &g, s, 1996, freqs, false).await.unwrap());
         assert_close("rope smollm", &read(&g), &want, 2e-4, 1e-3);

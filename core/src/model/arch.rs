@@ -192,7 +192,12 @@ impl Architecture {
     /// fused projections, q/k/v become `qkv_proj` and gate/up `gate_up_proj` — only all of a
     /// fused module's projections together, since they share its A matrix.
     pub fn lora_modules(&self, requested: &[Module]) -> Result<Vec<Module>, String> {
-        let names = |ms: &[Module]| ms.iter().map(|m| m.hf_name()).collect::<Vec<_>>().join(", ");
+        let names = |ms: &[Module]| {
+            ms.iter()
+                .map(|m| m.hf_name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let mut out = Vec::new();
         for &m in requested {
             let module = match (self.modules().contains(&m), self.fused_projections) {
@@ -228,7 +233,10 @@ impl Architecture {
     /// The module a GGUF tensor base name (`attn_q`, `ffn_up`) adapts in this architecture:
     /// `ffn_up` is `up_proj`, or `gate_up_proj` where gate and up are fused.
     pub fn module_by_gguf_name(&self, name: &str) -> Option<Module> {
-        self.modules().iter().copied().find(|m| m.gguf_name() == name)
+        self.modules()
+            .iter()
+            .copied()
+            .find(|m| m.gguf_name() == name)
     }
 
     /// The names of [`ARCHITECTURES`], comma-separated.

@@ -260,7 +260,13 @@ pub fn make_tiny_gguf(
     let arch = spec.arch.name;
     let mut vocab = spec.vocab_size;
     w.add_metadata("general.architecture", arch)?;
-    w.add_metadata("general.name", format!("afinador tiny {arch}"))?;
+    // llama.cpp sets Phi-3 token attributes by model name ("phi3" in it), needing Phi-3's own
+    // special tokens, which a copied tokenizer lacks; so the name avoids it.
+    let name = match spec.arch.fused_projections {
+        true => "afinador tiny (fused projections)".to_owned(),
+        false => format!("afinador tiny {arch}"),
+    };
+    w.add_metadata("general.name", name)?;
     w.add_metadata("general.type", "model")?;
     let head_dim = spec.head_dim.unwrap_or(spec.n_embd / spec.n_head);
     let meta: [(&str, MetaValue); 9] = [

@@ -313,9 +313,16 @@ mod tests {
             assert_eq!((gw.format, gw.rows, gw.cols), (f, rows, cols));
         }
         for ty in ["IQ4_NL", "IQ2_XS"] {
-            let err = upload_matrix(gpu(), &gguf, &file, &format!("w.{ty}"), (rows, cols), 0..rows)
-                .unwrap_err()
-                .to_string();
+            let err = upload_matrix(
+                gpu(),
+                &gguf,
+                &file,
+                &format!("w.{ty}"),
+                (rows, cols),
+                0..rows,
+            )
+            .unwrap_err()
+            .to_string();
             assert_eq!(
                 err,
                 format!(

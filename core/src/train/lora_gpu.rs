@@ -45,7 +45,13 @@ impl GpuLora {
             return Err(crate::train::TrainError::Adapter(format!(
                 "{} has no {m}: target {} or a part of them",
                 model.arch.name,
-                model.arch.modules().iter().map(|m| m.hf_name()).collect::<Vec<_>>().join(", ")
+                model
+                    .arch
+                    .modules()
+                    .iter()
+                    .map(|m| m.hf_name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
         let mut slots = Vec::new();
@@ -140,7 +146,12 @@ impl GpuLora {
     /// The LoRA term of projection `p` of `layer`, if adapted: its module's slot, or where the
     /// architecture fuses `p` with others, the fused module's A and `p`'s rows of its B (the
     /// fused module's `u = x·Aᵀ` is shared, its dA sums the parts' contributions).
-    pub fn projection_slot(&self, model: &ModelConfig, layer: usize, p: Module) -> Option<LoraSlot> {
+    pub fn projection_slot(
+        &self,
+        model: &ModelConfig,
+        layer: usize,
+        p: Module,
+    ) -> Option<LoraSlot> {
         let (module, rows) = model.projection_rows(p);
         let s = *self.slot(layer, module)?;
         Some(LoraSlot {

@@ -46,7 +46,12 @@ fn fused_architectures_adapt_their_fused_modules() {
     let all = PHI3.lora_modules(&Module::ALL).unwrap();
     assert_eq!(
         all,
-        [Module::OProj, Module::DownProj, Module::QkvProj, Module::GateUpProj]
+        [
+            Module::OProj,
+            Module::DownProj,
+            Module::QkvProj,
+            Module::GateUpProj
+        ]
     );
     let attn = Module::parse_list(&["q_proj", "k_proj", "v_proj", "o_proj"]).unwrap();
     assert_eq!(
@@ -54,7 +59,8 @@ fn fused_architectures_adapt_their_fused_modules() {
         [Module::OProj, Module::QkvProj]
     );
     assert_eq!(
-        PHI3.lora_modules(&[Module::QProj, Module::VProj]).unwrap_err(),
+        PHI3.lora_modules(&[Module::QProj, Module::VProj])
+            .unwrap_err(),
         "phi3 computes q_proj, k_proj, v_proj as one qkv_proj with one LoRA A matrix: target all \
          of them, or qkv_proj"
     );
@@ -66,7 +72,10 @@ fn fused_architectures_adapt_their_fused_modules() {
     );
     assert_eq!(PHI3.module_by_gguf_name("ffn_up"), Some(Module::GateUpProj));
     assert_eq!(LLAMA.module_by_gguf_name("ffn_up"), Some(Module::UpProj));
-    assert_eq!(Module::from_hf_name("gate_up_proj"), Some(Module::GateUpProj));
+    assert_eq!(
+        Module::from_hf_name("gate_up_proj"),
+        Some(Module::GateUpProj)
+    );
 }
 
 #[test]

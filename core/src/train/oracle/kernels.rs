@@ -323,11 +323,7 @@ fn lora_projection_gradients_match_autodiff() {
         let (s1, s2) = (upload(&vec![0.0; n * inp]), upload(&vec![0.0; n * inp]));
         let ones = upload(&vec![1.0; n * inp]);
         run(async |rec| {
-            let adapted = Some(Adapted {
-                slot,
-                u: &u,
-                drop,
-            });
+            let adapted = Some(Adapted { slot, u: &u, drop });
             let n = n as u32;
             adapted_linear(rec, &gx, &gw, &y, n, &lora, adapted, &s1)
                 .await

@@ -7,8 +7,8 @@ use crate::kernels::GpuWeight;
 use crate::kernels::elementwise::dropout;
 use crate::kernels::matmul::{MatView, matmul, matmul_weight, matmul_weight_t};
 use crate::lora::Module;
-use crate::train::Result;
 use crate::model::ModelConfig;
+use crate::train::Result;
 use crate::train::lora_gpu::{GpuLora, LoraSlot};
 
 /// LoRA dropout of one projection in one micro-batch of one step: the probability and the seed
@@ -197,7 +197,9 @@ pub(super) struct LayerProj<'a> {
 
 impl LayerProj<'_> {
     fn adapted(&self, module: Module) -> Option<Adapted<'_>> {
-        slot_of(self.model, self.lora, self.acts, self.layer, module, self.drop)
+        slot_of(
+            self.model, self.lora, self.acts, self.layer, module, self.drop,
+        )
     }
 
     /// `y = x·Wᵀ (+ LoRA)` for `module`.
