@@ -8,9 +8,10 @@
 //!
 //! To add an architecture: add a constant here and to [`ARCHITECTURES`]; if it needs an
 //! operation the block does not have yet (a norm, an activation), add a field here, the kernel
-//! and its CPU reference, then read the field in `model/forward.rs`, `train/step.rs`,
-//! `train/reference.rs` and `train/oracle/model.rs`. `make-tiny-model --arch NAME` then writes
-//! random models of it for the tests.
+//! and its CPU reference, then read the field in the one block both inference and training run
+//! (`model/block.rs`, its backward in `train/step/block.rs`) and in the two independent
+//! references (`train/reference.rs`, `train/oracle/model.rs`). `make-tiny-model --arch NAME`
+//! then writes random models of it for the tests (ARCHITECTURE.md has the whole list).
 
 use serde::Serialize;
 

@@ -1,17 +1,14 @@
 //! The forward pass: embedding → L × (attention block, SwiGLU block) → norm → logits statistics,
 //! recorded as one batch of kernels per call, with a KV cache for incremental decode.
 
+use super::block::{
+    BlockBuffers, Frozen, HeadNormed, Placement, PostNormed, Stream, block_forward, frozen_linear,
+};
 use super::{ModelConfig, ModelWeights, Result};
 use crate::gpu::{Gpu, GpuBuffer, Recorder, read_buffer_f32};
-use crate::kernels::GpuWeight;
-use crate::kernels::attention::{AttentionShape, attention};
-use crate::kernels::elementwise::{Op, add_bias, add_into, elementwise};
 use crate::kernels::embedding::embedding;
-use crate::kernels::gemv::gemv;
 use crate::kernels::logits::{NO_TARGET, RowStats, logit_stats};
-use crate::kernels::matmul::matmul_weight;
-use crate::kernels::rmsnorm::{rmsnorm, rmsnorm_to};
-use crate::kernels::rope::{RopeShape, rope};
+use crate::kernels::rmsnorm::rmsnorm;
 
 /// Keys and values of every layer for positions `0..len` of one sequence.
 #[derive(Debug)]
@@ -188,49 +185,6 @@ pub struct Forward {
     acts: Option<Activations>,
 }
 
-/// `y[T, N] (+)= x[T, K] · Wᵀ`: GEMV for a few rows (decode), tiled GEMM otherwise.
-#[allow(clippy::too_many_arguments)]
-async fn linear(
-    rec: &mut Recorder<'_>,
-    x: &GpuBuffer,
-    x_off: u32,
-    w: &GpuWeight,
-    y: &GpuBuffer,
-    y_off: u32,
-    y_stride: u32,
-    t: u32,
-    accumulate: bool,
-) -> Result<()> {
-    if t <= 4 {
-        gemv(rec, x, x_off, w, y, y_off, y_stride, t, 1.0, accumulate).await?;
-    } else {
-        matmul_weight(rec, x, x_off, w, y, y_off, y_stride, t, 1.0, accumulate).await?;
-    }
-    Ok(())
-}
-
-/// `x += W·input`, or with a post norm (gemma3) `x += norm(W·input)` through scratch.
-async fn residual(
-    rec: &mut Recorder<'_>,
-    config: &ModelConfig,
-    input: &GpuBuffer,
-    w: &GpuWeight,
-    post_norm: Option<&GpuBuffer>,
-    a: &Activations,
-    t: u32,
-) -> Result<()> {
-    let c = config.n_embd as u32;
-    match post_norm {
-        None => linear(rec, input, 0, w, &a.x, 0, c, t, true).await,
-        Some(norm) => {
-            linear(rec, input, 0, w, &a.tmp, 0, c, t, false).await?;
-            rmsnorm(rec, &a.tmp, norm, &a.xn, &a.rstd, (t, c), config.rms_eps).await?;
-            add_into(rec, (&a.xn, 0), (&a.x, 0), t * c).await?;
-            Ok(())
-        }
-    }
-}
-
 impl Forward {
     /// Run `ids` (at positions `cache.len..`) through the model, extend the cache, and report the
     /// logits asked for. One submission, one or two readbacks.
@@ -258,12 +212,7 @@ impl Forward {
             self.acts = Some(Activations::new(gpu, config, t)?);
         }
         let a = self.acts.as_ref().expect("allocated above");
-        let (c, ff, qd, kvd) = (
-            config.n_embd as u32,
-            config.n_ff as u32,
-            config.q_dim() as u32,
-            config.kv_dim() as u32,
-        );
+        let c = config.n_embd as u32;
         let (tt, pos0) = (t as u32, cache.len as u32);
         a.ids.write(gpu, 0, ids);
 
@@ -278,137 +227,49 @@ impl Forward {
             embd_scale,
         )
         .await?;
+        let at = Placement::decode(tt, pos0, cache.capacity as u32);
         for (l, lw) in weights.layers.iter().enumerate() {
-            let (kc, vc) = (&cache.k[l], &cache.v[l]);
-            // Attention block: x += Wo · attention(rope(Wq·n(x)), rope(Wk·n(x)), Wv·n(x)).
-            rmsnorm(
-                &mut rec,
-                &a.x,
-                &lw.attn_norm,
-                &a.xn,
-                &a.rstd,
-                (tt, c),
-                config.rms_eps,
-            )
-            .await?;
-            // With per-head norms, Q and K are projected into scratch and normalized into place.
-            let (q_out, k_out) = match lw.qk_norm {
-                Some(_) => ((&a.q_raw, 0), (&a.k_raw, 0)),
-                None => ((&a.q, 0), (kc, pos0 * kvd)),
+            // One scratch set: the two norms share xn and rstd, K and V go into the cache.
+            let io = BlockBuffers {
+                stream: Stream::InPlace(&a.x),
+                xn1: &a.xn,
+                rstd1: &a.rstd,
+                q: &a.q,
+                k: &cache.k[l],
+                v: &cache.v[l],
+                head_norm: lw.qk_norm.as_ref().map(|_| HeadNormed {
+                    q_raw: &a.q_raw,
+                    k_raw: &a.k_raw,
+                    rstd_q: &a.rstd_heads,
+                    rstd_k: &a.rstd_heads,
+                }),
+                att: &a.att,
+                lse: &a.lse,
+                xn2: &a.xn,
+                rstd2: &a.rstd,
+                gate: &a.gate,
+                up: &a.up,
+                hidden: &a.hidden,
+                post: lw.post_norms.as_ref().map(|_| PostNormed {
+                    attn_out: &a.tmp,
+                    attn_rstd: &a.rstd,
+                    ffn_out: &a.tmp,
+                    ffn_rstd: &a.rstd,
+                }),
+                sum: &a.xn,
             };
-            linear(
-                &mut rec, &a.xn, 0, &lw.attn_q, q_out.0, q_out.1, qd, tt, false,
-            )
-            .await?;
-            linear(
-                &mut rec, &a.xn, 0, &lw.attn_k, k_out.0, k_out.1, kvd, tt, false,
-            )
-            .await?;
-            linear(
+            let frozen = Frozen { n: tt };
+            block_forward(
                 &mut rec,
-                &a.xn,
-                0,
-                &lw.attn_v,
-                vc,
-                pos0 * kvd,
-                kvd,
-                tt,
-                false,
+                config,
+                lw,
+                &weights.rope_factors,
+                l,
+                at,
+                &io,
+                &frozen,
             )
             .await?;
-            if let Some(bias) = &lw.qkv_bias {
-                add_bias(&mut rec, &bias.q, q_out, tt, qd).await?;
-                add_bias(&mut rec, &bias.k, k_out, tt, kvd).await?;
-                add_bias(&mut rec, &bias.v, (vc, pos0 * kvd), tt, kvd).await?;
-            }
-            if let Some(norm) = &lw.qk_norm {
-                let (nh, kvh, hs) = (
-                    config.n_head as u32,
-                    config.n_head_kv as u32,
-                    config.head_dim as u32,
-                );
-                let eps = config.rms_eps;
-                rmsnorm_to(
-                    &mut rec,
-                    &a.q_raw,
-                    &norm.q,
-                    (&a.q, 0),
-                    &a.rstd_heads,
-                    (tt * nh, hs),
-                    eps,
-                )
-                .await?;
-                let k_at = (kc, pos0 * kvd);
-                rmsnorm_to(
-                    &mut rec,
-                    &a.k_raw,
-                    &norm.k,
-                    k_at,
-                    &a.rstd_heads,
-                    (tt * kvh, hs),
-                    eps,
-                )
-                .await?;
-            }
-            let hs = config.head_dim as u32;
-            let q_shape = RopeShape {
-                style: config.arch.rope,
-                period: u32::MAX,
-                t: tt,
-                h: config.n_head as u32,
-                hs,
-                off: 0,
-                row_stride: qd,
-            };
-            let k_shape = RopeShape {
-                style: config.arch.rope,
-                period: u32::MAX,
-                t: tt,
-                h: config.n_head_kv as u32,
-                hs,
-                off: pos0 * kvd,
-                row_stride: kvd,
-            };
-            let freqs = config.layer_rope(l, &weights.rope_factors);
-            rope(&mut rec, &a.q, q_shape, pos0, freqs, false).await?;
-            rope(&mut rec, kc, k_shape, pos0, freqs, false).await?;
-            let shape = AttentionShape {
-                b: 1,
-                t: tt,
-                nh: config.n_head as u32,
-                kvh: config.n_head_kv as u32,
-                hs,
-                pos0,
-                s: cache.capacity as u32,
-                window: config.layer_window(l),
-            };
-            attention(&mut rec, &a.q, kc, vc, &a.att, &a.lse, shape).await?;
-            let post = lw.post_norms.as_ref().map(|p| &p.attn);
-            residual(&mut rec, config, &a.att, &lw.attn_output, post, a, tt).await?;
-            // Feed-forward block: x += W_down · (act(W_gate·n(x)) ⊙ W_up·n(x)).
-            rmsnorm(
-                &mut rec,
-                &a.x,
-                &lw.ffn_norm,
-                &a.xn,
-                &a.rstd,
-                (tt, c),
-                config.rms_eps,
-            )
-            .await?;
-            linear(&mut rec, &a.xn, 0, &lw.ffn_gate, &a.gate, 0, ff, tt, false).await?;
-            linear(&mut rec, &a.xn, 0, &lw.ffn_up, &a.up, 0, ff, tt, false).await?;
-            elementwise(
-                &mut rec,
-                Op::Glu(config.arch.activation),
-                tt * ff,
-                (&a.gate, 0),
-                (&a.up, 0),
-                (&a.hidden, 0),
-            )
-            .await?;
-            let post = lw.post_norms.as_ref().map(|p| &p.ffn);
-            residual(&mut rec, config, &a.hidden, &lw.ffn_down, post, a, tt).await?;
         }
         rmsnorm(
             &mut rec,
@@ -433,18 +294,8 @@ impl Forward {
         while row < t {
             let rows = (t - row).min(a.logit_rows);
             let x_off = (row * config.n_embd) as u32;
-            linear(
-                &mut rec,
-                &a.xn,
-                x_off,
-                out,
-                &a.logits,
-                0,
-                v,
-                rows as u32,
-                false,
-            )
-            .await?;
+            let logits = (&a.logits, 0);
+            frozen_linear(&mut rec, (&a.xn, x_off), out, logits, rows as u32, false).await?;
             logit_stats(
                 &mut rec,
                 &a.logits,

@@ -3,6 +3,7 @@
 //! sampling.
 
 pub mod arch;
+pub(crate) mod block;
 mod config;
 mod forward;
 mod sampling;

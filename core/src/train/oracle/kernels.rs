@@ -325,7 +325,7 @@ fn lora_projection_gradients_match_autodiff() {
         run(async |rec| {
             let adapted = Some(Adapted { slot, u: &u, drop });
             let n = n as u32;
-            adapted_linear(rec, &gx, &gw, &y, n, &lora, adapted, &s1)
+            adapted_linear(rec, &gx, &gw, (&y, 0), n, false, &lora, adapted, &s1)
                 .await
                 .unwrap();
             adapted_linear_backward(

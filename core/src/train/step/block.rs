@@ -5,55 +5,18 @@
 use super::arena::Arena;
 use super::linear::{Drop, LayerProj};
 use crate::gpu::{GpuBuffer, Recorder};
-use crate::kernels::attention::{AttentionSaved, AttentionShape, attention, attention_backward};
-use crate::kernels::elementwise::{Op, add_bias, elementwise, glu_backward};
+use crate::kernels::attention::{AttentionSaved, attention_backward};
+use crate::kernels::elementwise::glu_backward;
 use crate::kernels::embedding::embedding;
 use crate::kernels::logits::{cross_entropy_grad, logit_stats};
 use crate::kernels::matmul::{matmul_weight, matmul_weight_t};
 use crate::kernels::rmsnorm::{rmsnorm, rmsnorm_backward};
-use crate::kernels::rope::{RopeShape, rope};
+use crate::kernels::rope::rope;
 use crate::lora::Module;
-use crate::model::{Model, ModelConfig};
+use crate::model::Model;
+use crate::model::block::{BlockBuffers, HeadNormed, Placement, PostNormed, Stream, block_forward};
 use crate::train::Result;
 use crate::train::lora_gpu::GpuLora;
-
-fn rope_shapes(c: &ModelConfig, n: u32, t: u32) -> (RopeShape, RopeShape) {
-    let hs = c.head_dim as u32;
-    let (qd, kvd) = (c.q_dim() as u32, c.kv_dim() as u32);
-    (
-        RopeShape {
-            style: c.arch.rope,
-            period: t,
-            t: n,
-            h: c.n_head as u32,
-            hs,
-            off: 0,
-            row_stride: qd,
-        },
-        RopeShape {
-            style: c.arch.rope,
-            period: t,
-            t: n,
-            h: c.n_head_kv as u32,
-            hs,
-            off: 0,
-            row_stride: kvd,
-        },
-    )
-}
-
-fn attention_shape(c: &ModelConfig, b: u32, t: u32, layer: usize) -> AttentionShape {
-    AttentionShape {
-        b,
-        t,
-        nh: c.n_head as u32,
-        kvh: c.n_head_kv as u32,
-        hs: c.head_dim as u32,
-        pos0: 0,
-        s: t,
-        window: c.layer_window(layer),
-    }
-}
 
 pub(super) async fn forward(
     rec: &mut Recorder<'_>,
@@ -86,8 +49,9 @@ pub(super) async fn forward(
 }
 
 /// Layer `l` of the forward pass: from `x[l]` to `x[l + 1]`, saving in `a.layer(l)` what the
-/// backward needs. With gradient checkpointing the backward pass runs it again, just before the
-/// layer's backward, into the one shared set of saved activations.
+/// backward needs (the shared block, with LoRA terms). With gradient checkpointing the backward
+/// pass runs it again, just before the layer's backward, into the one shared set of saved
+/// activations.
 async fn layer_forward(
     rec: &mut Recorder<'_>,
     model: &Model,
@@ -97,9 +61,7 @@ async fn layer_forward(
     drop: Option<Drop>,
 ) -> Result<()> {
     let (c, w) = (&model.config, &model.weights);
-    let (lw, acts) = (&w.layers[l], a.layer(l));
-    let (n, t) = ((a.b * a.t) as u32, a.t as u32);
-    let (ce, ff) = (c.n_embd as u32, c.n_ff as u32);
+    let acts = a.layer(l);
     let p = LayerProj {
         model: c,
         lora,
@@ -107,115 +69,42 @@ async fn layer_forward(
         arena: a,
         layer: l,
         drop,
-        n,
+        n: (a.b * a.t) as u32,
     };
-    rmsnorm(
-        rec,
-        &a.x[l],
-        &lw.attn_norm,
-        &acts.xn1,
-        &acts.rstd1,
-        (n, ce),
-        c.rms_eps,
-    )
-    .await?;
-    // With per-head norms, Q and K are projected into their saved raw buffers first.
-    let (q_out, k_out) = match &acts.head_norm {
-        Some(h) => (&h.q_raw, &h.k_raw),
-        None => (&acts.q, &acts.k),
+    let io = BlockBuffers {
+        stream: Stream::Saved {
+            input: &a.x[l],
+            mid: &acts.x_mid,
+            output: &a.x[l + 1],
+        },
+        xn1: &acts.xn1,
+        rstd1: &acts.rstd1,
+        q: &acts.q,
+        k: &acts.k,
+        v: &acts.v,
+        head_norm: acts.head_norm.as_ref().map(|h| HeadNormed {
+            q_raw: &h.q_raw,
+            k_raw: &h.k_raw,
+            rstd_q: &h.rstd_q,
+            rstd_k: &h.rstd_k,
+        }),
+        att: &acts.att,
+        lse: &acts.lse,
+        xn2: &acts.xn2,
+        rstd2: &acts.rstd2,
+        gate: &acts.gate,
+        up: &acts.up,
+        hidden: &acts.hidden,
+        post: acts.post.as_ref().map(|s| PostNormed {
+            attn_out: &s.attn_out,
+            attn_rstd: &s.attn_rstd,
+            ffn_out: &s.ffn_out,
+            ffn_rstd: &s.ffn_rstd,
+        }),
+        sum: &a.tmp,
     };
-    p.forward(rec, Module::QProj, &acts.xn1, &lw.attn_q, q_out)
-        .await?;
-    p.forward(rec, Module::KProj, &acts.xn1, &lw.attn_k, k_out)
-        .await?;
-    p.forward(rec, Module::VProj, &acts.xn1, &lw.attn_v, &acts.v)
-        .await?;
-    if let Some(bias) = &lw.qkv_bias {
-        let (qd, kvd) = (c.q_dim() as u32, c.kv_dim() as u32);
-        add_bias(rec, &bias.q, (q_out, 0), n, qd).await?;
-        add_bias(rec, &bias.k, (k_out, 0), n, kvd).await?;
-        add_bias(rec, &bias.v, (&acts.v, 0), n, kvd).await?;
-    }
-    if let (Some(h), Some(norm)) = (&acts.head_norm, &lw.qk_norm) {
-        let (nh, kvh, hs) = (c.n_head as u32, c.n_head_kv as u32, c.head_dim as u32);
-        let eps = c.rms_eps;
-        rmsnorm(
-            rec,
-            &h.q_raw,
-            &norm.q,
-            &acts.q,
-            &h.rstd_q,
-            (n * nh, hs),
-            eps,
-        )
-        .await?;
-        rmsnorm(
-            rec,
-            &h.k_raw,
-            &norm.k,
-            &acts.k,
-            &h.rstd_k,
-            (n * kvh, hs),
-            eps,
-        )
-        .await?;
-    }
-    let (q_shape, k_shape) = rope_shapes(c, n, t);
-    let freqs = c.layer_rope(l, &w.rope_factors);
-    rope(rec, &acts.q, q_shape, 0, freqs, false).await?;
-    rope(rec, &acts.k, k_shape, 0, freqs, false).await?;
-    let shape = attention_shape(c, a.b as u32, t, l);
-    attention(rec, &acts.q, &acts.k, &acts.v, &acts.att, &acts.lse, shape).await?;
-    // With post norms (gemma3) the projection's output is saved and its norm added.
-    let post = acts.post.as_ref().zip(lw.post_norms.as_ref());
-    let attn = post.map(|(s, w)| (&s.attn_out, &w.attn, &s.attn_rstd));
-    let out = (Module::OProj, &lw.attn_output);
-    let norm = ((n, ce), c.rms_eps);
-    project_through_post_norm(rec, &p, out, &acts.att, attn, norm).await?;
-    elementwise(
-        rec,
-        Op::Add,
-        n * ce,
-        (&a.x[l], 0),
-        (&a.tmp, 0),
-        (&acts.x_mid, 0),
-    )
-    .await?;
-    rmsnorm(
-        rec,
-        &acts.x_mid,
-        &lw.ffn_norm,
-        &acts.xn2,
-        &acts.rstd2,
-        (n, ce),
-        c.rms_eps,
-    )
-    .await?;
-    p.forward(rec, Module::GateProj, &acts.xn2, &lw.ffn_gate, &acts.gate)
-        .await?;
-    p.forward(rec, Module::UpProj, &acts.xn2, &lw.ffn_up, &acts.up)
-        .await?;
-    elementwise(
-        rec,
-        Op::Glu(c.arch.activation),
-        n * ff,
-        (&acts.gate, 0),
-        (&acts.up, 0),
-        (&acts.hidden, 0),
-    )
-    .await?;
-    let ffn = post.map(|(s, w)| (&s.ffn_out, &w.ffn, &s.ffn_rstd));
-    let down = (Module::DownProj, &lw.ffn_down);
-    project_through_post_norm(rec, &p, down, &acts.hidden, ffn, norm).await?;
-    elementwise(
-        rec,
-        Op::Add,
-        n * ce,
-        (&acts.x_mid, 0),
-        (&a.tmp, 0),
-        (&a.x[l + 1], 0),
-    )
-    .await?;
+    let at = Placement::batch(a.b as u32, a.t as u32);
+    block_forward(rec, c, &w.layers[l], &w.rope_factors, l, at, &io, &p).await?;
     Ok(())
 }
 
@@ -391,10 +280,10 @@ async fn layer_backward(
         saved,
         &a.delta,
         grads,
-        attention_shape(c, a.b as u32, t, l),
+        Placement::batch(a.b as u32, t).attention(c, l),
     )
     .await?;
-    let (q_shape, k_shape) = rope_shapes(c, n, t);
+    let (q_shape, k_shape) = Placement::batch(a.b as u32, t).rope_shapes(c);
     let freqs = c.layer_rope(l, &model.weights.rope_factors);
     rope(rec, &a.dq, q_shape, 0, freqs, true).await?;
     rope(rec, &a.dk, k_shape, 0, freqs, true).await?;
@@ -458,27 +347,5 @@ async fn through_post_norm<'a>(
             Ok(&a.dpost)
         }
         None => Ok(&a.dx),
-    }
-}
-
-/// `a.tmp = W·x (+ LoRA)` for a block's output projection, or with a post norm (gemma3)
-/// `a.tmp = norm(W·x)`, saving `W·x` and the norm's 1/rms (`saved`: the output before the
-/// norm, the norm's weight and 1/rms, as [`through_post_norm`] reads them back).
-async fn project_through_post_norm(
-    rec: &mut Recorder<'_>,
-    p: &LayerProj<'_>,
-    (module, w): (Module, &crate::kernels::GpuWeight),
-    x: &GpuBuffer,
-    saved: Option<(&GpuBuffer, &GpuBuffer, &GpuBuffer)>,
-    (shape, eps): ((u32, u32), f32),
-) -> Result<()> {
-    let tmp = &p.arena.tmp;
-    match saved {
-        Some((y, norm, rstd)) => {
-            p.forward(rec, module, x, w, y).await?;
-            rmsnorm(rec, y, norm, tmp, rstd, shape, eps).await?;
-            Ok(())
-        }
-        None => p.forward(rec, module, x, w, tmp).await,
     }
 }

@@ -2,13 +2,14 @@
 //! layer in one micro-batch ([`LayerProj`]).
 
 use super::arena::{Arena, LayerActs};
+use crate::gpu::Result;
 use crate::gpu::{GpuBuffer, Recorder};
 use crate::kernels::GpuWeight;
 use crate::kernels::elementwise::dropout;
 use crate::kernels::matmul::{MatView, matmul, matmul_weight, matmul_weight_t};
 use crate::lora::Module;
 use crate::model::ModelConfig;
-use crate::train::Result;
+use crate::model::block::Project;
 use crate::train::lora_gpu::{GpuLora, LoraSlot};
 
 /// LoRA dropout of one projection in one micro-batch of one step: the probability and the seed
@@ -28,21 +29,23 @@ pub(crate) struct Adapted<'a> {
     pub(crate) drop: Option<Drop>,
 }
 
-/// `y[n, out] = x·Wᵀ` plus the LoRA term `s·(dropout(x)·Aᵀ)·Bᵀ` when the projection is adapted
-/// (saving `dropout(x)·Aᵀ` in `u`; `scratch` holds the dropped-out input).
+/// `y[n, out] (+)= x·Wᵀ` plus the LoRA term `s·(dropout(x)·Aᵀ)·Bᵀ` when the projection is
+/// adapted (saving `dropout(x)·Aᵀ` in `u`; `scratch` holds the dropped-out input); `y` from
+/// element `y_off`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn adapted_linear(
     rec: &mut Recorder<'_>,
     x: &GpuBuffer,
     w: &GpuWeight,
-    y: &GpuBuffer,
+    (y, y_off): (&GpuBuffer, u32),
     n: u32,
+    accumulate: bool,
     lora: &GpuLora,
     adapted: Option<Adapted<'_>>,
     scratch: &GpuBuffer,
 ) -> Result<()> {
     let out = w.rows as u32;
-    matmul_weight(rec, x, 0, w, y, 0, out, n, 1.0, false).await?;
+    matmul_weight(rec, x, 0, w, y, y_off, out, n, 1.0, accumulate).await?;
     if let Some(Adapted { slot: s, u, drop }) = adapted {
         let (r, inp, p) = (lora.config.r as u32, s.in_features, &lora.params);
         let xin = match drop {
@@ -60,7 +63,10 @@ pub(crate) async fn adapted_linear(
         );
         matmul(rec, xv, av, uv, (n, r, inp), 1.0, false).await?;
         // y += s · u · Bᵀ   (B [out, r] read transposed)
-        let (bv, yv) = (MatView::transposed(p, s.b_off, r), MatView::rows(y, 0, out));
+        let (bv, yv) = (
+            MatView::transposed(p, s.b_off, r),
+            MatView::rows(y, y_off, out),
+        );
         matmul(
             rec,
             MatView::rows(u, 0, r),
@@ -202,28 +208,6 @@ impl LayerProj<'_> {
         )
     }
 
-    /// `y = x·Wᵀ (+ LoRA)` for `module`.
-    pub(super) async fn forward(
-        &self,
-        rec: &mut Recorder<'_>,
-        module: Module,
-        x: &GpuBuffer,
-        w: &GpuWeight,
-        y: &GpuBuffer,
-    ) -> Result<()> {
-        adapted_linear(
-            rec,
-            x,
-            w,
-            y,
-            self.n,
-            self.lora,
-            self.adapted(module),
-            &self.arena.xdrop,
-        )
-        .await
-    }
-
     /// `dx (+)= dy·W (+ LoRA)` for `module`, accumulating its LoRA gradients.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn backward(
@@ -251,5 +235,22 @@ impl LayerProj<'_> {
             accumulate,
         )
         .await
+    }
+}
+
+impl Project for LayerProj<'_> {
+    /// `y (+)= x·Wᵀ (+ LoRA)` for `projection`, saving its LoRA input.
+    async fn project(
+        &self,
+        rec: &mut Recorder<'_>,
+        projection: Module,
+        x: &GpuBuffer,
+        w: &GpuWeight,
+        y: (&GpuBuffer, u32),
+        accumulate: bool,
+    ) -> Result<()> {
+        let adapted = self.adapted(projection);
+        let xdrop = &self.arena.xdrop;
+        adapted_linear(rec, x, w, y, self.n, accumulate, self.lora, adapted, xdrop).await
     }
 }
