@@ -15,8 +15,8 @@ use std::path::Path;
 
 use afinador_core::model::{Generation, SamplingConfig};
 use common::{
-    Loaded, ShortRun, data, gemma3_path, ids, loaded_gemma3, loaded_qwen2, qwen2_path,
-    tokenizer_ids_equal_llama_cpp,
+    Loaded, ShortRun, afinador, data, gemma3_path, ids, loaded_gemma3, loaded_qwen2, ok,
+    qwen2_path, tokenizer_ids_equal_llama_cpp,
 };
 
 /// Two steps of 24 tokens: enough to see the loss fall on these models, few on lavapipe.
@@ -149,6 +149,31 @@ fn qwen2_scores_like_the_f64_reference_and_llama_cpp() {
 fn qwen2_generates_like_llama_cpp_and_answers_the_coding_prompt() {
     let texts = greedy_generation_follows_llama_cpp(loaded_qwen2(), "reference_nll_qwen2.json");
     assert!(texts[0].contains("Python function"), "{texts:?}");
+}
+
+#[test]
+fn loading_qwen2_holds_little_host_memory_beyond_the_weights() {
+    // The 491 MB file is memory-mapped (its pages are page cache) and each tensor is packed and
+    // streamed a few MiB at a time with a flush every 16 MiB, so anonymous memory grows by the
+    // device buffers (lavapipe keeps them in host memory) plus a little: 45 MB measured. Without
+    // the flushes wgpu's staging copies held a second copy of every weight until the first
+    // submission (486 MB beyond the device buffers).
+    let out = ok(afinador(&[
+        "inspect",
+        "--model",
+        qwen2_path().to_str().unwrap(),
+        "--load",
+        "--json",
+    ]));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let load = &report["load"];
+    let mb = |v: &serde_json::Value| v.as_u64().unwrap() as f64 / 1e6;
+    let (device, host) = (mb(&load["device_bytes"]), &load["host"]);
+    assert!(device > 450.0, "{load}");
+    assert!(host["samples"].as_u64().unwrap() > 10, "{load}");
+    let beyond = mb(&host["beyond_device_buffers"]);
+    assert!(beyond < 200.0, "{beyond:.0} MB beyond the device buffers: {load}");
+    assert!(mb(&host["anon_above_start"]) < device + 200.0, "{load}");
 }
 
 #[test]

@@ -2,6 +2,7 @@
 
 mod commands;
 mod common;
+mod host_memory;
 
 use clap::{Parser, Subcommand};
 

@@ -96,6 +96,11 @@ impl WeightFormat {
         self.block_values().max(4)
     }
 
+    /// A plain float format (F32, F16, BF16): no blocks, no scales.
+    pub fn is_float(self) -> bool {
+        self.block_values() == 1
+    }
+
     /// The names of every format, comma-separated (for messages).
     pub fn names() -> String {
         let names: Vec<&str> = Self::ALL.iter().map(|f| f.name()).collect();

@@ -251,6 +251,8 @@ pub struct Gpu {
     pub(super) pipelines: Mutex<HashMap<PipelineKey, CachedPipeline>>,
     /// Storage-buffer bytes alive on the device, and their peak.
     pub memory: Arc<MemoryCounter>,
+    /// Bytes written with [`Gpu::write_streamed`] since the last flush.
+    unflushed: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -320,7 +322,39 @@ impl Gpu {
             matmul: Mutex::new(None),
             pipelines: Mutex::new(HashMap::new()),
             memory: Arc::new(MemoryCounter::default()),
+            unflushed: Default::default(),
         })
+    }
+
+    /// Hand queued buffer writes to the device and wait for them, so the host copies wgpu keeps
+    /// for `write_buffer` until the next submission are freed. In the browser `writeBuffer`
+    /// copies at once.
+    pub fn flush_writes(&self) {
+        self.unflushed
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        self.queue.submit([]);
+        #[cfg(not(target_arch = "wasm32"))]
+        let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
+    }
+
+    /// Write `data` into `buffer` at `offset` as part of a long stream of writes (a model
+    /// upload: gigabytes with no other submission in between), flushing every 16 MiB so the
+    /// host holds at most that much in wgpu's staging copies, not the whole stream.
+    pub fn write_streamed<T: bytemuck::Pod>(
+        &self,
+        buffer: &super::GpuBuffer,
+        offset: u64,
+        data: &[T],
+    ) {
+        const FLUSH_BYTES: u64 = 16 << 20;
+        buffer.write(self, offset, data);
+        let bytes = std::mem::size_of_val(data) as u64;
+        let pending = self
+            .unflushed
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        if pending + bytes >= FLUSH_BYTES {
+            self.flush_writes();
+        }
     }
 
     /// Whether the adapter is a CPU implementation (lavapipe, SwiftShader, WARP).

@@ -94,6 +94,24 @@ pub fn pack_weight(format: WeightFormat, raw: &[u8]) -> (Vec<u32>, Vec<u32>) {
     (q, s)
 }
 
+/// The lengths in words of the two arrays [`pack_weight`] makes of `blocks` whole blocks.
+pub fn packed_words(format: WeightFormat, blocks: usize) -> (usize, usize) {
+    let quant_words = |skip: usize| blocks * (format.block_bytes() - skip) / 4;
+    match format {
+        WeightFormat::F32 | WeightFormat::F16 | WeightFormat::BF16 => {
+            (blocks * format.block_bytes() / 4, 1)
+        }
+        WeightFormat::Q4_0 | WeightFormat::Q5_0 | WeightFormat::Q8_0 => {
+            (quant_words(2), blocks.div_ceil(2))
+        }
+        WeightFormat::Q4_1 | WeightFormat::Q5_1 => (quant_words(4), blocks),
+        WeightFormat::Q2_K => (16 * blocks, 5 * blocks),
+        WeightFormat::Q3_K => (24 * blocks, 4 * blocks),
+        WeightFormat::Q4_K | WeightFormat::Q5_K => (quant_words(16), 4 * blocks),
+        WeightFormat::Q6_K => (48 * blocks, 5 * blocks),
+    }
+}
+
 /// Random GGUF blocks of `format` for `n` values: random quant bytes (every quant value
 /// appears), the f16 scale and min fields overwritten with finite random values sized so that
 /// weights stay O(0.1)–O(1); float formats uniform in [-1, 1]. `n` must be whole blocks.
@@ -191,17 +209,26 @@ impl GpuWeight {
         let mut parts = Vec::with_capacity(rows.div_ceil(rows_per_part));
         for row0 in (0..rows).step_by(rows_per_part) {
             let n = rows_per_part.min(rows - row0);
-            let (q, s) = pack_weight(format, &raw[row0 * row_bytes..(row0 + n) * row_bytes]);
             let label = |what: &str| match rows_per_part < rows {
                 true => format!("{name}{what} rows {row0}..{}", row0 + n),
                 false => format!("{name}{what}"),
             };
-            parts.push(WeightPart {
+            let blocks = n * cols / format.block_values();
+            let (q_words, s_words) = packed_words(format, blocks);
+            let part = WeightPart {
                 row0,
                 rows: n,
-                q: GpuBuffer::from_slice(gpu, &label(""), &q)?,
-                s: GpuBuffer::from_slice(gpu, &label(".scales"), &s)?,
-            });
+                q: GpuBuffer::zeroed(gpu, &label(""), 4 * q_words as u64)?,
+                s: GpuBuffer::zeroed(gpu, &label(".scales"), 4 * s_words as u64)?,
+            };
+            write_packed(
+                gpu,
+                &part,
+                format,
+                &raw[row0 * row_bytes..(row0 + n) * row_bytes],
+                row_bytes,
+            );
+            parts.push(part);
         }
         Ok(GpuWeight {
             format,
@@ -217,6 +244,27 @@ impl GpuWeight {
     }
 }
 
+/// Pack `raw` (whole rows of `row_bytes`) into `part` a few MiB at a time, streamed
+/// ([`Gpu::write_streamed`]): the host never holds more than one chunk packed plus what wgpu
+/// stages until the next flush, however large the weight (an 8B model's 1 GB embedding
+/// included).
+fn write_packed(gpu: &Gpu, part: &WeightPart, format: WeightFormat, raw: &[u8], row_bytes: usize) {
+    const CHUNK: usize = 4 << 20;
+    // An even number of rows per chunk keeps every chunk's scales on whole words (the Q*_0
+    // formats pair two blocks' f16 scales in one word).
+    let rows_per_chunk = (CHUNK / row_bytes.max(1)).max(2) & !1;
+    let (mut q_off, mut s_off) = (0u64, 0u64);
+    for chunk in raw.chunks(rows_per_chunk * row_bytes) {
+        let (q, s) = pack_weight(format, chunk);
+        gpu.write_streamed(&part.q, q_off, &q);
+        q_off += 4 * q.len() as u64;
+        if !format.is_float() {
+            gpu.write_streamed(&part.s, s_off, &s);
+            s_off += 4 * s.len() as u64;
+        }
+    }
+}
+
 #[cfg(test)]
 mod split_tests {
     use super::*;
@@ -225,6 +273,39 @@ mod split_tests {
     use crate::kernels::matmul::{matmul_weight, matmul_weight_t};
     use crate::kernels::testing::{assert_close, gpu, read, run, upload};
     use crate::util::Rng;
+
+    #[test]
+    fn packed_lengths_are_what_packing_makes_and_chunked_uploads_equal_whole_ones() {
+        let mut rng = Rng::new(30);
+        for &format in WeightFormat::ALL {
+            for blocks in [1, 2, 3, 7, 64] {
+                let n = blocks * format.block_values().max(4);
+                let raw = random_blocks(format, n, &mut rng);
+                let (q, s) = pack_weight(format, &raw);
+                let b = raw.len() / format.block_bytes();
+                assert_eq!(
+                    packed_words(format, b),
+                    (q.len(), s.len()),
+                    "{format} × {b}"
+                );
+            }
+            // Rows of 4 MiB / 3 rows a chunk → several chunks, an odd last one: the buffers
+            // hold exactly what one pack of the whole weight gives.
+            let cols = 256 * 40;
+            let rows = (9 << 20) / (cols / format.block_values() * format.block_bytes()) | 1;
+            let raw = random_blocks(format, rows * cols, &mut rng);
+            let w = GpuWeight::upload(gpu(), "w", format, &raw, rows, cols).unwrap();
+            let (q, s) = pack_weight(format, &raw);
+            let part = &w.parts[0];
+            let got_q = pollster::block_on(crate::gpu::read_buffer_u32(gpu(), &part.q, 0, q.len()));
+            assert!(got_q.unwrap() == q, "{format}: packed quants differ");
+            if !format.is_float() {
+                let got_s =
+                    pollster::block_on(crate::gpu::read_buffer_u32(gpu(), &part.s, 0, s.len()));
+                assert!(got_s.unwrap() == s, "{format}: packed scales differ");
+            }
+        }
+    }
 
     #[test]
     fn a_weight_split_by_rows_computes_what_one_part_computes() {

@@ -97,6 +97,8 @@ impl Model {
                 .map_err(|e| ModelError::BadConfig(e.to_string()))?;
         }
         let weights = ModelWeights::upload(gpu, &config, gguf, file, adapter)?;
+        // The last writes reach the device now, not in the first forward pass.
+        gpu.flush_writes();
         Ok(Model { config, weights })
     }
 

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use afinador_core::model::ModelConfig;
 use anyhow::Result;
 
-use crate::common::{ModelArgs, print_json};
+use crate::common::{GpuArgs, ModelArgs, print_json};
+use crate::host_memory;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -17,6 +18,12 @@ pub struct Args {
     /// Print JSON (always with the tensor list).
     #[arg(long)]
     json: bool,
+    /// Also upload the weights to the GPU and report the time and the host memory it took
+    /// (peak above the process's start, and beyond the device buffers).
+    #[arg(long)]
+    load: bool,
+    #[command(flatten)]
+    gpu: GpuArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -70,6 +77,10 @@ pub fn run(args: Args) -> Result<()> {
             })
         })
         .collect();
+    let load = match (args.load, problems.is_empty()) {
+        (true, true) => Some(measure_load(&args, &file)?),
+        _ => None,
+    };
     let report = serde_json::json!({
         "file": args.model.model.display().to_string(),
         "file_bytes": file.bytes.len(),
@@ -85,6 +96,7 @@ pub fn run(args: Args) -> Result<()> {
         "tensors": tensors,
         "tokenizer": tok,
         "chat_template": template,
+        "load": load,
     });
     if args.json {
         return print_json(&report);
@@ -140,6 +152,25 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(tok) = &report["tokenizer"].as_object() {
         println!("  tokenizer: {}", serde_json::Value::Object((*tok).clone()));
     }
+    if let Some(load) = &load {
+        let mb = |b: u64| b as f64 / 1e6;
+        println!(
+            "  load: {:.1} s on {}; device buffers {:.0} MB; host memory above the start: {} \
+             (largest tensor {:.0} MB)",
+            load.seconds,
+            load.adapter,
+            mb(load.device_bytes),
+            load.host
+                .map_or("not measured (no /proc)".into(), |h| format!(
+                    "peak {:.0} MB, {:.0} MB beyond the device buffers; {:.0} MB of mapped file \
+                 pages (page cache)",
+                    mb(h.anon_above_start),
+                    mb(h.beyond_device_buffers),
+                    mb(h.file_pages_after)
+                )),
+            mb(load.largest_tensor_bytes)
+        );
+    }
     match template {
         Some(t) => println!("  chat template:\n{t}"),
         None => {
@@ -150,4 +181,37 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// What loading the weights took.
+#[derive(serde::Serialize)]
+struct LoadReport {
+    adapter: String,
+    seconds: f64,
+    device_bytes: u64,
+    largest_tensor_bytes: u64,
+    host: Option<host_memory::HostPeak>,
+}
+
+/// Open the GPU, then upload the weights while the host memory is sampled.
+fn measure_load(args: &Args, file: &crate::common::ModelFile) -> Result<LoadReport> {
+    let gpu = args.gpu.open()?;
+    let start = std::time::Instant::now();
+    let (model, host) = host_memory::measure(gpu.memory.clone(), || {
+        afinador_core::model::Model::load(&gpu, &file.gguf, &file.bytes)
+    });
+    let model = model?;
+    Ok(LoadReport {
+        adapter: gpu.adapter.name.clone(),
+        seconds: start.elapsed().as_secs_f64(),
+        device_bytes: model.weights.device_bytes(),
+        largest_tensor_bytes: file
+            .gguf
+            .tensors()
+            .iter()
+            .map(|t| t.n_bytes)
+            .max()
+            .unwrap_or(0),
+        host,
+    })
 }
