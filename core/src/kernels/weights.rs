@@ -292,7 +292,7 @@ mod split_tests {
             // Rows of 4 MiB / 3 rows a chunk → several chunks, an odd last one: the buffers
             // hold exactly what one pack of the whole weight gives.
             let cols = 256 * 40;
-            let rows = (9 << 20) / (cols / format.block_values() * format.block_bytes()) | 1;
+            let rows = ((9 << 20) / (cols / format.block_values() * format.block_bytes())) | 1;
             let raw = random_blocks(format, rows * cols, &mut rng);
             let w = GpuWeight::upload(gpu(), "w", format, &raw, rows, cols).unwrap();
             let (q, s) = pack_weight(format, &raw);
