@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Independent numpy reference forward pass for a Llama, Qwen2 or Gemma 3 GGUF model.
+"""Independent numpy reference forward pass for a Llama, Mistral, Qwen2, Qwen3 or Gemma 3 GGUF model.
 
 Dequantizes every weight of the GGUF file with the `gguf` package and runs a
 plain decoder forward pass in float64 (no activation quantization), then
@@ -15,13 +15,23 @@ plus some extras: per-token NLLs, the top-1/top-2 logit margin at every
 position (argmax comparisons should skip near ties) and the top-5 logits at
 the last position, and greedy continuations of fixed prompts.
 
-Three architectures are supported (`general.architecture`):
+Five architectures are supported (`general.architecture`; `ARCHS` below
+says what sets each apart, `scripts/reference/tiny_models.py` runs all of them
+on tiny random models from `afinador make-tiny-model`):
 
   llama  SmolLM2-135M: RoPE on adjacent pairs (llama.cpp "normal" mode; the
          GGUF Q/K rows are permuted by the converter so that this holds), no
-         projection biases, LM head tied to token_embd.
+         projection biases, LM head tied to token_embd. With a
+         `rope_freqs.weight` tensor (Llama 3.1's rope scaling, as the
+         converter writes it) pair i's angle is divided by rope_freqs[i].
+  mistral  the llama block. llama.cpp has no "mistral" architecture (its
+         converter writes Mistral 7B as "llama", conversion/__init__.py:
+         "MistralForCausalLM": "llama"); afinador's tiny models use the name.
   qwen2  Qwen2.5-Coder-0.5B: q/k/v projections have biases, RoPE in NEOX
          mode (pairs (i, i + head_dim/2)), separate output.weight.
+  qwen3  (llama.cpp src/models/qwen3.cpp) no biases; RMSNorm of each q/k
+         head (attn_q_norm, attn_k_norm, HS values, the model's eps) before
+         NEOX RoPE; attention scale 1/sqrt(head_dim); SiLU FFN.
   gemma3 Gemma 3 270M (llama.cpp src/models/gemma3.cpp): embeddings scaled by
          sqrt(n_embd); head_dim from attention.key_length (256, so the
          q width 4*256 != n_embd 640); RMSNorm of each q/k head (attn_q_norm,
@@ -112,6 +122,51 @@ GEMMA3_CASES = [
 ]
 
 
+@dataclass(frozen=True)
+class Arch:
+    """What sets one architecture's forward apart from the llama block.
+
+    To add an architecture: a row in ARCHS (and, for an operation the forward
+    does not have yet, a field here read in `Model.forward`).
+    """
+
+    # RoPE pairs (i, i + HS/2) (llama.cpp LLAMA_ROPE_TYPE_NEOX, see
+    # llama_model_rope_type in src/llama-model.cpp) instead of (2i, 2i+1).
+    rope_neox: bool
+    # blk.N.attn_{q,k,v}.bias (qwen2).
+    qkv_bias: bool = False
+    # RMSNorm of each q and k head before RoPE (blk.N.attn_{q,k}_norm).
+    qk_norm: bool = False
+    # Gemma 3's extras: embeddings * sqrt(C), post-attention/post-FFN norms,
+    # GEGLU, sliding-window layers with their own RoPE base, q scaled before
+    # q.k.
+    gemma3: bool = False
+    # general.architecture as llama.cpp knows it (tiny_models.py rewrites a
+    # copy of the file for llama.cpp when it differs).
+    llama_cpp_name: str | None = None
+
+
+ARCHS = {
+    "llama": Arch(rope_neox=False),
+    # src/models/llama.cpp; Mistral 7B converts to "llama" (see above).
+    "mistral": Arch(rope_neox=False, llama_cpp_name="llama"),
+    "qwen2": Arch(rope_neox=True, qkv_bias=True),
+    # src/models/qwen3.cpp: build_norm(Qcur, attn_q_norm) and the same for K
+    # right after the projections, then ggml_rope_ext (NEOX).
+    "qwen3": Arch(rope_neox=True, qk_norm=True),
+    "gemma3": Arch(rope_neox=True, qk_norm=True, gemma3=True),
+    # phi3 (src/models/phi3.cpp; not here yet) would be the llama block with NEOX RoPE plus:
+    # blk.N.attn_qkv.weight split by rows into q | k | v (build_qkv's views) and
+    # blk.N.ffn_up.weight (2*FF rows) into gate | up (build_ffn LLM_FFN_SWIGLU: ggml_swiglu
+    # applies SiLU to the first half) right after dequantizing; no biases, no q/k norms; and
+    # LongRoPE when the file has rope_factors_short/long.weight: per-pair divisors like
+    # rope_freqs, the short ones when llama.cpp's context n_ctx <= rope.scaling.
+    # original_context_length (llama_model::get_rope_factors), and cos/sin multiplied by
+    # rope.scaling.attn_factor (rope_yarn's mscale, src/llama-context.cpp), i.e. q.k by its
+    # square. Its attention.sliding_window is ignored (phi3's load_arch_hparams).
+}
+
+
 @dataclass
 class Profile:
     """What to compute and write for one architecture."""
@@ -172,7 +227,8 @@ class Model:
         meta = {k: f.contents() for k, f in reader.fields.items()
                 if not k.startswith("tokenizer.ggml.")}
         self.arch = arch = meta["general.architecture"]
-        assert arch in PROFILES, f"unsupported architecture {arch!r}"
+        assert arch in ARCHS, f"unsupported architecture {arch!r}"
+        spec = ARCHS[arch]
         self.n_layer = int(meta[f"{arch}.block_count"])
         self.n_embd = int(meta[f"{arch}.embedding_length"])
         self.n_ff = int(meta[f"{arch}.feed_forward_length"])
@@ -186,10 +242,11 @@ class Model:
         self.rope_base = float(meta[f"{arch}.rope.freq_base"])
         self.eps = float(meta[f"{arch}.attention.layer_norm_rms_epsilon"])
         # llama.cpp's rope type per architecture (llama_model_rope_type):
-        # LLAMA_ROPE_TYPE_NORM for llama, LLAMA_ROPE_TYPE_NEOX for qwen2/gemma3.
-        self.rope_neox = arch in ("qwen2", "gemma3")
-        self.qkv_bias = arch == "qwen2"
-        self.gemma3 = arch == "gemma3"
+        # LLAMA_ROPE_TYPE_NORM for llama/mistral, NEOX for qwen2/qwen3/gemma3.
+        self.rope_neox = spec.rope_neox
+        self.qkv_bias = spec.qkv_bias
+        self.qk_norm = spec.qk_norm
+        self.gemma3 = spec.gemma3
         for key in ("rope.scaling.type", "rope.scaling.factor", "rope.scale_linear"):
             assert f"{arch}.{key}" not in meta, f"{arch}.{key} is not handled"
         # RoPE over the whole head (n_rot = head_dim).
@@ -233,6 +290,16 @@ class Model:
         gc.collect()
 
         self.vocab = self.w["token_embd.weight"].shape[0]
+        # Llama 3's rope scaling: per-pair frequency divisors (n_rot/2 values),
+        # one tensor for all layers. llama.cpp: src/models/llama.cpp loads
+        # rope_freqs.weight (when rope.scaling.type is not "longrope") and
+        # llama_model::get_rope_factors (src/llama-model.cpp) hands it to
+        # ggml_rope_ext, whose CPU kernel (ggml/src/ggml-cpu/ops.cpp,
+        # ggml_rope_cache_init) rotates pair i by theta/ff[i] with
+        # theta = pos * base^(-2i/n_rot); freq_scale stays 1 and ext_factor 0
+        # (no rope.scaling keys), so nothing else changes.
+        self.rope_freqs = self.w.get("rope_freqs.weight")
+        assert self.rope_freqs is None or self.rope_freqs.shape == (self.head_dim // 2,)
         # Tied embeddings: no output.weight, the LM head reuses token_embd.
         self.lm_head = self.w.get("output.weight", self.w["token_embd.weight"])
 
@@ -244,9 +311,11 @@ class Model:
             assert self.w[p + "attn_k.weight"].shape == (KV, C)
             assert self.w[p + "attn_v.weight"].shape == (KV, C)
             assert self.w[p + "attn_output.weight"].shape == (C, Q)
-            if self.gemma3:
+            assert (p + "attn_q_norm.weight" in self.w) == self.qk_norm, (arch, p)
+            if self.qk_norm:
                 assert self.w[p + "attn_q_norm.weight"].shape == (HS,)
                 assert self.w[p + "attn_k_norm.weight"].shape == (HS,)
+            if self.gemma3:
                 assert self.w[p + "post_attention_norm.weight"].shape == (C,)
                 assert self.w[p + "post_ffw_norm.weight"].shape == (C,)
             assert self.w[p + "ffn_gate.weight"].shape == (self.n_ff, C)
@@ -263,13 +332,16 @@ class Model:
     def rope(self, x: np.ndarray, base: float) -> np.ndarray:
         """RoPE, x: [n_tokens, n_heads, head_dim], positions 0..n_tokens-1.
 
-        Pair i (i < head_dim/2) is rotated by theta = pos * base^(-2i/head_dim).
+        Pair i (i < head_dim/2) is rotated by theta = pos * base^(-2i/head_dim)
+        (divided by rope_freqs[i] when the model has Llama 3's factors).
         llama "normal" mode pairs adjacent elements (x[2i], x[2i+1]); NEOX mode
-        (qwen2, gemma3) pairs the two halves (x[i], x[i + head_dim/2]).
+        (qwen2, qwen3, gemma3) pairs the two halves (x[i], x[i + head_dim/2]).
         """
         n, _, hs = x.shape
         inv_freq = base ** (-np.arange(0, hs, 2, dtype=np.float64) / hs)
         theta = np.arange(n, dtype=np.float64)[:, None] * inv_freq[None, :]
+        if self.rope_freqs is not None:
+            theta = theta / self.rope_freqs[None, :]
         cos = np.cos(theta)[:, None, :]
         sin = np.sin(theta)[:, None, :]
         if self.rope_neox:
@@ -309,7 +381,7 @@ class Model:
             q = self.project(h, p, "attn_q").reshape(n, NH, HS)
             k = self.project(h, p, "attn_k").reshape(n, NKV, HS)
             v = self.project(h, p, "attn_v").reshape(n, NKV, HS)
-            if self.gemma3:  # RMSNorm over each head's head_dim values
+            if self.qk_norm:  # RMSNorm over each head's head_dim values
                 q = self.rms_norm(q, self.w[p + "attn_q_norm.weight"])
                 k = self.rms_norm(k, self.w[p + "attn_k_norm.weight"])
             base = self.layer_rope_base[i]

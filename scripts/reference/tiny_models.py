@@ -1,0 +1,349 @@
+#!/usr/bin/env python3
+"""Reference log-probs for tiny random models of every architecture and weight type.
+
+Why: the real models (SmolLM2 llama, Qwen2.5 qwen2, Gemma 3 gemma3) pin afinador's forward for
+three architectures and a few weight types (reference_nll*.json). The other architectures
+(mistral, qwen3, llama with Llama 3's rope scaling) and weight types have no real model here,
+so this script pins them on tiny random GGUFs from `afinador make-tiny-model` (2 layers,
+C 256, FF 512, 4 heads / 2 KV heads, vocab 256: every file is under 5 MB and every forward
+takes milliseconds). `tests/tiny_models.rs` remakes each file with the recorded arguments,
+checks its sha256 and scores the same ids with afinador.
+
+What it does, per case of CASES (an architecture and a weight type):
+
+1. runs `afinador make-tiny-model` with the case's arguments (recorded as `command`, with
+   `MODEL` in place of the output path) and records the file's sha256 and weight types;
+2. on fixed token-id sequences (`sequences()`: seeded random ids, three of 24 and one of
+   128; no tokenizer, no BOS):
+   the float64 forward of `reference_forward.py`'s `Model` over the `gguf` package's
+   dequantized weights: per-token log-probs, mean NLL, argmax and top-1 minus top-2 margins,
+   mean entropy and the largest probability (how peaked the distributions are);
+3. llama.cpp (llama-cpp-python, one thread, `logits_all`) on the same ids, twice: on the file
+   as made (`logprobs_llama_cpp`, `nll_llama_cpp`: llama.cpp quantizes the activations to Q8 for quantized matmuls and
+   keeps an f16 KV cache), and on llama.cpp's own ALL_F32 conversion with an f32 KV cache
+   (`nll_llama_cpp_f32`, `max_abs_dlogp_llama_cpp_f32`: the same weights exactly, no
+   activation quantization; it agrees with the f64 forward to ~1e-6..1e-4, gemma3's
+   f16-table GELU to ~6e-4). llama.cpp refuses a GGUF without `tokenizer.ggml.model`,
+   so it gets a copy with `tokenizer.ggml.model = "no_vocab"` and `{arch}.vocab_size`
+   (llama_vocab::impl::load in src/llama-vocab.cpp: LLAMA_VOCAB_TYPE_NONE with that many dummy
+   tokens), and with `general.architecture` renamed where llama.cpp knows the architecture
+   under another name (mistral -> llama); the tensors are byte for byte the same. Its sha256
+   is recorded as `llama_cpp_model_sha256`;
+4. `sensitivity`: how far the per-token log-probs move (max |delta|, nats) when the f64
+   forward drops one of the case's features (RoPE pairing, q/k norms, biases, rope factors,
+   the sliding window) -- what a per-token tolerance can tell apart on these nearly flat
+   distributions.
+
+Random weights give nearly uniform next-token distributions (logits with a std of ~0.6 over
+256 ids: mean NLL ~5.7 ~ ln 256 + 0.2), so a 1% NLL tolerance (0.057 nats) is weak; the
+per-token log-probs and `sensitivity` are the strong checks.
+
+Run from the repository root with the llama-cpp-python venv (README.md), single-threaded
+BLAS; about 5 s, and the same bytes every time:
+
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 ~/.cache/afinador/llama-venv/bin/python \\
+        scripts/reference/tiny_models.py --afinador target/debug/afinador
+
+Copy the binary first (`cp target/debug/afinador /tmp/`) if someone may rebuild it meanwhile.
+To add an architecture: a row in `reference_forward.ARCHS` (and what its forward needs in
+`Model`), then a `TinyCase` in CASES, and take it out of NOT_COVERED_YET in
+tests/tiny_models.rs (which reads every case of the JSON and checks that every architecture
+afinador runs has one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+import llama_cpp
+import numpy as np
+from gguf import GGUFReader, GGUFValueType, GGUFWriter
+from llama_cpp._utils import suppress_stdout_stderr
+
+from common import sha256_file, write_json
+from reference_forward import ARCHS, Model, log_softmax
+
+GENERATOR = "scripts/reference/tiny_models.py"
+OUT = "tests/data/reference_nll_tiny.json"
+
+# The shape every case shares: tiny, and whole 256-value blocks for the k-quants.
+SHAPE = ["--layers", "2", "--embd", "256", "--ff", "512", "--heads", "4", "--kv-heads", "2",
+         "--vocab", "256", "--seed", "1"]
+VOCAB = 256
+
+# Seeded random id sequences: three of 24 tokens and one of LONG_LEN. The sliding window of the
+# tiny gemma3 (4 positions, every other layer) matters from position 4 on; Llama 3's rope
+# factors only divide the angles of the slow pairs (wavelength > 2048 positions: pairs 21..31
+# of 32 at base 10000), which barely turn in 24 positions: dropping the factors moves the
+# log-probs by 1.2e-3 there, by 1.1e-2 over 128 positions (1.8e-2 over 256).
+SEQUENCE_SEED = 20261205
+SEQUENCE_LENS = [24, 24, 24, LONG_LEN := 128]
+
+
+@dataclass(frozen=True)
+class TinyCase:
+    """One tiny model: make-tiny-model's --arch, --weights (None: its default), --rope-freqs."""
+
+    arch: str
+    weights: str | None = None
+    rope_freqs: bool = False
+
+    @property
+    def name(self) -> str:
+        name = self.arch + ("+rope_freqs" if self.rope_freqs else "")
+        return name if self.weights is None else f"{name}/{self.weights}"
+
+    def command(self) -> list[str]:
+        """make-tiny-model's arguments, with MODEL for the output path."""
+        cmd = ["make-tiny-model", "--output", "MODEL", "--arch", self.arch, *SHAPE]
+        if self.weights is not None:
+            cmd += ["--weights", self.weights]
+        if self.rope_freqs:
+            cmd.append("--rope-freqs")
+        return cmd
+
+
+# Every architecture with make-tiny-model's default weight type (q4_1), llama with Llama 3's
+# rope scaling, then llama with every other weight type make-tiny-model writes.
+WEIGHT_TYPES = ["f32", "f16", "bf16", "q4_0", "q5_0", "q5_1", "q8_0",
+                "q2_k", "q3_k", "q4_k", "q5_k", "q6_k"]
+CASES = [
+    TinyCase("llama"),
+    TinyCase("mistral"),
+    TinyCase("qwen2"),
+    TinyCase("qwen3"),
+    TinyCase("gemma3"),
+    TinyCase("llama", rope_freqs=True),
+    *[TinyCase("llama", weights=w) for w in WEIGHT_TYPES],
+]
+
+
+def sequences() -> list[list[int]]:
+    rng = np.random.default_rng(SEQUENCE_SEED)
+    return [[int(t) for t in rng.integers(0, VOCAB, n)] for n in SEQUENCE_LENS]
+
+
+def llama_cpp_copy(src: Path, dst: Path) -> str:
+    """`src` as llama.cpp loads it (see the docstring, step 3); returns its architecture name."""
+    reader = GGUFReader(str(src))
+    arch = reader.fields["general.architecture"].contents()
+    cpp_arch = ARCHS[arch].llama_cpp_name or arch
+    writer = GGUFWriter(str(dst), cpp_arch)
+    for field in reader.fields.values():
+        if field.name == "general.architecture" or field.name.startswith("GGUF."):
+            continue  # GGUFWriter writes these itself
+        key = field.name
+        if key.startswith(arch + "."):
+            key = cpp_arch + key[len(arch):]
+        kind = field.types[0]
+        sub = field.types[-1] if kind == GGUFValueType.ARRAY else None
+        writer.add_key_value(key, field.contents(), kind, sub_type=sub)
+    assert "tokenizer.ggml.model" not in reader.fields
+    n_vocab = next(int(t.shape[1]) for t in reader.tensors if t.name == "token_embd.weight")
+    writer.add_key_value(f"{cpp_arch}.vocab_size", n_vocab, GGUFValueType.UINT32)
+    writer.add_key_value("tokenizer.ggml.model", "no_vocab", GGUFValueType.STRING)
+    for t in reader.tensors:
+        writer.add_tensor_info(t.name, t.data.shape, t.data.dtype, t.data.nbytes, t.tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for t in reader.tensors:
+        writer.write_tensor_data(t.data)
+    writer.close()
+    return cpp_arch
+
+
+def to_f32(src: Path, dst: Path) -> None:
+    """llama.cpp's own ALL_F32 conversion (its dequantization, exact)."""
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = llama_cpp.LLAMA_FTYPE_ALL_F32
+    params.allow_requantize = True
+    params.nthread = 1
+    with suppress_stdout_stderr(disable=False):  # its per-tensor log
+        rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(),
+                                            ctypes.byref(params))
+    assert rc == 0, f"llama_model_quantize failed ({rc})"
+
+
+def llama_cpp_logits(model: Path, seqs: list[list[int]], f32_cache: bool) -> list[np.ndarray]:
+    kwargs = dict(model_path=str(model), logits_all=True, n_ctx=LONG_LEN, n_batch=LONG_LEN,
+                  n_threads=1, n_threads_batch=1, verbose=False)
+    if f32_cache:
+        kwargs["type_k"] = kwargs["type_v"] = llama_cpp.GGML_TYPE_F32
+    llm = llama_cpp.Llama(**kwargs)
+    assert llm.n_vocab() == VOCAB
+    out = []
+    for ids in seqs:
+        llm.reset()
+        llm.eval(ids)
+        out.append(np.array(llm.scores[: len(ids)], dtype=np.float64))
+    del llm
+    return out
+
+
+def token_logprobs(logits: np.ndarray, ids: list[int]) -> np.ndarray:
+    """log p(ids[pos] | ids[:pos]) for pos = 1..n-1."""
+    lp = log_softmax(logits[:-1])
+    return lp[np.arange(len(ids) - 1), np.asarray(ids[1:])]
+
+
+# Features the f64 forward can drop: (name, applies to this model?, attribute changes).
+# `sensitivity` records how far the per-token log-probs move without each.
+ABLATIONS = [
+    ("rope_pairs", lambda m: True, lambda m: {"rope_neox": not m.rope_neox}),
+    ("qk_norm", lambda m: m.qk_norm, lambda m: {"qk_norm": False}),
+    ("qkv_bias", lambda m: m.qkv_bias,
+     lambda m: {"w": {k: v for k, v in m.w.items() if not k.endswith(".bias")}}),
+    ("rope_freqs", lambda m: m.rope_freqs is not None, lambda m: {"rope_freqs": None}),
+    ("sliding_window", lambda m: any(m.layer_swa), lambda m: {"layer_swa": [False] * m.n_layer}),
+]
+
+
+def sensitivity(model: Model, seqs: list[list[int]], ref: list[np.ndarray]) -> dict[str, float]:
+    out = {}
+    for name, applies, changes in ABLATIONS:
+        if not applies(model):
+            continue
+        saved = {}
+        for attr, value in changes(model).items():
+            saved[attr] = getattr(model, attr)
+            setattr(model, attr, value)
+        try:
+            moved = max(float(np.abs(token_logprobs(model.forward(ids), ids) - r).max())
+                        for ids, r in zip(seqs, ref))
+        finally:
+            for attr, value in saved.items():
+                setattr(model, attr, value)
+        out[name] = round(moved, 6)
+    return out
+
+
+def weight_types(path: Path) -> dict[str, str]:
+    """The ggml type of the embedding and of each kind of layer-0 tensor."""
+    reader = GGUFReader(str(path))
+    return {t.name.removeprefix("blk.0.").removesuffix(".weight"): t.tensor_type.name
+            for t in reader.tensors
+            if t.name == "token_embd.weight" or t.name.startswith("blk.0.")}
+
+
+def rounded(values, digits: int = 6) -> list[float]:
+    return [round(float(v), digits) for v in values]
+
+
+def run_case(case: TinyCase, afinador: str, tmp: Path, seqs: list[list[int]]) -> dict:
+    path = tmp / (case.name.replace("/", "_").replace("+", "_") + ".gguf")
+    cmd = [str(path) if a == "MODEL" else a for a in case.command()]
+    subprocess.run([afinador, *cmd], check=True, capture_output=True)
+    model = Model(path)
+    assert model.arch == case.arch and model.vocab == VOCAB
+
+    cpp_path = tmp / ("cpp_" + path.name)
+    cpp_arch = llama_cpp_copy(path, cpp_path)
+    cpp_f32_path = tmp / ("cpp_f32_" + path.name)
+    to_f32(cpp_path, cpp_f32_path)
+    cpp_logits = llama_cpp_logits(cpp_path, seqs, f32_cache=False)
+    cpp_f32_logits = llama_cpp_logits(cpp_f32_path, seqs, f32_cache=True)
+
+    entries, ref_lps = [], []
+    for ids, cpp, cpp_f32 in zip(seqs, cpp_logits, cpp_f32_logits):
+        logits = model.forward(ids)
+        lp = token_logprobs(logits, ids)
+        ref_lps.append(lp)
+        lp_cpp = token_logprobs(cpp, ids)
+        lp_f32 = token_logprobs(cpp_f32, ids)
+        top2 = np.sort(logits, axis=-1)[:, -2:]
+        probs = np.exp(log_softmax(logits))
+        entries.append({
+            "ids": ids,
+            "logprobs": rounded(lp),
+            "logprobs_llama_cpp": rounded(lp_cpp),
+            "nll": float(-lp.mean()),
+            "nll_llama_cpp": float(-lp_cpp.mean()),
+            "nll_llama_cpp_f32": float(-lp_f32.mean()),
+            # (llama.cpp's F32 log-probs themselves are not stored: they are within this of
+            # `logprobs`.)
+            "max_abs_dlogp_llama_cpp_f32": float(f"{np.abs(lp_f32 - lp).max():.2e}"),
+            "argmax": [int(a) for a in logits.argmax(axis=-1)],
+            "argmax_agree_llama_cpp": round(float(np.mean(cpp.argmax(axis=-1)
+                                                          == logits.argmax(axis=-1))), 4),
+            "argmax_margin": rounded(top2[:, 1] - top2[:, 0], 4),
+            # How peaked the next-token distributions are (ln 256 = 5.545 is uniform).
+            "mean_entropy": round(float(-(probs * np.log(probs)).sum(axis=-1).mean()), 5),
+            "max_prob": round(float(probs.max()), 5),
+            "logit_std": round(float(logits.std(axis=-1).mean()), 5),
+        })
+    out = {
+        "name": case.name,
+        "arch": case.arch,
+        "rope_freqs": case.rope_freqs,
+        "weight_types": weight_types(path),
+        "command": case.command(),
+        "model_sha256": sha256_file(path),
+        "llama_cpp_arch": cpp_arch,
+        "llama_cpp_model_sha256": sha256_file(cpp_path),
+        "sensitivity": sensitivity(model, seqs, ref_lps),
+        "sequences": entries,
+    }
+    dev = max(float(np.abs(np.asarray(e["logprobs_llama_cpp"]) - e["logprobs"]).max())
+              for e in entries)
+    nll_rel = max(abs(e["nll_llama_cpp"] - e["nll"]) / e["nll"] for e in entries)
+    agree = min(e["argmax_agree_llama_cpp"] for e in entries)
+    out["max_abs_dlogp_llama_cpp"] = round(dev, 6)
+    out["max_abs_dlogp_llama_cpp_f32"] = max(e["max_abs_dlogp_llama_cpp_f32"] for e in entries)
+    print(f"{case.name:20s} nll {entries[0]['nll']:.4f}  max|dlogp| llama.cpp "
+          f"{out['max_abs_dlogp_llama_cpp']:.2e} (F32 {out['max_abs_dlogp_llama_cpp_f32']:.1e})  "
+          f"nll rel {nll_rel:.3%}  argmax agree {agree:.0%}  "
+          f"entropy {entries[0]['mean_entropy']:.3f}  max p {max(e['max_prob'] for e in entries):.3f}  "
+          f"sensitivity {out['sensitivity']}", flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--afinador", default="target/debug/afinador")
+    ap.add_argument("--out", default=OUT)
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    seqs = sequences()
+    afinador_version = subprocess.run([args.afinador, "--version"], check=True,
+                                      capture_output=True, text=True).stdout.strip()
+    with tempfile.TemporaryDirectory() as tmp:
+        cases = [run_case(c, args.afinador, Path(tmp), seqs) for c in CASES]
+    out = {
+        "generator": GENERATOR,
+        "afinador": afinador_version,
+        "llama_cpp_python": llama_cpp.__version__,
+        "gguf": version("gguf"),
+        "numpy": np.__version__,
+        "notes": (
+            "Tiny random GGUFs from `afinador make-tiny-model` (`command`, MODEL = the output "
+            "path; `model_sha256` of the file). Per sequence of ids (no BOS): logprobs = "
+            "log p(ids[i] | ids[:i]) for i = 1..n-1 from the f64 numpy forward "
+            "(reference_forward.py's Model over gguf's dequantize); logprobs_llama_cpp: "
+            "llama.cpp on the file as made (Q8 activations for quantized matmuls, f16 KV "
+            "cache); nll_llama_cpp_f32 and max_abs_dlogp_llama_cpp_f32 (max |its log-probs - "
+            "logprobs|): llama.cpp on its ALL_F32 conversion with an f32 KV cache. "
+            "llama.cpp loads a copy with tokenizer.ggml.model = no_vocab, "
+            "{arch}.vocab_size and general.architecture as llama.cpp names it "
+            "(llama_cpp_arch; mistral -> llama), same tensors (llama_cpp_model_sha256). "
+            "nll = -mean(logprobs); argmax and argmax_margin (top-1 minus top-2 logit) at "
+            "every position (length n), argmax_agree_llama_cpp the fraction of positions where "
+            "llama.cpp's argmax (the file as made) is the same. The distributions are nearly flat (random weights): "
+            "mean_entropy, max_prob and logit_std say how flat; sensitivity = max |delta "
+            "logprob| when the f64 forward drops one feature of the case."
+        ),
+        "cases": cases,
+    }
+    write_json(Path(args.out), out)
+    print(f"wrote {args.out} ({len(cases)} cases, {time.perf_counter() - t0:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
