@@ -42,13 +42,20 @@ impl Afinador {
             backend: Backend::WebGpu,
             adapter_index: None,
         };
-        let gpu = Gpu::new(&options).await.map_err(|e| {
+        let mut gpu = Gpu::new(&options).await.map_err(|e| {
             JsError::new(&format!(
                 "WebGPU is not available ({e}). Use a browser with WebGPU: Chrome/Edge 113+, \
                  Firefox 141+ (Windows) or Safari 26+; on Linux, Chrome needs \
                  --enable-unsafe-webgpu (chrome://flags/#enable-unsafe-webgpu)."
             ))
         })?;
+        // wgpu's WebGPU backend reports no name; the browser describes its adapter itself.
+        if let Some(info) = BrowserAdapter::ask().await {
+            gpu.adapter.name = info.name();
+            if let Some(vendor) = info.vendor {
+                gpu.adapter.vendor = vendor;
+            }
+        }
         Ok(Afinador {
             gpu,
             loaded: None,
@@ -180,6 +187,63 @@ impl Afinador {
             "tokens_per_s": (ids.len() + new_ids.len()) as f64 / seconds.max(1e-9),
             "adapter": with_adapter,
         }))
+    }
+}
+
+/// What the browser says of its adapter (`GPUAdapter.info`, which browsers may keep short for
+/// privacy; asked of a second `requestAdapter()`, which gives the same adapter).
+struct BrowserAdapter {
+    vendor: Option<String>,
+    architecture: Option<String>,
+    device: Option<String>,
+    description: Option<String>,
+    fallback: bool,
+}
+
+impl BrowserAdapter {
+    async fn ask() -> Option<BrowserAdapter> {
+        use js_sys::{Function, Promise, Reflect};
+        let get = |v: &JsValue, k: &str| Reflect::get(v, &JsValue::from_str(k)).ok();
+        let gpu = get(&get(&js_sys::global(), "navigator")?, "gpu")?;
+        let request: Function = get(&gpu, "requestAdapter")?.dyn_into().ok()?;
+        let promise: Promise = request.call0(&gpu).ok()?.dyn_into().ok()?;
+        let adapter = wasm_bindgen_futures::JsFuture::from(promise).await.ok()?;
+        let info = get(&adapter, "info").filter(|i| i.is_object())?;
+        let text = |k: &str| get(&info, k)?.as_string().filter(|s| !s.is_empty());
+        // `isFallbackAdapter` moved from the adapter to its info; read either.
+        let fallback = [get(&info, "isFallbackAdapter"), get(&adapter, "isFallbackAdapter")]
+            .into_iter()
+            .flatten()
+            .any(|v| v.as_bool() == Some(true));
+        Some(BrowserAdapter {
+            vendor: text("vendor"),
+            architecture: text("architecture"),
+            device: text("device"),
+            description: text("description"),
+            fallback,
+        })
+    }
+
+    /// "description", or "vendor architecture device" when there is none; "(fallback)" for a
+    /// software adapter the browser falls back to.
+    fn name(&self) -> String {
+        let parts: Vec<&str> = match &self.description {
+            Some(d) => vec![d],
+            None => [&self.vendor, &self.architecture, &self.device]
+                .into_iter()
+                .flatten()
+                .map(String::as_str)
+                .collect(),
+        };
+        let name = match parts.is_empty() {
+            true => String::new(),
+            false => parts.join(" "),
+        };
+        match (self.fallback, name.is_empty()) {
+            (true, true) => "fallback WebGPU adapter".into(),
+            (true, false) => format!("{name} (fallback adapter)"),
+            (false, _) => name,
+        }
     }
 }
 

@@ -63,7 +63,10 @@ async function waitReady(page) {
     || document.getElementById('messages').textContent, null, { timeout: 60_000 });
   const messages = await page.textContent('#messages');
   if (messages) console.log(`  page message: ${messages}`);
-  check(!messages, `WebGPU adapter opened (${(await page.textContent('#gpu-info')).split('\n')[0]})`);
+  const adapter = (await page.textContent('#gpu-info')).split('\n')[0];
+  check(!messages, `WebGPU adapter opened (${adapter})`);
+  // Named as the browser describes it (GPUAdapter.info), not "unnamed".
+  check(!adapter.startsWith('unnamed') && !adapter.startsWith(' ·'), `adapter named: ${adapter}`);
 }
 
 async function openPage() {
