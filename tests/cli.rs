@@ -456,6 +456,77 @@ fn bench_decode_and_train_time_a_named_shape_with_random_weights() {
 }
 
 #[test]
+fn training_memory_is_linear_in_the_sequence_length_and_planned_exactly() {
+    // What a step allocates (`--steps 0`: every buffer of the step, no work) at 1×512 … 1×4096
+    // on SmolLM2's shape (2 layers, LoRA r 16 on every linear layer): the flash attention saves
+    // O(T), every other saved tensor and scratch is O(T) or bounded (the logits chunk stops
+    // growing at 256 rows), so each doubling adds the same bytes per token, and the plan
+    // (`preflight`'s) is what is allocated.
+    let measure = |like: &str, shapes: &str, extra: &[&str]| -> Vec<(f64, f64, f64)> {
+        let mut args = vec![
+            "bench",
+            "train",
+            "--like",
+            like,
+            "--layers",
+            "2",
+            "--shapes",
+            shapes,
+            "--targets",
+            "all-linear",
+            "--steps",
+            "0",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let v = json(&afinador(&args));
+        v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let f = |k: &str| r[k].as_f64().unwrap();
+                (f("seq_len"), f("plan_bytes"), f("gpu_memory_bytes"))
+            })
+            .collect()
+    };
+    let rows = measure("smollm2-135m", "1x512,1x1024,1x2048,1x4096", &[]);
+    let slope = |a: &(f64, f64, f64), b: &(f64, f64, f64)| (b.2 - a.2) / (b.0 - a.0);
+    let first = slope(&rows[0], &rows[1]);
+    for w in rows.windows(2) {
+        let s = slope(&w[0], &w[1]);
+        assert!(
+            (s - first).abs() <= 1e-3 * first,
+            "bytes per token {s} vs {first}: {rows:?}"
+        );
+    }
+    for (t, plan, measured) in &rows {
+        assert!(
+            (plan - measured).abs() <= 0.01 * measured,
+            "T {t}: {plan} vs {measured}"
+        );
+    }
+    // Llama-3.1-8B's shape at 2 layers, 1×1024 and 1×2048, with and without checkpointing: the
+    // plan within 15% (the bound; measured: within a few KiB) and its per-token slope
+    // the allocation's.
+    for extra in [&[][..], &["--gradient-checkpointing"][..]] {
+        let rows = measure("llama-3.1-8b", "1x1024,1x2048", extra);
+        for (t, plan, measured) in &rows {
+            assert!(
+                (plan - measured).abs() <= 0.15 * measured,
+                "8B T {t}: {plan} vs {measured}"
+            );
+        }
+        let plan_slope = (rows[1].1 - rows[0].1) / 1024.0;
+        let measured_slope = slope(&rows[0], &rows[1]);
+        assert!(
+            (plan_slope - measured_slope).abs() <= 0.05 * measured_slope,
+            "{extra:?}: plan {plan_slope} vs allocated {measured_slope} bytes per token"
+        );
+    }
+}
+
+#[test]
 fn inspect_says_whether_a_model_is_supported_and_what_is_missing() {
     let v = json(&afinador(&["inspect", "--json"]));
     assert_eq!(v["supported"], true, "{}", v["problems"]);
