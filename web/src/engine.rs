@@ -1,12 +1,15 @@
 //! The GPU device, the loaded model and generation.
 
-use afinador_core::formats::Gguf;
+use std::borrow::Cow;
+
+use afinador_core::formats::{Gguf, GgufError, TensorInfo, TensorSource};
 use afinador_core::gpu::{Backend, Gpu, GpuOptions};
 use afinador_core::model::{Generation, Model, SamplingConfig};
 use afinador_core::tokenizer::{ChatMessage, ChatTemplate, Tokenizer};
 use afinador_core::train::{ModelTextEncoder, TrainConfig};
 use wasm_bindgen::prelude::*;
 
+use crate::blob::BlobFile;
 use crate::training::Run;
 use crate::{err, now_ms, to_js};
 
@@ -15,11 +18,37 @@ use crate::{err, now_ms, to_js};
 /// It lives as long as the module instance (the trainer borrows it for the whole run): a page
 /// that wants another model starts a fresh worker, which frees everything.
 pub(crate) struct Loaded {
-    pub bytes: Vec<u8>,
+    pub file: ModelFile,
     pub gguf: Gguf,
     pub tokenizer: Tokenizer,
     pub template: Option<String>,
     pub model: Model,
+}
+
+/// Where the model's tensors are read from: bytes in memory (a download), or a `File` read
+/// one tensor at a time.
+pub(crate) enum ModelFile {
+    Bytes(Vec<u8>),
+    File(BlobFile),
+}
+
+impl ModelFile {
+    fn len(&self) -> u64 {
+        match self {
+            ModelFile::Bytes(b) => b.len() as u64,
+            ModelFile::File(f) => f.len,
+        }
+    }
+
+}
+
+impl TensorSource for ModelFile {
+    fn tensor(&self, gguf: &Gguf, info: &TensorInfo) -> Result<Cow<'_, [u8]>, GgufError> {
+        match self {
+            ModelFile::Bytes(b) => gguf.tensor_bytes(info, b).map(Cow::Borrowed),
+            ModelFile::File(f) => f.tensor(gguf, info),
+        }
+    }
 }
 
 /// afinador on one WebGPU device: a model, a training run, generation.
@@ -73,25 +102,41 @@ impl Afinador {
         to_js(&info)
     }
 
-    /// Parse a GGUF file, build its tokenizer and upload its weights; returns the model's
-    /// description (architecture, shape, parameters, tokenizer, GPU bytes). Once per instance.
+    /// Parse a GGUF file's bytes, build its tokenizer and upload its weights; returns the
+    /// model's description (architecture, shape, parameters, tokenizer, GPU bytes). Once per
+    /// instance.
     #[wasm_bindgen(js_name = loadModel)]
     pub fn load_model(&mut self, bytes: Vec<u8>) -> Result<JsValue, JsError> {
+        let gguf = Gguf::parse(&bytes).map_err(|e| err(format!("not a valid GGUF file: {e}")))?;
+        self.load(ModelFile::Bytes(bytes), gguf)
+    }
+
+    /// [`loadModel`](Self::load_model) from a `File` (or `Blob`), read one tensor at a time in
+    /// this worker: the file is never in memory whole.
+    #[wasm_bindgen(js_name = loadModelFile)]
+    pub fn load_model_file(&mut self, file: JsValue) -> Result<JsValue, JsError> {
+        let file = BlobFile::new(file).map_err(err)?;
+        let gguf = file
+            .header()
+            .map_err(|e| err(format!("not a valid GGUF file: {e}")))?;
+        self.load(ModelFile::File(file), gguf)
+    }
+
+    fn load(&mut self, file: ModelFile, gguf: Gguf) -> Result<JsValue, JsError> {
         if self.loaded.is_some() {
             return Err(JsError::new(
                 "a model is already loaded: create a new Afinador (a new worker) for another model",
             ));
         }
-        let gguf = Gguf::parse(&bytes).map_err(|e| err(format!("not a valid GGUF file: {e}")))?;
         let tokenizer = Tokenizer::from_gguf(&gguf).map_err(err)?;
         let template = gguf
             .metadata()
             .get_str("tokenizer.chat_template")
             .ok()
             .map(str::to_string);
-        let model = Model::load(&self.gpu, &gguf, &bytes).map_err(err)?;
+        let model = Model::load_from(&self.gpu, &gguf, &file, None).map_err(err)?;
         let loaded: &'static Loaded = Box::leak(Box::new(Loaded {
-            bytes,
+            file,
             gguf,
             tokenizer,
             template,
@@ -112,7 +157,7 @@ impl Afinador {
         let info = serde_json::json!({
             "config": c,
             "parameters": c.n_params(),
-            "file_bytes": l.bytes.len(),
+            "file_bytes": l.file.len(),
             "gpu_bytes": l.model.weights.device_bytes(),
             "tokenizer": {
                 "vocab_size": l.tokenizer.vocab_size(),
@@ -155,7 +200,7 @@ impl Afinador {
         let merged = if with_adapter {
             let adapter = self.current_adapter().await?;
             Some(
-                Model::load_with_adapter(&self.gpu, &l.gguf, &l.bytes, Some(&adapter))
+                Model::load_from(&self.gpu, &l.gguf, &l.file, Some(&adapter))
                     .map_err(err)?,
             )
         } else {
@@ -211,10 +256,13 @@ impl BrowserAdapter {
         let info = get(&adapter, "info").filter(|i| i.is_object())?;
         let text = |k: &str| get(&info, k)?.as_string().filter(|s| !s.is_empty());
         // `isFallbackAdapter` moved from the adapter to its info; read either.
-        let fallback = [get(&info, "isFallbackAdapter"), get(&adapter, "isFallbackAdapter")]
-            .into_iter()
-            .flatten()
-            .any(|v| v.as_bool() == Some(true));
+        let fallback = [
+            get(&info, "isFallbackAdapter"),
+            get(&adapter, "isFallbackAdapter"),
+        ]
+        .into_iter()
+        .flatten()
+        .any(|v| v.as_bool() == Some(true));
         Some(BrowserAdapter {
             vendor: text("vendor"),
             architecture: text("architecture"),

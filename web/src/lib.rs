@@ -11,6 +11,7 @@
 //!
 //! [`Session`]: afinador_core::train::Session
 
+mod blob;
 mod checkpoint;
 mod engine;
 mod training;

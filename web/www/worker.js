@@ -120,10 +120,10 @@ async function train(config, source, saved) {
 }
 
 async function loadModel(source) {
-  const bytes = source.file
-    ? new Uint8Array(await source.file.arrayBuffer())
-    : new Uint8Array(await (await fetchOk(source.url)).arrayBuffer());
-  const info = await serial(() => af.loadModel(bytes));
+  // A File is read one tensor at a time (FileReaderSync, in this worker): never whole in memory.
+  const info = source.file
+    ? await serial(() => af.loadModelFile(source.file))
+    : await serial(async () => af.loadModel(new Uint8Array(await (await fetchOk(source.url)).arrayBuffer())));
   modelSource = source;
   return info;
 }

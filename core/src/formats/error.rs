@@ -217,6 +217,18 @@ pub enum GgufError {
         file_len: u64,
     },
 
+    /// A tensor's bytes could not be read from where the file is (a browser `File` that
+    /// changed or was removed while it was read, a failed read).
+    #[error(
+        "reading tensor '{tensor}' failed: {reason} (is the model file still there, unchanged?)"
+    )]
+    TensorRead {
+        /// The tensor.
+        tensor: String,
+        /// What the reader said.
+        reason: String,
+    },
+
     /// A tensor type that ggml defines but afinador cannot decode.
     #[error(
         "{}, which afinador cannot read yet (it reads {}; re-quantize the model with \

@@ -11,6 +11,7 @@
 //! the bytes that remain before anything is reserved for it, and what is reserved up front is
 //! capped besides.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use super::metadata::{KEY_ALIGNMENT, ValueType};
@@ -119,6 +120,15 @@ impl Gguf {
     /// Parses a GGUF v2 or v3 file held in memory, checking every tensor's layout, alignment and
     /// bounds against `bytes`.
     pub fn parse(bytes: &[u8]) -> Result<Gguf, GgufError> {
+        Self::parse_header(bytes, bytes.len() as u64)
+    }
+
+    /// Parses the metadata and tensor table from the start of a file of `file_len` bytes
+    /// (`head` may stop anywhere after the table; a [`GgufError::Truncated`] says it stopped
+    /// too early), checking every tensor's bounds against `file_len`: for reading the tensors
+    /// one at a time ([`TensorSource`]).
+    pub fn parse_header(head: &[u8], file_len: u64) -> Result<Gguf, GgufError> {
+        let bytes = head;
         let mut r = Reader { buf: bytes, pos: 0 };
         check_magic(bytes)?;
         r.pos = GGUF_MAGIC.len();
@@ -175,9 +185,27 @@ impl Gguf {
                     alignment,
                 });
             }
-            gguf.tensor_bytes(info, bytes)?;
+            gguf.tensor_range(info)
+                .filter(|r| r.end <= file_len)
+                .ok_or_else(|| gguf.out_of_bounds(info, file_len))?;
         }
         Ok(gguf)
+    }
+
+    /// Where `info`'s bytes lie in the file (`None` on overflow).
+    pub fn tensor_range(&self, info: &TensorInfo) -> Option<std::ops::Range<u64>> {
+        let start = self.data_offset.checked_add(info.offset)?;
+        Some(start..start.checked_add(info.n_bytes)?)
+    }
+
+    fn out_of_bounds(&self, info: &TensorInfo, file_len: u64) -> GgufError {
+        let range = self.tensor_range(info);
+        GgufError::TensorOutOfBounds {
+            tensor: info.name.clone(),
+            start: range.as_ref().map_or(u64::MAX, |r| r.start),
+            end: range.map_or(u64::MAX, |r| r.end),
+            file_len,
+        }
     }
 
     /// The GGUF version (2 or 3).
@@ -228,38 +256,52 @@ impl Gguf {
         info: &TensorInfo,
         file: &'a [u8],
     ) -> Result<&'a [u8], GgufError> {
-        let start = self.data_offset.checked_add(info.offset);
-        let end = start.and_then(|s| s.checked_add(info.n_bytes));
-        let range = match (start, end) {
-            (Some(s), Some(e)) => usize::try_from(s)
-                .ok()
-                .zip(usize::try_from(e).ok())
-                .and_then(|(s, e)| file.get(s..e)),
-            _ => None,
-        };
-        range.ok_or_else(|| GgufError::TensorOutOfBounds {
-            tensor: info.name.clone(),
-            start: start.unwrap_or(u64::MAX),
-            end: end.unwrap_or(u64::MAX),
-            file_len: file.len() as u64,
-        })
+        self.tensor_range(info)
+            .and_then(|r| Some(usize::try_from(r.start).ok()?..usize::try_from(r.end).ok()?))
+            .and_then(|r| file.get(r))
+            .ok_or_else(|| self.out_of_bounds(info, file.len() as u64))
     }
 
     /// Decodes a tensor of a supported type to f32; an unsupported type is a
     /// [`GgufError::UnsupportedType`] naming the tensor.
     pub fn tensor_f32(&self, info: &TensorInfo, file: &[u8]) -> Result<Vec<f32>, GgufError> {
         if !info.ty.is_supported() {
+            // Named before the bounds, as always.
+            return self.decode_f32(info, &[]);
+        }
+        self.decode_f32(info, self.tensor_bytes(info, file)?)
+    }
+
+    /// Decodes the bytes of tensor `info` (as [`TensorSource::tensor`] gives them) to f32.
+    pub fn decode_f32(&self, info: &TensorInfo, bytes: &[u8]) -> Result<Vec<f32>, GgufError> {
+        if !info.ty.is_supported() {
             return Err(GgufError::UnsupportedType {
                 ty: info.ty.name(),
                 tensor: info.name.clone(),
             });
         }
-        let bytes = self.tensor_bytes(info, file)?;
         let n = usize::try_from(info.n_elements).map_err(|_| GgufError::DimsOverflow {
             tensor: info.name.clone(),
             dims: info.dims.clone(),
         })?;
         quant::dequantize(info.ty, bytes, n).map_err(|e| e.in_tensor(&info.name))
+    }
+}
+
+/// Where a model's tensor bytes come from, one tensor at a time: the whole file in memory or
+/// mapped ([`WholeFile`]), or a reader of parts of it (a browser `File`, read slice by slice),
+/// so a model is uploaded without ever being in memory whole.
+pub trait TensorSource {
+    /// The bytes of tensor `info` of `gguf`.
+    fn tensor(&self, gguf: &Gguf, info: &TensorInfo) -> Result<Cow<'_, [u8]>, GgufError>;
+}
+
+/// A GGUF file's whole content as a [`TensorSource`].
+pub struct WholeFile<'a>(pub &'a [u8]);
+
+impl TensorSource for WholeFile<'_> {
+    fn tensor(&self, gguf: &Gguf, info: &TensorInfo) -> Result<Cow<'_, [u8]>, GgufError> {
+        gguf.tensor_bytes(info, self.0).map(Cow::Borrowed)
     }
 }
 

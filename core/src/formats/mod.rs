@@ -19,6 +19,7 @@ pub use error::GgufError;
 pub use ggml_type::GgmlType;
 pub use gguf::{
     DEFAULT_ALIGNMENT, GGUF_MAGIC, Gguf, MAX_ARRAY_DEPTH, MAX_DIMS, MAX_TENSOR_NAME, TensorInfo,
+    TensorSource, WholeFile,
 };
 pub use gguf_writer::{GGUF_WRITE_VERSION, GgufWriter};
 pub use metadata::{KEY_ALIGNMENT, KEY_ARCHITECTURE, MetaArray, MetaValue, Metadata};

@@ -19,7 +19,7 @@ pub use forward::{Forward, ForwardOutput, KvCache, LogitsWanted};
 pub use sampling::{Sampler, SamplingConfig, argmax};
 pub use weights::{LayerWeights, ModelWeights, PostNorms, QkNorm, QkvBias};
 
-use crate::formats::{Gguf, GgufError};
+use crate::formats::{Gguf, GgufError, TensorSource, WholeFile};
 use crate::gpu::{Gpu, GpuError};
 use crate::kernels::logits::{NO_TARGET, RowStats};
 
@@ -89,6 +89,17 @@ impl Model {
         gpu: &Gpu,
         gguf: &Gguf,
         file: &[u8],
+        adapter: Option<&crate::lora::LoraAdapter>,
+    ) -> Result<Model> {
+        Self::load_from(gpu, gguf, &WholeFile(file), adapter)
+    }
+
+    /// [`load_with_adapter`](Self::load_with_adapter) reading the tensors one at a time from
+    /// `source` (the file need never be in memory whole).
+    pub fn load_from(
+        gpu: &Gpu,
+        gguf: &Gguf,
+        file: &dyn TensorSource,
         adapter: Option<&crate::lora::LoraAdapter>,
     ) -> Result<Model> {
         let config = ModelConfig::from_gguf(gguf)?;

@@ -3,7 +3,7 @@
 use std::ops::Range;
 
 use super::{ModelConfig, ModelError, Result};
-use crate::formats::{GgmlType, Gguf};
+use crate::formats::{GgmlType, Gguf, TensorSource};
 use crate::gpu::{Gpu, GpuBuffer};
 use crate::kernels::{GpuWeight, WeightFormat};
 use crate::lora::{LoraAdapter, Module};
@@ -104,13 +104,13 @@ impl ModelWeights {
             + self.rope_factors.size
     }
 
-    /// Upload every weight `config` names from the GGUF file's bytes; projections that
+    /// Upload every weight `config` names, tensor by tensor from `file`; projections that
     /// `adapter` adapts are merged (`W + s·B·A`, in f32) on the way.
     pub fn upload(
         gpu: &Gpu,
         config: &ModelConfig,
         gguf: &Gguf,
-        file: &[u8],
+        file: &dyn TensorSource,
         adapter: Option<&LoraAdapter>,
     ) -> Result<ModelWeights> {
         let (c, v) = (config.n_embd, config.vocab_size);
@@ -204,7 +204,7 @@ fn check_dims(name: &str, dims: &[u64], want: &[usize]) -> Result<()> {
 fn upload_matrix(
     gpu: &Gpu,
     gguf: &Gguf,
-    file: &[u8],
+    file: &dyn TensorSource,
     name: &str,
     (rows, cols): (usize, usize),
     part: Range<usize>,
@@ -219,7 +219,7 @@ fn upload_matrix(
             format.k_multiple()
         )));
     }
-    let raw = gguf.tensor_bytes(info, file)?;
+    let raw = file.tensor(gguf, info)?;
     // Quantized blocks never cross a row (cols is a multiple of the block), so rows are
     // byte ranges.
     let row_bytes = raw.len() / rows;
@@ -243,7 +243,7 @@ fn weight_format(name: &str, ty: GgmlType) -> Result<WeightFormat> {
 fn upload_merged(
     gpu: &Gpu,
     gguf: &Gguf,
-    file: &[u8],
+    file: &dyn TensorSource,
     name: &str,
     (rows, cols): (usize, usize),
     part: Range<usize>,
@@ -258,7 +258,7 @@ fn upload_merged(
             pair.out_features, pair.in_features
         )));
     }
-    let mut w = gguf.tensor_f32(info, file)?;
+    let mut w = gguf.decode_f32(info, &file.tensor(gguf, info)?)?;
     crate::lora::merge::add_scaled_product(&mut w, cols, scale, pair);
     Ok(GpuWeight::upload(
         gpu,
@@ -270,20 +270,26 @@ fn upload_merged(
     )?)
 }
 
-fn upload_vector(gpu: &Gpu, gguf: &Gguf, file: &[u8], name: &str, len: usize) -> Result<GpuBuffer> {
+fn upload_vector(
+    gpu: &Gpu,
+    gguf: &Gguf,
+    file: &dyn TensorSource,
+    name: &str,
+    len: usize,
+) -> Result<GpuBuffer> {
     let info = gguf.require_tensor(name)?;
     check_dims(name, &info.dims, &[len])?;
     Ok(GpuBuffer::from_slice(
         gpu,
         name,
-        &gguf.tensor_f32(info, file)?,
+        &gguf.decode_f32(info, &file.tensor(gguf, info)?)?,
     )?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::formats::GgufWriter;
+    use crate::formats::{GgufWriter, WholeFile};
     use crate::kernels::random_blocks;
     use crate::kernels::testing::gpu;
     use crate::util::Rng;
@@ -305,8 +311,8 @@ mod tests {
             w.add_tensor(format!("w.{ty}"), &[256, 3], ty, vec![0; 3 * bytes])
                 .unwrap();
         }
-        let file = w.to_bytes();
-        let gguf = Gguf::parse(&file).unwrap();
+        let bytes = w.to_bytes();
+        let (gguf, file) = (Gguf::parse(&bytes).unwrap(), WholeFile(&bytes));
         for &f in WeightFormat::ALL {
             let name = format!("w.{f}");
             let gw = upload_matrix(gpu(), &gguf, &file, &name, (rows, cols), 0..rows).unwrap();

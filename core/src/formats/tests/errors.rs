@@ -1,5 +1,6 @@
 //! Every `GgufError` variant, triggered from the input that causes it, with its message.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 use super::*;
@@ -28,6 +29,7 @@ fn variant(e: &GgufError) -> &'static str {
         RowNotBlockAligned { .. } => "RowNotBlockAligned",
         MisalignedTensor { .. } => "MisalignedTensor",
         TensorOutOfBounds { .. } => "TensorOutOfBounds",
+        TensorRead { .. } => "TensorRead",
         UnsupportedType { .. } => "UnsupportedType",
         CannotEncode { .. } => "CannotEncode",
         MissingKey { .. } => "MissingKey",
@@ -38,7 +40,7 @@ fn variant(e: &GgufError) -> &'static str {
     }
 }
 
-const ALL_VARIANTS: usize = 26;
+const ALL_VARIANTS: usize = 27;
 
 fn parse_err(bytes: &[u8]) -> GgufError {
     Gguf::parse(bytes).expect_err("the input is invalid")
@@ -388,7 +390,26 @@ fn cases() -> Vec<(GgufError, Vec<&'static str>)> {
                 .unwrap_err(),
             vec!["not a whole number of blocks in tensor 'v'"],
         ),
+        (
+            Unreadable.tensor(&gguf, &info).unwrap_err(),
+            vec![
+                "reading tensor '",
+                "failed: NotReadableError (is the model file still there, unchanged?)",
+            ],
+        ),
     ]
+}
+
+/// A tensor source whose reads fail, as a browser `File` removed from the disk does.
+struct Unreadable;
+
+impl TensorSource for Unreadable {
+    fn tensor(&self, _: &Gguf, info: &TensorInfo) -> Result<Cow<'_, [u8]>, GgufError> {
+        Err(GgufError::TensorRead {
+            tensor: info.name.clone(),
+            reason: "NotReadableError".into(),
+        })
+    }
 }
 
 #[test]

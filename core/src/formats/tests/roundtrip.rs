@@ -76,6 +76,31 @@ fn sample_tensors_round_trip_raw_bytes() {
 }
 
 #[test]
+fn the_header_alone_parses_and_tensors_read_one_at_a_time() {
+    // What the browser does with a `File`: parse the head, then read each tensor's range.
+    let bytes = sample_writer().to_bytes();
+    let whole = Gguf::parse(&bytes).unwrap();
+    let len = bytes.len() as u64;
+    let head = &bytes[..whole.data_offset() as usize];
+    let gguf = Gguf::parse_header(head, len).unwrap();
+    assert_eq!(gguf.tensors(), whole.tensors());
+    for info in gguf.tensors() {
+        let range = gguf.tensor_range(info).unwrap();
+        let slice = &bytes[range.start as usize..range.end as usize];
+        assert_eq!(WholeFile(&bytes).tensor(&gguf, info).unwrap(), slice);
+        assert_eq!(
+            gguf.decode_f32(info, slice).unwrap(),
+            whole.tensor_f32(info, &bytes).unwrap()
+        );
+    }
+    // A head cut inside the tensor table says so; a file shorter than its tensors too.
+    let err = Gguf::parse_header(&head[..head.len() / 2], len).unwrap_err();
+    assert!(matches!(err, GgufError::Truncated { .. }), "{err}");
+    let err = Gguf::parse_header(head, len - 40).unwrap_err();
+    assert!(matches!(err, GgufError::TensorOutOfBounds { .. }), "{err}");
+}
+
+#[test]
 fn unsupported_types_parse_and_are_refused_when_decoded() {
     let mut w = GgufWriter::new();
     w.add_tensor(
