@@ -2,7 +2,8 @@
 // Usage: node web/tests/browser.mjs --url URL --model tiny.gguf --data train.jsonl
 //          --malformed bad.jsonl --native metrics.jsonl --config '{"max_steps":…}' --out DIR
 //        node web/tests/browser.mjs --bench --url URL --model M.gguf --data D.jsonl --config '{…}' --out DIR
-//          (manual benchmark: train, report tokens/s, no comparison)
+//          [--new-tokens N] (manual benchmark: train, report tokens/s, then generate N tokens
+//          with the base model; no comparison)
 // Exits non-zero with a message on the first failed check.
 import { chromium } from 'playwright-core';
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -14,7 +15,7 @@ const { values: opt } = parseArgs({
   options: {
     url: { type: 'string' }, model: { type: 'string' }, data: { type: 'string' },
     malformed: { type: 'string' }, native: { type: 'string' }, config: { type: 'string' },
-    out: { type: 'string' }, bench: { type: 'boolean', default: false }, tolerance: { type: 'string', default: '1e-4' },
+    out: { type: 'string' }, bench: { type: 'boolean', default: false }, 'new-tokens': { type: 'string', default: '4' }, tolerance: { type: 'string', default: '1e-4' },
   },
 });
 const config = JSON.parse(opt.config);
@@ -264,7 +265,20 @@ async function bench() {
   const { steps, summary } = await page.evaluate(() => window.afinador);
   for (const s of steps) console.log(`step ${s.step}: loss ${s.loss.toFixed(4)}, ${s.tokens_per_s.toFixed(1)} tok/s`);
   console.log(`bench: ${JSON.stringify(summary)}`);
-  writeFileSync(join(opt.out, 'bench.json'), JSON.stringify({ steps, summary }, null, 1));
+  // Then a few greedy tokens of the base model ("Generate (base)").
+  await page.fill('#prompt', 'def fibonacci(n):');
+  await page.setChecked('#chat', false);
+  await page.fill('#max-new', opt['new-tokens']);
+  const started = Date.now();
+  await page.click('#gen-base');
+  await page.waitForFunction(() => document.getElementById('out-base').dataset.done
+    || document.getElementById('messages').textContent, null, { timeout: TRAIN_TIMEOUT, polling: 500 });
+  const generation = {
+    prompt: 'def fibonacci(n):', text: await page.textContent('#out-base'),
+    new_tokens: Number(opt['new-tokens']), seconds: (Date.now() - started) / 1000,
+  };
+  console.log(`generate: ${JSON.stringify(generation)}`);
+  writeFileSync(join(opt.out, 'bench.json'), JSON.stringify({ steps, summary, generation }, null, 1));
   await page.screenshot({ path: join(opt.out, 'bench.png'), fullPage: true });
 }
 
