@@ -110,22 +110,15 @@ impl Module {
         }
     }
 
-    /// Every module: the seven projections, then the fused ones.
-    pub const EVERY: [Module; 9] = [
-        Module::QProj,
-        Module::KProj,
-        Module::VProj,
-        Module::OProj,
-        Module::GateProj,
-        Module::UpProj,
-        Module::DownProj,
-        Module::QkvProj,
-        Module::GateUpProj,
-    ];
+    /// The fused modules (phi3): each covers several projections ([`Module::parts`]).
+    pub const FUSED: [Module; 2] = [Module::QkvProj, Module::GateUpProj];
 
     /// The module with this Hugging Face name ("q_proj", "qkv_proj").
     pub fn from_hf_name(name: &str) -> Option<Module> {
-        Module::EVERY.into_iter().find(|m| m.hf_name() == name)
+        Module::ALL
+            .into_iter()
+            .chain(Module::FUSED)
+            .find(|m| m.hf_name() == name)
     }
 
     /// The module with this GGUF base name ("attn_q") in an architecture without fused
