@@ -172,7 +172,10 @@ fn loading_qwen2_holds_little_host_memory_beyond_the_weights() {
     assert!(device > 450.0, "{load}");
     assert!(host["samples"].as_u64().unwrap() > 10, "{load}");
     let beyond = mb(&host["beyond_device_buffers"]);
-    assert!(beyond < 200.0, "{beyond:.0} MB beyond the device buffers: {load}");
+    assert!(
+        beyond < 200.0,
+        "{beyond:.0} MB beyond the device buffers: {load}"
+    );
     assert!(mb(&host["anon_above_start"]) < device + 200.0, "{load}");
 }
 

@@ -65,6 +65,41 @@ fn train_args<'a>(model: &'a str, data: &'a str, out: &'a str, extra: &[&'a str]
 }
 
 #[test]
+fn a_validation_set_smaller_than_one_batch_is_evaluated() {
+    // One validation record, batches of 2: the evaluation fills the batch with a sequence that
+    // has no targets (it used to skip the short batch and report a loss of 0 as the best).
+    let dir = scratch("small-val");
+    let (model, data) = fixtures(&dir, 8);
+    let enem = std::fs::read_to_string(repo().join("examples/enem/train.jsonl")).unwrap();
+    let val = dir.join("val.jsonl");
+    std::fs::write(&val, enem.lines().nth(20).unwrap()).unwrap();
+    let run = dir.join("run");
+    let extra = [
+        "--eval-data",
+        val.to_str().unwrap(),
+        "--eval-every",
+        "1",
+        "--max-steps",
+        "1",
+    ];
+    ok(afinador(&train_args(
+        &model,
+        &data,
+        run.to_str().unwrap(),
+        &extra,
+    )));
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let line: serde_json::Value = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v.get("eval_loss").is_some())
+        .expect("an evaluation line");
+    // A random model over SmolLM2's 49152 tokens: near ln(49152) = 10.8.
+    let loss = line["eval_loss"].as_f64().unwrap();
+    assert!(loss > 5.0 && loss < 20.0, "{line}");
+}
+
+#[test]
 fn training_writes_metrics_checkpoints_best_and_a_peft_adapter() {
     let dir = scratch("outputs");
     let (model, data) = fixtures(&dir, 40);

@@ -87,8 +87,14 @@ export class Afinador {
      */
     generate(prompt: string, max_new_tokens: number, with_adapter: boolean, chat: boolean, temperature: number, seed: bigint): Promise<any>;
     /**
-     * Parse a GGUF file, build its tokenizer and upload its weights; returns the model's
-     * description (architecture, shape, parameters, tokenizer, GPU bytes). Once per instance.
+     * [`loadModel`](Self::load_model) from a `File` (or `Blob`), read one tensor at a time in
+     * this worker: the file is never in memory whole.
+     */
+    loadModelFile(file: any): any;
+    /**
+     * Parse a GGUF file's bytes, build its tokenizer and upload its weights; returns the
+     * model's description (architecture, shape, parameters, tokenizer, GPU bytes). Once per
+     * instance.
      */
     loadModel(bytes: Uint8Array | number[]): any;
     /**
@@ -187,6 +193,7 @@ export interface InitOutput {
     readonly afinador_finish: (a: number, b: number) => any;
     readonly afinador_generate: (a: number, b: number, c: number, d: number, e: number, f: number, g: number, h: bigint) => any;
     readonly afinador_loadModel: (a: number, b: number, c: number) => [number, number, number];
+    readonly afinador_loadModelFile: (a: number, b: any) => [number, number, number];
     readonly afinador_metricsCsv: (a: number) => [number, number];
     readonly afinador_metricsJsonl: (a: number) => [number, number];
     readonly afinador_modelInfo: (a: number) => [number, number, number];
@@ -201,8 +208,8 @@ export interface InitOutput {
     readonly inspectGguf: (a: number, b: number) => [number, number, number, number];
     readonly version: () => [number, number];
     readonly wasm_bindgen__convert__closures_____invoke__h18ce28caf726df32: (a: number, b: number, c: any) => [number, number];
-    readonly wasm_bindgen__convert__closures_____invoke__h18ce28caf726df32_31: (a: number, b: number, c: any) => [number, number];
     readonly wasm_bindgen__convert__closures_____invoke__h18ce28caf726df32_32: (a: number, b: number, c: any) => [number, number];
+    readonly wasm_bindgen__convert__closures_____invoke__h18ce28caf726df32_33: (a: number, b: number, c: any) => [number, number];
     readonly wasm_bindgen__convert__closures_____invoke__h63b598d0c5b6b0f2: (a: number, b: number, c: any, d: any) => void;
     readonly wasm_bindgen__convert__closures_____invoke__hebe8512b4d3e9e42: (a: number, b: number, c: any) => [number, number];
     readonly __wbindgen_malloc: (a: number, b: number) => number;

@@ -78,9 +78,11 @@ impl BlobFile {
 impl TensorSource for BlobFile {
     fn tensor(&self, gguf: &Gguf, info: &TensorInfo) -> Result<Cow<'_, [u8]>, GgufError> {
         let range = gguf.tensor_range(info).expect("checked by parse_header");
-        self.read(range).map(Cow::Owned).map_err(|reason| GgufError::TensorRead {
-            tensor: info.name.clone(),
-            reason,
-        })
+        self.read(range)
+            .map(Cow::Owned)
+            .map_err(|reason| GgufError::TensorRead {
+                tensor: info.name.clone(),
+                reason,
+            })
     }
 }

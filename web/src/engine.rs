@@ -39,7 +39,6 @@ impl ModelFile {
             ModelFile::File(f) => f.len,
         }
     }
-
 }
 
 impl TensorSource for ModelFile {
@@ -199,10 +198,7 @@ impl Afinador {
         }
         let merged = if with_adapter {
             let adapter = self.current_adapter().await?;
-            Some(
-                Model::load_from(&self.gpu, &l.gguf, &l.file, Some(&adapter))
-                    .map_err(err)?,
-            )
+            Some(Model::load_from(&self.gpu, &l.gguf, &l.file, Some(&adapter)).map_err(err)?)
         } else {
             None
         };

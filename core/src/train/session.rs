@@ -463,16 +463,25 @@ impl<'m> Session<'m> {
                 || !self.state.step.is_multiple_of(self.config.eval_every))
     }
 
-    /// Mean loss and accuracy over the validation sequences (weighted by trained tokens; batches
-    /// are whole, a remainder smaller than one batch is left out).
+    /// Mean loss and accuracy over every validation sequence (weighted by trained tokens; a
+    /// last batch smaller than the batch size is filled with sequences that have no targets,
+    /// so nothing is left out and the step's buffers keep their shape).
     pub async fn evaluate(&mut self, gpu: &Gpu) -> Result<StepStats> {
         let b = self.config.batch_size;
         let (mut loss, mut acc, mut tokens) = (0.0, 0.0, 0usize);
         for chunk in self.val.chunks(b) {
-            if chunk.len() < b {
-                continue;
-            }
-            let (ids, targets) = concat(chunk);
+            let len = chunk[0].len();
+            let filler = Sequence {
+                ids: vec![0; len],
+                targets: vec![crate::train::data::IGNORE; len],
+                doc_start: vec![0; len],
+            };
+            let full: Vec<Sequence> = chunk
+                .iter()
+                .cloned()
+                .chain(std::iter::repeat_n(filler, b - chunk.len()))
+                .collect();
+            let (ids, targets) = concat(&full);
             let batch = MicroBatch {
                 ids: &ids,
                 targets: &targets,
