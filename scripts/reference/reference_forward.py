@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Independent numpy reference forward pass for a Llama, Mistral, Qwen2, Qwen3 or Gemma 3 GGUF model.
+"""Independent numpy reference forward pass for a Llama, Mistral, Qwen2, Qwen3, Gemma 3 or Phi-3 GGUF model.
 
 Dequantizes every weight of the GGUF file with the `gguf` package and runs a
 plain decoder forward pass in float64 (no activation quantization), then
@@ -15,7 +15,7 @@ plus some extras: per-token NLLs, the top-1/top-2 logit margin at every
 position (argmax comparisons should skip near ties) and the top-5 logits at
 the last position, and greedy continuations of fixed prompts.
 
-Five architectures are supported (`general.architecture`; `ARCHS` below
+Six architectures are supported (`general.architecture`; `ARCHS` below
 says what sets each apart, `scripts/reference/tiny_models.py` runs all of them
 on tiny random models from `afinador make-tiny-model`):
 
@@ -43,6 +43,27 @@ on tiny random models from `afinador make-tiny-model`):
          GEGLU FFN with the tanh GELU; LM head tied to token_embd; no logit
          soft-capping. Norm weights are used as stored (the converter has
          already added Gemma's +1).
+  phi3   (llama.cpp src/models/phi3.cpp) the llama block with NEOX RoPE, but
+         fused projections: blk.N.attn_qkv.weight is q | k | v by rows
+         (build_qkv's views) and blk.N.ffn_up.weight (2*FF rows) is
+         gate | up (build_ffn LLM_FFN_SWIGLU: ggml_swiglu applies SiLU to
+         the first half); `Model` splits both right after dequantizing (and
+         after merging a LoRA, which adapts the fused matrices). No biases,
+         no q/k norms; attention.sliding_window is ignored (phi3's
+         load_arch_hparams). LongRoPE when the file has
+         rope_factors_short/long.weight: per-pair divisors like rope_freqs,
+         the short ones while the context is at most
+         rope.scaling.original_context_length (llama_model::get_rope_factors:
+         llama.cpp picks by its n_ctx, afinador by the sequence length; the
+         sequences here are short), and cos and sin multiplied by
+         rope.scaling.attn_factor (read for every architecture,
+         llama_model::load_hparams; ggml_rope_ext's attn_factor, i.e. rope_yarn's
+         mscale with ext_factor 0), so q.k grows by its square.
+
+`Model(path, adapter=...)` also merges a GGUF LoRA (llama.cpp's `--lora` format,
+`blk.N.<tensor>.weight.lora_a/lora_b`, `adapter.lora.alpha`) into the
+dequantized weights in float64: W + (alpha / r) B A, as llama.cpp's
+build_lora_mm computes W x + (alpha / r) B (A x).
 
 Only tokenization comes from llama-cpp-python. Its logits are used afterwards
 as a cross-check (printed, and stored as `nll_llama_cpp`; for qwen2 the
@@ -141,6 +162,9 @@ class Arch:
     # GEGLU, sliding-window layers with their own RoPE base, q scaled before
     # q.k.
     gemma3: bool = False
+    # Phi-3's fused projections: blk.N.attn_qkv.weight (q | k | v rows) and
+    # blk.N.ffn_up.weight (gate | up rows, 2*FF), no ffn_gate.
+    fused: bool = False
     # general.architecture as llama.cpp knows it (tiny_models.py rewrites a
     # copy of the file for llama.cpp when it differs).
     llama_cpp_name: str | None = None
@@ -155,15 +179,11 @@ ARCHS = {
     # right after the projections, then ggml_rope_ext (NEOX).
     "qwen3": Arch(rope_neox=True, qk_norm=True),
     "gemma3": Arch(rope_neox=True, qk_norm=True, gemma3=True),
-    # phi3 (src/models/phi3.cpp; not here yet) would be the llama block with NEOX RoPE plus:
-    # blk.N.attn_qkv.weight split by rows into q | k | v (build_qkv's views) and
-    # blk.N.ffn_up.weight (2*FF rows) into gate | up (build_ffn LLM_FFN_SWIGLU: ggml_swiglu
-    # applies SiLU to the first half) right after dequantizing; no biases, no q/k norms; and
-    # LongRoPE when the file has rope_factors_short/long.weight: per-pair divisors like
-    # rope_freqs, the short ones when llama.cpp's context n_ctx <= rope.scaling.
-    # original_context_length (llama_model::get_rope_factors), and cos/sin multiplied by
-    # rope.scaling.attn_factor (rope_yarn's mscale, src/llama-context.cpp), i.e. q.k by its
-    # square. Its attention.sliding_window is ignored (phi3's load_arch_hparams).
+    # src/models/phi3.cpp: the llama block with NEOX RoPE (llama_model_rope_type), fused
+    # q/k/v and gate/up projections (split in Model.split_fused), LongRoPE factors and
+    # attention factor when the file has them (Model.__init__, Model.rope); its
+    # attention.sliding_window is ignored (llama_model_phi3::load_arch_hparams).
+    "phi3": Arch(rope_neox=True, fused=True),
 }
 
 
@@ -222,7 +242,7 @@ class Model:
     a linear layer comes out as W[out, in] and is applied as x @ W.T.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, adapter: Path | None = None):
         reader = GGUFReader(str(path))
         meta = {k: f.contents() for k, f in reader.fields.items()
                 if not k.startswith("tokenizer.ggml.")}
@@ -247,6 +267,7 @@ class Model:
         self.qkv_bias = spec.qkv_bias
         self.qk_norm = spec.qk_norm
         self.gemma3 = spec.gemma3
+        self.fused = spec.fused
         for key in ("rope.scaling.type", "rope.scaling.factor", "rope.scale_linear"):
             assert f"{arch}.{key}" not in meta, f"{arch}.{key} is not handled"
         # RoPE over the whole head (n_rot = head_dim).
@@ -288,6 +309,13 @@ class Model:
             del arr
         del reader
         gc.collect()
+        if adapter is not None:
+            self.merge_lora(adapter)
+        if self.fused:
+            # The fused matrices (after the LoRA: it adapts them), split into the llama names.
+            self.fused_w = {name: self.w.pop(name) for name in list(self.w)
+                            if name.endswith((".attn_qkv.weight", ".ffn_up.weight"))}
+            self.w.update(self.split_fused())
 
         self.vocab = self.w["token_embd.weight"].shape[0]
         # Llama 3's rope scaling: per-pair frequency divisors (n_rot/2 values),
@@ -300,6 +328,21 @@ class Model:
         # (no rope.scaling keys), so nothing else changes.
         self.rope_freqs = self.w.get("rope_freqs.weight")
         assert self.rope_freqs is None or self.rope_freqs.shape == (self.head_dim // 2,)
+        # Phi-3's LongRoPE: two sets of per-pair divisors, applied like rope_freqs; llama.cpp
+        # takes the short ones while its context is at most the original context length
+        # (llama_model::get_rope_factors), afinador while the sequence is; `forward` checks
+        # that the sequence is within it.
+        self.rope_factors_long = self.w.get("rope_factors_long.weight")
+        short = self.w.get("rope_factors_short.weight")
+        assert (short is None) == (self.rope_factors_long is None)
+        self.n_ctx_orig = None
+        if short is not None:
+            assert self.rope_freqs is None and short.shape == (self.head_dim // 2,)
+            self.rope_freqs = short
+            self.n_ctx_orig = int(meta.get(f"{arch}.rope.scaling.original_context_length",
+                                           meta[f"{arch}.context_length"]))
+        # cos and sin times this (hparams.rope_attn_factor; 1 when the key is absent).
+        self.rope_attn_factor = float(meta.get(f"{arch}.rope.scaling.attn_factor", 1.0))
         # Tied embeddings: no output.weight, the LM head reuses token_embd.
         self.lm_head = self.w.get("output.weight", self.w["token_embd.weight"])
 
@@ -326,6 +369,45 @@ class Model:
                 assert (bias is not None) == self.qkv_bias, (arch, p, name)
                 assert bias is None or bias.shape == (size,)
 
+    def merge_lora(self, adapter: Path) -> None:
+        """Add a GGUF LoRA's (alpha / r) B A to the weights it adapts (float64)."""
+        reader = GGUFReader(str(adapter))
+        meta = {k: f.contents() for k, f in reader.fields.items()}
+        assert meta["general.type"] == "adapter" and meta["adapter.type"] == "lora", meta
+        assert meta["general.architecture"] == self.arch, (meta["general.architecture"], self.arch)
+        alpha = float(meta["adapter.lora.alpha"])
+        ab = {t.name: dequantize(t.data, t.tensor_type).astype(np.float64)
+              for t in reader.tensors}
+        names = sorted({n.rsplit(".", 1)[0] for n in ab})
+        assert len(ab) == 2 * len(names), "every tensor has its lora_a and lora_b"
+        for name in names:
+            a, b = ab[name + ".lora_a"], ab[name + ".lora_b"]  # A [r, in], B [out, r]
+            r = a.shape[0]
+            assert b.shape[1] == r and self.w[name].shape == (b.shape[0], a.shape[1]), name
+            self.w[name] = self.w[name] + (alpha / r) * (b @ a)
+
+    def split_fused(self, qkv: str = "qkv", gate_first: bool = True) -> dict[str, np.ndarray]:
+        """Phi-3's fused matrices as attn_q/k/v and ffn_gate/up, rows cut in the order
+        `qkv` (q | k | v in the file) and gate | up (or up | gate); the other orders are the
+        ablations of tiny_models.py."""
+        Q, KV, FF = self.n_head * self.head_dim, self.n_head_kv * self.head_dim, self.n_ff
+        rows = {"q": Q, "k": KV, "v": KV}
+        out = {}
+        for i in range(self.n_layer):
+            p = f"blk.{i}."
+            w = self.fused_w[p + "attn_qkv.weight"]
+            assert w.shape[0] == Q + 2 * KV, w.shape
+            start = 0
+            for name in qkv:
+                out[p + f"attn_{name}.weight"] = w[start:start + rows[name]]
+                start += rows[name]
+            w = self.fused_w[p + "ffn_up.weight"]
+            assert w.shape[0] == 2 * FF, w.shape
+            first, second = w[:FF], w[FF:]
+            out[p + "ffn_gate.weight"], out[p + "ffn_up.weight"] = (
+                (first, second) if gate_first else (second, first))
+        return out
+
     def rms_norm(self, x: np.ndarray, weight: np.ndarray) -> np.ndarray:
         return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + self.eps) * weight
 
@@ -333,9 +415,10 @@ class Model:
         """RoPE, x: [n_tokens, n_heads, head_dim], positions 0..n_tokens-1.
 
         Pair i (i < head_dim/2) is rotated by theta = pos * base^(-2i/head_dim)
-        (divided by rope_freqs[i] when the model has Llama 3's factors).
+        (divided by rope_freqs[i] when the model has Llama 3's factors or Phi-3's
+        short LongRoPE factors; cos and sin times Phi-3's rope_attn_factor).
         llama "normal" mode pairs adjacent elements (x[2i], x[2i+1]); NEOX mode
-        (qwen2, qwen3, gemma3) pairs the two halves (x[i], x[i + head_dim/2]).
+        (qwen2, qwen3, gemma3, phi3) pairs the two halves (x[i], x[i + head_dim/2]).
         """
         n, _, hs = x.shape
         inv_freq = base ** (-np.arange(0, hs, 2, dtype=np.float64) / hs)
@@ -344,6 +427,8 @@ class Model:
             theta = theta / self.rope_freqs[None, :]
         cos = np.cos(theta)[:, None, :]
         sin = np.sin(theta)[:, None, :]
+        if self.rope_attn_factor != 1.0:  # Phi-3's LongRoPE attention factor
+            cos, sin = cos * self.rope_attn_factor, sin * self.rope_attn_factor
         if self.rope_neox:
             lo, hi = slice(0, hs // 2), slice(hs // 2, hs)
         else:
@@ -364,6 +449,7 @@ class Model:
         """Logits [n_tokens, vocab] for a sequence starting at position 0
         (only the last position's row, [1, vocab], when last_only)."""
         n = len(ids)
+        assert self.n_ctx_orig is None or n <= self.n_ctx_orig, "LongRoPE's long factors"
         HS, NH, NKV = self.head_dim, self.n_head, self.n_head_kv
         group = NH // NKV
         causal = np.triu(np.ones((n, n), dtype=bool), k=1)

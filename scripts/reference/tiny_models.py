@@ -2,11 +2,12 @@
 """Reference log-probs for tiny random models of every architecture and weight type.
 
 Why: the real models (SmolLM2 llama, Qwen2.5 qwen2, Gemma 3 gemma3) pin afinador's forward for
-three architectures and a few weight types (reference_nll*.json). The other architectures
-(mistral, qwen3, llama with Llama 3's rope scaling) and weight types have no real model here,
-so this script pins them on tiny random GGUFs from `afinador make-tiny-model` (2 layers,
-C 256, FF 512, 4 heads / 2 KV heads, vocab 256: every file is under 5 MB and every forward
-takes milliseconds). `tests/tiny_models.rs` remakes each file with the recorded arguments,
+three architectures and a few weight types (reference_nll*.json), and llama.cpp's loading of
+afinador's GGUF LoRA for them (llama_cpp_lora*.json). The other architectures (mistral, qwen3,
+llama with Llama 3's rope scaling, phi3 with and without LongRoPE) and weight types have no real
+model here, so this script pins them on tiny random GGUFs from `afinador make-tiny-model`
+(2 layers, C 256, FF 512, 4 heads / 2 KV heads, vocab 256: every file is under 5 MB and every
+forward takes milliseconds). `tests/tiny_models.rs` remakes each file with the recorded arguments,
 checks its sha256 and scores the same ids with afinador.
 
 What it does, per case of CASES (an architecture and a weight type):
@@ -31,24 +32,40 @@ What it does, per case of CASES (an architecture and a weight type):
    is recorded as `llama_cpp_model_sha256`;
 4. `sensitivity`: how far the per-token log-probs move (max |delta|, nats) when the f64
    forward drops one of the case's features (RoPE pairing, q/k norms, biases, rope factors,
-   the sliding window) -- what a per-token tolerance can tell apart on these nearly flat
-   distributions.
+   the sliding window, phi3's fused-split order, LongRoPE's short factors and attention
+   factor) -- what a per-token tolerance can tell apart on these nearly flat distributions;
+5. `lora` (the architecture cases, `TinyCase.lora` = the adapter's std): `afinador
+   make-random-adapter` (`lora.command`, ADAPTER = its output directory: PEFT files and
+   `adapter.gguf`, whose sha256 is recorded) and `afinador merge --merged-type f32`
+   (`lora.merge_command`, MERGED = the output; sha256 recorded). On three sequences the base
+   model writes (`sample_sequences`: sampled from the f64 forward; on the random ids of step 2
+   a random adapter's effect on the mean NLL has either sign and averages out, on the model's
+   own samples it is about KL(base || adapted) > 0): the f64 forward without and with the
+   adapter (`Model(path, adapter=...)` merges (alpha / r) B A in float64), and llama.cpp with
+   `lora_path` on its copy of the file as made and on its ALL_F32 conversion, each also
+   without the adapter, and on a no_vocab copy of the merged file (default f16 KV cache). The
+   adapter llama.cpp loads is `adapter.gguf` itself, or for mistral a copy that says `llama`
+   (llama_adapter_lora_init: "model arch and LoRA arch mismatch";
+   `llama_cpp_adapter_sha256`). The script asserts that llama.cpp's F32 run with the adapter
+   is within 1e-4 of the f64 forward (1e-3 for gemma3), the merged file's NLL within 0.5% of
+   the adapted one, the adapter's effect (adapted minus base mean NLL) 0.05-1 nats and
+   llama.cpp's effect on the file as made within 10% of it.
 
 Random weights give nearly uniform next-token distributions (logits with a std of ~0.6 over
 256 ids: mean NLL ~5.7 ~ ln 256 + 0.2), so a 1% NLL tolerance (0.057 nats) is weak; the
 per-token log-probs and `sensitivity` are the strong checks.
 
 Run from the repository root with the llama-cpp-python venv (README.md), single-threaded
-BLAS; about 5 s, and the same bytes every time:
+BLAS; about 15 s, and the same bytes every time:
 
     OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 ~/.cache/afinador/llama-venv/bin/python \\
         scripts/reference/tiny_models.py --afinador target/debug/afinador
 
 Copy the binary first (`cp target/debug/afinador /tmp/`) if someone may rebuild it meanwhile.
 To add an architecture: a row in `reference_forward.ARCHS` (and what its forward needs in
-`Model`), then a `TinyCase` in CASES, and take it out of NOT_COVERED_YET in
-tests/tiny_models.rs (which reads every case of the JSON and checks that every architecture
-afinador runs has one).
+`Model`), then a `TinyCase` in CASES (with `lora=`: a std whose effect is 0.1-1 nats), and take
+it out of NOT_COVERED_YET in tests/tiny_models.rs (which reads every case of the JSON and checks
+that every architecture afinador runs has one, with a `lora` section).
 """
 
 from __future__ import annotations
@@ -85,15 +102,23 @@ VOCAB = 256
 # log-probs by 1.2e-3 there, by 1.1e-2 over 128 positions (1.8e-2 over 256).
 SEQUENCE_SEED = 20261205
 SEQUENCE_LENS = [24, 24, 24, LONG_LEN := 128]
+# The adapters' sequences: ids the base model writes (sample_sequences), so that an adapter
+# raises their mean NLL by about KL(base || adapted) (on random ids its effect has either sign
+# and averages out: -0.32..+0.23 nats at std 0.08-0.2, often under 0.01). 24 ids are too few
+# (at std 0.1 qwen3's adapter lowered one such sample's mean NLL by 0.008); 48 are enough here.
+LORA_SEQUENCE_SEED = SEQUENCE_SEED + 1
+LORA_SEQUENCE_LENS = [48, 64, LONG_LEN]
 
 
 @dataclass(frozen=True)
 class TinyCase:
-    """One tiny model: make-tiny-model's --arch, --weights (None: its default), --rope-freqs."""
+    """One tiny model: make-tiny-model's --arch, --weights (None: its default), --rope-freqs;
+    `lora`: the std of a random adapter to check in llama.cpp (None: no `lora` section)."""
 
     arch: str
     weights: str | None = None
     rope_freqs: bool = False
+    lora: float | None = None
 
     @property
     def name(self) -> str:
@@ -109,18 +134,37 @@ class TinyCase:
             cmd.append("--rope-freqs")
         return cmd
 
+    def adapter_command(self) -> list[str]:
+        """make-random-adapter's arguments, MODEL and ADAPTER (a directory) for the paths."""
+        return ["make-random-adapter", "--model", "MODEL", "--output", "ADAPTER",
+                *LORA_ARGS, "--std", str(self.lora), "--seed", str(LORA_SEED)]
+
+
+# The adapters: rank 2 on every projection (q/k/v/o and gate/up/down; phi3's fused qkv_proj and
+# gate_up_proj), alpha 4, normal A and B of the case's std, seed 1. The std moves the mean NLL
+# by ~0.1-1 nats (see LORA_STD).
+LORA_ARGS = ["--lora-r", "2", "--lora-alpha", "4", "--target-modules", "all-linear"]
+LORA_SEED = 1
+
 
 # Every architecture with make-tiny-model's default weight type (q4_1), llama with Llama 3's
-# rope scaling, then llama with every other weight type make-tiny-model writes.
+# rope scaling and phi3 with LongRoPE (--rope-freqs), each with a random LoRA; then llama with
+# every other weight type make-tiny-model writes.
+# The adapters' std: 0.12 raises the mean NLL of the sampled sequences by 0.14-0.45 nats
+# (KL(base || adapted) per position: ~0.04 at std 0.05, ~0.2 at 0.1, ~0.27 at 0.12); qwen2
+# needs 0.18 for as much (0.12: ~0.1).
+LORA_STD = 0.12
 WEIGHT_TYPES = ["f32", "f16", "bf16", "q4_0", "q5_0", "q5_1", "q8_0",
                 "q2_k", "q3_k", "q4_k", "q5_k", "q6_k"]
 CASES = [
-    TinyCase("llama"),
-    TinyCase("mistral"),
-    TinyCase("qwen2"),
-    TinyCase("qwen3"),
-    TinyCase("gemma3"),
-    TinyCase("llama", rope_freqs=True),
+    TinyCase("llama", lora=LORA_STD),
+    TinyCase("mistral", lora=LORA_STD),
+    TinyCase("qwen2", lora=0.18),
+    TinyCase("qwen3", lora=LORA_STD),
+    TinyCase("gemma3", lora=LORA_STD),
+    TinyCase("phi3", lora=LORA_STD),
+    TinyCase("llama", rope_freqs=True, lora=LORA_STD),
+    TinyCase("phi3", rope_freqs=True, lora=LORA_STD),
     *[TinyCase("llama", weights=w) for w in WEIGHT_TYPES],
 ]
 
@@ -160,6 +204,32 @@ def llama_cpp_copy(src: Path, dst: Path) -> str:
     return cpp_arch
 
 
+def llama_cpp_adapter(src: Path, dst: Path, cpp_arch: str) -> Path:
+    """The adapter `src` for llama.cpp's copy of its model: `src` itself, or (mistral) a copy
+    whose general.architecture is llama.cpp's name (llama_adapter_lora_init refuses an adapter
+    of another architecture: "model arch and LoRA arch mismatch"), same keys and tensors
+    otherwise."""
+    reader = GGUFReader(str(src))
+    if reader.fields["general.architecture"].contents() == cpp_arch:
+        return src
+    writer = GGUFWriter(str(dst), cpp_arch)
+    for field in reader.fields.values():
+        if field.name == "general.architecture" or field.name.startswith("GGUF."):
+            continue
+        kind = field.types[0]
+        sub = field.types[-1] if kind == GGUFValueType.ARRAY else None
+        writer.add_key_value(field.name, field.contents(), kind, sub_type=sub)
+    for t in reader.tensors:
+        writer.add_tensor_info(t.name, t.data.shape, t.data.dtype, t.data.nbytes, t.tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for t in reader.tensors:
+        writer.write_tensor_data(t.data)
+    writer.close()
+    return dst
+
+
 def to_f32(src: Path, dst: Path) -> None:
     """llama.cpp's own ALL_F32 conversion (its dequantization, exact)."""
     params = llama_cpp.llama_model_quantize_default_params()
@@ -172,11 +242,16 @@ def to_f32(src: Path, dst: Path) -> None:
     assert rc == 0, f"llama_model_quantize failed ({rc})"
 
 
-def llama_cpp_logits(model: Path, seqs: list[list[int]], f32_cache: bool) -> list[np.ndarray]:
+def llama_cpp_logits(model: Path, seqs: list[list[int]], f32_cache: bool,
+                     lora: Path | None = None) -> list[np.ndarray]:
+    # n_ctx = LONG_LEN: below phi3's original context, so llama.cpp takes LongRoPE's short
+    # factors (llama_model::get_rope_factors), as afinador does for these lengths.
     kwargs = dict(model_path=str(model), logits_all=True, n_ctx=LONG_LEN, n_batch=LONG_LEN,
                   n_threads=1, n_threads_batch=1, verbose=False)
     if f32_cache:
         kwargs["type_k"] = kwargs["type_v"] = llama_cpp.GGML_TYPE_F32
+    if lora is not None:
+        kwargs["lora_path"] = str(lora)  # scale 1: (alpha / r) B A
     llm = llama_cpp.Llama(**kwargs)
     assert llm.n_vocab() == VOCAB
     out = []
@@ -203,6 +278,15 @@ ABLATIONS = [
      lambda m: {"w": {k: v for k, v in m.w.items() if not k.endswith(".bias")}}),
     ("rope_freqs", lambda m: m.rope_freqs is not None, lambda m: {"rope_freqs": None}),
     ("sliding_window", lambda m: any(m.layer_swa), lambda m: {"layer_swa": [False] * m.n_layer}),
+    # phi3's fused projections cut in another order: q | v | k, and up | gate.
+    ("qkv_split", lambda m: m.fused, lambda m: {"w": m.w | m.split_fused(qkv="qvk")}),
+    ("gate_up_split", lambda m: m.fused,
+     lambda m: {"w": m.w | m.split_fused(gate_first=False)}),
+    # LongRoPE: the long factors instead of the short ones ("rope_freqs" above drops them), and
+    # no attention factor.
+    ("rope_factors_long", lambda m: m.rope_factors_long is not None,
+     lambda m: {"rope_freqs": m.rope_factors_long}),
+    ("rope_attn_factor", lambda m: m.rope_attn_factor != 1.0, lambda m: {"rope_attn_factor": 1.0}),
 ]
 
 
@@ -235,6 +319,109 @@ def weight_types(path: Path) -> dict[str, str]:
 
 def rounded(values, digits: int = 6) -> list[float]:
     return [round(float(v), digits) for v in values]
+
+
+def sample_sequences(model: Model) -> list[list[int]]:
+    """Token ids the base model writes: a seeded random first id, then each next id drawn from
+    the f64 forward's distribution (temperature 1)."""
+    rng = np.random.default_rng(LORA_SEQUENCE_SEED)
+    out = []
+    for n in LORA_SEQUENCE_LENS:
+        ids = [int(rng.integers(0, VOCAB))]
+        while len(ids) < n:
+            p = np.exp(log_softmax(model.forward(ids, last_only=True)[-1]))
+            ids.append(int(rng.choice(VOCAB, p=p / p.sum())))
+        out.append(ids)
+    return out
+
+
+def run_lora(case: TinyCase, afinador: str, path: Path, model: Model, cpp_arch: str,
+             cpp_path: Path, cpp_f32_path: Path) -> dict:
+    """The case's random adapter in llama.cpp (see the docstring, step 5); `model`: the f64
+    forward of the case's file, `cpp_path` and `cpp_f32_path` llama.cpp's copies of it."""
+    stem = path.with_suffix("")
+    adapter_dir = Path(f"{stem}_adapter")
+    merged = Path(f"{stem}_merged.gguf")
+    fill = {"MODEL": str(path), "ADAPTER": str(adapter_dir), "MERGED": str(merged)}
+    command = case.adapter_command()
+    merge_command = ["merge", "--model", "MODEL", "--adapter", "ADAPTER", "--output", "MERGED",
+                     "--merged-type", "f32"]
+    for cmd in (command, merge_command):
+        subprocess.run([afinador, *[fill.get(a, a) for a in cmd]], check=True,
+                       capture_output=True)
+    adapter = adapter_dir / "adapter.gguf"
+    cpp_adapter = llama_cpp_adapter(adapter, Path(f"{stem}_cpp_adapter.gguf"), cpp_arch)
+    cpp_merged = Path(f"{stem}_cpp_merged.gguf")
+    assert llama_cpp_copy(merged, cpp_merged) == cpp_arch
+
+    seqs = sample_sequences(model)
+    adapted = Model(path, adapter=adapter)  # the f64 forward with W + (alpha / r) B A
+    runs = {  # name: llama.cpp's logits per sequence
+        "cpp_base": llama_cpp_logits(cpp_path, seqs, f32_cache=False),
+        "cpp": llama_cpp_logits(cpp_path, seqs, f32_cache=False, lora=cpp_adapter),
+        "f32_base": llama_cpp_logits(cpp_f32_path, seqs, f32_cache=True),
+        "f32": llama_cpp_logits(cpp_f32_path, seqs, f32_cache=True, lora=cpp_adapter),
+        "merged": llama_cpp_logits(cpp_merged, seqs, f32_cache=False),
+    }
+    entries = []
+    for i, ids in enumerate(seqs):
+        lp_base = token_logprobs(model.forward(ids), ids)
+        lp = token_logprobs(adapted.forward(ids), ids)
+        cpp = {name: token_logprobs(logits[i], ids) for name, logits in runs.items()}
+        nll = {name: float(-x.mean()) for name, x in cpp.items()}
+        dev = lambda x, ref: float(f"{np.abs(x - ref).max():.2e}")  # noqa: E731
+        entries.append({
+            "ids": ids,
+            "logprobs_base": rounded(lp_base),
+            "logprobs": rounded(lp),
+            "logprobs_llama_cpp_f32": rounded(cpp["f32"]),
+            "nll_base": float(-lp_base.mean()),
+            "nll": float(-lp.mean()),
+            "nll_llama_cpp_base": nll["cpp_base"],
+            "nll_llama_cpp": nll["cpp"],
+            "nll_llama_cpp_f32_base": nll["f32_base"],
+            "nll_llama_cpp_f32": nll["f32"],
+            "nll_llama_cpp_merged": nll["merged"],
+            "effect": float(lp_base.mean() - lp.mean()),
+            "effect_llama_cpp": nll["cpp"] - nll["cpp_base"],
+            "effect_llama_cpp_f32": nll["f32"] - nll["f32_base"],
+            "max_abs_dlogp_adapter": dev(lp, lp_base),
+            "max_abs_dlogp_llama_cpp_f32_base": dev(cpp["f32_base"], lp_base),
+            "max_abs_dlogp_llama_cpp_f32": dev(cpp["f32"], lp),
+            "max_abs_dlogp_llama_cpp_merged": dev(cpp["merged"], lp),
+        })
+    out = {
+        "command": command,
+        "adapter_sha256": sha256_file(adapter),
+        "llama_cpp_adapter_sha256": sha256_file(cpp_adapter),
+        "merge_command": merge_command,
+        "merged_sha256": sha256_file(merged),
+        "llama_cpp_merged_sha256": sha256_file(cpp_merged),
+    }
+    for key in ("max_abs_dlogp_adapter", "max_abs_dlogp_llama_cpp_f32_base",
+                "max_abs_dlogp_llama_cpp_f32", "max_abs_dlogp_llama_cpp_merged"):
+        out[key] = max(e[key] for e in entries)
+    out["sequences"] = entries
+    # What llama.cpp must show for the data to be worth keeping: its F32 run computes the f64
+    # forward (with and without the adapter), the merged file scores what the adapter scores,
+    # and the adapter's effect is well above llama.cpp's activation-quantization noise.
+    f32_tol = 1e-3 if case.arch == "gemma3" else 1e-4  # gemma3: ggml's f16-table GELU
+    assert out["max_abs_dlogp_llama_cpp_f32"] <= f32_tol, out["max_abs_dlogp_llama_cpp_f32"]
+    assert out["max_abs_dlogp_llama_cpp_f32_base"] <= f32_tol
+    for e in entries:
+        merged_off = abs(e["nll_llama_cpp_merged"] - e["nll"])
+        assert merged_off <= 5e-3 * e["nll"], e["nll_llama_cpp_merged"]
+        assert 0.05 <= e["effect"] <= 1.0, e["effect"]
+        effect_off = abs(e["effect_llama_cpp"] - e["effect"])
+        assert effect_off <= 0.1 * e["effect"], e["effect_llama_cpp"]
+    effects = ", ".join(f"{e['effect']:+.3f}/{e['effect_llama_cpp']:+.3f}" for e in entries)
+    merged_rel = max(abs(e["nll_llama_cpp_merged"] - e["nll"]) / e["nll"] for e in entries)
+    print(f"{'':20s} LoRA std {case.lora}: effect f64/llama.cpp {effects}; max|dlogp| adapter "
+          f"{out['max_abs_dlogp_adapter']:.2f}, llama.cpp F32 without/with "
+          f"{out['max_abs_dlogp_llama_cpp_f32_base']:.1e}/"
+          f"{out['max_abs_dlogp_llama_cpp_f32']:.1e}, merged "
+          f"{out['max_abs_dlogp_llama_cpp_merged']:.1e} (nll rel {merged_rel:.3%})", flush=True)
+    return out
 
 
 def run_case(case: TinyCase, afinador: str, tmp: Path, seqs: list[list[int]]) -> dict:
@@ -302,6 +489,8 @@ def run_case(case: TinyCase, afinador: str, tmp: Path, seqs: list[list[int]]) ->
           f"nll rel {nll_rel:.3%}  argmax agree {agree:.0%}  "
           f"entropy {entries[0]['mean_entropy']:.3f}  max p {max(e['max_prob'] for e in entries):.3f}  "
           f"sensitivity {out['sensitivity']}", flush=True)
+    if case.lora is not None:
+        out["lora"] = run_lora(case, afinador, path, model, cpp_arch, cpp_path, cpp_f32_path)
     return out
 
 
@@ -337,7 +526,19 @@ def main() -> None:
             "every position (length n), argmax_agree_llama_cpp the fraction of positions where "
             "llama.cpp's argmax (the file as made) is the same. The distributions are nearly flat (random weights): "
             "mean_entropy, max_prob and logit_std say how flat; sensitivity = max |delta "
-            "logprob| when the f64 forward drops one feature of the case."
+            "logprob| when the f64 forward drops one feature of the case. lora (architecture "
+            "cases): a seeded random adapter (command, ADAPTER = its directory, sha256 of its "
+            "adapter.gguf; llama_cpp_adapter_sha256: what llama.cpp loads, renamed to llama "
+            "for mistral) and afinador's f32 merge of it (merge_command, MERGED); per "
+            "sequence of ids the base model writes (sampled from the f64 forward): "
+            "logprobs_base / logprobs from the f64 forward without / with the adapter merged, "
+            "logprobs_llama_cpp_f32 from llama.cpp's ALL_F32 conversion with lora_path and an "
+            "f32 KV cache; nll_* the mean NLLs (llama_cpp: the file as made, f16 KV cache; "
+            "merged: llama.cpp on a no_vocab copy of the merged file); effect = adapted minus "
+            "base mean NLL; max_abs_dlogp_* the largest per-token differences (adapter: how "
+            "far the adapter moves the f64 log-probs; llama_cpp_f32(_base): llama.cpp's F32 "
+            "run with (without) the adapter against the f64 forward; llama_cpp_merged: "
+            "llama.cpp on the merged file against the f64 adapted forward)."
         ),
         "cases": cases,
     }
