@@ -1,5 +1,6 @@
 //! Adapters out to other tools and back in (issue 16): every adapter directory holds a GGUF
-//! LoRA beside the PEFT files, `export` writes each format, `--init-adapter` starts from one.
+//! LoRA beside the PEFT files, `export` writes each format, `--init-adapter` starts from one;
+//! PEFT exports have the names and shapes PEFT expects and score as in transformers + PEFT.
 
 mod common;
 
@@ -628,4 +629,254 @@ fn llama_cpp_loads_our_gemma3_gguf_lora_and_merged_model_and_agrees() {
         // 1.2e-5 (most likely ggml's f16 GELU table in the GEGLU). Up to 4e-3 apart, as recorded.
         6e-3,
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// PEFT exports as transformers and PEFT see them (tests/data/peft_names.json, written by
+// scripts/reference/peft_names.py with transformers 5.25 and PEFT 0.21).
+
+/// Largest |afinador − transformers + PEFT (float64)| per-token log-prob on the tiny models,
+/// nats. Measured on lavapipe: ≤ 1.6e-6 without the adapter and ≤ 2.6e-6 with it (phi3); the
+/// export with its rows in a wrong order (q/k `lora_B` in llama.cpp's permuted order, phi3's
+/// gate/up or k/v swapped) moves them by 0.48–1.9 (the JSON's `sensitivity`).
+const PEFT_LOGPROB_TOL: f64 = 2e-4;
+
+/// A safetensors file's header: its `__metadata__` and name → (dtype, shape).
+fn safetensors_header(
+    path: &Path,
+) -> (
+    serde_json::Value,
+    std::collections::BTreeMap<String, (String, Vec<u64>)>,
+) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let meta = header.remove("__metadata__").unwrap_or_default();
+    let tensors = header
+        .into_iter()
+        .map(|(k, v)| {
+            let shape = v["shape"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap())
+                .collect();
+            (k, (v["dtype"].as_str().unwrap().to_string(), shape))
+        })
+        .collect();
+    (meta, tensors)
+}
+
+/// One case of `peft_names.json` remade under `dir` with its recorded commands: the tiny model
+/// (sha256 checked), `make-random-adapter`'s directory (PEFT files and adapter.gguf) and
+/// `export --to peft` of its adapter.gguf. Returns (model, adapter, PEFT export).
+fn remake_peft_case(dir: &Path, case: &serde_json::Value) -> (PathBuf, PathBuf, PathBuf) {
+    let arch = case["arch"].as_str().unwrap();
+    let dir = dir.join(arch);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (model, adapter, peft) = (
+        dir.join("model.gguf"),
+        dir.join("adapter"),
+        dir.join("peft"),
+    );
+    let gguf = adapter.join("adapter.gguf");
+    let fill = [
+        ("MODEL", model.to_str().unwrap()),
+        ("ADAPTER", adapter.to_str().unwrap()),
+        ("PEFT", peft.to_str().unwrap()),
+        ("ADAPTER/adapter.gguf", gguf.to_str().unwrap()),
+    ];
+    for key in ["command", "adapter_command", "export_command"] {
+        let args = recorded_command(&case[key], &fill);
+        ok(afinador(
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        ));
+        if key == "command" {
+            assert_eq!(
+                sha256(&model),
+                case["model_sha256"].as_str().unwrap(),
+                "{arch}: make-tiny-model no longer writes the model peft_names.py used: rerun \
+                 scripts/reference/peft_names.py"
+            );
+        }
+    }
+    (model, adapter, peft)
+}
+
+/// The value after `flag` in a recorded command.
+fn recorded_flag<'a>(command: &'a serde_json::Value, flag: &str) -> &'a str {
+    let args = command.as_array().unwrap();
+    let i = args.iter().position(|a| a == flag).unwrap();
+    args[i + 1].as_str().unwrap()
+}
+
+/// How the PEFT directory `dir` differs from what transformers + PEFT expect for the case's
+/// model (its `expected` names and shapes, `target_modules`, the adapter's r and alpha).
+fn peft_differences(label: &str, dir: &Path, case: &serde_json::Value) -> Vec<String> {
+    let arch = case["arch"].as_str().unwrap();
+    let mut out = Vec::new();
+    let want: std::collections::BTreeMap<String, Vec<u64>> = case["expected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let shape = e[1].as_array().unwrap().iter();
+            (
+                e[0].as_str().unwrap().to_string(),
+                shape.map(|d| d.as_u64().unwrap()).collect(),
+            )
+        })
+        .collect();
+    let (meta, got) = safetensors_header(&dir.join("adapter_model.safetensors"));
+    if meta != serde_json::json!({ "format": "pt" }) {
+        out.push(format!("{arch} {label}: safetensors metadata {meta}"));
+    }
+    let names: std::collections::BTreeSet<&String> = want.keys().chain(got.keys()).collect();
+    for name in names {
+        let (w, g) = (want.get(name), got.get(name).map(|(_, s)| s));
+        if w != g {
+            out.push(format!(
+                "{arch} {label}: {name}: PEFT expects {w:?}, afinador wrote {g:?}"
+            ));
+        }
+    }
+    for (name, (dtype, _)) in &got {
+        if dtype != "F32" {
+            out.push(format!("{arch} {label}: {name} is {dtype}, not F32"));
+        }
+    }
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("adapter_config.json")).unwrap())
+            .unwrap();
+    let modules = |v: &serde_json::Value| -> std::collections::BTreeSet<String> {
+        v.as_array()
+            .map(|a| a.iter().map(|m| m.as_str().unwrap().to_string()).collect())
+            .unwrap_or_default()
+    };
+    let (targets, expected) = (
+        modules(&config["target_modules"]),
+        modules(&case["target_modules"]),
+    );
+    if targets != expected {
+        out.push(format!(
+            "{arch} {label}: adapter_config.json target_modules {targets:?}, PEFT matches \
+             {expected:?}"
+        ));
+    }
+    let command = &case["adapter_command"];
+    let (r, alpha) = (
+        recorded_flag(command, "--lora-r"),
+        recorded_flag(command, "--lora-alpha"),
+    );
+    let number = |v: &serde_json::Value| v.as_f64().map(|x| x.to_string());
+    if number(&config["r"]).as_deref() != Some(r)
+        || number(&config["lora_alpha"]).as_deref() != Some(alpha)
+        || config["peft_type"] != "LORA"
+        || config["task_type"] != "CAUSAL_LM"
+    {
+        out.push(format!(
+            "{arch} {label}: adapter_config.json r {}, lora_alpha {}, peft_type {}, task_type {} \
+             (expected {r}, {alpha}, LORA, CAUSAL_LM)",
+            config["r"], config["lora_alpha"], config["peft_type"], config["task_type"]
+        ));
+    }
+    out
+}
+
+#[test]
+fn peft_exports_have_the_tensor_names_and_shapes_peft_expects_for_every_architecture() {
+    let data = common::data("peft_names.json");
+    let cases = data["cases"].as_array().unwrap();
+    for arch in afinador_core::model::ARCHITECTURES {
+        assert!(
+            cases.iter().any(|c| c["arch"] == arch.name),
+            "{}: add it to CASES in scripts/reference/peft_names.py",
+            arch.name
+        );
+    }
+    let dir = scratch("peft-names");
+    let mut differences = Vec::new();
+    for case in cases {
+        let (_, adapter, peft) = remake_peft_case(&dir, case);
+        differences.extend(peft_differences("make-random-adapter", &adapter, case));
+        differences.extend(peft_differences("export --to peft", &peft, case));
+    }
+    assert!(differences.is_empty(), "{}", differences.join("\n"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// afinador's per-token log-probs of `text` under `model` (+ `adapter`) with `tokenizer`.
+fn token_logprobs(model: &Path, tokenizer: &Path, adapter: Option<&Path>, text: &str) -> Vec<f64> {
+    let mut args = vec![
+        "score",
+        "--model",
+        model.to_str().unwrap(),
+        "--tokenizer",
+        tokenizer.to_str().unwrap(),
+        "--text",
+        text,
+        "--json",
+    ];
+    if let Some(a) = adapter {
+        args.extend(["--adapter", a.to_str().unwrap()]);
+    }
+    let v: serde_json::Value = serde_json::from_slice(&ok(afinador(&args)).stdout).unwrap();
+    floats(&v["token_logprobs"])
+}
+
+#[test]
+fn peft_exports_score_in_afinador_as_in_transformers_with_peft() {
+    // transformers loaded each tiny GGUF (its own GGUF loader: q/k rows un-permuted for llama)
+    // and PEFT loaded afinador's export; their log-probs are recorded per text. The tiny models
+    // have no tokenizer: the JSON's is one token per byte.
+    let data = common::data("peft_names.json");
+    let dir = scratch("peft-scores");
+    let tokenizer = dir.join("tokenizer.json");
+    std::fs::write(&tokenizer, data["tokenizer"].to_string()).unwrap();
+    let mut report = Vec::new();
+    let mut worst = 0.0f64;
+    for case in data["cases"].as_array().unwrap() {
+        let arch = case["arch"].as_str().unwrap();
+        let (model, adapter, peft) = remake_peft_case(&dir, case);
+        assert_eq!(
+            sha256(&adapter.join("adapter_model.safetensors")),
+            case["adapter_sha256"].as_str().unwrap(),
+            "{arch}: make-random-adapter no longer writes the adapter peft_names.py used: rerun \
+             scripts/reference/peft_names.py"
+        );
+        for t in case["texts"].as_array().unwrap() {
+            let text = t["text"].as_str().unwrap();
+            for (key, with) in [
+                ("logprobs_base", None),
+                ("logprobs_adapter", Some(peft.as_path())),
+            ] {
+                let want = floats(&t[key]);
+                let got = token_logprobs(&model, &tokenizer, with, text);
+                assert_eq!(got.len(), want.len(), "{arch} {text:?}: token count");
+                let d = got
+                    .iter()
+                    .zip(&want)
+                    .map(|(g, w)| (g - w).abs())
+                    .fold(0.0, f64::max);
+                worst = worst.max(d);
+                report.push(format!("{arch} {key} {text:?}: max |Δ log p| {d:.2e}"));
+            }
+            // The comparison can tell a wrong row order apart.
+            let sensitivity = t["sensitivity"].as_object().unwrap();
+            assert!(
+                sensitivity
+                    .values()
+                    .all(|s| s.as_f64().unwrap() > 100.0 * PEFT_LOGPROB_TOL),
+                "{arch}: {sensitivity:?}"
+            );
+        }
+    }
+    println!("{}", report.join("\n"));
+    assert!(
+        worst <= PEFT_LOGPROB_TOL,
+        "afinador differs from transformers + PEFT by up to {worst:.2e} nats:\n{}",
+        report.join("\n")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
