@@ -237,7 +237,7 @@ fn make_qkx2_quants(
 }
 
 /// ggml's `quantize_row_q4_K_ref` on one super-block. Each sub-block of 32 gets a scale and a
-/// min from [`make_qkx2_quants`] (levels 0..=15, error weights `rms + |x|`); those are stored
+/// min from ggml's `make_qkx2_quants` (levels 0..=15, error weights `rms + |x|`); those are stored
 /// as 6-bit multiples of `d` and `dmin` (the largest scale and min over 63, in f16), and every
 /// value is then re-rounded against the scale and min as stored.
 pub fn quantize_q4_k(x: &[f32; QK_K]) -> [u8; 144] {
@@ -369,7 +369,7 @@ fn make_qx_quants(x: &[f32], nmax: i32, levels: &mut [u8]) -> f32 {
 }
 
 /// ggml's `quantize_row_q6_K_ref` on one super-block. Each group of 16 gets a scale from
-/// [`make_qx_quants`] (levels −32..32); the scales are stored as i8 multiples of `d` (the
+/// ggml's `make_qx_quants` (levels −32..32); the scales are stored as i8 multiples of `d` (the
 /// largest-magnitude scale over −128, in f16) and every value is then re-rounded against its
 /// scale as stored. A super-block whose scales are all (nearly) zero is all zero bytes.
 pub fn quantize_q6_k(x: &[f32; QK_K]) -> [u8; 210] {
