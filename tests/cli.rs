@@ -4,7 +4,7 @@ mod common;
 
 use std::process::{Command, Output};
 
-use common::{afinador, model_path, one_line_error, repo};
+use common::{afinador, model_path, ok, one_line_error, repo, scratch};
 
 fn json(out: &Output) -> serde_json::Value {
     assert!(
@@ -558,4 +558,142 @@ fn inspect_says_whether_a_model_is_supported_and_what_is_missing() {
     let out = afinador(&["inspect", "--model", p]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("NOT supported (3 problems)"), "{text}");
+}
+
+/// Relative RMS difference of `a` from `b`.
+fn rel_rms(a: &[f32], b: &[f32]) -> f64 {
+    let sq = |it: &mut dyn Iterator<Item = f32>| it.map(|v| f64::from(v * v)).sum::<f64>();
+    (sq(&mut a.iter().zip(b).map(|(x, y)| x - y)) / sq(&mut b.iter().copied())).sqrt()
+}
+
+#[test]
+fn merge_writes_k_quant_projections_and_refuses_rows_they_cannot_hold() {
+    use afinador_core::formats::{GgmlType, Gguf};
+
+    let dir = scratch("merge-kquant");
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    // C 256 and FF 512: every projection's rows are whole 256-value super-blocks.
+    let model = path("tiny256.gguf");
+    ok(afinador(&[
+        "make-tiny-model",
+        "--output",
+        &model,
+        "--embd",
+        "256",
+        "--ff",
+        "512",
+    ]));
+    let adapter = path("adapter");
+    ok(afinador(&[
+        "make-random-adapter",
+        "--model",
+        &model,
+        "--output",
+        &adapter,
+        "--target-modules",
+        "all-linear",
+        "--std",
+        "0.05",
+    ]));
+    let merge = |model: &str, ty: &str| {
+        let output = path(&format!("merged-{ty}.gguf"));
+        let args = [
+            "merge",
+            "--model",
+            model,
+            "--adapter",
+            &adapter,
+            "--output",
+            &output,
+            "--merged-type",
+            ty,
+        ];
+        (afinador(&args), output)
+    };
+    let read = |p: &str| {
+        let bytes = std::fs::read(p).unwrap();
+        (Gguf::parse(&bytes).unwrap(), bytes)
+    };
+    let (base, base_bytes) = read(&model);
+    let (exact, exact_bytes) = read(&ok_path(merge(&model, "f32")));
+    // Upper case is accepted too: the error messages name the types that way.
+    for (flag, ty, tol) in [
+        ("q4_k", GgmlType::Q4_K, 0.08),
+        ("Q6_K", GgmlType::Q6_K, 0.02),
+    ] {
+        let (merged, bytes) = read(&ok_path(merge(&model, flag)));
+        let mut n_merged = 0;
+        for info in merged.tensors() {
+            let before = base.require_tensor(&info.name).unwrap();
+            let f32_info = exact.require_tensor(&info.name).unwrap();
+            if f32_info.ty != GgmlType::F32 || before.ty == GgmlType::F32 {
+                // Not adapted: copied as it was.
+                assert_eq!(info.ty, before.ty, "{}", info.name);
+                assert_eq!(
+                    merged.tensor_bytes(info, &bytes).unwrap(),
+                    base.tensor_bytes(before, &base_bytes).unwrap(),
+                    "{}",
+                    info.name
+                );
+                continue;
+            }
+            n_merged += 1;
+            assert_eq!(info.ty, ty, "{}", info.name);
+            let want = exact.tensor_f32(f32_info, &exact_bytes).unwrap();
+            let got = merged.tensor_f32(info, &bytes).unwrap();
+            let original = base.tensor_f32(before, &base_bytes).unwrap();
+            let (err, moved) = (rel_rms(&got, &want), rel_rms(&original, &want));
+            assert!(err < tol, "{ty} {}: {err} from the f32 merge", info.name);
+            assert!(
+                moved > 3.0 * err,
+                "{ty} {}: the adapter moved it {moved}",
+                info.name
+            );
+        }
+        assert_eq!(n_merged, 2 * 7, "{ty}: every projection of both layers");
+    }
+
+    // The default tiny model is 64 wide: not a whole super-block.
+    let narrow = path("tiny64.gguf");
+    ok(afinador(&["make-tiny-model", "--output", &narrow]));
+    let adapter64 = path("adapter64");
+    ok(afinador(&[
+        "make-random-adapter",
+        "--model",
+        &narrow,
+        "--output",
+        &adapter64,
+    ]));
+    let out = afinador(&[
+        "merge",
+        "--model",
+        &narrow,
+        "--adapter",
+        &adapter64,
+        "--output",
+        &path("x.gguf"),
+        "--merged-type",
+        "q4_k",
+    ]);
+    let e = one_line_error(&out);
+    assert!(
+        e.contains(
+            "cannot store the merged blk.0.attn_q.weight as Q4_K: its rows are 64 values wide, \
+             not a multiple of Q4_K's blocks of 256; merge into a type whose blocks fit \
+             (Q8_0, F16, BF16, F32)"
+        ),
+        "{e}"
+    );
+    let e = one_line_error(&merge(&model, "q5_k").0);
+    assert!(
+        e.contains("unknown --merged-type 'q5_k': use q8_0, q6_k, q4_k, f16, bf16, f32"),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The output path of a command that must have succeeded.
+fn ok_path((out, path): (Output, String)) -> String {
+    ok(out);
+    path
 }

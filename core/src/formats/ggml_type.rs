@@ -156,11 +156,18 @@ impl GgmlType {
     }
 
     /// Whether afinador can encode it ([`crate::formats::quant::quantize`]): F32, F16, BF16,
-    /// Q8_0, Q4_0 and Q4_1.
+    /// Q8_0, Q4_0, Q4_1, Q4_K and Q6_K.
     pub fn can_encode(self) -> bool {
         matches!(
             self,
-            Self::F32 | Self::F16 | Self::BF16 | Self::Q8_0 | Self::Q4_0 | Self::Q4_1
+            Self::F32
+                | Self::F16
+                | Self::BF16
+                | Self::Q8_0
+                | Self::Q4_0
+                | Self::Q4_1
+                | Self::Q4_K
+                | Self::Q6_K
         )
     }
 

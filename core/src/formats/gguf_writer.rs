@@ -139,7 +139,7 @@ impl GgufWriter {
     }
 
     /// Adds a tensor from f32 values, encoding them as `ty` with [`quant::quantize`] (F32, F16,
-    /// BF16, Q8_0, Q4_0 or Q4_1).
+    /// BF16, Q8_0, Q4_0, Q4_1, Q4_K or Q6_K; the k-quants need `dims[0]` a multiple of 256).
     pub fn add_tensor_f32(
         &mut self,
         name: impl Into<String>,

@@ -14,8 +14,9 @@
 //! In the 4- and 5-bit blocks element `j` (0..16) is the low nibble of `qs[j]` and element
 //! `j + 16` its high nibble; the 5-bit ones add bit `j` of `qh` as the value 16. Decoding is
 //! bit-exact with `gguf.quants.dequantize` (`tests/data/quant_reference.json`). The quantizers
-//! (Q4_0, Q4_1, Q8_0) are ggml's reference ones (`quantize_row_q4_0_ref` and friends in
-//! ggml-quants.c) and produce the same bytes for finite inputs.
+//! (Q4_0, Q4_1, Q8_0, and [`super::kquant`]'s Q4_K and Q6_K) are ggml's reference ones
+//! (`quantize_row_q4_0_ref` and friends in ggml-quants.c) and produce the same bytes for finite
+//! inputs.
 
 use half::f16;
 
@@ -378,7 +379,7 @@ pub fn dequantize_row(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<(),
 }
 
 /// Encodes `x` as `ty` with ggml's reference quantizers (the types
-/// [`GgmlType::can_encode`] accepts: F32, F16, BF16, Q8_0, Q4_0, Q4_1).
+/// [`GgmlType::can_encode`] accepts: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K).
 /// `x.len()` must be a whole number of blocks.
 pub fn quantize(ty: GgmlType, x: &[f32]) -> Result<Vec<u8>, GgufError> {
     if !ty.can_encode() {
@@ -404,13 +405,20 @@ pub fn quantize(ty: GgmlType, x: &[f32]) -> Result<Vec<u8>, GgufError> {
         GgmlType::Q4_0 => blocks(x, &mut out, |b| BlockQ4_0::quantize(b).to_bytes()),
         GgmlType::Q4_1 => blocks(x, &mut out, |b| BlockQ4_1::quantize(b).to_bytes()),
         GgmlType::Q8_0 => blocks(x, &mut out, |b| BlockQ8_0::quantize(b).to_bytes()),
+        GgmlType::Q4_K => blocks(x, &mut out, kquant::quantize_q4_k),
+        GgmlType::Q6_K => blocks(x, &mut out, kquant::quantize_q6_k),
         _ => return Err(cannot_encode(ty)),
     }
     Ok(out)
 }
 
-fn blocks<const N: usize>(x: &[f32], out: &mut Vec<u8>, f: impl Fn(&[f32; 32]) -> [u8; N]) {
-    for block in x.as_chunks::<32>().0 {
+/// Encodes every `K`-value block of `x` into `N` bytes of `out` with `f`.
+fn blocks<const K: usize, const N: usize>(
+    x: &[f32],
+    out: &mut Vec<u8>,
+    f: impl Fn(&[f32; K]) -> [u8; N],
+) {
+    for block in x.as_chunks::<K>().0 {
         out.extend(f(block));
     }
 }

@@ -148,6 +148,24 @@ pub enum LoraError {
         n_head: usize,
     },
 
+    /// A merge into a type whose blocks do not divide the merged projection's rows.
+    #[error(
+        "cannot store the merged {tensor} as {ty}: its rows are {width} values wide, not a \
+         multiple of {ty}'s blocks of {block}; merge into a type whose blocks fit ({fits})"
+    )]
+    MergedRowWidth {
+        /// The tensor ("blk.0.attn_q.weight").
+        tensor: String,
+        /// The type asked for ("Q4_K").
+        ty: &'static str,
+        /// Values per row (`dims[0]`).
+        width: u64,
+        /// The type's block size.
+        block: u64,
+        /// The types that would fit, comma-separated ("Q8_0, F16, BF16, F32").
+        fits: String,
+    },
+
     /// The GGUF container could not be parsed or written.
     #[error("GGUF LoRA: {0}")]
     Gguf(#[from] GgufError),

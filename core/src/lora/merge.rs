@@ -17,8 +17,8 @@ pub fn add_scaled_product(w: &mut [f32], cols: usize, scale: f32, pair: &LoraPai
 }
 
 /// A GGUF file equal to `gguf` (whose bytes are `file`) with `adapter` merged into the
-/// projections it adapts, those stored as `ty` (F16, BF16, Q8_0, F32); every other tensor and
-/// all metadata are copied unchanged.
+/// projections it adapts, those stored as `ty` (F16, BF16, Q8_0, Q4_K, Q6_K, F32: any type
+/// afinador encodes); every other tensor and all metadata are copied unchanged.
 pub fn merge_into_gguf(
     gguf: &Gguf,
     file: &[u8],
@@ -52,6 +52,7 @@ pub fn merge_into_gguf(
                         ),
                     });
                 }
+                check_row_width(&info.name, cols, ty)?;
                 let mut w = gguf.tensor_f32(info, file)?;
                 add_scaled_product(&mut w, cols, scale, pair);
                 out.add_tensor_f32(info.name.clone(), &info.dims, ty, &w)?;
@@ -63,4 +64,29 @@ pub fn merge_into_gguf(
         }
     }
     Ok(out.to_bytes())
+}
+
+/// The types a merge can fall back to when `ty`'s blocks do not fit the rows.
+const NARROW_BLOCKS: [GgmlType; 4] = [GgmlType::Q8_0, GgmlType::F16, GgmlType::BF16, GgmlType::F32];
+
+/// Blocks never span rows, so the merged rows (`width` values) must hold whole blocks of `ty`:
+/// the k-quants' 256 fit the usual model widths but not every one (576 for SmolLM2-135M).
+/// Checked before any work, with the types that would fit.
+fn check_row_width(tensor: &str, width: usize, ty: GgmlType) -> Result<(), LoraError> {
+    let width = width as u64;
+    if width.is_multiple_of(ty.block_size()) {
+        return Ok(());
+    }
+    let fits: Vec<&str> = NARROW_BLOCKS
+        .iter()
+        .filter(|t| width.is_multiple_of(t.block_size()))
+        .map(|t| t.name())
+        .collect();
+    Err(LoraError::MergedRowWidth {
+        tensor: tensor.to_owned(),
+        ty: ty.name(),
+        width,
+        block: ty.block_size(),
+        fits: fits.join(", "),
+    })
 }

@@ -237,16 +237,24 @@ impl TinySpec {
         LIKE.map(|(name, _)| name).join(", ")
     }
 
-    /// The weight types a tiny model can be written in: every GPU weight format. Types
-    /// afinador can encode (F32, F16, Q4_0, Q4_1, Q8_0, BF16) quantize random values; the
-    /// others get random blocks ([`crate::kernels::random_blocks`]) and need rows that hold
-    /// whole blocks (k-quants: `n_embd` and `n_ff` multiples of 256).
+    /// The weight types a tiny model can be written in: every GPU weight format. F32, F16,
+    /// Q4_0, Q4_1, Q8_0 and BF16 quantize random values; the others get random blocks
+    /// ([`crate::kernels::random_blocks`]) and need rows that hold whole blocks (k-quants:
+    /// `n_embd` and `n_ff` multiples of 256).
     pub fn weight_types() -> Vec<GgmlType> {
         crate::kernels::WeightFormat::ALL
             .iter()
             .map(|&f| GgmlType::from(f))
             .collect()
     }
+}
+
+/// Whether [`make_tiny_gguf`] writes `ty` by quantizing random values rather than as random
+/// blocks. The k-quants stay random blocks although Q4_K and Q6_K can be encoded: the tiny
+/// models' reference data (`tests/data/reference_nll_tiny.json`, checked by sha256) were made
+/// from such files, and the k-quant searches would take minutes on `--like` shapes.
+fn quantizes_values(ty: GgmlType) -> bool {
+    ty.can_encode() && ty.block_size() < crate::formats::kquant::QK_K as u64
 }
 
 /// A GGUF file for `spec` with random weights; with `tokenizer_from`, every `tokenizer.*` key of
@@ -309,7 +317,7 @@ pub fn make_tiny_gguf(
     let kv = (spec.n_head_kv * head_dim) as u64;
     let mut matrix = |w: &mut GgufWriter, name: &str, rows: u64, cols: u64, ty: GgmlType| {
         let n = (rows * cols) as usize;
-        if let (false, Some(format)) = (ty.can_encode(), ty.weight_format()) {
+        if let (false, Some(format)) = (quantizes_values(ty), ty.weight_format()) {
             if !cols.is_multiple_of(format.k_multiple() as u64) {
                 return Err(GgufError::NotBlockMultiple {
                     ty: ty.name(),
@@ -458,7 +466,7 @@ mod tests {
     #[test]
     fn tiny_models_parse_and_describe_their_shape() {
         for ty in TinySpec::weight_types() {
-            if !ty.can_encode() {
+            if !quantizes_values(ty) {
                 // Random blocks: rows must hold whole blocks.
                 let spec = TinySpec {
                     weight_type: ty,

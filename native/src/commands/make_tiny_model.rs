@@ -47,7 +47,7 @@ pub struct Args {
     #[arg(long, default_value_t = 256)]
     vocab: usize,
     /// Weight type of the projections: any type the GPU reads (f32, f16, bf16, q4_0, q4_1,
-    /// q5_0, q5_1, q8_0, q2_k … q6_k); types afinador cannot encode get random blocks, and the
+    /// q5_0, q5_1, q8_0, q2_k … q6_k); Q5_0, Q5_1 and the k-quants get random blocks, and the
     /// k-quants need --embd and --ff multiples of 256.
     /// [default: q4_1, or the --like shape's]
     #[arg(long)]

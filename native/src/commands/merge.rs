@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use afinador_core::formats::GgmlType;
 use afinador_core::lora::LoraAdapter;
 use afinador_core::lora::merge::merge_into_gguf;
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow};
 
 use crate::common::{ModelArgs, ModelFile, read_adapter};
 
@@ -19,7 +19,9 @@ pub struct Args {
     /// Where to write the merged GGUF.
     #[arg(long)]
     output: PathBuf,
-    /// Type of the merged projections: f16, q8_0, bf16 or f32 (the others keep their type).
+    /// Type of the merged projections: q8_0, q6_k, q4_k, f16, bf16 or f32 (the others keep
+    /// their type). q6_k and q4_k (ggml's k-quants, bit-exact with its reference quantizers)
+    /// need rows a multiple of 256 wide.
     #[arg(long, default_value = "q8_0")]
     merged_type: String,
 }
@@ -31,15 +33,28 @@ pub fn run(args: Args) -> Result<()> {
     merge_to_file(&file, &adapter, ty, &args.output)
 }
 
+/// The `--merged-type` values (any case: errors name the types in upper case).
+const MERGED_TYPES: [GgmlType; 6] = [
+    GgmlType::Q8_0,
+    GgmlType::Q6_K,
+    GgmlType::Q4_K,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::F32,
+];
+
 /// `--merged-type`.
 pub fn parse_merged_type(name: &str) -> Result<GgmlType> {
-    Ok(match name {
-        "f16" => GgmlType::F16,
-        "bf16" => GgmlType::BF16,
-        "q8_0" => GgmlType::Q8_0,
-        "f32" => GgmlType::F32,
-        other => bail!("unknown --merged-type '{other}': use f16, q8_0, bf16 or f32"),
-    })
+    MERGED_TYPES
+        .into_iter()
+        .find(|t| t.name().eq_ignore_ascii_case(name))
+        .ok_or_else(|| {
+            let names: Vec<String> = MERGED_TYPES
+                .iter()
+                .map(|t| t.name().to_lowercase())
+                .collect();
+            anyhow!("unknown --merged-type '{name}': use {}", names.join(", "))
+        })
 }
 
 /// Write `file`'s model with `adapter` merged into its projections (of type `ty`) to `output`.

@@ -299,9 +299,10 @@ fn cases() -> Vec<(GgufError, Vec<&'static str>)> {
             vec!["afinador cannot write tensor type IQ2_XS ("],
         ),
         (
-            quant::quantize(GgmlType::Q6_K, &[0.0; 256]).unwrap_err(),
+            quant::quantize(GgmlType::Q5_K, &[0.0; 256]).unwrap_err(),
             vec![
-                "afinador cannot write tensor type Q6_K (it writes F32, F16, Q4_0, Q4_1, Q8_0, BF16)",
+                "afinador cannot write tensor type Q5_K (it writes F32, F16, Q4_0, Q4_1, Q8_0, \
+                 Q4_K, Q6_K, BF16)",
             ],
         ),
         (
@@ -310,9 +311,9 @@ fn cases() -> Vec<(GgufError, Vec<&'static str>)> {
         ),
         (
             GgufWriter::new()
-                .add_tensor_f32("q", &[256], GgmlType::Q4_K, &[0.0; 256])
+                .add_tensor_f32("q", &[256], GgmlType::Q5_K, &[0.0; 256])
                 .unwrap_err(),
-            vec!["afinador cannot write tensor type Q4_K in tensor 'q'"],
+            vec!["afinador cannot write tensor type Q5_K in tensor 'q'"],
         ),
         (
             meta.get_u32("llama.block_count").unwrap_err(),

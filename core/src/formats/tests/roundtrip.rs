@@ -28,10 +28,11 @@ fn every_supported_tensor_type_round_trips() {
         .copied()
         .filter(|t| t.can_encode())
         .collect();
-    assert_eq!(supported.len(), 6);
+    assert_eq!(supported.len(), 8);
     let mut w = GgufWriter::new();
-    let dims: [u64; 3] = [96, 3, 1];
-    let x = values(7, 96 * 3);
+    // Rows of 256: whole k-quant super-blocks.
+    let dims: [u64; 3] = [256, 3, 1];
+    let x = values(7, 256 * 3);
     for ty in &supported {
         w.add_tensor_f32(format!("t.{ty}"), &dims, *ty, &x).unwrap();
     }
@@ -42,13 +43,13 @@ fn every_supported_tensor_type_round_trips() {
         let info = gguf.require_tensor(&format!("t.{ty}")).unwrap();
         assert_eq!(info.ty, ty);
         assert_eq!(info.dims, dims);
-        assert_eq!(info.n_elements, 288);
-        assert_eq!(info.n_bytes, ty.bytes_for(288).unwrap());
+        assert_eq!(info.n_elements, 768);
+        assert_eq!(info.n_bytes, ty.bytes_for(768).unwrap());
         assert_eq!(info.offset % 32, 0);
         let raw = gguf.tensor_bytes(info, &bytes).unwrap();
         assert_eq!(raw, quant::quantize(ty, &x).unwrap());
         let decoded = gguf.tensor_f32(info, &bytes).unwrap();
-        assert_eq!(decoded, quant::dequantize(ty, raw, 288).unwrap());
+        assert_eq!(decoded, quant::dequantize(ty, raw, 768).unwrap());
         if ty == GgmlType::F32 {
             assert_eq!(decoded, x);
         }

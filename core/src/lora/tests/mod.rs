@@ -2,6 +2,7 @@
 
 mod adapter_tests;
 mod gguf_tests;
+mod merge_tests;
 mod peft_errors;
 mod peft_tests;
 mod permute_tests;

@@ -53,7 +53,8 @@ pub struct Args {
     /// Where to write it (a file for gguf-lora and merged, a directory otherwise).
     #[arg(long)]
     output: Option<PathBuf>,
-    /// merged: type of the merged projections (f16, q8_0, bf16 or f32).
+    /// merged: type of the merged projections (q8_0, q6_k, q4_k, f16, bf16 or f32; the
+    /// k-quants need rows a multiple of 256 wide).
     #[arg(long, default_value = "q8_0")]
     merged_type: String,
     /// ollama: a system prompt for the Modelfile.
