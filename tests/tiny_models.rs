@@ -14,8 +14,9 @@
 //! `sensitivity` records how far the f64 log-probs move when one feature of a case is dropped
 //! (the rope pairing: 0.25–2.7 nats; qwen2's biases 2.4; q/k norms 0.9–1.1; gemma3's sliding
 //! window 1.5; Llama 3's rope factors 1.1e-2; phi3's fused q/k/v cut in another order 2.5,
-//! gate/up 0.65; LongRoPE's long factors instead of the short 0.33, its attention factor 0.18,
-//! no factors 4.1e-2), all well above the tolerance.
+//! gate/up 0.65; LongRoPE's long factors instead of the short 0.33 — and past the original
+//! context (`phi3+rope_freqs@16`), the short instead of the long 0.62 —, its attention factor
+//! 0.18, no factors 4.1e-2), all well above the tolerance.
 //!
 //! Each architecture case also has a `lora` section: llama.cpp loading afinador's GGUF LoRA (a
 //! seeded `make-random-adapter` on every projection) and its f32 merge, on ids the base model

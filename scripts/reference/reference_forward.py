@@ -53,9 +53,9 @@ on tiny random models from `afinador make-tiny-model`):
          load_arch_hparams). LongRoPE when the file has
          rope_factors_short/long.weight: per-pair divisors like rope_freqs,
          the short ones while the context is at most
-         rope.scaling.original_context_length (llama_model::get_rope_factors:
-         llama.cpp picks by its n_ctx, afinador by the sequence length; the
-         sequences here are short), and cos and sin multiplied by
+         rope.scaling.original_context_length, the long ones beyond
+         (llama_model::get_rope_factors: llama.cpp picks by its n_ctx,
+         afinador by its context — the sequence here), and cos and sin multiplied by
          rope.scaling.attn_factor (read for every architecture,
          llama_model::load_hparams; ggml_rope_ext's attn_factor, i.e. rope_yarn's
          mscale with ext_factor 0), so q.k grows by its square.
@@ -330,8 +330,8 @@ class Model:
         assert self.rope_freqs is None or self.rope_freqs.shape == (self.head_dim // 2,)
         # Phi-3's LongRoPE: two sets of per-pair divisors, applied like rope_freqs; llama.cpp
         # takes the short ones while its context is at most the original context length
-        # (llama_model::get_rope_factors), afinador while the sequence is; `forward` checks
-        # that the sequence is within it.
+        # (llama_model::get_rope_factors), the long ones beyond; `forward` takes the sequence
+        # as the context (as afinador's score does).
         self.rope_factors_long = self.w.get("rope_factors_long.weight")
         short = self.w.get("rope_factors_short.weight")
         assert (short is None) == (self.rope_factors_long is None)
@@ -411,20 +411,26 @@ class Model:
     def rms_norm(self, x: np.ndarray, weight: np.ndarray) -> np.ndarray:
         return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + self.eps) * weight
 
-    def rope(self, x: np.ndarray, base: float) -> np.ndarray:
+    def rope_factors(self, context: int) -> np.ndarray | None:
+        """The per-pair divisors for a context of `context` positions."""
+        if self.n_ctx_orig is not None and context > self.n_ctx_orig:
+            return self.rope_factors_long
+        return self.rope_freqs
+
+    def rope(self, x: np.ndarray, base: float, factors: np.ndarray | None) -> np.ndarray:
         """RoPE, x: [n_tokens, n_heads, head_dim], positions 0..n_tokens-1.
 
         Pair i (i < head_dim/2) is rotated by theta = pos * base^(-2i/head_dim)
-        (divided by rope_freqs[i] when the model has Llama 3's factors or Phi-3's
-        short LongRoPE factors; cos and sin times Phi-3's rope_attn_factor).
+        (divided by factors[i]: Llama 3's rope_freqs or Phi-3's LongRoPE factors
+        for the context, `rope_factors`; cos and sin times Phi-3's rope_attn_factor).
         llama "normal" mode pairs adjacent elements (x[2i], x[2i+1]); NEOX mode
         (qwen2, qwen3, gemma3, phi3) pairs the two halves (x[i], x[i + head_dim/2]).
         """
         n, _, hs = x.shape
         inv_freq = base ** (-np.arange(0, hs, 2, dtype=np.float64) / hs)
         theta = np.arange(n, dtype=np.float64)[:, None] * inv_freq[None, :]
-        if self.rope_freqs is not None:
-            theta = theta / self.rope_freqs[None, :]
+        if factors is not None:
+            theta = theta / factors[None, :]
         cos = np.cos(theta)[:, None, :]
         sin = np.sin(theta)[:, None, :]
         if self.rope_attn_factor != 1.0:  # Phi-3's LongRoPE attention factor
@@ -449,7 +455,7 @@ class Model:
         """Logits [n_tokens, vocab] for a sequence starting at position 0
         (only the last position's row, [1, vocab], when last_only)."""
         n = len(ids)
-        assert self.n_ctx_orig is None or n <= self.n_ctx_orig, "LongRoPE's long factors"
+        factors = self.rope_factors(n)
         HS, NH, NKV = self.head_dim, self.n_head, self.n_head_kv
         group = NH // NKV
         causal = np.triu(np.ones((n, n), dtype=bool), k=1)
@@ -471,7 +477,7 @@ class Model:
                 q = self.rms_norm(q, self.w[p + "attn_q_norm.weight"])
                 k = self.rms_norm(k, self.w[p + "attn_k_norm.weight"])
             base = self.layer_rope_base[i]
-            q, k = self.rope(q, base), self.rope(k, base)
+            q, k = self.rope(q, base, factors), self.rope(k, base, factors)
             if self.gemma3:
                 # Gemma scales q (f_attention_scale), then attends with scale 1.
                 q = q * self.attn_scale

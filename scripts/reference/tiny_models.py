@@ -118,11 +118,15 @@ class TinyCase:
     arch: str
     weights: str | None = None
     rope_freqs: bool = False
+    # phi3 with rope_freqs: --rope-original-context (the sequences run past it: the long factors)
+    rope_original_context: int | None = None
     lora: float | None = None
 
     @property
     def name(self) -> str:
         name = self.arch + ("+rope_freqs" if self.rope_freqs else "")
+        if self.rope_original_context is not None:
+            name += f"@{self.rope_original_context}"
         return name if self.weights is None else f"{name}/{self.weights}"
 
     def command(self) -> list[str]:
@@ -132,6 +136,8 @@ class TinyCase:
             cmd += ["--weights", self.weights]
         if self.rope_freqs:
             cmd.append("--rope-freqs")
+        if self.rope_original_context is not None:
+            cmd += ["--rope-original-context", str(self.rope_original_context)]
         return cmd
 
     def adapter_command(self) -> list[str]:
@@ -165,6 +171,7 @@ CASES = [
     TinyCase("phi3", lora=LORA_STD),
     TinyCase("llama", rope_freqs=True, lora=LORA_STD),
     TinyCase("phi3", rope_freqs=True, lora=LORA_STD),
+    TinyCase("phi3", rope_freqs=True, rope_original_context=16, lora=LORA_STD),
     *[TinyCase("llama", weights=w) for w in WEIGHT_TYPES],
 ]
 
@@ -244,8 +251,9 @@ def to_f32(src: Path, dst: Path) -> None:
 
 def llama_cpp_logits(model: Path, seqs: list[list[int]], f32_cache: bool,
                      lora: Path | None = None) -> list[np.ndarray]:
-    # n_ctx = LONG_LEN: below phi3's original context, so llama.cpp takes LongRoPE's short
-    # factors (llama_model::get_rope_factors), as afinador does for these lengths.
+    # n_ctx = LONG_LEN: below the phi3+rope_freqs case's original context (2048), so llama.cpp
+    # takes LongRoPE's short factors (llama_model::get_rope_factors), and above the @16 case's,
+    # so the long ones — as afinador does for these sequences (24-128 ids, each its context).
     kwargs = dict(model_path=str(model), logits_all=True, n_ctx=LONG_LEN, n_batch=LONG_LEN,
                   n_threads=1, n_threads_batch=1, verbose=False)
     if f32_cache:
@@ -282,10 +290,11 @@ ABLATIONS = [
     ("qkv_split", lambda m: m.fused, lambda m: {"w": m.w | m.split_fused(qkv="qvk")}),
     ("gate_up_split", lambda m: m.fused,
      lambda m: {"w": m.w | m.split_fused(gate_first=False)}),
-    # LongRoPE: the long factors instead of the short ones ("rope_freqs" above drops them), and
-    # no attention factor.
+    # LongRoPE: the other set of factors (the long ones instead of the short, or the short
+    # instead of the long past the original context; "rope_freqs" above drops the short ones),
+    # and no attention factor.
     ("rope_factors_long", lambda m: m.rope_factors_long is not None,
-     lambda m: {"rope_freqs": m.rope_factors_long}),
+     lambda m: {"rope_freqs": m.rope_factors_long, "rope_factors_long": m.rope_freqs}),
     ("rope_attn_factor", lambda m: m.rope_attn_factor != 1.0, lambda m: {"rope_attn_factor": 1.0}),
 ]
 
@@ -470,6 +479,8 @@ def run_case(case: TinyCase, afinador: str, tmp: Path, seqs: list[list[int]]) ->
         "name": case.name,
         "arch": case.arch,
         "rope_freqs": case.rope_freqs,
+        **({} if case.rope_original_context is None
+           else {"rope_original_context": case.rope_original_context}),
         "weight_types": weight_types(path),
         "command": case.command(),
         "model_sha256": sha256_file(path),

@@ -4,7 +4,7 @@
 //! their LoRA terms). What differs is passed in: where the buffers are ([`BlockBuffers`]), where
 //! the tokens sit ([`Placement`]) and how a projection is computed ([`Project`]).
 
-use super::{LayerWeights, ModelConfig};
+use super::{LayerWeights, ModelConfig, RopeFactors};
 use crate::gpu::{GpuBuffer, Recorder, Result};
 use crate::kernels::GpuWeight;
 use crate::kernels::attention::{AttentionShape, attention};
@@ -213,7 +213,7 @@ pub(crate) async fn block_forward(
     rec: &mut Recorder<'_>,
     c: &ModelConfig,
     lw: &LayerWeights,
-    rope_factors: &GpuBuffer,
+    rope_factors: &RopeFactors<GpuBuffer>,
     l: usize,
     at: Placement,
     io: &BlockBuffers<'_>,
@@ -255,7 +255,7 @@ pub(crate) async fn block_forward(
         rmsnorm_to(rec, h.k_raw, &norm.k, (io.k, kv_off), h.rstd_k, k_rows, eps).await?;
     }
     let (q_shape, k_shape) = at.rope_shapes(c);
-    let freqs = c.layer_rope(l, rope_factors);
+    let freqs = c.layer_rope(l, rope_factors.for_context(at.keys as usize));
     rope(rec, io.q, q_shape, at.pos0, freqs, false).await?;
     rope(rec, io.k, k_shape, at.pos0, freqs, false).await?;
     let shape = at.attention(c, l);

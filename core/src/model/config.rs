@@ -43,10 +43,35 @@ pub struct ModelConfig {
     /// What cos and sin are multiplied by (`rope.scaling.attn_factor`, LongRoPE's attention
     /// factor; 1 without).
     pub rope_scale: f32,
-    /// With LongRoPE, the longest sequence the short factors serve
-    /// (`rope.scaling.original_context_length`): llama.cpp and Hugging Face switch to the long
-    /// factors beyond it; afinador refuses longer sequences.
-    pub short_rope_context: Option<usize>,
+    /// With LongRoPE, the longest context the short factors serve
+    /// (`rope.scaling.original_context_length`); a longer one takes `rope_factors_long.weight`
+    /// (see [`RopeFactors::for_context`]).
+    pub long_rope_after: Option<usize>,
+}
+
+/// LongRoPE's factors for contexts longer than `rope.scaling.original_context_length`.
+pub const LONG_ROPE_FACTORS: &str = "rope_factors_long.weight";
+
+/// A model's per-pair rope frequency divisors (HS/2 values each), on the GPU or the host:
+/// `base` — ones, Llama 3's `rope_freqs.weight` or LongRoPE's short factors — and LongRoPE's
+/// long factors with the context past which they replace `base`.
+#[derive(Clone, Debug)]
+pub struct RopeFactors<B> {
+    pub base: B,
+    pub long: Option<(usize, B)>,
+}
+
+impl<B> RopeFactors<B> {
+    /// The factors a run over a context of `positions` rotates with: LongRoPE's long ones when
+    /// it exceeds the original context. A context is what the run holds: a training sequence, or
+    /// a KV cache's capacity (prompt + new tokens) — llama.cpp likewise decides by its context
+    /// size (`llama_model::get_rope_factors`), Hugging Face by the longest position of a forward.
+    pub fn for_context(&self, positions: usize) -> &B {
+        match &self.long {
+            Some((after, long)) if positions > *after => long,
+            _ => &self.base,
+        }
+    }
 }
 
 /// The sliding-window layers of a model (see [`super::arch::SlidingWindow`]).
@@ -135,7 +160,7 @@ impl ModelConfig {
             rope_scale: meta
                 .get_f32(&key("rope.scaling.attn_factor"))
                 .unwrap_or(1.0),
-            short_rope_context: match gguf.tensor("rope_factors_short.weight") {
+            long_rope_after: match gguf.tensor("rope_factors_short.weight") {
                 Some(_) => Some(get("rope.scaling.original_context_length")?),
                 None => None,
             },
@@ -264,17 +289,18 @@ impl ModelConfig {
         }
     }
 
-    /// Check that sequences of `positions` tokens run as the model defines them: with LongRoPE,
-    /// only up to the short factors' context.
-    pub fn check_positions(&self, positions: usize) -> Result<()> {
-        match self.short_rope_context {
-            Some(limit) if positions > limit => Err(ModelError::Unsupported(format!(
-                "{positions} positions: this model's LongRoPE uses other rope factors past \
-                 {limit} positions, which afinador does not implement yet; use sequences (and \
-                 prompt + generation) of at most {limit} tokens"
-            ))),
-            _ => Ok(()),
-        }
+    /// The model's rope factors, each read by `tensor` (`None`: ones).
+    pub fn rope_factors<B, E>(
+        &self,
+        mut tensor: impl FnMut(Option<&'static str>) -> std::result::Result<B, E>,
+    ) -> std::result::Result<RopeFactors<B>, E> {
+        Ok(RopeFactors {
+            base: tensor(self.rope_factors)?,
+            long: match self.long_rope_after {
+                Some(after) => Some((after, tensor(Some(LONG_ROPE_FACTORS))?)),
+                None => None,
+            },
+        })
     }
 
     /// How the GGUF orders the rows of q_proj and k_proj relative to Hugging Face.

@@ -23,7 +23,6 @@ pub struct KvCache {
 
 impl KvCache {
     pub fn new(gpu: &Gpu, config: &ModelConfig, capacity: usize) -> Result<KvCache> {
-        config.check_positions(capacity)?;
         let bytes = (capacity * config.kv_dim() * 4) as u64;
         let make = |what: &str| -> Result<Vec<GpuBuffer>> {
             (0..config.n_layer)

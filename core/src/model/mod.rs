@@ -14,7 +14,7 @@ mod weights;
 mod tests;
 
 pub use arch::{ARCHITECTURES, Activation, Architecture, RopeStyle};
-pub use config::ModelConfig;
+pub use config::{ModelConfig, RopeFactors};
 pub use forward::{Forward, ForwardOutput, KvCache, LogitsWanted};
 pub use sampling::{Sampler, SamplingConfig, argmax};
 pub use weights::{LayerWeights, ModelWeights, PostNorms, QkNorm, QkvBias};

@@ -30,6 +30,10 @@ pub struct TinySpec {
     /// for phi3, LongRoPE's short and long factors and attention factor instead
     /// ([`long_rope`]).
     pub rope_freqs: bool,
+    /// phi3 with `rope_freqs`: the context its short LongRoPE factors serve
+    /// (`rope.scaling.original_context_length`; `None`: the context length), past which the long
+    /// ones take over.
+    pub rope_original_context: Option<usize>,
     pub seed: u64,
 }
 
@@ -48,6 +52,7 @@ impl Default for TinySpec {
             context_length: 512,
             weight_type: GgmlType::Q8_0,
             rope_freqs: false,
+            rope_original_context: None,
             seed: 1,
         }
     }
@@ -76,6 +81,7 @@ const fn shape(
         context_length: 4096,
         weight_type,
         rope_freqs: false,
+        rope_original_context: None,
         seed: 1,
     }
 }
@@ -218,6 +224,9 @@ impl TinySpec {
             out.push(TinySpec {
                 arch,
                 rope_freqs: true,
+                // The tests' sequences (9-40 tokens) run past it: LongRoPE's long factors. The
+                // short ones are checked against the references by tests/tiny_models.rs.
+                rope_original_context: arch.fused_projections.then_some(8),
                 ..TinySpec::default()
             });
         }
@@ -358,7 +367,8 @@ pub fn make_tiny_gguf(
             )?;
         }
         (true, true) => {
-            let rope = long_rope(head_dim, spec.context_length);
+            let original = spec.rope_original_context.unwrap_or(spec.context_length);
+            let rope = long_rope(head_dim, original);
             for (name, factors) in [
                 ("rope_factors_long.weight", &rope.long),
                 ("rope_factors_short.weight", &rope.short),
@@ -367,7 +377,7 @@ pub fn make_tiny_gguf(
             }
             w.add_metadata(
                 format!("{arch}.rope.scaling.original_context_length"),
-                spec.context_length as u32,
+                original as u32,
             )?;
             w.add_metadata(format!("{arch}.rope.scaling.attn_factor"), rope.attn_factor)?;
         }

@@ -2,7 +2,7 @@
 
 use std::ops::Range;
 
-use super::{ModelConfig, ModelError, Result};
+use super::{ModelConfig, ModelError, Result, RopeFactors};
 use crate::formats::{GgmlType, Gguf, TensorSource};
 use crate::gpu::{Gpu, GpuBuffer};
 use crate::kernels::{GpuWeight, WeightFormat};
@@ -59,8 +59,8 @@ pub struct ModelWeights {
     /// `None` when the output projection is tied to `token_embd`.
     pub output: Option<GpuWeight>,
     pub layers: Vec<LayerWeights>,
-    /// Per-pair rope frequency divisors (HS/2): `config.rope_factors`, or ones.
-    pub rope_factors: GpuBuffer,
+    /// Per-pair rope frequency divisors (HS/2).
+    pub rope_factors: RopeFactors<GpuBuffer>,
 }
 
 impl ModelWeights {
@@ -101,7 +101,8 @@ impl ModelWeights {
         l + self.token_embd.device_bytes()
             + self.output_norm.size
             + self.output.as_ref().map_or(0, GpuWeight::device_bytes)
-            + self.rope_factors.size
+            + self.rope_factors.base.size
+            + self.rope_factors.long.as_ref().map_or(0, |(_, b)| b.size)
     }
 
     /// Upload every weight `config` names, tensor by tensor from `file`; projections that
@@ -178,12 +179,13 @@ impl ModelWeights {
                 Some(matrix("output.weight", v, c)?)
             },
             layers,
-            rope_factors: match config.rope_factors {
-                Some(name) => vector(name, config.head_dim / 2)?,
+            rope_factors: config.rope_factors(|tensor| match tensor {
+                Some(name) => vector(name, config.head_dim / 2),
                 None => {
-                    GpuBuffer::from_slice(gpu, "rope factors", &vec![1.0f32; config.head_dim / 2])?
+                    GpuBuffer::from_slice(gpu, "rope factors", &vec![1.0f32; config.head_dim / 2])
+                        .map_err(Into::into)
                 }
-            },
+            })?,
         })
     }
 }

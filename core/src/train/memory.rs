@@ -230,7 +230,7 @@ mod tests {
             tied_embeddings: true,
             rope_factors: None,
             rope_scale: 1.0,
-            short_rope_context: None,
+            long_rope_after: None,
         }
     }
 

@@ -10,7 +10,7 @@ use crate::kernels::optim::{AdamW, adamw_ref};
 use crate::kernels::rmsnorm::{rmsnorm_backward_ref, rmsnorm_ref};
 use crate::kernels::rope::{RopeShape, rope_ref};
 use crate::lora::{LoraAdapter, Module};
-use crate::model::ModelConfig;
+use crate::model::{ModelConfig, RopeFactors};
 
 /// Dequantized weights, W[rows, cols] row-major.
 pub struct RefModel {
@@ -20,8 +20,8 @@ pub struct RefModel {
     pub lm_head: Vec<f32>,
     pub out_norm: Vec<f32>,
     pub layers: Vec<RefLayer>,
-    /// Rope frequency divisors per pair: `rope_freqs.weight`, or ones.
-    pub rope_factors: Vec<f32>,
+    /// Rope frequency divisors per pair.
+    pub rope_factors: RopeFactors<Vec<f32>>,
 }
 
 pub struct RefLayer {
@@ -73,10 +73,14 @@ impl RefModel {
             .collect();
         let embd = t("token_embd.weight");
         RefModel {
-            rope_factors: match config.rope_factors {
-                Some(name) => t(name),
-                None => vec![1.0; config.head_dim / 2],
-            },
+            rope_factors: config
+                .rope_factors(|tensor| {
+                    Ok::<_, ()>(match tensor {
+                        Some(name) => t(name),
+                        None => vec![1.0; config.head_dim / 2],
+                    })
+                })
+                .unwrap(),
             lm_head: match config.tied_embeddings {
                 true => embd.clone(),
                 false => t("output.weight"),
@@ -283,6 +287,7 @@ pub fn step(
         window: c.layer_window(l),
     };
     let embd_scale = c.embedding_scale();
+    let rope_factors = &m.rope_factors.for_context(t)[..];
     let mut x: Vec<f32> = ids
         .iter()
         .flat_map(|&id| m.embd[id as usize * ce..(id as usize + 1) * ce].to_vec())
@@ -330,7 +335,7 @@ pub fn step(
             k = rmsnorm_ref(&raw.1, wk, hs, eps).0;
             raw
         });
-        let freqs = c.layer_rope(l, &m.rope_factors[..]);
+        let freqs = c.layer_rope(l, rope_factors);
         rope_ref(&mut q, rope_q, 0, freqs, false);
         rope_ref(&mut k, rope_k, 0, freqs, false);
         let att = attention_ref(&q, &k, &v, shape(l)).0;
@@ -456,20 +461,8 @@ pub fn step(
             n,
         );
         let (mut dq, mut dk, dv) = attention_backward_ref(&s.q, &s.k, &s.v, &datt, shape(l));
-        rope_ref(
-            &mut dq,
-            rope_q,
-            0,
-            c.layer_rope(l, &m.rope_factors[..]),
-            true,
-        );
-        rope_ref(
-            &mut dk,
-            rope_k,
-            0,
-            c.layer_rope(l, &m.rope_factors[..]),
-            true,
-        );
+        rope_ref(&mut dq, rope_q, 0, c.layer_rope(l, rope_factors), true);
+        rope_ref(&mut dk, rope_k, 0, c.layer_rope(l, rope_factors), true);
         if let (Some((q_raw, k_raw)), Some([wq, wk])) = (&s.qk_raw, &lw.qk_norm) {
             dq = rmsnorm_backward_ref(q_raw, wq, &dq, c.head_dim, eps);
             dk = rmsnorm_backward_ref(k_raw, wk, &dk, c.head_dim, eps);

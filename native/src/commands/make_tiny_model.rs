@@ -32,6 +32,11 @@ pub struct Args {
     /// long factors and attention factor [default: only for the --like Llama 3 shapes].
     #[arg(long)]
     rope_freqs: bool,
+    /// With phi3 and --rope-freqs: the context LongRoPE's short factors serve
+    /// (`rope.scaling.original_context_length`), past which the long ones do [default: the
+    /// context length, 2048].
+    #[arg(long)]
+    rope_original_context: Option<usize>,
     /// Decoder layers [default: 2, or the --like shape's].
     #[arg(long)]
     layers: Option<usize>,
@@ -101,6 +106,7 @@ fn spec(args: &Args) -> Result<TinySpec> {
                 context_length: 2048,
                 weight_type: GgmlType::Q4_1,
                 rope_freqs: false,
+                rope_original_context: None,
                 seed: args.seed,
             }
         }
@@ -114,6 +120,14 @@ fn spec(args: &Args) -> Result<TinySpec> {
         })?;
     }
     spec.rope_freqs |= args.rope_freqs;
+    if let Some(n) = args.rope_original_context {
+        if !(spec.rope_freqs && spec.arch.fused_projections) {
+            bail!(
+                "--rope-original-context is LongRoPE's (phi3 with --rope-freqs); add those or drop it"
+            );
+        }
+        spec.rope_original_context = Some(n);
+    }
     if let Some(layers) = args.layers {
         spec.n_layer = layers;
     }

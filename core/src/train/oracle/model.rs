@@ -92,14 +92,14 @@ fn burn_loss(
             c.arch.rope,
             (c.n_head, c.head_dim),
             t,
-            c.layer_rope(l, &m.rope_factors[..]),
+            c.layer_rope(l, &m.rope_factors.for_context(t)[..]),
         );
         let k = rope(
             head_normed(1, k_raw, c.n_head_kv),
             c.arch.rope,
             (c.n_head_kv, c.head_dim),
             t,
-            c.layer_rope(l, &m.rope_factors[..]),
+            c.layer_rope(l, &m.rope_factors.for_context(t)[..]),
         );
         let v = biased(Module::VProj, proj(Module::VProj, xn));
         // The post norms (gemma3) of the attention and feed-forward outputs.

@@ -284,7 +284,8 @@ async fn layer_backward(
     )
     .await?;
     let (q_shape, k_shape) = Placement::batch(a.b as u32, t).rope_shapes(c);
-    let freqs = c.layer_rope(l, &model.weights.rope_factors);
+    let factors = model.weights.rope_factors.for_context(t as usize);
+    let freqs = c.layer_rope(l, factors);
     rope(rec, &a.dq, q_shape, 0, freqs, true).await?;
     rope(rec, &a.dk, k_shape, 0, freqs, true).await?;
     // Back through the per-head norms (weights frozen) to the projections' outputs.

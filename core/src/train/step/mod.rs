@@ -99,7 +99,6 @@ impl<'m> Trainer<'m> {
             .as_ref()
             .is_none_or(|a| a.b != b || a.t != t || a.ids.len() < micro)
         {
-            self.model.config.check_positions(t)?;
             self.arena = None;
             self.arena = Some(Arena::new(
                 gpu,
