@@ -672,7 +672,7 @@ fn safetensors_header(
 /// (sha256 checked), `make-random-adapter`'s directory (PEFT files and adapter.gguf) and
 /// `export --to peft` of its adapter.gguf. Returns (model, adapter, PEFT export).
 fn remake_peft_case(dir: &Path, case: &serde_json::Value) -> (PathBuf, PathBuf, PathBuf) {
-    let arch = case["arch"].as_str().unwrap();
+    let arch = case["name"].as_str().unwrap();
     let dir = dir.join(arch);
     std::fs::create_dir_all(&dir).unwrap();
     let (model, adapter, peft) = (
@@ -714,7 +714,7 @@ fn recorded_flag<'a>(command: &'a serde_json::Value, flag: &str) -> &'a str {
 /// How the PEFT directory `dir` differs from what transformers + PEFT expect for the case's
 /// model (its `expected` names and shapes, `target_modules`, the adapter's r and alpha).
 fn peft_differences(label: &str, dir: &Path, case: &serde_json::Value) -> Vec<String> {
-    let arch = case["arch"].as_str().unwrap();
+    let arch = case["name"].as_str().unwrap();
     let mut out = Vec::new();
     let want: std::collections::BTreeMap<String, Vec<u64>> = case["expected"]
         .as_array()
@@ -749,10 +749,17 @@ fn peft_differences(label: &str, dir: &Path, case: &serde_json::Value) -> Vec<St
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("adapter_config.json")).unwrap())
             .unwrap();
+    // A list of names, or one pattern (a multimodal model's decoder).
     let modules = |v: &serde_json::Value| -> std::collections::BTreeSet<String> {
-        v.as_array()
-            .map(|a| a.iter().map(|m| m.as_str().unwrap().to_string()).collect())
-            .unwrap_or_default()
+        match v.as_str() {
+            Some(pattern) => [pattern.to_string()].into(),
+            None => v
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m.as_str().unwrap().to_string())
+                .collect(),
+        }
     };
     let (targets, expected) = (
         modules(&config["target_modules"]),
@@ -837,7 +844,7 @@ fn peft_exports_score_in_afinador_as_in_transformers_with_peft() {
     let mut report = Vec::new();
     let mut worst = 0.0f64;
     for case in data["cases"].as_array().unwrap() {
-        let arch = case["arch"].as_str().unwrap();
+        let arch = case["name"].as_str().unwrap();
         let (model, adapter, peft) = remake_peft_case(&dir, case);
         assert_eq!(
             sha256(&adapter.join("adapter_model.safetensors")),

@@ -57,8 +57,8 @@ What it found (transformers 5.25, PEFT 0.21): every architecture's export has ex
 names and shapes PEFT expects, PEFT sets every LoRA parameter from it, and afinador's
 per-token log-probs are within 1.6e-6 (base) / 2.6e-6 (adapter) of transformers + PEFT in
 float64, where a wrong row order would move them by 0.48-1.9 nats. The names fit the
-*ForCausalLM classes; Gemma 3 >= 4B on the Hub is Gemma3ForConditionalGeneration, whose names
-are base_model.model.model.language_model.layers.N... (see README.md).
+*ForCausalLM classes, and from C 2560 on (Gemma 3 >= 4B on the Hub is
+Gemma3ForConditionalGeneration) the multimodal model's decoder (case gemma3@2560, MULTIMODAL).
 
 Run from the repository root with the Hugging Face venv (README.md), about 15 s:
 
@@ -107,6 +107,18 @@ CASES = {
     "gemma3": ("gemma3_text", ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]),
     "phi3": ("phi3", ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]),
 }
+# Gemma 3 4B, 12B and 27B are Gemma3ForConditionalGeneration in transformers: the decoder under
+# model.language_model, beside a vision tower. afinador writes those names from C 2560 on
+# (core/src/model/arch.rs, hf_multimodal_from_width), so this case is a gemma3 file 2560 wide
+# (one layer, 10 heads of 256, FF 64, F16: 41 MB); its Hugging Face model gets a tiny SigLIP tower (TINY_VISION)
+# and the decoder's weights from transformers' GGUF loader (as Gemma3ForCausalLM).
+MULTIMODAL = {
+    "gemma3@2560": ("gemma3", ["--layers", "1", "--embd", "2560", "--ff", "64", "--heads", "10",
+                               "--kv-heads", "5", "--vocab", "256", "--seed", "1",
+                               "--weights", "f16"]),
+}
+TINY_VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                   num_attention_heads=2, image_size=28, patch_size=14)
 TEXTS = [
     "The quick brown fox jumps over the lazy dog, 0123456789 times.",
     "def soma(a, b):\n    return a + b  # Resposta: C\n",
@@ -227,6 +239,43 @@ def peft_expected(model_type: str, kwargs: dict, modules: list[str]) -> tuple[li
     return all_linear, targets
 
 
+def multimodal_model(kw: dict):
+    """Gemma3ForConditionalGeneration with the text config `kw` and a tiny vision tower."""
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration
+    cfg = Gemma3Config(text_config=config("gemma3_text", kw).to_dict(), vision_config=TINY_VISION,
+                       mm_tokens_per_image=4)
+    torch.manual_seed(0)
+    return Gemma3ForConditionalGeneration(cfg)
+
+
+def peft_names_of(model, lora_config) -> list:
+    from peft import get_peft_model, get_peft_model_state_dict
+    sd = get_peft_model_state_dict(get_peft_model(model, lora_config))
+    return sorted([k, list(v.shape)] for k, v in sd.items())
+
+
+def peft_expected_multimodal(kw: dict, modules: list[str]) -> list:
+    """The decoder's LoRA tensors of the multimodal model (the vision tower's left out)."""
+    from peft import LoraConfig
+    names = peft_names_of(multimodal_model(kw), LoraConfig(r=R, lora_alpha=ALPHA,
+                                                           target_modules=modules))
+    decoder = [n for n in names if ".language_model." in n[0]]
+    assert decoder and all(".vision_tower." in n[0] for n in names if n not in decoder), names
+    return decoder
+
+
+def multimodal_from_text(text_model, kw: dict):
+    """The multimodal model with `text_model`'s weights in its decoder, float64."""
+    cg = multimodal_model(kw)
+    sd = {("model.language_model." + k[len("model."):] if k.startswith("model.") else k): v
+          for k, v in text_model.state_dict().items()}
+    missing, unexpected = cg.load_state_dict(sd, strict=False)
+    assert not unexpected, unexpected
+    assert all(".vision_tower." in k or "multi_modal_projector" in k
+               for k in missing), missing
+    return cg.to(torch.float64).eval()
+
+
 def read_safetensors(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
     raw = path.read_bytes()
     (n,) = struct.unpack("<Q", raw[:8])
@@ -255,9 +304,11 @@ def check_export(d: Path, expected: list, targets: list[str], problems: list[str
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cfg = LoraConfig.from_pretrained(str(d))
-    if (cfg.r, cfg.lora_alpha, sorted(cfg.target_modules)) != (R, ALPHA, targets):
+    got_targets = (cfg.target_modules if isinstance(cfg.target_modules, str)
+                   else sorted(cfg.target_modules))
+    if (cfg.r, cfg.lora_alpha, got_targets) != (R, ALPHA, targets):
         problems.append(f"{label}: adapter_config.json reads as r {cfg.r}, alpha {cfg.lora_alpha}, "
-                        f"targets {sorted(cfg.target_modules)}; expected {R}, {ALPHA}, {targets}")
+                        f"targets {got_targets}; expected {R}, {ALPHA}, {targets}")
     return tensors
 
 
@@ -357,16 +408,18 @@ def wrong_orders(arch: str, kw: dict, tensors: dict) -> dict[str, dict]:
     return out
 
 
-def run_case(arch: str, afinador: str, tmp: Path, tok_path: Path) -> tuple[dict, list[str]]:
-    from peft import PeftModel, set_peft_model_state_dict
+def run_case(name: str, afinador: str, tmp: Path, tok_path: Path) -> tuple[dict, list[str]]:
+    from peft import LoraConfig, PeftModel, set_peft_model_state_dict
     from transformers import AutoConfig
 
+    multimodal = name in MULTIMODAL
+    arch, shape = MULTIMODAL[name] if multimodal else (name, SHAPE)
     model_type, modules = CASES[arch]
     problems: list[str] = []
-    d = tmp / arch
+    d = tmp / name
     d.mkdir()
     model_path, adapter, peft_dir = d / "model.gguf", d / "adapter", d / "peft"
-    command = ["make-tiny-model", "--output", "MODEL", "--arch", arch, *SHAPE]
+    command = ["make-tiny-model", "--output", "MODEL", "--arch", arch, *shape]
     adapter_command = ["make-random-adapter", "--model", "MODEL", "--output", "ADAPTER", *ADAPTER_ARGS]
     export_command = ["export", "--model", "MODEL", "--adapter", "ADAPTER/adapter.gguf",
                       "--to", "peft", "--output", "PEFT"]
@@ -383,10 +436,24 @@ def run_case(arch: str, afinador: str, tmp: Path, tok_path: Path) -> tuple[dict,
                    for k in sorted(kw) if parsed.get(k) != ours.get(k) and k not in
                    ("bos_token_id", "eos_token_id", "pad_token_id")}
 
-    expected, targets = peft_expected(model_type, kw, modules)
+    if multimodal:
+        expected = peft_expected_multimodal(kw, modules)
+    else:
+        expected, targets = peft_expected(model_type, kw, modules)
 
     run(afinador, fill(adapter_command, **paths))
     run(afinador, fill(export_command, **paths))
+    if multimodal:
+        # afinador's target_modules is a pattern: PEFT given it must adapt exactly the decoder's
+        # projections of the multimodal model (not the vision tower's q_proj & co.).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            targets = LoraConfig.from_pretrained(str(peft_dir)).target_modules
+        got = peft_names_of(multimodal_model(kw), LoraConfig.from_pretrained(str(peft_dir)))
+        if got != expected:
+            problems.append(f"PEFT given afinador's adapter_config.json (target_modules "
+                            f"{targets!r}) adapts {len(got)} tensors, not the decoder's "
+                            f"{len(expected)}: {sorted(set(map(tuple, got)) ^ set(map(tuple, expected)))[:4]}")
     made = check_export(adapter, expected, targets, problems, "make-random-adapter")
     exported = check_export(peft_dir, expected, targets, problems, "export --to peft")
     for k in sorted(set(made) & set(exported)):
@@ -394,6 +461,8 @@ def run_case(arch: str, afinador: str, tmp: Path, tok_path: Path) -> tuple[dict,
             problems.append(f"{k}: the PEFT export of adapter.gguf differs from the PEFT files")
 
     base = hf_from_gguf(arch, model_type, kw, model_path, tmp)
+    if multimodal:
+        base = multimodal_from_text(base, kw)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         pm = PeftModel.from_pretrained(base, str(peft_dir))
@@ -433,10 +502,10 @@ def run_case(arch: str, afinador: str, tmp: Path, tok_path: Path) -> tuple[dict,
         with pm.disable_adapter():
             lp_base = logprobs(pm, ids)
         sens = {}
-        for name, tensors in wrong_orders(arch, kw, exported).items():
+        for wrong, tensors in wrong_orders(arch, kw, exported).items():
             set_peft_model_state_dict(pm, {k: torch.from_numpy(v.astype(np.float64))
                                            for k, v in tensors.items()})
-            sens[name] = float(np.max(np.abs(logprobs(pm, ids) - lp_adapter)))
+            sens[wrong] = float(np.max(np.abs(logprobs(pm, ids) - lp_adapter)))
         set_peft_model_state_dict(pm, {k: torch.from_numpy(v.astype(np.float64))
                                        for k, v in exported.items()})
         ours = {}
@@ -456,7 +525,7 @@ def run_case(arch: str, afinador: str, tmp: Path, tok_path: Path) -> tuple[dict,
             "effect": round(effect, 4),
             "sensitivity": {k: round(v, 4) for k, v in sens.items()},
         })
-        print(f"  {arch}: {len(ids)} tokens, afinador vs transformers max |dlogp| base {d_base:.2e} "
+        print(f"  {name}: {len(ids)} tokens, afinador vs transformers max |dlogp| base {d_base:.2e} "
               f"adapter {d_adapter:.2e}; adapter effect {effect:.3f}; wrong orders "
               + ", ".join(f"{k} {v:.3f}" for k, v in sens.items()))
         if d_adapter > 2e-4 or d_base > 2e-4:
@@ -466,6 +535,7 @@ def run_case(arch: str, afinador: str, tmp: Path, tok_path: Path) -> tuple[dict,
             problems.append(f"the comparison is too weak on {text!r}: effect {effect}, {sens}")
 
     case = {
+        "name": name,
         "arch": arch,
         "hf_model_type": model_type,
         "hf_class": type(base).__name__,
@@ -480,7 +550,7 @@ def run_case(arch: str, afinador: str, tmp: Path, tok_path: Path) -> tuple[dict,
         "expected": expected,
         "texts": texts,
     }
-    print(f"{arch}: {type(base).__name__}, {len(expected)} tensors, targets {targets}: "
+    print(f"{name}: {type(base).__name__}, {len(expected)} tensors, targets {targets}: "
           + ("ok" if not problems else f"{len(problems)} PROBLEMS"))
     for p in problems:
         print("   ", p)
@@ -504,10 +574,10 @@ def main() -> None:
         tmp = Path(tmp)
         tok_path = tmp / "tokenizer.json"
         tok_path.write_text(json.dumps(tokenizer))
-        for arch in args.arch or list(CASES):
-            case, p = run_case(arch, args.afinador, tmp, tok_path)
+        for name in args.arch or [*CASES, *MULTIMODAL]:
+            case, p = run_case(name, args.afinador, tmp, tok_path)
             cases.append(case)
-            problems += [f"{arch}: {x}" for x in p]
+            problems += [f"{name}: {x}" for x in p]
     afinador_version = run(args.afinador, ["--version"]).strip()
     write_json(Path(args.out), {
         "generator": "scripts/reference/peft_names.py",

@@ -320,7 +320,7 @@ impl Afinador {
             _ => self.current_adapter().await?,
         };
         let c = &self.loaded()?.model.config;
-        let files = to_peft(&adapter, c.qk_order()).map_err(err)?;
+        let files = to_peft(&adapter, c.hf_model()).map_err(err)?;
         Ok(AdapterFiles {
             config_json: files.adapter_config_json,
             safetensors: files.adapter_model_safetensors,

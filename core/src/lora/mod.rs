@@ -23,6 +23,6 @@ mod tests;
 pub use adapter::{LoraAdapter, LoraConfig, LoraPair, Module};
 pub use error::LoraError;
 pub use gguf_lora::{GgufLora, from_gguf_lora, to_gguf_lora};
-pub use peft::{PeftFiles, from_peft, to_peft};
+pub use peft::{HfModel, PeftFiles, from_peft, to_peft};
 pub use peft_config::PEFT_VERSION;
 pub use permute::QkOrder;

@@ -14,7 +14,9 @@
 //!   with a warning, a missing key takes its default (`PeftConfigMixin.from_peft_type`).
 //!
 //! Tensor names are `base_model.model.model.layers.{i}.self_attn.{q,k,v,o}_proj.lora_{A,B}.weight`
-//! and `….mlp.{gate,up,down}_proj…`; lora_A is `[R, in]`, lora_B `[out, R]`. Hugging Face stores
+//! and `….mlp.{gate,up,down}_proj…` (a multimodal model's decoder:
+//! `base_model.model.model.language_model.layers.{i}…`, see [`HfModel`]); lora_A is `[R, in]`,
+//! lora_B `[out, R]`. Hugging Face stores
 //! q/k rows in its own RoPE order, afinador in GGUF's: export un-permutes lora_B of q_proj and
 //! k_proj, import permutes it (see [`super::permute`]).
 
@@ -33,11 +35,41 @@ pub const PEFT_CONFIG_FILE: &str = "adapter_config.json";
 pub const PEFT_WEIGHTS_FILE: &str = "adapter_model.safetensors";
 
 /// The prefixes before `layers.{i}.` that import accepts: PEFT's for a causal LM
-/// (`base_model.model.model.`), for a bare decoder (`base_model.model.`), and the plain
-/// transformers ones.
-const NAME_PREFIXES: [&str; 4] = ["base_model.model.model.", "base_model.model.", "model.", ""];
-/// The prefix export writes (a `PeftModelForCausalLM` around a `LlamaForCausalLM`).
-const EXPORT_PREFIX: &str = "base_model.model.model.";
+/// (`base_model.model.model.`), for a bare decoder (`base_model.model.`), for a multimodal
+/// model's decoder (transformers 4.52 and later: `model.language_model.`; before:
+/// `language_model.model.`), and the plain transformers ones.
+const NAME_PREFIXES: [&str; 8] = [
+    "base_model.model.model.",
+    "base_model.model.",
+    "base_model.model.model.language_model.",
+    "base_model.model.language_model.model.",
+    "model.language_model.",
+    "language_model.model.",
+    "model.",
+    "",
+];
+
+/// The Hugging Face model a PEFT adapter is for, as far as its names and rows differ from the
+/// GGUF's (`ModelConfig::hf_model`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HfModel {
+    /// How the GGUF orders q_proj/k_proj rows relative to it.
+    pub qk_order: QkOrder,
+    /// Its decoder is a multimodal model's `model.language_model` (e.g. Gemma 3 4B-27B's
+    /// `Gemma3ForConditionalGeneration`), not a causal LM's `model`.
+    pub language_model: bool,
+}
+
+impl HfModel {
+    /// What export writes before `layers.{i}.`: PEFT's `base_model.model.` around the model's
+    /// path to its decoder layers.
+    pub fn tensor_prefix(&self) -> &'static str {
+        match self.language_model {
+            false => "base_model.model.model.",
+            true => "base_model.model.model.language_model.",
+        }
+    }
+}
 
 /// The two files of a PEFT adapter directory, in memory.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,23 +96,25 @@ impl Half {
     }
 }
 
-/// The PEFT name of one matrix: `base_model.model.model.layers.{layer}.self_attn.q_proj.lora_A.weight`.
-pub fn peft_tensor_name(layer: usize, module: Module, lora_b: bool) -> String {
+/// The PEFT name of one matrix after `prefix` ([`HfModel::tensor_prefix`]):
+/// `base_model.model.model.layers.{layer}.self_attn.q_proj.lora_A.weight`.
+pub fn peft_tensor_name(prefix: &str, layer: usize, module: Module, lora_b: bool) -> String {
     let half = if lora_b { Half::B } else { Half::A };
     format!(
-        "{EXPORT_PREFIX}layers.{layer}.{}.{}.{}.weight",
+        "{prefix}layers.{layer}.{}.{}.{}.weight",
         module.hf_block(),
         module.hf_name(),
         half.name()
     )
 }
 
-/// Writes `adapter` as a PEFT LoRA adapter for a base model whose GGUF orders Q/K rows as
-/// `order` says: f32 tensors, lora_B of q_proj/k_proj in Hugging Face row order.
+/// Writes `adapter` as a PEFT LoRA adapter for the Hugging Face model `hf`: f32 tensors under
+/// its names, lora_B of q_proj/k_proj in its row order.
 ///
-/// `target_modules` lists the modules that hold tensors; `lora_alpha` is written as an integer
-/// when it is one, as PEFT does.
-pub fn to_peft(adapter: &LoraAdapter, order: QkOrder) -> Result<PeftFiles, LoraError> {
+/// `target_modules` lists the modules that hold tensors (for a multimodal model, a pattern
+/// that matches them in its decoder only); `lora_alpha` is written as an integer when it is
+/// one, as PEFT does.
+pub fn to_peft(adapter: &LoraAdapter, hf: HfModel) -> Result<PeftFiles, LoraError> {
     adapter.validate()?;
     if adapter.tensors.is_empty() {
         return Err(LoraError::NoTensors {
@@ -90,7 +124,7 @@ pub fn to_peft(adapter: &LoraAdapter, order: QkOrder) -> Result<PeftFiles, LoraE
     let r = adapter.config.r;
     let mut tensors = Vec::with_capacity(2 * adapter.tensors.len());
     for p in &adapter.tensors {
-        let b = match p.module.rope_heads(order) {
+        let b = match p.module.rope_heads(hf.qk_order) {
             Some(heads) => Cow::Owned(gguf_to_hf_rows(&p.b, p.out_features, heads).ok_or(
                 LoraError::HeadSplit {
                     module: p.module.hf_name(),
@@ -101,11 +135,11 @@ pub fn to_peft(adapter: &LoraAdapter, order: QkOrder) -> Result<PeftFiles, LoraE
             None => Cow::Borrowed(&p.b),
         };
         tensors.push((
-            peft_tensor_name(p.layer, p.module, false),
+            peft_tensor_name(hf.tensor_prefix(), p.layer, p.module, false),
             F32Tensor::new(vec![r, p.in_features], &p.a),
         ));
         tensors.push((
-            peft_tensor_name(p.layer, p.module, true),
+            peft_tensor_name(hf.tensor_prefix(), p.layer, p.module, true),
             F32Tensor::new(vec![p.out_features, r], &b),
         ));
     }
@@ -115,7 +149,7 @@ pub fn to_peft(adapter: &LoraAdapter, order: QkOrder) -> Result<PeftFiles, LoraE
             reason: e.to_string(),
         })?;
     Ok(PeftFiles {
-        adapter_config_json: config_json(&adapter.config, &adapter.modules()),
+        adapter_config_json: config_json(&adapter.config, &adapter.modules(), hf.language_model),
         adapter_model_safetensors,
     })
 }

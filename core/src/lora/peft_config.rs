@@ -18,7 +18,11 @@ pub const PEFT_VERSION: &str = "0.18.0";
 /// `adapter_config.json` for a plain LoRA adapter on a causal LM: the keys PEFT's `LoraConfig`
 /// writes by default that every PEFT since 0.7 reads, plus `lora_bias` and `peft_version`,
 /// sorted like PEFT's `sort_keys=True`.
-pub(super) fn config_json(config: &LoraConfig, modules: &[Module]) -> String {
+///
+/// `target_modules` lists the modules' names; for a multimodal model's decoder
+/// (`language_model`) it is a pattern instead — PEFT full-matches a string against each module's
+/// path — so that the vision tower's own `q_proj`, `k_proj`… are left alone.
+pub(super) fn config_json(config: &LoraConfig, modules: &[Module], language_model: bool) -> String {
     let opt = |s: &Option<String>| s.as_deref().map_or(Value::Null, Value::from);
     let alpha = config.alpha;
     let alpha = if alpha.fract() == 0.0 && alpha.abs() < 1e9 {
@@ -48,14 +52,7 @@ pub(super) fn config_json(config: &LoraConfig, modules: &[Module]) -> String {
         ("r", config.r.into()),
         ("rank_pattern", Value::Object(Map::new())),
         ("revision", opt(&config.revision)),
-        (
-            "target_modules",
-            modules
-                .iter()
-                .map(|m| m.hf_name())
-                .collect::<Vec<_>>()
-                .into(),
-        ),
+        ("target_modules", target_modules(modules, language_model)),
         ("task_type", "CAUSAL_LM".into()),
         ("use_dora", false.into()),
         ("use_rslora", config.use_rslora.into()),
@@ -68,6 +65,14 @@ pub(super) fn config_json(config: &LoraConfig, modules: &[Module]) -> String {
         .collect();
     // A Map of plain values always serialises.
     serde_json::to_string_pretty(&Value::Object(object)).unwrap_or_default()
+}
+
+fn target_modules(modules: &[Module], language_model: bool) -> Value {
+    let names: Vec<&str> = modules.iter().map(|m| m.hf_name()).collect();
+    match language_model {
+        false => names.into(),
+        true => format!(r"(.*\.)?language_model\..*\.({})", names.join("|")).into(),
+    }
 }
 
 /// An f32 as the JSON number with the shortest decimal form (0.05, not 0.05000000074505806).

@@ -67,6 +67,13 @@ pub struct Architecture {
     /// `qkv_proj`: rows q, then k, then v) and so are gate and up (`blk.N.ffn_up.weight`, 2·FF
     /// rows, Hugging Face's `gate_up_proj`: gate first); LoRA adapts the fused modules (phi3).
     pub fused_projections: bool,
+    /// From this width (`embedding_length`) up, the Hugging Face model is multimodal, its
+    /// decoder under `model.language_model` (PEFT: `…model.language_model.layers.N…`): Gemma 3
+    /// 4B, 12B and 27B are `Gemma3ForConditionalGeneration` (C 2560, 3840, 5376), 270M and 1B
+    /// `Gemma3ForCausalLM` (C 640, 1152). The GGUF keeps no other trace of it: llama.cpp's
+    /// converter writes the text half under the same architecture name and the vision tower to
+    /// a separate mmproj file.
+    pub hf_multimodal_from_width: Option<usize>,
 }
 
 /// Which layers attend only the last `attention.sliding_window` positions, and their rope base.
@@ -95,6 +102,7 @@ pub const LLAMA: Architecture = Architecture {
     post_norms: false,
     sliding_window: None,
     fused_projections: false,
+    hf_multimodal_from_width: None,
 };
 
 /// Mistral 7B as llama.cpp writes it: the llama block (its sliding window is not used by
@@ -148,6 +156,7 @@ pub const GEMMA3: Architecture = Architecture {
         global_every: 6,
         local_rope_base: 10000.0,
     }),
+    hf_multimodal_from_width: Some(2560),
     ..LLAMA_SHAPED_NEOX
 };
 

@@ -7,7 +7,7 @@ use crate::formats::Gguf;
 use std::ops::Range;
 
 use crate::kernels::rope::RopeFreqs;
-use crate::lora::{Module, QkOrder};
+use crate::lora::{HfModel, Module, QkOrder};
 
 /// The architecture and shape of a model. Letters as in the kernels: C, FF, NH, KVH, HS, V, L.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -301,6 +301,17 @@ impl ModelConfig {
                 None => None,
             },
         })
+    }
+
+    /// The Hugging Face model a PEFT adapter of this model is for.
+    pub fn hf_model(&self) -> HfModel {
+        HfModel {
+            qk_order: self.qk_order(),
+            language_model: self
+                .arch
+                .hf_multimodal_from_width
+                .is_some_and(|width| self.n_embd >= width),
+        }
     }
 
     /// How the GGUF orders the rows of q_proj and k_proj relative to Hugging Face.

@@ -5,7 +5,7 @@ use safetensors::tensor::Dtype;
 use super::super::peft::peft_tensor_name;
 use super::super::permute::hf_to_gguf_rows;
 use super::super::{LoraError, Module, from_gguf_lora, from_peft, to_gguf_lora};
-use super::{C, QK, adapter, config_json, dims, f32_bytes, safetensors_file, values};
+use super::{C, PREFIX, QK, adapter, config_json, dims, f32_bytes, safetensors_file, values};
 use crate::formats::{GgmlType, Gguf, GgufWriter, MetaValue};
 
 #[test]
@@ -85,8 +85,16 @@ fn peft_import_then_gguf_matches_llama_cpp_converter() {
         let (in_f, out_f) = dims(m);
         let (a, b) = (values(r * in_f, m as u64), values(out_f * r, 9 + m as u64));
         hf.push((m, out_f, a.clone(), b.clone()));
-        tensors.push((peft_tensor_name(0, m, false), vec![r, in_f], f32_bytes(&a)));
-        tensors.push((peft_tensor_name(0, m, true), vec![out_f, r], f32_bytes(&b)));
+        tensors.push((
+            peft_tensor_name(PREFIX, 0, m, false),
+            vec![r, in_f],
+            f32_bytes(&a),
+        ));
+        tensors.push((
+            peft_tensor_name(PREFIX, 0, m, true),
+            vec![out_f, r],
+            f32_bytes(&b),
+        ));
     }
     let refs: Vec<_> = tensors
         .iter()

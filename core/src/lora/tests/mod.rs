@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use safetensors::tensor::{Dtype, TensorView};
 
-use super::{LoraAdapter, LoraConfig, LoraPair, Module, QkOrder};
+use super::{HfModel, LoraAdapter, LoraConfig, LoraPair, Module, QkOrder};
 
 /// A tiny llama shape: C 10, FF 14, NH 3, KVH 1, HS 4 (q out 12, k/v out 4).
 pub(super) const C: usize = 10;
@@ -24,6 +24,13 @@ pub(super) const QK: QkOrder = QkOrder::Permuted {
     n_head_kv: KVH,
 };
 pub(super) const HS: usize = 4;
+/// The Hugging Face model of the test adapters: a causal LM with [`QK`].
+pub(super) const HF: HfModel = HfModel {
+    qk_order: QK,
+    language_model: false,
+};
+/// What export writes before `layers.{i}.` for [`HF`].
+pub(super) const PREFIX: &str = "base_model.model.model.";
 
 /// (in, out) of a module in the tiny shape.
 pub(super) fn dims(m: Module) -> (usize, usize) {

@@ -2,8 +2,8 @@
 
 use safetensors::tensor::Dtype;
 
-use super::super::{LoraError, Module, from_peft, to_peft};
-use super::{KVH, QK, adapter, config_json, f32_bytes, safetensors_file, values};
+use super::super::{HfModel, LoraError, Module, from_peft, to_peft};
+use super::{HF, KVH, QK, adapter, config_json, f32_bytes, safetensors_file, values};
 
 const A: &str = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight";
 const B: &str = "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight";
@@ -223,9 +223,12 @@ fn export_refuses_bad_adapters_and_head_counts() {
     assert_eq!(
         to_peft(
             &a,
-            crate::lora::QkOrder::Permuted {
-                n_head: 4,
-                n_head_kv: KVH
+            HfModel {
+                qk_order: crate::lora::QkOrder::Permuted {
+                    n_head: 4,
+                    n_head_kv: KVH
+                },
+                language_model: false,
             }
         )
         .unwrap_err(),
@@ -238,13 +241,13 @@ fn export_refuses_bad_adapters_and_head_counts() {
     let mut bad = a.clone();
     bad.tensors[0].a.pop();
     assert!(matches!(
-        to_peft(&bad, QK),
+        to_peft(&bad, HF),
         Err(LoraError::InvalidAdapter { .. })
     ));
     let mut empty = a;
     empty.tensors.clear();
     assert_eq!(
-        to_peft(&empty, QK).unwrap_err().to_string(),
+        to_peft(&empty, HF).unwrap_err().to_string(),
         "the adapter holds no LoRA matrices"
     );
 }

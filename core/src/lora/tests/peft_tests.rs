@@ -5,8 +5,10 @@ use serde_json::Value;
 
 use super::super::peft::peft_tensor_name;
 use super::super::permute::{gguf_to_hf_rows, hf_to_gguf_rows};
-use super::super::{Module, PEFT_VERSION, QkOrder, from_peft, to_peft};
-use super::{C, KVH, NH, QK, adapter, config_json, dims, f32_bytes, safetensors_file, values};
+use super::super::{HfModel, Module, PEFT_VERSION, QkOrder, from_peft, to_peft};
+use super::{
+    C, HF, KVH, NH, PREFIX, QK, adapter, config_json, dims, f32_bytes, safetensors_file, values,
+};
 
 fn read_f32(file: &SafeTensors<'_>, name: &str) -> (Vec<usize>, Vec<f32>) {
     let t = file.tensor(name).unwrap();
@@ -22,7 +24,7 @@ fn read_f32(file: &SafeTensors<'_>, name: &str) -> (Vec<usize>, Vec<f32>) {
 #[test]
 fn safetensors_layout_names_shapes_dtype_metadata() {
     let a = adapter(3, 2, &Module::ALL);
-    let files = to_peft(&a, QK).unwrap();
+    let files = to_peft(&a, HF).unwrap();
     let bytes = &files.adapter_model_safetensors;
 
     let (_, meta) = SafeTensors::read_metadata(bytes).unwrap();
@@ -40,8 +42,9 @@ fn safetensors_layout_names_shapes_dtype_metadata() {
     assert!(names.contains(&"base_model.model.model.layers.0.mlp.down_proj.lora_B.weight"));
 
     for p in &a.tensors {
-        let (a_shape, a_vals) = read_f32(&file, &peft_tensor_name(p.layer, p.module, false));
-        let (b_shape, b_vals) = read_f32(&file, &peft_tensor_name(p.layer, p.module, true));
+        let (a_shape, a_vals) =
+            read_f32(&file, &peft_tensor_name(PREFIX, p.layer, p.module, false));
+        let (b_shape, b_vals) = read_f32(&file, &peft_tensor_name(PREFIX, p.layer, p.module, true));
         assert_eq!(a_shape, [3, p.in_features], "lora_A is [r, in]");
         assert_eq!(b_shape, [p.out_features, 3], "lora_B is [out, r]");
         assert_eq!(a_vals, p.a, "lora_A is written as is");
@@ -66,7 +69,7 @@ fn adapter_config_has_peft_keys_sorted() {
     a.config.alpha = 16.0;
     a.config.dropout = 0.05;
     a.config.base_model_name_or_path = Some("HuggingFaceTB/SmolLM2-135M-Instruct".into());
-    let json = to_peft(&a, QK).unwrap().adapter_config_json;
+    let json = to_peft(&a, HF).unwrap().adapter_config_json;
     let v: Value = serde_json::from_str(&json).unwrap();
     let obj = v.as_object().unwrap();
 
@@ -146,7 +149,7 @@ fn fractional_alpha_and_rslora_are_written() {
     let mut a = adapter(2, 1, &[Module::UpProj]);
     a.config.alpha = 12.5;
     a.config.use_rslora = true;
-    let v: Value = serde_json::from_str(&to_peft(&a, QK).unwrap().adapter_config_json).unwrap();
+    let v: Value = serde_json::from_str(&to_peft(&a, HF).unwrap().adapter_config_json).unwrap();
     assert_eq!(v["lora_alpha"].as_f64(), Some(12.5));
     assert!(!v["lora_alpha"].is_u64());
     assert_eq!(v["use_rslora"], true);
@@ -160,7 +163,7 @@ fn export_then_import_gives_the_adapter_back() {
     a.config.use_rslora = true;
     a.config.base_model_name_or_path = Some("base".into());
     a.config.target_modules = vec!["all-linear".into()];
-    let files = to_peft(&a, QK).unwrap();
+    let files = to_peft(&a, HF).unwrap();
     let back = from_peft(
         &files.adapter_config_json,
         &files.adapter_model_safetensors,
@@ -197,8 +200,8 @@ fn import_permutes_hugging_face_rows_into_gguf_order() {
         .iter()
         .map(|(m, ..)| {
             (
-                peft_tensor_name(5, *m, false),
-                peft_tensor_name(5, *m, true),
+                peft_tensor_name(PREFIX, 5, *m, false),
+                peft_tensor_name(PREFIX, 5, *m, true),
             )
         })
         .collect();
@@ -296,13 +299,20 @@ fn models_whose_gguf_keeps_hugging_face_order_export_lora_b_as_is() {
     // qwen2's GGUF keeps Q/K rows in Hugging Face order: lora_B of q_proj and k_proj goes out
     // and comes back untouched; for llama's permuted rows it goes out un-permuted.
     let a = adapter(3, 2, &Module::ALL);
-    let same = to_peft(&a, QkOrder::Same).unwrap();
-    let permuted = to_peft(&a, QK).unwrap();
+    let same = to_peft(
+        &a,
+        HfModel {
+            qk_order: QkOrder::Same,
+            language_model: false,
+        },
+    )
+    .unwrap();
+    let permuted = to_peft(&a, HF).unwrap();
     let file = SafeTensors::deserialize(&same.adapter_model_safetensors).unwrap();
     let file_p = SafeTensors::deserialize(&permuted.adapter_model_safetensors).unwrap();
     for (module, layer) in [(Module::QProj, 0), (Module::KProj, 1), (Module::VProj, 1)] {
         let pair = a.pair(layer, module).unwrap();
-        let name = peft_tensor_name(layer, module, true);
+        let name = peft_tensor_name(PREFIX, layer, module, true);
         let (_, b) = read_f32(&file, &name);
         assert_eq!(b, pair.b, "{module}");
         let (_, bp) = read_f32(&file_p, &name);
@@ -314,5 +324,57 @@ fn models_whose_gguf_keeps_hugging_face_order_export_lora_b_as_is() {
         QkOrder::Same,
     )
     .unwrap();
+    assert_eq!(back.tensors, a.tensors);
+}
+
+#[test]
+fn a_multimodal_models_decoder_is_named_under_its_language_model() {
+    // Gemma 3 4B-27B (Gemma3ForConditionalGeneration): the decoder's modules sit under
+    // model.language_model, and target_modules must not reach the vision tower's q_proj & co.
+    let a = adapter(2, 2, &Module::ALL);
+    let hf = HfModel {
+        language_model: true,
+        ..HF
+    };
+    let files = to_peft(&a, hf).unwrap();
+    let file = SafeTensors::deserialize(&files.adapter_model_safetensors).unwrap();
+    let mut names = file.names();
+    names.sort_unstable();
+    assert_eq!(names.len(), 2 * 2 * 7);
+    assert!(
+        names
+            .iter()
+            .all(|n| n.starts_with("base_model.model.model.language_model.layers.")),
+        "{names:?}"
+    );
+    let config: Value = serde_json::from_str(&files.adapter_config_json).unwrap();
+    assert_eq!(
+        config["target_modules"],
+        r"(.*\.)?language_model\..*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+    );
+    // Read back — from either transformers layout of the names — it is the same adapter.
+    let back = from_peft(
+        &files.adapter_config_json,
+        &files.adapter_model_safetensors,
+        QK,
+    )
+    .unwrap();
+    assert_eq!(back.tensors, a.tensors);
+    let old_layout: Vec<_> = names
+        .iter()
+        .map(|n| {
+            let (shape, values) = read_f32(&file, n);
+            let renamed = n.replace(
+                "base_model.model.model.language_model.",
+                "base_model.model.language_model.model.",
+            );
+            (renamed, Dtype::F32, shape, f32_bytes(&values))
+        })
+        .collect();
+    let refs: Vec<(&str, Dtype, Vec<usize>, Vec<u8>)> = old_layout
+        .iter()
+        .map(|(n, d, s, b)| (n.as_str(), *d, s.clone(), b.clone()))
+        .collect();
+    let back = from_peft(&files.adapter_config_json, &safetensors_file(&refs), QK).unwrap();
     assert_eq!(back.tensors, a.tensors);
 }

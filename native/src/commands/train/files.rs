@@ -60,7 +60,7 @@ pub const ADAPTER_GGUF: &str = "adapter.gguf";
 impl AdapterFiles {
     /// The files of `adapter` for a base model of `model`'s shape and architecture.
     pub fn new(adapter: &LoraAdapter, model: &ModelConfig) -> Result<AdapterFiles> {
-        let peft = to_peft(adapter, model.qk_order())?;
+        let peft = to_peft(adapter, model.hf_model())?;
         Ok(AdapterFiles {
             config_json: peft.adapter_config_json,
             safetensors: peft.adapter_model_safetensors,
