@@ -506,11 +506,17 @@ fn training_memory_is_linear_in_the_sequence_length_and_planned_exactly() {
             "T {t}: {plan} vs {measured}"
         );
     }
-    // Llama-3.1-8B's shape at 2 layers, 1×1024 and 1×2048, with and without checkpointing: the
-    // plan within 15% (the bound; measured: within a few KiB) and its per-token slope
-    // the allocation's.
-    for extra in [&[][..], &["--gradient-checkpointing"][..]] {
+    // Llama-3.1-8B's shape at 2 layers, 1×1024 and 1×2048, with and without checkpointing, and
+    // with the bf16 stream too: the plan within 15% (the bound; measured: within a few
+    // KiB) and its per-token slope the allocation's.
+    let mut allocated = Vec::new();
+    for extra in [
+        &[][..],
+        &["--gradient-checkpointing"][..],
+        &["--gradient-checkpointing", "--bf16-stream"][..],
+    ] {
         let rows = measure("llama-3.1-8b", "1x1024,1x2048", extra);
+        allocated.push(rows[1].2);
         for (t, plan, measured) in &rows {
             assert!(
                 (plan - measured).abs() <= 0.15 * measured,
@@ -524,6 +530,15 @@ fn training_memory_is_linear_in_the_sequence_length_and_planned_exactly() {
             "{extra:?}: plan {plan_slope} vs allocated {measured_slope} bytes per token"
         );
     }
+    // The bf16 stream holds the L + 1 layer inputs at 2 bytes a value, plus two f32 buffers to
+    // run a layer from, instead of 4 bytes a value: at 2 layers that is 2 bytes a value more
+    // (auto would not choose it), at 32 layers 58 bytes less (0.46 GiB at 1×2048).
+    let per_value = 2048.0 * 4096.0;
+    assert_eq!(
+        allocated[2] - allocated[1],
+        per_value * (3.0 * 2.0 + 2.0 * 4.0 - 3.0 * 4.0),
+        "{allocated:?}"
+    );
 }
 
 #[test]

@@ -40,11 +40,13 @@ pub enum Shader {
     AdamW,
     /// Two-pass reductions (the global gradient norm).
     Reduce,
+    /// f32 values packed into bf16 pairs and back (training's 16-bit saved residual stream).
+    Bf16,
 }
 
 impl Shader {
     /// Every kernel family.
-    pub const ALL: [Shader; 10] = [
+    pub const ALL: [Shader; 11] = [
         Shader::Matmul,
         Shader::Gemv,
         Shader::Embedding,
@@ -55,6 +57,7 @@ impl Shader {
         Shader::Logits,
         Shader::AdamW,
         Shader::Reduce,
+        Shader::Bf16,
     ];
 
     /// The file name under `wgsl/`.
@@ -70,6 +73,7 @@ impl Shader {
             Shader::Logits => "logits.wgsl",
             Shader::AdamW => "adamw.wgsl",
             Shader::Reduce => "reduce.wgsl",
+            Shader::Bf16 => "bf16.wgsl",
         }
     }
 
@@ -98,6 +102,7 @@ pub fn source_file(name: &str) -> Option<&'static str> {
         "weights.wgsl" => include_str!("../wgsl/weights.wgsl"),
         "adamw.wgsl" => include_str!("../wgsl/adamw.wgsl"),
         "reduce.wgsl" => include_str!("../wgsl/reduce.wgsl"),
+        "bf16.wgsl" => include_str!("../wgsl/bf16.wgsl"),
         _ => return None,
     })
 }
@@ -147,6 +152,8 @@ pub fn variants() -> Vec<(Shader, Vec<&'static str>)> {
     out.push((Shader::Elementwise, vec!["OP_ADD"]));
     out.push((Shader::Elementwise, vec!["OP_BIAS"]));
     out.push((Shader::Logits, vec![]));
+    out.push((Shader::Bf16, vec![]));
+    out.push((Shader::Bf16, vec!["UNPACK"]));
     out
 }
 

@@ -3,6 +3,7 @@
 //! tests that compare the two.
 
 pub mod attention;
+pub mod bf16;
 pub mod elementwise;
 pub mod embedding;
 pub mod gemv;

@@ -27,11 +27,11 @@ impl std::str::FromStr for LrSchedule {
     }
 }
 
-/// Whether the backward pass recomputes each layer's forward instead of saving it
-/// ([`crate::train::Trainer::set_gradient_checkpointing`]).
+/// A way to save memory (gradient checkpointing, the bf16 residual stream:
+/// [`crate::train::memory::MemorySavings`]): on, off, or on only when the run needs it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Checkpointing {
+pub enum AutoSwitch {
     /// On when `memory_budget_gib` is set and the run does not fit it otherwise.
     #[default]
     Auto,
@@ -39,29 +39,27 @@ pub enum Checkpointing {
     Off,
 }
 
-impl std::str::FromStr for Checkpointing {
+impl std::str::FromStr for AutoSwitch {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
-            "auto" => Ok(Checkpointing::Auto),
-            "on" => Ok(Checkpointing::On),
-            "off" => Ok(Checkpointing::Off),
-            other => Err(format!(
-                "unknown gradient checkpointing '{other}': use auto, on or off"
-            )),
+            "auto" => Ok(AutoSwitch::Auto),
+            "on" => Ok(AutoSwitch::On),
+            "off" => Ok(AutoSwitch::Off),
+            other => Err(format!("unknown value '{other}': use auto, on or off")),
         }
     }
 }
 
-impl Checkpointing {
-    /// On or off for a run whose memory plan is `without` (checkpointing off) and `with` (on),
-    /// against `budget` bytes when known: auto turns it on only when that is what makes the
-    /// run fit.
+impl AutoSwitch {
+    /// On or off for a run whose memory plan is `without` (off) and `with` (on), against
+    /// `budget` bytes when known: auto turns it on only when the run does not fit without it
+    /// and it saves memory.
     pub fn resolve(self, without: u64, with: u64, budget: Option<u64>) -> bool {
         match self {
-            Checkpointing::On => true,
-            Checkpointing::Off => false,
-            Checkpointing::Auto => budget.is_some_and(|b| without > b && with < without),
+            AutoSwitch::On => true,
+            AutoSwitch::Off => false,
+            AutoSwitch::Auto => budget.is_some_and(|b| without > b && with < without),
         }
     }
 }
@@ -113,8 +111,13 @@ pub struct TrainConfig {
     pub early_stopping_patience: usize,
     pub early_stopping_min_delta: f64,
     pub shuffle_buffer: usize,
-    pub gradient_checkpointing: Checkpointing,
-    /// Device memory to plan against, in GiB (wgpu cannot read it): `auto` checkpointing and
+    /// Recompute each layer's forward pass in the backward pass instead of saving it.
+    pub gradient_checkpointing: AutoSwitch,
+    /// Keep the residual stream between the forward and backward passes as bf16 (the forward
+    /// pass rounds it at each layer boundary, so the backward pass sees what it saw); `auto`
+    /// turns it on after gradient checkpointing, when that is not enough.
+    pub bf16_stream: AutoSwitch,
+    /// Device memory to plan against, in GiB (wgpu cannot read it): the `auto` savings and
     /// `preflight` compare the memory plan with it.
     pub memory_budget_gib: Option<f64>,
 }
@@ -158,7 +161,8 @@ impl Default for TrainConfig {
             early_stopping_patience: 0,
             early_stopping_min_delta: 0.0,
             shuffle_buffer: 10_000,
-            gradient_checkpointing: Checkpointing::Auto,
+            gradient_checkpointing: AutoSwitch::Auto,
+            bf16_stream: AutoSwitch::Auto,
             memory_budget_gib: None,
         }
     }

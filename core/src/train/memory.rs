@@ -32,14 +32,34 @@ pub struct MemoryPlan {
     pub largest_buffer: u64,
 }
 
+/// What a run trades compute or precision for memory with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct MemorySavings {
+    /// Gradient checkpointing: one layer's activations are saved instead of every layer's.
+    pub checkpointing: bool,
+    /// The residual stream entering each layer is kept as bf16 ([`crate::kernels::bf16`]), with
+    /// two f32 buffers to run a layer from.
+    pub bf16_stream: bool,
+}
+
 /// The shape of a run the plan depends on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunShape {
     pub batch: usize,
     pub seq_len: usize,
     pub grad_accum: usize,
-    /// Gradient checkpointing: one layer's activations are saved instead of every layer's.
-    pub checkpointing: bool,
+    pub savings: MemorySavings,
+}
+
+/// A run's memory plan with its savings decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunPlan {
+    /// The plan of the run as it will go.
+    pub plan: MemoryPlan,
+    /// Its shape, the `auto` savings resolved against the budget.
+    pub shape: RunShape,
+    /// The plan with gradient checkpointing the other way (the rest as decided).
+    pub checkpointing_toggled: MemoryPlan,
 }
 
 impl MemoryPlan {
@@ -90,10 +110,18 @@ impl MemoryPlan {
             + r * modules.len() as u64
             + head_norms
             + post_norms;
-        // The residual stream entering each layer and leaving the last, the final norm.
-        let stream = (layers + 1) * c + c + 1;
-        let saved_layers = if shape.checkpointing { 1 } else { layers };
-        let activations = n * (saved_layers * saved_per_layer + stream) * f;
+        // The residual stream entering each layer and leaving the last (bf16: 2 bytes a value,
+        // and two f32 buffers to run a layer from), the final norm.
+        let stream_bytes = match shape.savings.bf16_stream {
+            false => (layers + 1) * c * f,
+            true => (layers + 1) * c * 2 + 2 * c * f,
+        };
+        let saved_layers = if shape.savings.checkpointing {
+            1
+        } else {
+            layers
+        };
+        let activations = n * ((saved_layers * saved_per_layer + c + 1) * f + stream_bytes);
 
         // Gradients flowing back through one layer at a time, and the dropped-out input of a
         // LoRA projection with its gradient.
@@ -133,33 +161,46 @@ impl MemoryPlan {
         })
     }
 
-    /// The plans of `config`'s run (its batch, sequence length and accumulation) without and
-    /// with gradient checkpointing, and whether the run will use it (`auto` resolved against
-    /// `config.memory_budget_gib`): (without, with, on).
+    /// The plan of `config`'s run (its batch, sequence length and accumulation), its `auto`
+    /// savings resolved against `config.memory_budget_gib`: gradient checkpointing first, then
+    /// the bf16 stream if the run still does not fit.
     pub fn for_run(
         model: &ModelConfig,
         weight_bytes: u64,
         lora: &LoraConfig,
         config: &crate::train::TrainConfig,
         max_binding: u64,
-    ) -> Result<(MemoryPlan, MemoryPlan, bool), LoraError> {
-        let plan = |checkpointing| {
-            let shape = RunShape {
-                batch: config.batch_size,
-                seq_len: config.seq_len,
-                grad_accum: config.grad_accum,
+    ) -> Result<RunPlan, LoraError> {
+        let shape = |checkpointing, bf16_stream| RunShape {
+            batch: config.batch_size,
+            seq_len: config.seq_len,
+            grad_accum: config.grad_accum,
+            savings: MemorySavings {
                 checkpointing,
-            };
-            MemoryPlan::training(model, weight_bytes, lora, shape, max_binding)
+                bf16_stream,
+            },
         };
-        let (without, with) = (plan(false)?, plan(true)?);
+        let plan = |s| MemoryPlan::training(model, weight_bytes, lora, s, max_binding);
+        let total = |s| plan(s).map(|p| p.total());
         let budget = config
             .memory_budget_gib
             .map(|gib| (gib * (1u64 << 30) as f64) as u64);
-        let on = config
-            .gradient_checkpointing
-            .resolve(without.total(), with.total(), budget);
-        Ok((without, with, on))
+        let checkpointing = config.gradient_checkpointing.resolve(
+            total(shape(false, false))?,
+            total(shape(true, false))?,
+            budget,
+        );
+        let bf16_stream = config.bf16_stream.resolve(
+            total(shape(checkpointing, false))?,
+            total(shape(checkpointing, true))?,
+            budget,
+        );
+        let chosen = shape(checkpointing, bf16_stream);
+        Ok(RunPlan {
+            plan: plan(chosen)?,
+            shape: chosen,
+            checkpointing_toggled: plan(shape(!checkpointing, bf16_stream))?,
+        })
     }
 
     pub fn total(&self) -> u64 {
@@ -241,7 +282,7 @@ mod tests {
             batch: 1,
             seq_len: 256,
             grad_accum: 1,
-            checkpointing: false,
+            savings: MemorySavings::default(),
         };
         let plan = MemoryPlan::training(&smollm(), 0, &lora, shape, 1 << 30).unwrap();
         // q_proj 16·(576+576), v_proj 16·(192+576), 30 layers, f32.
@@ -269,7 +310,7 @@ mod tests {
             batch: 1,
             seq_len: 512,
             grad_accum: 1,
-            checkpointing: false,
+            savings: MemorySavings::default(),
         };
         let m = smollm();
         let one = MemoryPlan::training(&m, 100 << 20, &lora, shape, 1 << 30).unwrap();

@@ -11,10 +11,10 @@ pub mod memory;
 pub mod session;
 pub mod step;
 
-pub use config::{Checkpointing, LrSchedule, TrainConfig};
+pub use config::{AutoSwitch, LrSchedule, TrainConfig};
 pub use encoder::ModelTextEncoder;
 pub use lora_gpu::GpuLora;
-pub use memory::{MemoryPlan, RunShape};
+pub use memory::{MemoryPlan, MemorySavings, RunShape};
 pub use session::{LoraStart, Plan, Session, StepReport, StopReason};
 pub use step::{MicroBatch, StepOptions, StepStats, Trainer};
 

@@ -10,6 +10,7 @@
 
 use super::checkpoint::TrainerState;
 use super::data::{DataConfig, DataError, DataStats, PackMode, RecordFormat, Sequence};
+use super::memory::{MemoryPlan, MemorySavings};
 use super::{GpuLora, MicroBatch, Result, StepStats, TrainConfig, TrainError, Trainer};
 use crate::gpu::Gpu;
 use crate::lora::{LoraConfig, Module};
@@ -242,19 +243,19 @@ pub enum LoraStart {
     Adapter(crate::lora::LoraAdapter),
 }
 
-/// Whether `config` trains with gradient checkpointing on `model`: `on`/`off` as said; `auto`
-/// compares the memory plans with and without it against `memory_budget_gib`.
-pub fn checkpointing_for(
+/// How `config` saves memory training on `model` (gradient checkpointing, the bf16 stream):
+/// `on`/`off` as said; `auto` as the memory plans against `memory_budget_gib` decide
+/// ([`super::memory::MemoryPlan::for_run`]).
+pub fn savings_for(
     gpu: &Gpu,
     model: &crate::model::Model,
     config: &TrainConfig,
     lora: &crate::lora::LoraConfig,
-) -> Result<bool> {
+) -> Result<MemorySavings> {
     let weights = model.weights.device_bytes();
     let max_binding = gpu.limits.max_storage_buffer_binding_size;
-    let (.., on) =
-        super::memory::MemoryPlan::for_run(&model.config, weights, lora, config, max_binding)?;
-    Ok(on)
+    let run = MemoryPlan::for_run(&model.config, weights, lora, config, max_binding)?;
+    Ok(run.shape.savings)
 }
 
 impl<'m> Session<'m> {
@@ -271,7 +272,7 @@ impl<'m> Session<'m> {
         base_model: String,
     ) -> Result<Session<'m>> {
         let lora_config = lora_config(&config, &model.config.arch, base_model)?;
-        let checkpointing = checkpointing_for(gpu, model, &config, &lora_config)?;
+        let savings = savings_for(gpu, model, &config, &lora_config)?;
         let lora = match lora {
             LoraStart::Fresh => GpuLora::init(gpu, &model.config, &lora_config, config.seed)?,
             LoraStart::Adapter(mut adapter) => {
@@ -282,7 +283,7 @@ impl<'m> Session<'m> {
         };
         let mut trainer = Trainer::new(model, lora);
         trainer.seed = config.seed;
-        trainer.set_gradient_checkpointing(checkpointing);
+        trainer.set_memory_savings(savings);
         let state = fresh_state(&config);
         Ok(Session::new(config, trainer, state, plan, val))
     }

@@ -12,7 +12,7 @@ use afinador_core::util::Rng;
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 
-use afinador_core::train::memory::{MemoryPlan, RunShape};
+use afinador_core::train::memory::{MemoryPlan, MemorySavings, RunShape};
 
 use crate::common::{GpuArgs, LikeArgs, ModelArgs, print_json};
 
@@ -41,6 +41,9 @@ pub struct Args {
     /// Train with gradient checkpointing.
     #[arg(long)]
     gradient_checkpointing: bool,
+    /// Keep the residual stream between the passes as bf16.
+    #[arg(long)]
+    bf16_stream: bool,
     /// Print the memory plan of each configuration without uploading weights or running.
     #[arg(long)]
     plan_only: bool,
@@ -81,12 +84,16 @@ pub fn run(args: Args) -> Result<()> {
     let gpu = args.gpu.open()?;
     let model_config = afinador_core::model::ModelConfig::from_gguf(&file.gguf)?;
     let weight_bytes: u64 = file.gguf.tensors().iter().map(|t| t.n_bytes).sum();
+    let savings = MemorySavings {
+        checkpointing: args.gradient_checkpointing,
+        bf16_stream: args.bf16_stream,
+    };
     let plan = |b: usize, t: usize, config: &LoraConfig| {
         let run = RunShape {
             batch: b,
             seq_len: t,
             grad_accum: 1,
-            checkpointing: args.gradient_checkpointing,
+            savings,
         };
         let max_binding = gpu.limits.max_storage_buffer_binding_size;
         MemoryPlan::training(&model_config, weight_bytes, config, run, max_binding)
@@ -100,6 +107,7 @@ pub fn run(args: Args) -> Result<()> {
                 rows.push(json!({
                     "batch": b, "seq_len": t, "lora": name, "lora_r": args.lora_r,
                     "gradient_checkpointing": args.gradient_checkpointing,
+                    "bf16_stream": args.bf16_stream,
                     "plan": p, "plan_bytes": p.total(),
                 }));
                 if !args.json {
@@ -123,13 +131,14 @@ pub fn run(args: Args) -> Result<()> {
             gpu.memory.reset_peak();
             let lora = GpuLora::init(&gpu, &model.config, &config, 1)?;
             let mut trainer = Trainer::new(&model, lora);
-            trainer.set_gradient_checkpointing(args.gradient_checkpointing);
+            trainer.set_memory_savings(savings);
             if args.steps == 0 {
                 trainer.prepare(&gpu, b, t, 1)?;
                 let memory = gpu.memory.peak();
                 rows.push(json!({
                     "batch": b, "seq_len": t, "lora": name, "lora_r": args.lora_r,
                     "gradient_checkpointing": args.gradient_checkpointing,
+                    "bf16_stream": args.bf16_stream,
                     "gpu_memory_bytes": memory, "plan_bytes": planned,
                 }));
                 if !args.json {
@@ -175,6 +184,7 @@ pub fn run(args: Args) -> Result<()> {
                 "step_s": secs,
                 "tokens_per_s": (b * t) as f64 / secs,
                 "gradient_checkpointing": args.gradient_checkpointing,
+                    "bf16_stream": args.bf16_stream,
                 "gpu_memory_bytes": memory,
                 "plan_bytes": planned,
             }));

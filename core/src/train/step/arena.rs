@@ -1,12 +1,14 @@
 //! Every buffer a training step uses, allocated once for B×T tokens: the activations each layer
 //! saves for the backward pass, the backward pass's scratch, one chunk of logits rows.
 
-use crate::gpu::{Gpu, GpuBuffer};
+use crate::gpu::{Gpu, GpuBuffer, Recorder};
+use crate::kernels::bf16::{pack_bf16, packed_bytes, unpack_bf16};
 use crate::kernels::optim::NORM_PARTIALS;
 use crate::lora::Module;
 use crate::model::ModelConfig;
 use crate::train::Result;
 use crate::train::lora_gpu::GpuLora;
+use crate::train::memory::MemorySavings;
 
 /// Activations of one layer saved by the forward pass for the backward pass.
 #[derive(Debug)]
@@ -58,8 +60,11 @@ pub(super) struct Arena {
     pub(super) ids: Vec<GpuBuffer>,
     pub(super) targets: Vec<GpuBuffer>,
     pub(super) stats: Vec<GpuBuffer>,
-    /// Residual stream entering each layer, and after the last one (L + 1 of them).
-    pub(super) x: Vec<GpuBuffer>,
+    /// Residual stream entering each layer, and after the last one (L + 1 of them): f32, or
+    /// with the bf16 stream packed bf16 pairs, run from `work` ([`Arena::stream`]).
+    x: Vec<GpuBuffer>,
+    /// With the bf16 stream: two f32 buffers, a layer's input and output in turn.
+    work: Vec<GpuBuffer>,
     /// What each layer saves for the backward pass: one set per layer, or with gradient
     /// checkpointing one shared set that the backward pass refills layer by layer.
     pub(super) layers: Vec<LayerActs>,
@@ -98,8 +103,9 @@ impl Arena {
         c: &ModelConfig,
         lora: &GpuLora,
         (b, t, micro): (usize, usize, usize),
-        checkpointing: bool,
+        savings: MemorySavings,
     ) -> Result<Arena> {
+        let checkpointing = savings.checkpointing;
         let n = b * t;
         let f = |name: &str, len: usize| GpuBuffer::zeroed(gpu, name, (len.max(1) * 4) as u64);
         let (ce, ff, qd, kvd, r) = (c.n_embd, c.n_ff, c.q_dim(), c.kv_dim(), lora.config.r);
@@ -170,7 +176,13 @@ impl Arena {
                 .map(|_| f("stats", n * 4))
                 .collect::<std::result::Result<_, _>>()?,
             x: (0..=c.n_layer)
-                .map(|_| f("x", n * ce))
+                .map(|_| match savings.bf16_stream {
+                    false => f("x", n * ce),
+                    true => GpuBuffer::zeroed(gpu, "x bf16", packed_bytes(n * ce)),
+                })
+                .collect::<std::result::Result<_, _>>()?,
+            work: (0..if savings.bf16_stream { 2 } else { 0 })
+                .map(|_| f("x f32", n * ce))
                 .collect::<std::result::Result<_, _>>()?,
             layers,
             checkpointing,
@@ -203,5 +215,35 @@ impl Arena {
     /// The saved activations of layer `l`.
     pub(super) fn layer(&self, l: usize) -> &LayerActs {
         &self.layers[if self.checkpointing { 0 } else { l }]
+    }
+
+    /// The f32 residual stream entering layer `l` (`l` = L: leaving the last).
+    pub(super) fn stream(&self, l: usize) -> &GpuBuffer {
+        match self.work.is_empty() {
+            true => &self.x[l],
+            false => &self.work[l % 2],
+        }
+    }
+
+    /// After the forward pass wrote [`Arena::stream`]`(l)`: keep it for the backward pass (the
+    /// bf16 stream packs it, rounding the f32 copy the forward pass goes on from).
+    pub(super) async fn keep_stream(&self, rec: &mut Recorder<'_>, l: usize) -> Result<()> {
+        if !self.work.is_empty() {
+            pack_bf16(rec, &self.work[l % 2], &self.x[l], self.stream_values()).await?;
+        }
+        Ok(())
+    }
+
+    /// Before layer `l`'s backward pass (and its recomputed forward pass): [`Arena::stream`]`(l)`
+    /// as the forward pass left it.
+    pub(super) async fn restore_stream(&self, rec: &mut Recorder<'_>, l: usize) -> Result<()> {
+        if !self.work.is_empty() {
+            unpack_bf16(rec, &self.x[l], &self.work[l % 2], self.stream_values()).await?;
+        }
+        Ok(())
+    }
+
+    fn stream_values(&self) -> u32 {
+        (self.work[0].size / 4) as u32
     }
 }

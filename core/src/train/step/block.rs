@@ -29,12 +29,14 @@ pub(super) async fn forward(
     let c = &model.config;
     let w = &model.weights;
     let (n, ce) = ((a.b * a.t) as u32, c.n_embd as u32);
-    let x0 = (&a.x[0], 0);
+    let x0 = (a.stream(0), 0);
     embedding(rec, &a.ids[g], n, &w.token_embd, x0, c.embedding_scale()).await?;
+    a.keep_stream(rec, 0).await?;
     for l in 0..c.n_layer {
         layer_forward(rec, model, lora, a, l, drop).await?;
+        a.keep_stream(rec, l + 1).await?;
     }
-    let last = &a.x[c.n_layer];
+    let last = a.stream(c.n_layer);
     rmsnorm(
         rec,
         last,
@@ -48,7 +50,7 @@ pub(super) async fn forward(
     Ok(())
 }
 
-/// Layer `l` of the forward pass: from `x[l]` to `x[l + 1]`, saving in `a.layer(l)` what the
+/// Layer `l` of the forward pass: from `a.stream(l)` to `a.stream(l + 1)`, saving in `a.layer(l)` what the
 /// backward needs (the shared block, with LoRA terms). With gradient checkpointing the backward
 /// pass runs it again, just before the layer's backward, into the one shared set of saved
 /// activations.
@@ -73,9 +75,9 @@ async fn layer_forward(
     };
     let io = BlockBuffers {
         stream: Stream::Saved {
-            input: &a.x[l],
+            input: a.stream(l),
             mid: &acts.x_mid,
-            output: &a.x[l + 1],
+            output: a.stream(l + 1),
         },
         xn1: &acts.xn1,
         rstd1: &acts.rstd1,
@@ -152,7 +154,7 @@ pub(super) async fn loss_and_head_backward(
     if grad_scale.is_some() {
         rmsnorm_backward(
             rec,
-            &a.x[c.n_layer],
+            a.stream(c.n_layer),
             &model.weights.output_norm,
             &a.dxn,
             &a.rstdf,
@@ -174,6 +176,7 @@ pub(super) async fn backward(
 ) -> Result<()> {
     let c = &model.config;
     for l in (0..c.n_layer).rev() {
+        a.restore_stream(rec, l).await?;
         if a.checkpointing {
             layer_forward(rec, model, lora, a, l, drop).await?;
         }
@@ -321,7 +324,7 @@ async fn layer_backward(
     .await?;
     rmsnorm_backward(
         rec,
-        &a.x[l],
+        a.stream(l),
         &lw.attn_norm,
         &a.dxn,
         &acts.rstd1,

@@ -20,6 +20,7 @@ use crate::gpu::{Gpu, Recorder, read_buffer_f32};
 use crate::kernels::logits::{NO_TARGET, RowStats};
 use crate::kernels::optim::{AdamW, adamw_step, grad_norm};
 use crate::model::Model;
+use crate::train::memory::MemorySavings;
 
 /// What one step measured.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
@@ -55,8 +56,8 @@ pub struct Trainer<'m> {
     pub step: u32,
     /// Seeds the LoRA dropout masks (with the step and the micro-batch).
     pub seed: u64,
-    /// Recompute each layer's forward in the backward pass instead of saving it.
-    checkpointing: bool,
+    /// Gradient checkpointing and the bf16 stream.
+    savings: MemorySavings,
 }
 
 impl<'m> Trainer<'m> {
@@ -67,24 +68,29 @@ impl<'m> Trainer<'m> {
             arena: None,
             step: 0,
             seed: 0,
-            checkpointing: false,
+            savings: MemorySavings::default(),
         }
     }
 
-    /// Gradient checkpointing: keep only each layer's input through the forward pass and run
+    /// How the step saves memory.
+    ///
+    /// Gradient checkpointing keeps only each layer's input through the forward pass and runs
     /// the layer again inside the backward pass (the same gradients, bit for bit: the same
     /// kernels and dropout masks run on the same inputs), so saved activations shrink from L
     /// layers' worth to one at the cost of a second forward pass.
-    pub fn set_gradient_checkpointing(&mut self, on: bool) {
-        if on != self.checkpointing {
-            self.checkpointing = on;
+    ///
+    /// The bf16 stream keeps each layer's input as bf16 (half the bytes), rounding it in the
+    /// forward pass too, so the backward pass starts from what the forward pass used: a
+    /// slightly different model, not an inconsistent gradient.
+    pub fn set_memory_savings(&mut self, savings: MemorySavings) {
+        if savings != self.savings {
+            self.savings = savings;
             self.arena = None;
         }
     }
 
-    /// Whether gradient checkpointing is on.
-    pub fn gradient_checkpointing(&self) -> bool {
-        self.checkpointing
+    pub fn memory_savings(&self) -> MemorySavings {
+        self.savings
     }
 
     /// Allocate every buffer a step of `micro` micro-batches of `b`×`t` tokens uses (a step
@@ -105,7 +111,7 @@ impl<'m> Trainer<'m> {
                 &self.model.config,
                 &self.lora,
                 (b, t, micro),
-                self.checkpointing,
+                self.savings,
             )?);
         }
         Ok(())

@@ -11,7 +11,7 @@ use std::path::Path;
 use afinador_core::train::data::{DataStats, LengthHistogram, Sequence};
 use afinador_core::train::memory::largest_batch;
 use afinador_core::train::session;
-use afinador_core::train::{MemoryPlan, ModelTextEncoder, RunShape, TrainConfig};
+use afinador_core::train::{MemoryPlan, ModelTextEncoder, TrainConfig};
 use anyhow::{Result, bail};
 use serde_json::{Value, json};
 
@@ -104,25 +104,17 @@ pub fn run(args: Args) -> Result<()> {
         None if gpu.is_cpu() => available_system_memory(),
         None => None,
     };
-    // Gradient checkpointing as the run will decide it (auto: against --memory-budget), and
-    // the plan the other way for comparison.
-    let (plan_off, plan_on, checkpointing) = MemoryPlan::for_run(
+    // The savings as the run will decide them (auto: against --memory-budget), and the plan
+    // with checkpointing the other way for comparison.
+    let run = MemoryPlan::for_run(
         &model_config,
         weight_bytes,
         &lora_config,
         &config,
         max_binding,
     )?;
-    let (plan, other) = match checkpointing {
-        true => (plan_on, plan_off),
-        false => (plan_off, plan_on),
-    };
-    let shape = RunShape {
-        batch: config.batch_size,
-        seq_len: config.seq_len,
-        grad_accum: config.grad_accum,
-        checkpointing,
-    };
+    let (plan, other, shape) = (run.plan, run.checkpointing_toggled, run.shape);
+    let checkpointing = shape.savings.checkpointing;
     let fits = plan.fits(budget, max_binding);
     let max_batch = largest_batch(
         &model_config,
@@ -170,6 +162,7 @@ pub fn run(args: Args) -> Result<()> {
             "plan": plan,
             "total_bytes": plan.total(),
             "gradient_checkpointing": checkpointing,
+            "bf16_stream": shape.savings.bf16_stream,
             "total_bytes_with_checkpointing_toggled": other.total(),
             "fits": fits,
             "largest_batch_at_seq_len": max_batch,
@@ -343,6 +336,13 @@ fn recommend(
 
 /// The part of the text report known before any step runs.
 fn render_plan(r: &Value, stats: &DataStats) -> String {
+    let on_off = |v: &Value| {
+        if v.as_bool() == Some(true) {
+            "on"
+        } else {
+            "off"
+        }
+    };
     let mib = |v: &Value| v.as_u64().unwrap_or(0) as f64 / (1 << 20) as f64;
     let d = &r["device"];
     let m = &r["memory"];
@@ -360,13 +360,11 @@ fn render_plan(r: &Value, stats: &DataStats) -> String {
         }
     );
     s.push_str(&format!(
-        "memory plan (MiB), gradient checkpointing {} (the other way: {:.1} MiB in all)\n",
-        if m["gradient_checkpointing"].as_bool() == Some(true) {
-            "on"
-        } else {
-            "off"
-        },
-        mib(&m["total_bytes_with_checkpointing_toggled"])
+        "memory plan (MiB), gradient checkpointing {} (the other way: {:.1} MiB in all), bf16 \
+         stream {}\n",
+        on_off(&m["gradient_checkpointing"]),
+        mib(&m["total_bytes_with_checkpointing_toggled"]),
+        on_off(&m["bf16_stream"])
     ));
     for key in [
         "weights",

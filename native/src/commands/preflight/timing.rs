@@ -141,8 +141,7 @@ pub fn measure(
     let model = afinador_core::model::Model::load(gpu, &file.gguf, &file.bytes)?;
     let lora = GpuLora::init(gpu, &model.config, lora_config, config.seed)?;
     let mut trainer = Trainer::new(&model, lora);
-    let checkpointing = session::checkpointing_for(gpu, &model, config, lora_config)?;
-    trainer.set_gradient_checkpointing(checkpointing);
+    trainer.set_memory_savings(session::savings_for(gpu, &model, config, lora_config)?);
     let micro: Vec<(Vec<u32>, Vec<u32>)> = seqs
         .chunks(config.batch_size)
         .map(session::concat)

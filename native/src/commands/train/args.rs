@@ -111,6 +111,12 @@ pub struct Args {
     /// --memory-budget otherwise [default: auto].
     #[arg(long)]
     pub gradient_checkpointing: Option<String>,
+    /// Keep the residual stream between the forward and backward passes as bf16 (half the
+    /// bytes of each layer's input; the forward pass rounds it too, so the gradients are those
+    /// of what it computed): auto, on or off. auto turns it on when the run would not fit
+    /// --memory-budget with gradient checkpointing alone [default: auto].
+    #[arg(long)]
+    pub bf16_stream: Option<String>,
     /// Device memory to plan against, in GiB (wgpu cannot read it): used by auto gradient
     /// checkpointing and by `preflight` (whose default on a CPU adapter is the free system
     /// memory).
@@ -221,7 +227,14 @@ impl Args {
             c.lr_schedule = s.parse().map_err(anyhow::Error::msg)?;
         }
         if let Some(s) = &self.gradient_checkpointing {
-            c.gradient_checkpointing = s.parse().map_err(anyhow::Error::msg)?;
+            c.gradient_checkpointing = s
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--gradient-checkpointing: {e}"))?;
+        }
+        if let Some(s) = &self.bf16_stream {
+            c.bf16_stream = s
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--bf16-stream: {e}"))?;
         }
         if self.memory_budget.is_some() {
             c.memory_budget_gib = self.memory_budget;
