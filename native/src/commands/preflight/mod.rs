@@ -130,13 +130,40 @@ pub fn run(args: Args) -> Result<()> {
         recommendations.insert(
             0,
             format!(
-                "with --gradient-checkpointing on the plan needs {:.2} GiB and fits the {:.2} GiB                  (activations {:.0} MiB instead of {:.0} MiB, for a second forward pass per step)",
+                "with --gradient-checkpointing on the plan needs {:.2} GiB and fits the {:.2} GiB \
+                 (activations {:.0} MiB instead of {:.0} MiB, for a second forward pass per step)",
                 other.total() as f64 / GIB,
                 b as f64 / GIB,
                 other.activations as f64 / (1 << 20) as f64,
                 plan.activations as f64 / (1 << 20) as f64
             ),
         );
+    } else if let Some(b) = budget.filter(|&b| plan.total() > b && !shape.savings.bf16_stream) {
+        let both = afinador_core::train::MemorySavings {
+            checkpointing: true,
+            bf16_stream: true,
+        };
+        let saving = MemoryPlan::training(
+            &model_config,
+            weight_bytes,
+            &lora_config,
+            afinador_core::train::RunShape {
+                savings: both,
+                ..shape
+            },
+            max_binding,
+        )?;
+        if saving.total() <= b {
+            recommendations.insert(
+                0,
+                format!(
+                    "with --gradient-checkpointing on --bf16-stream on the plan needs {:.2} GiB \
+                     and fits the {:.2} GiB (each layer's input kept as bf16 between the passes)",
+                    saving.total() as f64 / GIB,
+                    b as f64 / GIB,
+                ),
+            );
+        }
     }
     if let Err(e) = &schedule {
         recommendations.push(e.to_string());
