@@ -16,7 +16,8 @@
 //! window 1.5; Llama 3's rope factors 1.1e-2; phi3's fused q/k/v cut in another order 2.5,
 //! gate/up 0.65; LongRoPE's long factors instead of the short 0.33 — and past the original
 //! context (`phi3+rope_freqs@16`), the short instead of the long 0.62 —, its attention factor
-//! 0.18, no factors 4.1e-2), all well above the tolerance.
+//! 0.18, no factors 4.1e-2; a partial rotary embedding rotating the whole head 0.39), all well
+//! above the tolerance.
 //!
 //! Each architecture case also has a `lora` section: llama.cpp loading afinador's GGUF LoRA (a
 //! seeded `make-random-adapter` on every projection) and its f32 merge, on ids the base model

@@ -270,8 +270,11 @@ class Model:
         self.fused = spec.fused
         for key in ("rope.scaling.type", "rope.scaling.factor", "rope.scale_linear"):
             assert f"{arch}.{key}" not in meta, f"{arch}.{key} is not handled"
-        # RoPE over the whole head (n_rot = head_dim).
-        assert int(meta.get(f"{arch}.rope.dimension_count", self.head_dim)) == self.head_dim
+        # RoPE over the first n_rot values of each head (rope.dimension_count; all of them but
+        # for a partial rotary embedding, Phi-4-mini's 96 of 128): llama.cpp's ggml_rope_ext
+        # with n_dims = n_rot rotates those (NEOX: pairs (i, i + n_rot/2)) and copies the rest.
+        self.n_rot = int(meta.get(f"{arch}.rope.dimension_count", self.head_dim))
+        assert 0 < self.n_rot <= self.head_dim and self.n_rot % 2 == 0
         # Per layer: is it a sliding-window layer, and its RoPE base.
         self.n_swa = 0
         self.layer_swa = [False] * self.n_layer
@@ -327,7 +330,7 @@ class Model:
         # theta = pos * base^(-2i/n_rot); freq_scale stays 1 and ext_factor 0
         # (no rope.scaling keys), so nothing else changes.
         self.rope_freqs = self.w.get("rope_freqs.weight")
-        assert self.rope_freqs is None or self.rope_freqs.shape == (self.head_dim // 2,)
+        assert self.rope_freqs is None or self.rope_freqs.shape == (self.n_rot // 2,)
         # Phi-3's LongRoPE: two sets of per-pair divisors, applied like rope_freqs; llama.cpp
         # takes the short ones while its context is at most the original context length
         # (llama_model::get_rope_factors), the long ones beyond; `forward` takes the sequence
@@ -337,7 +340,7 @@ class Model:
         assert (short is None) == (self.rope_factors_long is None)
         self.n_ctx_orig = None
         if short is not None:
-            assert self.rope_freqs is None and short.shape == (self.head_dim // 2,)
+            assert self.rope_freqs is None and short.shape == (self.n_rot // 2,)
             self.rope_freqs = short
             self.n_ctx_orig = int(meta.get(f"{arch}.rope.scaling.original_context_length",
                                            meta[f"{arch}.context_length"]))
@@ -418,14 +421,18 @@ class Model:
         return self.rope_freqs
 
     def rope(self, x: np.ndarray, base: float, factors: np.ndarray | None) -> np.ndarray:
-        """RoPE, x: [n_tokens, n_heads, head_dim], positions 0..n_tokens-1.
+        """RoPE, x: [n_tokens, n_heads, head_dim], positions 0..n_tokens-1, on the
+        first n_rot values of each head (the rest pass through).
 
-        Pair i (i < head_dim/2) is rotated by theta = pos * base^(-2i/head_dim)
+        Pair i (i < n_rot/2) is rotated by theta = pos * base^(-2i/n_rot)
         (divided by factors[i]: Llama 3's rope_freqs or Phi-3's LongRoPE factors
         for the context, `rope_factors`; cos and sin times Phi-3's rope_attn_factor).
         llama "normal" mode pairs adjacent elements (x[2i], x[2i+1]); NEOX mode
-        (qwen2, qwen3, gemma3, phi3) pairs the two halves (x[i], x[i + head_dim/2]).
+        (qwen2, qwen3, gemma3, phi3) pairs the two halves (x[i], x[i + n_rot/2]).
         """
+        if self.n_rot < x.shape[-1]:
+            rot = self.rope(x[..., :self.n_rot], base, factors)
+            return np.concatenate([rot, x[..., self.n_rot:]], axis=-1)
         n, _, hs = x.shape
         inv_freq = base ** (-np.arange(0, hs, 2, dtype=np.float64) / hs)
         theta = np.arange(n, dtype=np.float64)[:, None] * inv_freq[None, :]

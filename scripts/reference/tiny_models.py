@@ -120,6 +120,8 @@ class TinyCase:
     rope_freqs: bool = False
     # phi3 with rope_freqs: --rope-original-context (the sequences run past it: the long factors)
     rope_original_context: int | None = None
+    # --rope-dims: a partial rotary embedding (Phi-4-mini rotates 96 of each head's 128 values)
+    rope_dims: int | None = None
     lora: float | None = None
 
     @property
@@ -127,6 +129,8 @@ class TinyCase:
         name = self.arch + ("+rope_freqs" if self.rope_freqs else "")
         if self.rope_original_context is not None:
             name += f"@{self.rope_original_context}"
+        if self.rope_dims is not None:
+            name += f"+rot{self.rope_dims}"
         return name if self.weights is None else f"{name}/{self.weights}"
 
     def command(self) -> list[str]:
@@ -138,6 +142,8 @@ class TinyCase:
             cmd.append("--rope-freqs")
         if self.rope_original_context is not None:
             cmd += ["--rope-original-context", str(self.rope_original_context)]
+        if self.rope_dims is not None:
+            cmd += ["--rope-dims", str(self.rope_dims)]
         return cmd
 
     def adapter_command(self) -> list[str]:
@@ -172,6 +178,7 @@ CASES = [
     TinyCase("llama", rope_freqs=True, lora=LORA_STD),
     TinyCase("phi3", rope_freqs=True, lora=LORA_STD),
     TinyCase("phi3", rope_freqs=True, rope_original_context=16, lora=LORA_STD),
+    TinyCase("phi3", rope_dims=48, lora=LORA_STD),
     *[TinyCase("llama", weights=w) for w in WEIGHT_TYPES],
 ]
 
@@ -296,6 +303,8 @@ ABLATIONS = [
     ("rope_factors_long", lambda m: m.rope_factors_long is not None,
      lambda m: {"rope_freqs": m.rope_factors_long, "rope_factors_long": m.rope_freqs}),
     ("rope_attn_factor", lambda m: m.rope_attn_factor != 1.0, lambda m: {"rope_attn_factor": 1.0}),
+    # A partial rotary embedding rotating the whole head instead.
+    ("rope_dims", lambda m: m.n_rot < m.head_dim, lambda m: {"n_rot": m.head_dim}),
 ]
 
 
@@ -481,6 +490,7 @@ def run_case(case: TinyCase, afinador: str, tmp: Path, seqs: list[list[int]]) ->
         "rope_freqs": case.rope_freqs,
         **({} if case.rope_original_context is None
            else {"rope_original_context": case.rope_original_context}),
+        **({} if case.rope_dims is None else {"rope_dims": case.rope_dims}),
         "weight_types": weight_types(path),
         "command": case.command(),
         "model_sha256": sha256_file(path),

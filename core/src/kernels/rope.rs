@@ -23,15 +23,17 @@ pub struct RopeParams {
     pub pair_step: u32,
     pub pair_gap: u32,
     pub scale: f32,
+    pub rot: u32,
+    pub _pad: [u32; 3],
 }
-assert_params_size!(RopeParams, 48);
+assert_params_size!(RopeParams, 64);
 
 pub const LAYOUT: KernelLayout = KernelLayout {
     shader: Shader::Rope,
     bindings: &[Binding::Uniform, Binding::ReadWrite, Binding::Read],
 };
 
-/// The rotation: pair i of a head turns by `pos · base^(−2i/HS) / factors[i]` (`factors`: HS/2
+/// The rotation: pair i of a head turns by `pos · base^(−2i/ROT) / factors[i]` (`factors`: ROT/2
 /// values, all 1 unless the model has Llama 3's `rope_freqs.weight` or Phi-3's LongRoPE factors)
 /// and is scaled by `scale` (LongRoPE's attention factor, 1 otherwise). `F`: a GPU buffer for
 /// the kernel, a slice for the CPU references.
@@ -42,9 +44,10 @@ pub struct RopeFreqs<F> {
     pub scale: f32,
 }
 
-/// Where the heads to rotate live: T tokens, `row_stride` apart, of H heads of HS values;
-/// token t is at position `pos0 + t % period` (`period` = each sequence's length when B
-/// sequences are stacked, `u32::MAX` for one sequence); `style` says which values pair up.
+/// Where the heads to rotate live: T tokens, `row_stride` apart, of H heads of HS values, the
+/// first `rot` of which rotate (`rot` = HS but for partial rotary embeddings); token t is at
+/// position `pos0 + t % period` (`period` = each sequence's length when B sequences are stacked,
+/// `u32::MAX` for one sequence); `style` says which values pair up.
 #[derive(Clone, Copy, Debug)]
 pub struct RopeShape {
     pub style: RopeStyle,
@@ -52,6 +55,7 @@ pub struct RopeShape {
     pub t: u32,
     pub h: u32,
     pub hs: u32,
+    pub rot: u32,
     pub off: u32,
     pub row_stride: u32,
 }
@@ -69,7 +73,7 @@ impl RopeShape {
     fn pair_gap(&self) -> u32 {
         match self.style {
             RopeStyle::Adjacent => 1,
-            RopeStyle::Neox => self.hs / 2,
+            RopeStyle::Neox => self.rot / 2,
         }
     }
 }
@@ -96,8 +100,10 @@ pub async fn rope(
         pair_step: s.pair_step(),
         pair_gap: s.pair_gap(),
         scale: freqs.scale,
+        rot: s.rot,
+        _pad: [0; 3],
     };
-    let pairs = s.t * s.h * s.hs / 2;
+    let pairs = s.t * s.h * s.rot / 2;
     let buffers = [x, freqs.factors];
     rec.dispatch(
         &LAYOUT,
@@ -112,15 +118,15 @@ pub async fn rope(
 /// CPU reference (in place).
 pub fn rope_ref(x: &mut [f32], s: RopeShape, pos0: u32, freqs: RopeFreqs<&[f32]>, inverse: bool) {
     let (theta_base, factors, scale) = (freqs.base, freqs.factors, freqs.scale as f64);
-    let hs = s.hs as usize;
+    let (hs, rot) = (s.hs as usize, s.rot as usize);
     let (step, gap) = (s.pair_step() as usize, s.pair_gap() as usize);
     for t in 0..s.t as usize {
         let pos = (pos0 as usize + t % s.period as usize) as f64;
         for h in 0..s.h as usize {
             let base = s.off as usize + t * s.row_stride as usize + h * hs;
-            for (i, &factor) in factors[..hs / 2].iter().enumerate() {
+            for (i, &factor) in factors[..rot / 2].iter().enumerate() {
                 let theta =
-                    pos * (theta_base as f64).powf(-2.0 * i as f64 / hs as f64) / factor as f64;
+                    pos * (theta_base as f64).powf(-2.0 * i as f64 / rot as f64) / factor as f64;
                 let (sn, cs) = theta.sin_cos();
                 let (sn, cs) = (sn * scale, cs * scale);
                 let sn = if inverse { -sn } else { sn };
@@ -157,6 +163,7 @@ mod tests {
             t: 1,
             h: 1,
             hs: 4,
+            rot: 4,
             off: 0,
             row_stride: 4,
         };
@@ -191,6 +198,48 @@ mod tests {
         assert_eq!(x, vec![p0[0], p1[0], p0[1], p1[1]]);
     }
 
+    #[test]
+    fn partial_rotation_turns_the_first_rot_values_of_each_head_only() {
+        // Phi-4-mini rotates 96 of 128 values a head: here 6 of 10, 2 heads, both pairings.
+        for style in [RopeStyle::Adjacent, RopeStyle::Neox] {
+            let s = RopeShape {
+                style,
+                period: u32::MAX,
+                t: 3,
+                h: 2,
+                hs: 10,
+                rot: 6,
+                off: 0,
+                row_stride: 20,
+            };
+            let x = Rng::new(9).vec_uniform(60, -1.0, 1.0);
+            let factors = [1.0, 1.5, 3.0];
+            let mut want = x.clone();
+            rope_ref(&mut want, s, 7, freqs_ref(100.0, &factors, 1.0), false);
+            for (i, (w, v)) in want.iter().zip(&x).enumerate() {
+                assert_eq!(i % 10 >= 6, w == v, "{style:?} value {i}");
+            }
+            // NEOX pairs (i, i + 3) within the rotated 6: value 2 turns with value 5.
+            let g = upload(&x);
+            let gf = upload(&factors);
+            let freqs = RopeFreqs {
+                base: 100.0,
+                factors: &gf,
+                scale: 1.0,
+            };
+            run(async |rec| rope(rec, &g, s, 7, freqs, false).await.unwrap());
+            assert_close(
+                &format!("partial rope {style:?}"),
+                &read(&g),
+                &want,
+                1e-5,
+                1e-4,
+            );
+            run(async |rec| rope(rec, &g, s, 7, freqs, true).await.unwrap());
+            assert_close("partial rope inverse", &read(&g), &x, 1e-5, 1e-4);
+        }
+    }
+
     fn freqs_ref(base: f32, factors: &[f32], scale: f32) -> RopeFreqs<&[f32]> {
         RopeFreqs {
             base,
@@ -208,6 +257,7 @@ mod tests {
             t: 5,
             h: 3,
             hs: 8,
+            rot: 8,
             off: 4,
             row_stride: 40,
         };
@@ -277,6 +327,7 @@ mod tests {
             t: 4,
             h: 9,
             hs: 64,
+            rot: 64,
             off: 0,
             row_stride: 576,
         };

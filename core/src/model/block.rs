@@ -111,6 +111,7 @@ impl Placement {
             t: self.n(),
             h: c.n_head as u32,
             hs: c.head_dim as u32,
+            rot: c.rope_dim as u32,
             off: 0,
             row_stride: qd,
         };

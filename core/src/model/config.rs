@@ -26,6 +26,9 @@ pub struct ModelConfig {
     pub n_head_kv: usize,
     /// HS: head size.
     pub head_dim: usize,
+    /// The leading values of each q/k head that rope rotates (`rope.dimension_count`): HS, or
+    /// fewer with a partial rotary embedding (Phi-4-mini: 96 of 128); the rest pass through.
+    pub rope_dim: usize,
     /// V: vocabulary size.
     pub vocab_size: usize,
     /// The context length the model was trained for.
@@ -125,6 +128,11 @@ impl ModelConfig {
             n_head,
             n_head_kv,
             head_dim,
+            rope_dim: if opt("rope.dimension_count") {
+                get("rope.dimension_count")?
+            } else {
+                head_dim
+            },
             vocab_size,
             context_length: if opt("context_length") {
                 get("context_length")?
@@ -166,12 +174,6 @@ impl ModelConfig {
             },
             arch,
         };
-        if opt("rope.dimension_count") && get("rope.dimension_count")? != head_dim {
-            return Err(ModelError::Unsupported(format!(
-                "partial rotary embedding ({} of {head_dim} dims)",
-                get("rope.dimension_count")?
-            )));
-        }
         // Llama 3.x's scaling arrives as per-pair factors (`rope_freqs.weight`, read with the
         // weights); position-scaling kinds are not implemented.
         if let Ok(kind) = meta.get_str(&key("rope.scaling.type")) {
@@ -208,6 +210,12 @@ impl ModelConfig {
             return bad(format!(
                 "head size {} (afinador supports even head sizes up to 256)",
                 self.head_dim
+            ));
+        }
+        if self.rope_dim == 0 || self.rope_dim > self.head_dim || !self.rope_dim.is_multiple_of(2) {
+            return bad(format!(
+                "rope.dimension_count {} (an even count of values a head of {} rotates)",
+                self.rope_dim, self.head_dim
             ));
         }
         Ok(())

@@ -34,6 +34,8 @@ pub struct TinySpec {
     /// (`rope.scaling.original_context_length`; `None`: the context length), past which the long
     /// ones take over.
     pub rope_original_context: Option<usize>,
+    /// The values of each head rope rotates (`rope.dimension_count`; `None`: all of them).
+    pub rope_dim: Option<usize>,
     pub seed: u64,
 }
 
@@ -53,6 +55,7 @@ impl Default for TinySpec {
             weight_type: GgmlType::Q8_0,
             rope_freqs: false,
             rope_original_context: None,
+            rope_dim: None,
             seed: 1,
         }
     }
@@ -82,6 +85,7 @@ const fn shape(
         weight_type,
         rope_freqs: false,
         rope_original_context: None,
+        rope_dim: None,
         seed: 1,
     }
 }
@@ -97,7 +101,7 @@ const fn llama3(spec: TinySpec) -> TinySpec {
 /// The shapes `--like` names: the real models' architectures, layers, widths, heads, vocabulary
 /// and main projection type. The weights are random (rope base, norms and eps stay the tiny
 /// model's), so these serve speed and memory figures, not numerics.
-pub const LIKE: [(&str, TinySpec); 9] = [
+pub const LIKE: [(&str, TinySpec); 10] = [
     (
         "smollm2-135m",
         shape(arch::LLAMA, 30, (576, 1536), (9, 3), 49152, GgmlType::Q4_1),
@@ -176,6 +180,23 @@ pub const LIKE: [(&str, TinySpec); 9] = [
         ),
     ),
     (
+        // Phi-4-mini: tied embeddings, 96 of each head's 128 values rotated, LongRoPE (its
+        // original context 4096).
+        "phi4-mini",
+        TinySpec {
+            rope_freqs: true,
+            rope_dim: Some(96),
+            ..shape(
+                arch::PHI3,
+                32,
+                (3072, 8192),
+                (24, 8),
+                200064,
+                GgmlType::Q4_K,
+            )
+        },
+    ),
+    (
         "mistral-7b",
         shape(
             arch::MISTRAL,
@@ -227,6 +248,8 @@ impl TinySpec {
                 // The tests' sequences (9-40 tokens) run past it: LongRoPE's long factors. The
                 // short ones are checked against the references by tests/tiny_models.rs.
                 rope_original_context: arch.fused_projections.then_some(8),
+                // And a partial rotary embedding, like Phi-4-mini's (96 of 128): 12 of 16.
+                rope_dim: arch.fused_projections.then_some(12),
                 ..TinySpec::default()
             });
         }
@@ -286,6 +309,7 @@ pub fn make_tiny_gguf(
     w.add_metadata("general.name", name)?;
     w.add_metadata("general.type", "model")?;
     let head_dim = spec.head_dim.unwrap_or(spec.n_embd / spec.n_head);
+    let rope_dim = spec.rope_dim.unwrap_or(head_dim);
     let meta: [(&str, MetaValue); 9] = [
         ("context_length", (spec.context_length as u32).into()),
         ("embedding_length", (spec.n_embd as u32).into()),
@@ -295,7 +319,7 @@ pub fn make_tiny_gguf(
         ("attention.head_count_kv", (spec.n_head_kv as u32).into()),
         ("attention.layer_norm_rms_epsilon", 1e-5f32.into()),
         ("rope.freq_base", 10000f32.into()),
-        ("rope.dimension_count", (head_dim as u32).into()),
+        ("rope.dimension_count", (rope_dim as u32).into()),
     ];
     for (key, value) in meta {
         w.add_metadata(format!("{arch}.{key}"), value)?;
@@ -358,7 +382,7 @@ pub fn make_tiny_gguf(
     norm(&mut w, "output_norm.weight")?;
     match (spec.rope_freqs, spec.arch.fused_projections) {
         (true, false) => {
-            let factors = llama3_rope_factors(head_dim, 10000.0);
+            let factors = llama3_rope_factors(rope_dim, 10000.0);
             w.add_tensor_f32(
                 "rope_freqs.weight",
                 &[factors.len() as u64],
@@ -368,7 +392,7 @@ pub fn make_tiny_gguf(
         }
         (true, true) => {
             let original = spec.rope_original_context.unwrap_or(spec.context_length);
-            let rope = long_rope(head_dim, original);
+            let rope = long_rope(rope_dim, original);
             for (name, factors) in [
                 ("rope_factors_long.weight", &rope.long),
                 ("rope_factors_short.weight", &rope.short),
@@ -437,8 +461,8 @@ pub struct LongRope {
 /// for the slowest pairs) for a model whose short factors serve `original_context` positions,
 /// extended 32× like it; the attention factor as llama.cpp's converter computes it
 /// (`conversion/phi.py`: √(1 + ln scale / ln original)).
-pub fn long_rope(head_dim: usize, original_context: usize) -> LongRope {
-    let pairs = head_dim / 2;
+pub fn long_rope(rope_dim: usize, original_context: usize) -> LongRope {
+    let pairs = rope_dim / 2;
     let ramp = |i: usize| i as f32 / (pairs.max(2) - 1) as f32;
     let scale = 32.0f64;
     LongRope {
@@ -451,11 +475,11 @@ pub fn long_rope(head_dim: usize, original_context: usize) -> LongRope {
 /// The per-pair divisors Hugging Face's `llama3` rope scaling implies (factor 8, low/high
 /// frequency factors 1 and 4, original context 8192), as llama.cpp's converter writes them to
 /// `rope_freqs.weight`.
-pub fn llama3_rope_factors(head_dim: usize, base: f64) -> Vec<f32> {
+pub fn llama3_rope_factors(rope_dim: usize, base: f64) -> Vec<f32> {
     let (factor, low, high, context) = (8.0f64, 1.0f64, 4.0f64, 8192.0f64);
-    (0..head_dim / 2)
+    (0..rope_dim / 2)
         .map(|i| {
-            let wavelen = std::f64::consts::TAU * base.powf(2.0 * i as f64 / head_dim as f64);
+            let wavelen = std::f64::consts::TAU * base.powf(2.0 * i as f64 / rope_dim as f64);
             if wavelen < context / high {
                 1.0
             } else if wavelen > context / low {

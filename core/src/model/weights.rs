@@ -180,9 +180,9 @@ impl ModelWeights {
             },
             layers,
             rope_factors: config.rope_factors(|tensor| match tensor {
-                Some(name) => vector(name, config.head_dim / 2),
+                Some(name) => vector(name, config.rope_dim / 2),
                 None => {
-                    GpuBuffer::from_slice(gpu, "rope factors", &vec![1.0f32; config.head_dim / 2])
+                    GpuBuffer::from_slice(gpu, "rope factors", &vec![1.0f32; config.rope_dim / 2])
                         .map_err(Into::into)
                 }
             })?,

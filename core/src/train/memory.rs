@@ -264,6 +264,7 @@ mod tests {
             n_head: 9,
             n_head_kv: 3,
             head_dim: 64,
+            rope_dim: 64,
             vocab_size: 49152,
             context_length: 8192,
             rms_eps: 1e-5,

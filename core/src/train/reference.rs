@@ -77,7 +77,7 @@ impl RefModel {
                 .rope_factors(|tensor| {
                     Ok::<_, ()>(match tensor {
                         Some(name) => t(name),
-                        None => vec![1.0; config.head_dim / 2],
+                        None => vec![1.0; config.rope_dim / 2],
                     })
                 })
                 .unwrap(),
@@ -268,6 +268,7 @@ pub fn step(
         t: n as u32,
         h: c.n_head as u32,
         hs: c.head_dim as u32,
+        rot: c.rope_dim as u32,
         off: 0,
         row_stride: c.q_dim() as u32,
     };

@@ -83,6 +83,14 @@ pub fn run(args: Args) -> Result<()> {
     let (file, shape) = args.weights.file(&args.model)?;
     let gpu = args.gpu.open()?;
     let model_config = afinador_core::model::ModelConfig::from_gguf(&file.gguf)?;
+    // The architecture's modules for those projections (phi3: the fused ones).
+    let targets = targets
+        .into_iter()
+        .map(|(name, modules)| {
+            let modules = model_config.arch.lora_modules(&modules);
+            Ok((name, modules.map_err(anyhow::Error::msg)?))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let weight_bytes: u64 = file.gguf.tensors().iter().map(|t| t.n_bytes).sum();
     let savings = MemorySavings {
         checkpointing: args.gradient_checkpointing,

@@ -20,7 +20,7 @@ pub struct Args {
     tokenizer_from: Option<PathBuf>,
     /// A real model's shape and main weight type instead of the flags below (random weights,
     /// for speed and memory figures): smollm2-135m, qwen2.5-0.5b, qwen3-0.6b, gemma3-270m,
-    /// qwen2.5-1.5b, llama-3.2-1b, phi3-mini, mistral-7b, llama-3.1-8b. --layers and --weights
+    /// qwen2.5-1.5b, llama-3.2-1b, phi3-mini, phi4-mini, mistral-7b, llama-3.1-8b. --layers and --weights
     /// still apply.
     #[arg(long)]
     like: Option<String>,
@@ -37,6 +37,10 @@ pub struct Args {
     /// context length, 2048].
     #[arg(long)]
     rope_original_context: Option<usize>,
+    /// The values of each head rope rotates (`rope.dimension_count`), fewer than the head size
+    /// for a partial rotary embedding like Phi-4-mini's [default: all of them].
+    #[arg(long)]
+    rope_dims: Option<usize>,
     /// Decoder layers [default: 2, or the --like shape's].
     #[arg(long)]
     layers: Option<usize>,
@@ -107,6 +111,7 @@ fn spec(args: &Args) -> Result<TinySpec> {
                 weight_type: GgmlType::Q4_1,
                 rope_freqs: false,
                 rope_original_context: None,
+                rope_dim: None,
                 seed: args.seed,
             }
         }
@@ -128,6 +133,7 @@ fn spec(args: &Args) -> Result<TinySpec> {
         }
         spec.rope_original_context = Some(n);
     }
+    spec.rope_dim = args.rope_dims.or(spec.rope_dim);
     if let Some(layers) = args.layers {
         spec.n_layer = layers;
     }

@@ -89,39 +89,47 @@ fn glu(act: Activation, gate: Tensor<2>, up: Tensor<2>) -> Tensor<2> {
     activated * up
 }
 
-/// Rotary embedding of `x[n, h·hs]` in `style` (adjacent pairs as GGUF's llama layout, or NEOX
-/// halves; as `rope_ref`), pair j's frequency divided by `factors[j]`; row i is at position
-/// `i % period`.
+/// Rotary embedding of the first `rot` values of each head of `x[n, h·hs]` (the rest pass
+/// through) in `style` (adjacent pairs as GGUF's llama layout, or NEOX halves; as `rope_ref`),
+/// pair j's frequency divided by `factors[j]`; row i is at position `i % period`.
 fn rope(
     x: Tensor<2>,
     style: RopeStyle,
-    (h, hs): (usize, usize),
+    (h, hs, rot): (usize, usize, usize),
     period: usize,
     freqs: RopeFreqs<&[f32]>,
 ) -> Tensor<2> {
     let (base, factors) = (freqs.base, freqs.factors);
     let n = x.dims()[0];
+    let heads = x.reshape([n, h, hs]);
+    let pass = (rot < hs).then(|| heads.clone().narrow(2, rot, hs - rot));
+    let x = heads.narrow(2, 0, rot);
     let (mut cos, mut sin) = (Vec::new(), Vec::new());
     for i in 0..n {
-        for (j, &factor) in factors[..hs / 2].iter().enumerate() {
-            let theta = (i % period) as f64 * (base as f64).powf(-2.0 * j as f64 / hs as f64)
+        for (j, &factor) in factors[..rot / 2].iter().enumerate() {
+            let theta = (i % period) as f64 * (base as f64).powf(-2.0 * j as f64 / rot as f64)
                 / factor as f64;
             cos.push((theta.cos() * freqs.scale as f64) as f32);
             sin.push((theta.sin() * freqs.scale as f64) as f32);
         }
     }
-    // Pairs along `dim` of a [n, h, …] view: adjacent pairs are [n, h, hs/2, 2] (dim 3), NEOX
-    // halves [n, h, 2, hs/2] (dim 2).
+    // Pairs along `dim` of a [n, h, …] view: adjacent pairs are [n, h, rot/2, 2] (dim 3), NEOX
+    // halves [n, h, 2, rot/2] (dim 2).
     let (shape, trig, dim) = match style {
-        RopeStyle::Adjacent => ([n, h, hs / 2, 2], [n, 1, hs / 2, 1], 3),
-        RopeStyle::Neox => ([n, h, 2, hs / 2], [n, 1, 1, hs / 2], 2),
+        RopeStyle::Adjacent => ([n, h, rot / 2, 2], [n, 1, rot / 2, 1], 3),
+        RopeStyle::Neox => ([n, h, 2, rot / 2], [n, 1, 1, rot / 2], 2),
     };
     let (cos, sin) = (constant(&cos, trig), constant(&sin, trig));
     let x = x.reshape(shape);
     let (x0, x1) = (x.clone().narrow(dim, 0, 1), x.narrow(dim, 1, 1));
     let y0 = x0.clone() * cos.clone() - x1.clone() * sin.clone();
     let y1 = x0 * sin + x1 * cos;
-    Tensor::cat(vec![y0, y1], dim).reshape([n, h * hs])
+    let rotated = Tensor::cat(vec![y0, y1], dim).reshape([n, h, rot]);
+    match pass {
+        Some(pass) => Tensor::cat(vec![rotated, pass], 2),
+        None => rotated,
+    }
+    .reshape([n, h * hs])
 }
 
 /// Shape of a causal GQA attention over B sequences of T tokens.

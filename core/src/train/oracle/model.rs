@@ -90,14 +90,14 @@ fn burn_loss(
         let q = rope(
             head_normed(0, q_raw, c.n_head),
             c.arch.rope,
-            (c.n_head, c.head_dim),
+            (c.n_head, c.head_dim, c.rope_dim),
             t,
             c.layer_rope(l, &m.rope_factors.for_context(t)[..]),
         );
         let k = rope(
             head_normed(1, k_raw, c.n_head_kv),
             c.arch.rope,
-            (c.n_head_kv, c.head_dim),
+            (c.n_head_kv, c.head_dim, c.rope_dim),
             t,
             c.layer_rope(l, &m.rope_factors.for_context(t)[..]),
         );
