@@ -4,7 +4,7 @@ use std::borrow::Cow;
 
 use afinador_core::formats::{Gguf, GgufError, TensorInfo, TensorSource};
 use afinador_core::gpu::{Backend, Gpu, GpuOptions};
-use afinador_core::model::{Generation, Model, SamplingConfig};
+use afinador_core::model::{Generation, Model, SamplingConfig, Support};
 use afinador_core::tokenizer::{ChatMessage, ChatTemplate, Tokenizer};
 use afinador_core::train::{ModelTextEncoder, TrainConfig};
 use wasm_bindgen::prelude::*;
@@ -127,7 +127,14 @@ impl Afinador {
                 "a model is already loaded: create a new Afinador (a new worker) for another model",
             ));
         }
-        let tokenizer = Tokenizer::from_gguf(&gguf).map_err(err)?;
+        // The core's support check (`afinador inspect`'s) before anything is uploaded: every
+        // problem at once rather than the first tensor the loader trips on.
+        let mut support = Support::of(&gguf);
+        let tokenizer = support.tokenizer(Tokenizer::from_gguf(&gguf));
+        let tokenizer = match tokenizer {
+            Some(t) if support.is_supported() => t,
+            _ => return Err(JsError::new(&support.message(4))),
+        };
         let template = gguf
             .metadata()
             .get_str("tokenizer.chat_template")
