@@ -13,6 +13,7 @@
 
 mod blob;
 mod checkpoint;
+mod download;
 mod engine;
 mod training;
 mod zip;
@@ -21,6 +22,7 @@ use afinador_core::formats::Gguf;
 use wasm_bindgen::prelude::*;
 
 pub use checkpoint::Checkpoint;
+pub use download::ModelDownload;
 pub use engine::Afinador;
 pub use training::AdapterFiles;
 
