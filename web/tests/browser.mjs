@@ -1,5 +1,5 @@
 // Browser tests of the trainer page in real headless Chromium (WebGPU on SwiftShader).
-// Usage: node web/tests/browser.mjs --url URL --model tiny.gguf --data train.jsonl
+// Usage: node web/tests/browser.mjs --url URL [--afinador-web URL] --model tiny.gguf --data train.jsonl
 //          --malformed bad.jsonl --native metrics.jsonl --config '{"max_steps":…}' --out DIR
 //          [--only mime,cache,train,malformed]
 //        node web/tests/browser.mjs --bench --url URL --model M.gguf --data D.jsonl --config '{…}' --out DIR
@@ -16,7 +16,7 @@ import { parseArgs } from 'node:util';
 
 const { values: opt } = parseArgs({
   options: {
-    url: { type: 'string' }, model: { type: 'string' }, data: { type: 'string' },
+    url: { type: 'string' }, 'afinador-web': { type: 'string' }, model: { type: 'string' }, data: { type: 'string' },
     malformed: { type: 'string' }, native: { type: 'string' }, config: { type: 'string' },
     out: { type: 'string' }, only: { type: 'string' }, bench: { type: 'boolean', default: false }, 'new-tokens': { type: 'string', default: '4' }, tolerance: { type: 'string', default: '1e-4' },
   },
@@ -403,13 +403,20 @@ async function modelCacheTest() {
   }
 }
 
-// The server (afinador web) answers with the MIME types browsers insist on.
+// `afinador web` answers with the MIME types browsers insist on, and the page opens from it
+// (the other tests use --url, a plain static server).
 async function mimeTest() {
+  const base = opt['afinador-web'] || opt.url;
   for (const [path, type] of [['pkg/afinador_web_bg.wasm', 'application/wasm'], ['worker.js', 'text/javascript'],
     ['', 'text/html']]) {
-    const resp = await fetch(new URL(path, opt.url));
+    const resp = await fetch(new URL(path, base));
     check(resp.ok && resp.headers.get('content-type').startsWith(type), `/${path} is served as ${type}`);
   }
+  const page = await context.newPage();
+  page.on('pageerror', (e) => { pageErrors.push(e.message); console.log(`  [page error] ${e.message}`); });
+  await page.goto(base);
+  await waitReady(page);
+  await page.close();
 }
 
 try {
