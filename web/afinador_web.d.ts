@@ -38,6 +38,23 @@ export class Afinador {
      */
     beginPass(): string;
     /**
+     * Run the next case: `{ name, row }` (the row as `bench kernels --json` writes it),
+     * `{ name, skipped }` (why it could not run here), or `undefined` once all have run.
+     */
+    benchKernelsNext(): Promise<any>;
+    /**
+     * The run so far as `afinador bench kernels --json` writes it: `adapter`, `timer`,
+     * `results`, `skipped`.
+     */
+    benchKernelsReport(): any;
+    /**
+     * Start the kernel suite (`quick`: `bench kernels --quick`'s shapes and batches). Returns
+     * `{ cases: ["kernel shape", …], timestamps }`: `timestamps` is whether the device has
+     * `timestamp-query` (the browser may still round them; a batch that reads zero is then
+     * timed by the clock, and the report's `timer` says "wall clock").
+     */
+    benchKernelsStart(quick: boolean): any;
+    /**
      * Set the training configuration: an object with `afinador train`'s keys in snake_case
      * (`lora_r`, `lr`, `batch_size`, `seq_len`, `max_steps`, `val_ratio`, …); missing keys keep
      * the CLI's defaults. Returns the resolved configuration. Starts a new run.
@@ -212,6 +229,9 @@ export interface InitOutput {
     readonly adapterfiles_safetensors: (a: number) => [number, number];
     readonly afinador_adapterInfo: (a: number) => [number, number, number];
     readonly afinador_beginPass: (a: number) => [number, number, number, number];
+    readonly afinador_benchKernelsNext: (a: number) => any;
+    readonly afinador_benchKernelsReport: (a: number) => [number, number, number];
+    readonly afinador_benchKernelsStart: (a: number, b: number) => [number, number, number];
     readonly afinador_configure: (a: number, b: any) => [number, number, number];
     readonly afinador_create: () => any;
     readonly afinador_dataStats: (a: number) => [number, number, number];
@@ -241,8 +261,8 @@ export interface InitOutput {
     readonly modeldownload_received: (a: number) => number;
     readonly version: () => [number, number];
     readonly wasm_bindgen__convert__closures_____invoke__h18ce28caf726df32: (a: number, b: number, c: any) => [number, number];
-    readonly wasm_bindgen__convert__closures_____invoke__h18ce28caf726df32_36: (a: number, b: number, c: any) => [number, number];
-    readonly wasm_bindgen__convert__closures_____invoke__h18ce28caf726df32_37: (a: number, b: number, c: any) => [number, number];
+    readonly wasm_bindgen__convert__closures_____invoke__h18ce28caf726df32_39: (a: number, b: number, c: any) => [number, number];
+    readonly wasm_bindgen__convert__closures_____invoke__h18ce28caf726df32_40: (a: number, b: number, c: any) => [number, number];
     readonly wasm_bindgen__convert__closures_____invoke__h63b598d0c5b6b0f2: (a: number, b: number, c: any, d: any) => void;
     readonly wasm_bindgen__convert__closures_____invoke__hebe8512b4d3e9e42: (a: number, b: number, c: any) => [number, number];
     readonly __wbindgen_malloc: (a: number, b: number) => number;

@@ -58,6 +58,8 @@ pub struct Afinador {
     pub(crate) encoder: Option<ModelTextEncoder<'static>>,
     pub(crate) config: TrainConfig,
     pub(crate) run: Option<Run>,
+    /// The kernel benchmark in progress (`bench.html`).
+    pub(crate) bench: Option<afinador_core::bench::KernelBench>,
 }
 
 #[wasm_bindgen]
@@ -90,6 +92,7 @@ impl Afinador {
             encoder: None,
             config: TrainConfig::default(),
             run: None,
+            bench: None,
         })
     }
 

@@ -11,6 +11,7 @@
 //!
 //! [`Session`]: afinador_core::train::Session
 
+mod bench;
 mod blob;
 mod checkpoint;
 mod download;

@@ -1,7 +1,7 @@
 // Browser tests of the trainer page in real headless Chromium (WebGPU on SwiftShader).
 // Usage: node web/tests/browser.mjs --url URL [--afinador-web URL] --model tiny.gguf --data train.jsonl
 //          --malformed bad.jsonl --native metrics.jsonl --config '{"max_steps":…}' --out DIR
-//          [--only mime,cache,train,malformed]
+//          [--only mime,cache,bench,train,malformed]
 //        node web/tests/browser.mjs --bench --url URL --model M.gguf --data D.jsonl --config '{…}' --out DIR
 //          [--new-tokens N] (manual benchmark: train, report tokens/s, then generate N tokens
 //          with the base model; no comparison)
@@ -403,6 +403,44 @@ async function modelCacheTest() {
   }
 }
 
+// The kernel benchmark page: the quick suite (`bench kernels --quick`) runs through the core
+// on this adapter, every figure positive and finite; its JSON downloads (bench-browser.json,
+// which scripts/test-web hands to `afinador bench compare` beside a native run).
+async function benchPageTest() {
+  const page = await context.newPage();
+  page.on('console', (m) => console.log(`  [page ${m.type()}] ${m.text()}`));
+  page.on('pageerror', (e) => { pageErrors.push(e.message); console.log(`  [page error] ${e.message}`); });
+  await page.goto(new URL('index.html', opt.url).href);
+  await page.click('a[href="bench.html"]');
+  await page.waitForURL(/bench\.html$/);
+  await page.goto(new URL('bench.html?run=quick', opt.url).href);
+  const started = Date.now();
+  await page.waitForFunction(() => window.afinadorBench?.report || document.getElementById('messages').textContent,
+    null, { timeout: 10 * 60_000, polling: 250 });
+  check(!(await page.textContent('#messages')), 'the quick suite ran without an error message');
+  const { rows, skipped, report } = await page.evaluate(() => window.afinadorBench);
+  const tableRows = await page.$$eval('#results tbody tr', (trs) => trs.length);
+  console.log(`  bench: ${rows.length} kernels in ${((Date.now() - started) / 1000).toFixed(1)} s, ` +
+    `timer ${report.timer}, skipped ${JSON.stringify(skipped)}`);
+  const positive = (x) => typeof x === 'number' && Number.isFinite(x) && x > 0;
+  check(rows.length > 20 && tableRows === rows.length && report.results.length === rows.length,
+    `every kernel in the table and the report (${rows.length}, ${skipped.length} skipped)`);
+  check(report.results.every((r) => positive(r.time_us) && (positive(r.gflops) || positive(r.gbps))),
+    'every time and rate positive and finite');
+  check(['gpu timestamps', 'wall clock'].includes(report.timer), `the report names its timer (${report.timer})`);
+  check(typeof report.adapter.name === 'string' && report.adapter.backend, `the report names the adapter (${report.adapter.name})`);
+  const downloads = [];
+  page.on('download', (d) => downloads.push(d));
+  await page.click('#download');
+  for (let i = 0; i < 100 && downloads.length < 1; i++) await page.waitForTimeout(100);
+  check(downloads.length === 1 && downloads[0].suggestedFilename() === 'afinador-bench.json', 'afinador-bench.json downloaded');
+  await downloads[0].saveAs(join(opt.out, 'bench-browser.json'));
+  const saved = JSON.parse(readFileSync(join(opt.out, 'bench-browser.json'), 'utf8'));
+  check(saved.results.length === rows.length, 'the downloaded JSON holds every row');
+  await page.screenshot({ path: join(opt.out, 'bench.png'), fullPage: true });
+  await page.close();
+}
+
 // `afinador web` answers with the MIME types browsers insist on, and the page opens from it
 // (the other tests use --url, a plain static server).
 async function mimeTest() {
@@ -423,8 +461,9 @@ try {
   if (opt.bench) {
     await bench();
   } else {
-    // --only mime,cache,train,malformed runs some of them (while working on one).
-    const tests = { mime: mimeTest, cache: modelCacheTest, train: trainTest, malformed: malformedTest };
+    // --only mime,cache,bench,train,malformed runs some of them (while working on one).
+    const tests = { mime: mimeTest, cache: modelCacheTest, bench: benchPageTest, train: trainTest,
+      malformed: malformedTest };
     for (const [name, test] of Object.entries(tests)) {
       if (!opt.only || opt.only.split(',').includes(name)) await test();
     }
