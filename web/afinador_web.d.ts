@@ -38,6 +38,23 @@ export class Afinador {
      */
     beginPass(): string;
     /**
+     * Run the next case: `{ name, row }` (the row as `bench kernels --json` writes it),
+     * `{ name, skipped }` (why it could not run here), or `undefined` once all have run.
+     */
+    benchKernelsNext(): Promise<any>;
+    /**
+     * The run so far as `afinador bench kernels --json` writes it: `adapter`, `timer`,
+     * `results`, `skipped`.
+     */
+    benchKernelsReport(): any;
+    /**
+     * Start the kernel suite (`quick`: `bench kernels --quick`'s shapes and batches). Returns
+     * `{ cases: ["kernel shape", …], timestamps }`: `timestamps` is whether the device has
+     * `timestamp-query` (the browser may still round them; a batch that reads zero is then
+     * timed by the clock, and the report's `timer` says "wall clock").
+     */
+    benchKernelsStart(quick: boolean): any;
+    /**
      * Set the training configuration: an object with `afinador train`'s keys in snake_case
      * (`lora_r`, `lr`, `batch_size`, `seq_len`, `max_steps`, `val_ratio`, …); missing keys keep
      * the CLI's defaults. Returns the resolved configuration. Starts a new run.
@@ -157,6 +174,34 @@ export class Checkpoint {
 }
 
 /**
+ * The running checks of one model download.
+ */
+export class ModelDownload {
+    free(): void;
+    [Symbol.dispose](): void;
+    /**
+     * The end of the body: fails when fewer bytes came than `Content-Length` promised (a
+     * truncated download) or when the file ended inside its header; otherwise the sha256 of the
+     * file, in hex.
+     */
+    finish(): string;
+    /**
+     * A download of `expected_bytes` (the `Content-Length`), or of an unknown length.
+     */
+    constructor(expected_bytes?: number | null);
+    /**
+     * Take the next chunk. Fails when the file is not GGUF, when its header is malformed, or
+     * when afinador cannot run the model (every problem named). Returns true once the header
+     * has been checked.
+     */
+    push(chunk: Uint8Array | number[]): boolean;
+    /**
+     * Bytes received so far.
+     */
+    received(): number;
+}
+
+/**
  * The CLI's training defaults (`afinador train`), as an object with the config's snake_case keys.
  */
 export function defaultConfig(): any;
@@ -178,11 +223,15 @@ export interface InitOutput {
     readonly __wbg_adapterfiles_free: (a: number, b: number) => void;
     readonly __wbg_afinador_free: (a: number, b: number) => void;
     readonly __wbg_checkpoint_free: (a: number, b: number) => void;
+    readonly __wbg_modeldownload_free: (a: number, b: number) => void;
     readonly adapterfiles_configJson: (a: number) => [number, number];
     readonly adapterfiles_gguf: (a: number) => [number, number];
     readonly adapterfiles_safetensors: (a: number) => [number, number];
     readonly afinador_adapterInfo: (a: number) => [number, number, number];
     readonly afinador_beginPass: (a: number) => [number, number, number, number];
+    readonly afinador_benchKernelsNext: (a: number) => any;
+    readonly afinador_benchKernelsReport: (a: number) => [number, number, number];
+    readonly afinador_benchKernelsStart: (a: number, b: number) => [number, number, number];
     readonly afinador_configure: (a: number, b: any) => [number, number, number];
     readonly afinador_create: () => any;
     readonly afinador_dataStats: (a: number) => [number, number, number];
@@ -206,10 +255,14 @@ export interface InitOutput {
     readonly checkpoint_tensors: (a: number) => [number, number];
     readonly defaultConfig: () => [number, number, number];
     readonly inspectGguf: (a: number, b: number) => [number, number, number, number];
+    readonly modeldownload_finish: (a: number) => [number, number, number, number];
+    readonly modeldownload_new: (a: number, b: number) => number;
+    readonly modeldownload_push: (a: number, b: number, c: number) => [number, number, number];
+    readonly modeldownload_received: (a: number) => number;
     readonly version: () => [number, number];
     readonly wasm_bindgen__convert__closures_____invoke__h18ce28caf726df32: (a: number, b: number, c: any) => [number, number];
-    readonly wasm_bindgen__convert__closures_____invoke__h18ce28caf726df32_32: (a: number, b: number, c: any) => [number, number];
-    readonly wasm_bindgen__convert__closures_____invoke__h18ce28caf726df32_33: (a: number, b: number, c: any) => [number, number];
+    readonly wasm_bindgen__convert__closures_____invoke__h18ce28caf726df32_39: (a: number, b: number, c: any) => [number, number];
+    readonly wasm_bindgen__convert__closures_____invoke__h18ce28caf726df32_40: (a: number, b: number, c: any) => [number, number];
     readonly wasm_bindgen__convert__closures_____invoke__h63b598d0c5b6b0f2: (a: number, b: number, c: any, d: any) => void;
     readonly wasm_bindgen__convert__closures_____invoke__hebe8512b4d3e9e42: (a: number, b: number, c: any) => [number, number];
     readonly __wbindgen_malloc: (a: number, b: number) => number;

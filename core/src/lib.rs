@@ -5,6 +5,7 @@
 //! The core never touches the file system, the clock or the terminal: callers hand it bytes and
 //! drive its async API (pollster natively, wasm-bindgen-futures in the browser).
 
+pub mod bench;
 pub mod eval;
 pub mod formats;
 pub mod gpu;

@@ -4,7 +4,7 @@ use std::borrow::Cow;
 
 use afinador_core::formats::{Gguf, GgufError, TensorInfo, TensorSource};
 use afinador_core::gpu::{Backend, Gpu, GpuOptions};
-use afinador_core::model::{Generation, Model, SamplingConfig};
+use afinador_core::model::{Generation, Model, SamplingConfig, Support};
 use afinador_core::tokenizer::{ChatMessage, ChatTemplate, Tokenizer};
 use afinador_core::train::{ModelTextEncoder, TrainConfig};
 use wasm_bindgen::prelude::*;
@@ -58,6 +58,8 @@ pub struct Afinador {
     pub(crate) encoder: Option<ModelTextEncoder<'static>>,
     pub(crate) config: TrainConfig,
     pub(crate) run: Option<Run>,
+    /// The kernel benchmark in progress (`bench.html`).
+    pub(crate) bench: Option<afinador_core::bench::KernelBench>,
 }
 
 #[wasm_bindgen]
@@ -90,6 +92,7 @@ impl Afinador {
             encoder: None,
             config: TrainConfig::default(),
             run: None,
+            bench: None,
         })
     }
 
@@ -127,7 +130,14 @@ impl Afinador {
                 "a model is already loaded: create a new Afinador (a new worker) for another model",
             ));
         }
-        let tokenizer = Tokenizer::from_gguf(&gguf).map_err(err)?;
+        // The core's support check (`afinador inspect`'s) before anything is uploaded: every
+        // problem at once rather than the first tensor the loader trips on.
+        let mut support = Support::of(&gguf);
+        let tokenizer = support.tokenizer(Tokenizer::from_gguf(&gguf));
+        let tokenizer = match tokenizer {
+            Some(t) if support.is_supported() => t,
+            _ => return Err(JsError::new(&support.message(4))),
+        };
         let template = gguf
             .metadata()
             .get_str("tokenizer.chat_template")

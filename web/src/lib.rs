@@ -11,8 +11,10 @@
 //!
 //! [`Session`]: afinador_core::train::Session
 
+mod bench;
 mod blob;
 mod checkpoint;
+mod download;
 mod engine;
 mod training;
 mod zip;
@@ -21,6 +23,7 @@ use afinador_core::formats::Gguf;
 use wasm_bindgen::prelude::*;
 
 pub use checkpoint::Checkpoint;
+pub use download::ModelDownload;
 pub use engine::Afinador;
 pub use training::AdapterFiles;
 

@@ -1,21 +1,24 @@
 // Browser tests of the trainer page in real headless Chromium (WebGPU on SwiftShader).
-// Usage: node web/tests/browser.mjs --url URL --model tiny.gguf --data train.jsonl
+// Usage: node web/tests/browser.mjs --url URL [--afinador-web URL] --model tiny.gguf --data train.jsonl
 //          --malformed bad.jsonl --native metrics.jsonl --config '{"max_steps":…}' --out DIR
+//          [--only mime,cache,bench,train,malformed]
 //        node web/tests/browser.mjs --bench --url URL --model M.gguf --data D.jsonl --config '{…}' --out DIR
 //          [--new-tokens N] (manual benchmark: train, report tokens/s, then generate N tokens
 //          with the base model; no comparison)
 // Exits non-zero with a message on the first failed check.
 import { chromium } from 'playwright-core';
+import { createHash } from 'node:crypto';
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
 const { values: opt } = parseArgs({
   options: {
-    url: { type: 'string' }, model: { type: 'string' }, data: { type: 'string' },
+    url: { type: 'string' }, 'afinador-web': { type: 'string' }, model: { type: 'string' }, data: { type: 'string' },
     malformed: { type: 'string' }, native: { type: 'string' }, config: { type: 'string' },
-    out: { type: 'string' }, bench: { type: 'boolean', default: false }, 'new-tokens': { type: 'string', default: '4' }, tolerance: { type: 'string', default: '1e-4' },
+    out: { type: 'string' }, only: { type: 'string' }, bench: { type: 'boolean', default: false }, 'new-tokens': { type: 'string', default: '4' }, tolerance: { type: 'string', default: '1e-4' },
   },
 });
 const config = JSON.parse(opt.config);
@@ -42,6 +45,9 @@ function readStoredZip(buf) {
   }
   return files;
 }
+// Uncaught exceptions in any page or worker: the run fails on any (checked at the end).
+const pageErrors = [];
+
 function check(cond, what) {
   if (!cond) throw new Error(`check failed: ${what}`);
   console.log(`ok: ${what}`);
@@ -73,7 +79,7 @@ async function waitReady(page) {
 async function openPage() {
   const page = await context.newPage();
   page.on('console', (m) => console.log(`  [page ${m.type()}] ${m.text()}`));
-  page.on('pageerror', (e) => console.log(`  [page error] ${e.message}`));
+  page.on('pageerror', (e) => { pageErrors.push(e.message); console.log(`  [page error] ${e.message}`); });
   await page.goto(opt.url);
   await waitReady(page);
   await page.setInputFiles('#model-file', opt.model);
@@ -282,22 +288,186 @@ async function bench() {
   await page.screenshot({ path: join(opt.out, 'bench.png'), fullPage: true });
 }
 
-// The server (afinador web) answers with the MIME types browsers insist on.
+// A model server on another origin, as a model host is (CORS: Access-Control-Allow-Origin),
+// that counts requests per path and serves the test model, a copy with an architecture afinador
+// does not run, an HTML page, a 404, and a body cut off after 60% of its Content-Length.
+async function startModelServer(model) {
+  const arch = model.indexOf('llama', model.indexOf('general.architecture'));
+  const unsupported = Buffer.from(model);
+  unsupported[arch + 4] = '#'.charCodeAt(0); // 'llam#'
+  const requests = {};
+  const server = createServer((req, res) => {
+    const path = new URL(req.url, 'http://x').pathname;
+    requests[path] = (requests[path] || 0) + 1;
+    const headers = (type, length) => ({ 'Access-Control-Allow-Origin': '*', 'Content-Type': type, 'Content-Length': length });
+    const send = (status, body, type = 'application/octet-stream') => {
+      res.writeHead(status, headers(type, body.length));
+      res.end(body);
+    };
+    if (path === '/tiny.gguf') return send(200, model);
+    if (path === '/unsupported.gguf') return send(200, unsupported);
+    if (path === '/page.gguf') return send(200, Buffer.from('<!doctype html><title>a model page</title>'), 'text/html');
+    if (path === '/cut.gguf') {
+      res.writeHead(200, headers('application/octet-stream', model.length));
+      return res.write(model.subarray(0, Math.floor(model.length * 0.6)), () => res.destroy());
+    }
+    return send(404, Buffer.from('not found'), 'text/plain');
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { server, requests, url: (path) => `http://127.0.0.1:${server.address().port}${path}` };
+}
+
+// Models by URL: streamed with progress events, checked (HTTP status, GGUF magic, the core's
+// support check, truncation), cached in OPFS, loaded from the cache with no request after a
+// reload, listed with their size and deleted.
+async function modelCacheTest() {
+  const model = readFileSync(opt.model);
+  const sha256 = createHash('sha256').update(model).digest('hex');
+  const host = await startModelServer(model);
+  try {
+    const page = await context.newPage();
+    page.on('console', (m) => console.log(`  [page ${m.type()}] ${m.text()}`));
+    page.on('pageerror', (e) => { pageErrors.push(e.message); console.log(`  [page error] ${e.message}`); });
+    await page.goto(opt.url);
+    await waitReady(page);
+    const loadUrl = async (path) => {
+      await page.fill('#model-url', host.url(path));
+      await page.click('#load-model');
+      await page.waitForFunction(() => /layers/.test(document.getElementById('model-info').textContent)
+        || document.getElementById('messages').textContent, null, { timeout: 5 * 60_000, polling: 100 });
+      return page.textContent('#messages');
+    };
+    for (const [path, expected, what] of [
+      ['/missing.gguf', /failed: HTTP 404/, 'a failed download names the HTTP status'],
+      ['/page.gguf', /not a GGUF model file: it starts with "<!do"/, 'an HTML page is refused as not GGUF'],
+      ['/unsupported.gguf', /afinador cannot run this model: unsupported architecture 'llam#'/,
+        'an unsupported architecture is refused by the core\'s check'],
+      ['/cut.gguf', new RegExp(`cut short: \\d+ of ${model.length} bytes arrived.*nothing was cached`),
+        'a truncated download is refused'],
+    ]) {
+      const msg = await loadUrl(path);
+      console.log(`  ${path}: ${msg}`);
+      check(expected.test(msg), what);
+      check(!(await page.isVisible('#cache-box')), `${path} was not cached`);
+    }
+    check(host.requests['/unsupported.gguf'] === 1 && host.requests['/cut.gguf'] === 1, 'one request each');
+
+    // The model by URL: progress events, the sha256, one cached entry.
+    check(!(await loadUrl('/tiny.gguf')), 'the model loaded from its URL');
+    const { downloads, cache } = await page.evaluate(() => window.afinador);
+    const last = downloads.at(-1);
+    check(downloads.length >= 2 && downloads.every((d, i) => i === 0 || d.received >= downloads[i - 1].received),
+      `progress events (${downloads.length}), the bytes growing`);
+    check(last.received === model.length && last.total === model.length && last.sha256 === sha256,
+      `the last one: ${last.received} bytes of ${last.total}, sha256 ${last.sha256.slice(0, 12)}…`);
+    const rate = last.received / last.seconds / 2 ** 20;
+    console.log(`  download: ${model.length} bytes in ${last.seconds.toFixed(2)} s (${rate.toFixed(1)} MiB/s)`);
+    check((await page.textContent('#download-status')).startsWith('downloaded'), 'the progress bar says it is done');
+    check((await page.textContent('#model-info')).includes(`sha256 ${sha256}`), 'the page shows the sha256');
+    check(cache.length === 1 && cache[0].url === host.url('/tiny.gguf') && cache[0].bytes === model.length,
+      'the cache lists the model with its size');
+    const mibs = `${(model.length / 2 ** 20).toFixed(1)} MiB`;
+    check((await page.textContent('#cache-list')).includes(mibs), `the cache list shows the size (${mibs})`);
+    check(host.requests['/tiny.gguf'] === 1, 'the server saw one request for the model');
+    await page.screenshot({ path: join(opt.out, 'model-cache.png'), fullPage: true });
+
+    // A reload (a new worker, a new module): the model comes from the cache, with no request.
+    await page.reload();
+    await waitReady(page);
+    await page.waitForSelector('#cache-list tr');
+    await page.click('#cache-list tr button.load');
+    await page.waitForFunction(() => /layers/.test(document.getElementById('model-info').textContent)
+      || document.getElementById('messages').textContent, null, { timeout: 5 * 60_000, polling: 100 });
+    check(!(await page.textContent('#messages')), 'the cached model loaded after a reload');
+    check((await page.textContent('#model-info')).includes('from this browser\'s cache'), 'the page says it came from the cache');
+    check((await page.evaluate(() => window.afinador.downloads.length)) === 0, 'no download the second time');
+    check(host.requests['/tiny.gguf'] === 1, 'the server still saw exactly one request for the model');
+    // It runs: greedy tokens from the model read out of OPFS.
+    await page.fill('#max-new', '4');
+    await page.click('#gen-base');
+    await page.waitForSelector('#out-base[data-done]', { timeout: 120_000 });
+    check((await page.textContent('#out-base')).length > 0, 'the cached model generates');
+    // The model in use is not deleted; after a reload it is, and the list is empty.
+    await page.click('#cache-list tr button.delete');
+    await page.waitForFunction(() => document.getElementById('messages').textContent, null, { timeout: 30_000 });
+    check(/in use in this tab/.test(await page.textContent('#messages')), 'the model in use is not deleted');
+    await page.reload();
+    await waitReady(page);
+    await page.waitForSelector('#cache-list tr');
+    await page.click('#cache-list tr button.delete');
+    await page.waitForFunction(() => window.afinador.cache && window.afinador.cache.length === 0, null, { timeout: 30_000 });
+    check(!(await page.isVisible('#cache-box')), 'Delete empties the cache list');
+    await page.close();
+  } finally {
+    host.server.close();
+  }
+}
+
+// The kernel benchmark page: the quick suite (`bench kernels --quick`) runs through the core
+// on this adapter, every figure positive and finite; its JSON downloads (bench-browser.json,
+// which scripts/test-web hands to `afinador bench compare` beside a native run).
+async function benchPageTest() {
+  const page = await context.newPage();
+  page.on('console', (m) => console.log(`  [page ${m.type()}] ${m.text()}`));
+  page.on('pageerror', (e) => { pageErrors.push(e.message); console.log(`  [page error] ${e.message}`); });
+  await page.goto(new URL('index.html', opt.url).href);
+  await page.click('a[href="bench.html"]');
+  await page.waitForURL(/bench\.html$/);
+  await page.goto(new URL('bench.html?run=quick', opt.url).href);
+  const started = Date.now();
+  await page.waitForFunction(() => window.afinadorBench?.report || document.getElementById('messages').textContent,
+    null, { timeout: 10 * 60_000, polling: 250 });
+  check(!(await page.textContent('#messages')), 'the quick suite ran without an error message');
+  const { rows, skipped, report } = await page.evaluate(() => window.afinadorBench);
+  const tableRows = await page.$$eval('#results tbody tr', (trs) => trs.length);
+  console.log(`  bench: ${rows.length} kernels in ${((Date.now() - started) / 1000).toFixed(1)} s, ` +
+    `timer ${report.timer}, skipped ${JSON.stringify(skipped)}`);
+  const positive = (x) => typeof x === 'number' && Number.isFinite(x) && x > 0;
+  check(rows.length > 20 && tableRows === rows.length && report.results.length === rows.length,
+    `every kernel in the table and the report (${rows.length}, ${skipped.length} skipped)`);
+  check(report.results.every((r) => positive(r.time_us) && (positive(r.gflops) || positive(r.gbps))),
+    'every time and rate positive and finite');
+  check(['gpu timestamps', 'wall clock'].includes(report.timer), `the report names its timer (${report.timer})`);
+  check(typeof report.adapter.name === 'string' && report.adapter.backend, `the report names the adapter (${report.adapter.name})`);
+  const downloads = [];
+  page.on('download', (d) => downloads.push(d));
+  await page.click('#download');
+  for (let i = 0; i < 100 && downloads.length < 1; i++) await page.waitForTimeout(100);
+  check(downloads.length === 1 && downloads[0].suggestedFilename() === 'afinador-bench.json', 'afinador-bench.json downloaded');
+  await downloads[0].saveAs(join(opt.out, 'bench-browser.json'));
+  const saved = JSON.parse(readFileSync(join(opt.out, 'bench-browser.json'), 'utf8'));
+  check(saved.results.length === rows.length, 'the downloaded JSON holds every row');
+  await page.screenshot({ path: join(opt.out, 'bench.png'), fullPage: true });
+  await page.close();
+}
+
+// `afinador web` answers with the MIME types browsers insist on, and the page opens from it
+// (the other tests use --url, a plain static server).
 async function mimeTest() {
+  const base = opt['afinador-web'] || opt.url;
   for (const [path, type] of [['pkg/afinador_web_bg.wasm', 'application/wasm'], ['worker.js', 'text/javascript'],
     ['', 'text/html']]) {
-    const resp = await fetch(new URL(path, opt.url));
+    const resp = await fetch(new URL(path, base));
     check(resp.ok && resp.headers.get('content-type').startsWith(type), `/${path} is served as ${type}`);
   }
+  const page = await context.newPage();
+  page.on('pageerror', (e) => { pageErrors.push(e.message); console.log(`  [page error] ${e.message}`); });
+  await page.goto(base);
+  await waitReady(page);
+  await page.close();
 }
 
 try {
   if (opt.bench) {
     await bench();
   } else {
-    await mimeTest();
-    await trainTest();
-    await malformedTest();
+    // --only mime,cache,bench,train,malformed runs some of them (while working on one).
+    const tests = { mime: mimeTest, cache: modelCacheTest, bench: benchPageTest, train: trainTest,
+      malformed: malformedTest };
+    for (const [name, test] of Object.entries(tests)) {
+      if (!opt.only || opt.only.split(',').includes(name)) await test();
+    }
+    check(!pageErrors.length, `no uncaught error in any page (${pageErrors.length})`);
     console.log('browser tests: all checks passed');
   }
 } finally {

@@ -3,7 +3,7 @@ import { drawChart } from './chart.js';
 
 const $ = (id) => document.getElementById(id);
 const state = { steps: [], evals: [], totalSteps: 0, startedAt: 0, pausedMs: 0, pausedAt: 0, running: false,
-  modelLoaded: false, trained: false };
+  modelLoaded: false, trained: false, downloads: [], cache: null };
 // For tests and the console: every step and evaluation event, and the final summary.
 window.afinador = state;
 
@@ -51,6 +51,7 @@ worker.onerror = (e) => showMessage(`The worker failed: ${e.message}`);
 const events = {
   configured: ({ config }) => fillForm(config),
   model: ({ info }) => renderModel(info),
+  download: (p) => renderDownload(p),
   restored: ({ step, metrics }) => {
     state.steps = metrics.filter((l) => l.loss !== undefined);
     state.evals = metrics.filter((l) => l.eval_loss !== undefined);
@@ -88,7 +89,11 @@ const events = {
 function renderModel(info) {
   const c = info.config;
   const t = info.tokenizer;
-  $('model-info').textContent = `${c.name || '(no name)'} · ${c.architecture}: ${c.n_layer} layers, ` +
+  const from = info.source ? `${info.source.from === 'cache'
+    ? `from this browser's cache (downloaded ${new Date(info.source.savedAt).toLocaleString()})`
+    : info.source.from === 'download' ? 'downloaded' : info.source.from}: ${info.source.url}\n` +
+    `sha256 ${info.source.sha256}\n` : '';
+  $('model-info').textContent = from + `${c.name || '(no name)'} · ${c.arch.name}: ${c.n_layer} layers, ` +
     `C ${c.n_embd}, FF ${c.n_ff}, ${c.n_head} heads (${c.n_head_kv} KV), V ${c.vocab_size}, ` +
     `context ${c.context_length}\n${(info.parameters / 1e6).toFixed(2)} M parameters, file ${mib(info.file_bytes)}, ` +
     `on the GPU ${mib(info.gpu_bytes)}\ntokenizer: ${t.pre}, ${t.vocab_size} tokens, ` +
@@ -98,6 +103,59 @@ function renderModel(info) {
 }
 
 function mib(bytes) { return `${(bytes / 2 ** 20).toFixed(1)} MiB`; }
+function size(bytes) { return bytes >= 2 ** 30 ? `${(bytes / 2 ** 30).toFixed(2)} GiB` : mib(bytes); }
+
+// A download's progress: bytes, rate, ETA (the total is unknown when the server sends no
+// Content-Length).
+function renderDownload(p) {
+  state.downloads.push(p);
+  $('download-box').hidden = false;
+  const rate = p.seconds > 0 ? p.received / p.seconds : 0;
+  const bar = $('download-progress');
+  if (p.total) { bar.max = p.total; bar.value = p.received; } else bar.removeAttribute('value');
+  const of = p.total ? ` of ${size(p.total)}` : '';
+  const eta = p.total && rate ? ` · ETA ${formatTime((p.total - p.received) / rate)}` : '';
+  $('download-status').textContent = p.sha256
+    ? `downloaded ${size(p.received)} in ${formatTime(p.seconds)} (${mib(rate)}/s)`
+    : `${size(p.received)}${of} · ${mib(rate)}/s${eta}`;
+}
+
+// The models kept in this browser (OPFS), with their sizes, a Load and a Delete button.
+async function refreshCache() {
+  const { models, storage, cacheable } = await request({ type: 'cachedModels' });
+  state.cache = models;
+  const table = $('cache-list');
+  table.textContent = '';
+  $('cache-box').hidden = !models.length;
+  $('cache-storage').textContent = !cacheable ? '' : storage
+    ? `(this site uses ${size(storage.usage)} of the ${size(storage.quota)} the browser allows it)` : '';
+  for (const m of models) {
+    const row = table.insertRow();
+    row.dataset.url = m.url;
+    row.insertCell().textContent = m.url;
+    row.cells[0].className = 'url';
+    const bytes = row.insertCell();
+    bytes.textContent = size(m.bytes);
+    bytes.className = 'num';
+    const sha = document.createElement('code');
+    sha.textContent = `sha256 ${m.sha256.slice(0, 16)}…`;
+    sha.title = m.sha256;
+    row.insertCell().appendChild(sha);
+    row.insertCell().textContent = new Date(m.savedAt).toLocaleDateString();
+    const actions = row.insertCell();
+    const load = Object.assign(document.createElement('button'), { textContent: 'Load', className: 'load' });
+    load.disabled = state.modelLoaded;
+    load.onclick = () => { $('model-url').value = m.url; $('model-file').value = ''; $('load-model').click(); };
+    const del = Object.assign(document.createElement('button'), { textContent: 'Delete', className: 'delete' });
+    del.onclick = async () => {
+      try {
+        await request({ type: 'deleteCached', url: m.url });
+      } catch (e) { fail('Deleting the cached model')(e); }
+      await refreshCache();
+    };
+    actions.append(load, ' ', del);
+  }
+}
 
 function renderData(kind, { data, format }) {
   const lines = [`${kind === 'scan' ? 'reading' : 'training pass'}: ${data.records} records ` +
@@ -122,6 +180,7 @@ function renderProgress(ev) {
 
 function formatTime(s) {
   if (!Number.isFinite(s)) return '?';
+  if (s < 10) return `${s.toFixed(1)} s`;
   const m = Math.floor(s / 60);
   return m ? `${m} min ${Math.round(s % 60)} s` : `${Math.round(s)} s`;
 }
@@ -219,6 +278,7 @@ async function start() {
       `${a.max_compute_invocations_per_workgroup} invocations per workgroup`;
     buildForm(ready.defaults);
     $('load-model').disabled = false;
+    await refreshCache().catch(fail('Reading the model cache'));
     const { run } = await request({ type: 'savedRun' });
     if (run) {
       $('resume-info').textContent = `An unfinished run was saved at step ${run.step}` +
@@ -236,16 +296,20 @@ $('load-model').onclick = async () => {
   const file = $('model-file').files[0];
   const url = $('model-url').value.trim();
   if (!file && !url) return showMessage('Choose a GGUF file or give its URL.');
+  $('messages').textContent = '';
   $('model-info').textContent = 'loading…';
+  $('download-box').hidden = true;
+  state.downloads = [];
   $('load-model').disabled = true;
   try {
-    const { info } = await request({ type: 'loadModel', file, url });
+    const { info } = await request({ type: 'loadModel', file, url: file ? undefined : url });
     renderModel(info);
   } catch (e) {
     $('model-info').textContent = '';
     $('load-model').disabled = false;
     showMessage(`Loading the model failed: ${e.message}`);
   }
+  if (url && !file) await refreshCache().catch(fail('Reading the model cache'));
   setButtons();
 };
 

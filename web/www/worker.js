@@ -1,9 +1,11 @@
 // The training worker: owns the wasm module, the WebGPU device, the model and the run, so the
 // page stays responsive. Messages in: init, loadModel, train, resumeRun, savedRun, discardRun,
-// pause, resume, stop, generate, exportAdapter, exportZip, metrics. Messages out: ready, model, configured,
-// restored, data, plan, step, eval, checkpoint, done, generated, adapter, metrics, error (each
-// with `id` when it answers a request).
+// pause, resume, stop, generate, exportAdapter, exportZip, metrics, cachedModels, deleteCached.
+// Messages out: ready, model, download (progress), configured, restored, data, plan, step, eval,
+// checkpoint, done, generated, adapter, metrics, cachedModels, deleted, error (each with `id`
+// when it answers a request).
 import init, { Afinador, defaultConfig, version } from './pkg/afinador_web.js';
+import { download, listCached, openCached, removeCached } from './models.js';
 import { clearRun, loadRun, saveRun } from './store.js';
 
 let af = null;
@@ -121,11 +123,22 @@ async function train(config, source, saved) {
 
 async function loadModel(source) {
   // A File is read one tensor at a time (FileReaderSync, in this worker): never whole in memory.
-  const info = source.file
-    ? await serial(() => af.loadModelFile(source.file))
-    : await serial(async () => af.loadModel(new Uint8Array(await (await fetchOk(source.url)).arrayBuffer())));
+  // A URL is downloaded once into the model cache (models.js) and read from there the same way.
+  if (source.file) {
+    const info = await serial(() => af.loadModelFile(source.file));
+    modelSource = source;
+    return info;
+  }
+  let got = await openCached(source.url);
+  let from = 'cache';
+  if (!got) {
+    got = await download(source.url, (p) => post({ type: 'download', url: source.url, ...p }));
+    from = got.cached ? 'download' : 'download, not cached (this browser has no Origin Private File System)';
+  }
+  const info = await serial(() => af.loadModelFile(got.file));
   modelSource = source;
-  return info;
+  const { url, bytes, sha256, savedAt } = got.entry;
+  return { ...info, source: { url, bytes, sha256, savedAt, from } };
 }
 
 const describe = (run) => run && {
@@ -185,17 +198,18 @@ async function handle(msg) {
       const zip = await serial(() => af.exportZip(false)); // the final adapter, as the CLI's run folder
       return { type: 'zip', zip, transfer: [zip.buffer] };
     }
+    case 'cachedModels':
+      return { type: 'cachedModels', ...(await listCached()) };
+    case 'deleteCached':
+      if (modelSource?.url === msg.url) {
+        throw new Error('this model is in use in this tab (generation reads it again): reload the page, then delete it');
+      }
+      return { type: 'deleted', removed: await removeCached(msg.url) };
     case 'metrics':
       return { type: 'metrics', format: msg.format, text: msg.format === 'csv' ? af.metricsCsv() : af.metricsJsonl() };
     default:
       throw new Error(`unknown message ${msg.type}`);
   }
-}
-
-async function fetchOk(url) {
-  const resp = await fetch(url);
-  if (!resp.ok) throw new Error(`fetching ${url}: HTTP ${resp.status}`);
-  return resp;
 }
 
 self.onmessage = async (event) => {

@@ -129,7 +129,11 @@ impl Gguf {
     /// one at a time ([`TensorSource`]).
     pub fn parse_header(head: &[u8], file_len: u64) -> Result<Gguf, GgufError> {
         let bytes = head;
-        let mut r = Reader { buf: bytes, pos: 0 };
+        let mut r = Reader {
+            buf: bytes,
+            pos: 0,
+            file_len,
+        };
         check_magic(bytes)?;
         r.pos = GGUF_MAGIC.len();
         let version = r.u32().ctx(|| "the GGUF version".into())?;
@@ -442,10 +446,15 @@ fn read_tensor_info(r: &mut Reader<'_>, i: usize) -> Result<TensorInfo, GgufErro
     TensorInfo::new(name, dims, ty, offset)
 }
 
-/// A bounds-checked little-endian cursor.
+/// A bounds-checked little-endian cursor over the head of a file of `file_len` bytes (the whole
+/// file when `buf.len() == file_len`).
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// Lengths and counts are judged against the file: one that fits the file but runs past the
+    /// head is a head that stopped too early ([`Fail::Eof`], then [`GgufError::Truncated`]),
+    /// not a corrupt file.
+    file_len: u64,
 }
 
 /// A failed read, before the caller says what it was reading (see [`Ctx::ctx`]).
@@ -469,9 +478,11 @@ enum Fail {
 }
 
 impl<'a> Reader<'a> {
+    /// Bytes left in the file after the cursor (past the end of the head too).
     #[inline]
     fn remaining(&self) -> usize {
-        self.buf.len().saturating_sub(self.pos)
+        let left = self.file_len.saturating_sub(self.pos as u64);
+        usize::try_from(left).unwrap_or(usize::MAX)
     }
 
     #[inline]

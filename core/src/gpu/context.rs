@@ -378,6 +378,11 @@ impl Gpu {
         self.has(wgpu::Features::SHADER_F16)
     }
 
+    /// Whether passes can be timed on the GPU (`TIMESTAMP_QUERY`; a browser may round them).
+    pub fn has_timestamps(&self) -> bool {
+        self.has(wgpu::Features::TIMESTAMP_QUERY)
+    }
+
     /// Whether the device was opened with `feature`.
     pub fn has(&self, feature: wgpu::Features) -> bool {
         self.features.contains(feature)

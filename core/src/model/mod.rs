@@ -7,6 +7,7 @@ pub(crate) mod block;
 mod config;
 mod forward;
 mod sampling;
+mod support;
 pub mod tiny;
 mod weights;
 
@@ -17,6 +18,7 @@ pub use arch::{ARCHITECTURES, Activation, Architecture, RopeStyle};
 pub use config::{ModelConfig, RopeFactors};
 pub use forward::{Forward, ForwardOutput, KvCache, LogitsWanted};
 pub use sampling::{Sampler, SamplingConfig, argmax};
+pub use support::Support;
 pub use weights::{LayerWeights, ModelWeights, PostNorms, QkNorm, QkvBias};
 
 use crate::formats::{Gguf, GgufError, TensorSource, WholeFile};

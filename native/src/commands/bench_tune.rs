@@ -13,8 +13,8 @@ use afinador_core::util::Rng;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::bench::{Case, Pick, time_case};
 use crate::common::{GpuArgs, matmul_spec, parse_matmul, print_json};
+use afinador_core::bench::{Case, Pick, time_case};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -130,7 +130,7 @@ pub fn run(args: Args) -> Result<()> {
     let inputs: Vec<_> = cases
         .iter()
         .map(|c| c.inputs(&gpu, &mut rng))
-        .collect::<Result<_>>()?;
+        .collect::<Result<_, _>>()?;
     let progress = indicatif::ProgressBar::new((candidates.len() * cases.len()) as u64);
     if args.json {
         progress.set_draw_target(indicatif::ProgressDrawTarget::hidden());
@@ -144,8 +144,15 @@ pub fn run(args: Args) -> Result<()> {
         let mut row = Vec::new();
         for (case, input) in cases.iter().zip(&inputs) {
             progress.set_message(format!("{} {}", variant.label(), case.shape()));
-            let (secs, _) =
-                pollster::block_on(time_case(&gpu, pick, case, input, target_s, repeats))?;
+            let timing = (target_s, repeats);
+            let (secs, _) = pollster::block_on(time_case(
+                &gpu,
+                pick,
+                case,
+                input,
+                timing,
+                super::bench::clock,
+            ))?;
             row.push(secs * 1e6);
             progress.inc(1);
         }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use afinador_core::model::ModelConfig;
+use afinador_core::model::{ModelConfig, Support};
 use anyhow::Result;
 
 use crate::common::{GpuArgs, ModelArgs, print_json};
@@ -30,25 +30,11 @@ pub fn run(args: Args) -> Result<()> {
     let file = args.model.read()?;
     let gguf = &file.gguf;
     // What afinador cannot run, found before anything runs: the architecture or a key, tensor
-    // types, the tokenizer. The rest of the report is printed either way.
-    let mut problems: Vec<String> = Vec::new();
-    let config = ModelConfig::from_gguf(gguf)
-        .map_err(|e| problems.push(e.to_string()))
-        .ok();
-    for t in gguf.tensors() {
-        if !t.ty.is_supported() {
-            problems.push(format!(
-                "tensor '{}' has type {}, which afinador cannot read yet",
-                t.name,
-                t.ty.name()
-            ));
-        }
-    }
-    let tokenizer = args
-        .model
-        .tokenizer(&file)
-        .map_err(|e| problems.push(format!("tokenizer: {e:#}")))
-        .ok();
+    // types, the tokenizer (the core's check, which the browser runs on a download's header).
+    // The rest of the report is printed either way.
+    let mut support = Support::of(gguf);
+    let tokenizer = support.tokenizer(args.model.tokenizer(&file).map_err(|e| format!("{e:#}")));
+    let Support { config, problems } = support;
     let mut types: BTreeMap<String, usize> = BTreeMap::new();
     for t in gguf.tensors() {
         *types.entry(t.ty.name().to_string()).or_default() += 1;
