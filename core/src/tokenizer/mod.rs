@@ -5,7 +5,7 @@
 //!
 //! * **gpt2** (`tokenizer.ggml.model = "gpt2"`): a [`tokenizers::Tokenizer`] with a byte-level
 //!   BPE model built from `tokens` + `merges`, the pre-tokenizer that `tokenizer.ggml.pre` names
-//!   (the same regex list llama.cpp uses for that name, see `gguf_vocab.rs`), and every control,
+//!   (the same regex list llama.cpp uses for that name, see `pre.rs`), and every control,
 //!   user-defined and unknown token (types 3, 4, 2) registered as a special `AddedToken`
 //!   (`normalized = false`, no lstrip/rstrip), so that such tokens written in the text become
 //!   their ids.
@@ -25,6 +25,7 @@
 pub mod chat;
 mod gguf_spec;
 mod gguf_vocab;
+mod pre;
 mod spm;
 #[cfg(test)]
 mod tests;
