@@ -3,7 +3,8 @@
 //! (llama.cpp's ids), as the llama-cpp-python 0.3.36 sdist ships them
 //! (`scripts/fetch-model llama-cpp-vocabs`). This covers the tokenizers of models we have no
 //! GGUF of here: Llama 3 (`llama-bpe`), Llama 2 / Mistral and Phi-3 (SentencePiece), GPT-2,
-//! StarCoder, Refact, Command-R, MPT; Qwen2 again, on llama.cpp's texts rather than ours.
+//! StarCoder, Refact, Command-R, MPT, Falcon, DeepSeek Coder and LLM, Qwen3.5; Qwen2 again, on
+//! llama.cpp's texts rather than ours.
 //!
 //! The cases are read as llama.cpp's `tests/test-tokenizer-0.cpp` reads them: the `.inp` text is
 //! split on `"\n__ggml_vocab_test__\n"` (a trailing separator starts no case), line `i` of the
@@ -204,4 +205,24 @@ fn command_r() {
 #[test]
 fn mpt() {
     assert_eq!(all_cases_match("mpt", "mpt"), 46);
+}
+
+#[test]
+fn falcon() {
+    assert_eq!(all_cases_match("falcon", "falcon"), 46);
+}
+
+#[test]
+fn deepseek_coder() {
+    assert_eq!(all_cases_match("deepseek-coder", "deepseek-coder"), 46);
+}
+
+#[test]
+fn deepseek_llm() {
+    assert_eq!(all_cases_match("deepseek-llm", "deepseek-llm"), 46);
+}
+
+#[test]
+fn qwen35() {
+    assert_eq!(all_cases_match("qwen35", "qwen35"), 50);
 }

@@ -19,6 +19,19 @@ const GPT2_RE: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{
 const LLAMA3_RE: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// Qwen2: as Llama 3 but single digits.
 const QWEN2_RE: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// Qwen3.5: as Qwen2, but letter runs take combining marks (`\p{M}`) along.
+const QWEN35_RE: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// deepseek-llm's letter runs: llama.cpp's explicit ranges (Latin, Greek, Cyrillic, Armenian,
+/// Georgian, Cherokee, ... and full-width Latin), an optional whitespace before.
+const DEEPSEEK_LLM_LETTERS_RE: &str = r"\s?[A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-ՖႠ-ჅᎠ-Ᏽᏸ-ᏽᲐ-ᲺᲽ-Ჿᴀ-ᴫᵫ-ᵷᵹ-ᶚḀ-ἕἘ-Ἕἠ-ὅὈ-Ὅὐ-ὗὙὛὝὟ-ώᾀ-ᾴᾶ-ᾼιῂ-ῄῆ-ῌῐ-ΐῖ-Ίῠ-Ῥῲ-ῴῶ-ῼℂℇℊ-ℓℕℙ-ℝℤΩℨK-ℭℯ-ℴℹℼ-ℿⅅ-ⅉⅎↃↄⰀ-ⱻⱾ-ⳤⳫ-ⳮⳲⳳꙀ-ꙭꚀ-ꚛꜢ-ꝯꝱ-ꞇꞋ-ꞎꭰ-ꮿﬀ-ﬆﬓ-ﬗＡ-Ｚａ-ｚ𐐀-𐑏𐒰-𐓓𐓘-𐓻𐲀-𐲲𐳀-𐳲𑢠-𑣟𞤀-𞥃]+";
+/// deepseek's CJK runs: llama.cpp's ranges (U+4E00..U+9FA5, U+0800..U+4E00, U+AC00..U+D7FF) less
+/// whitespace. llama.cpp matches a regex without `\p{..}` classes (std::wregex) on the text with
+/// every non-ASCII whitespace character replaced by U+000B, so U+3000, U+2028, U+2000..U+200A
+/// etc. never match a literal range that spans them; `&&\S` says the same here.
+const DEEPSEEK_CJK_RE: &str = r"[[一-龥ࠀ-一가-퟿]&&\S]+";
+/// deepseek-llm's punctuation runs: ASCII, full-width and CJK punctuation, U+3000 left out as
+/// above.
+const DEEPSEEK_LLM_PUNCT_RE: &str = r"\s?[[!-/:-~！-／：-～‘-‟　-。]&&\S]+";
 
 /// The pre-tokenizer families llama.cpp knows that we implement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +44,15 @@ pub(super) enum PreKind {
     Llama3 { ignore_merges: bool },
     /// Qwen2 regex: qwen2, stablelm2, deepseek-r1-qwen, ...
     Qwen2,
+    /// Qwen2 regex with combining marks in letter runs: qwen35.
+    Qwen35,
+    /// Punctuation runs, GPT-2, then three-digit groups: falcon.
+    Falcon,
+    /// Newlines, letter runs, punctuation runs, CJK runs, single digits: deepseek-coder.
+    DeepseekCoder,
+    /// Newlines, Latin/Greek/Cyrillic/... letter runs, ASCII and full-width punctuation runs,
+    /// trailing spaces, CJK runs, digit runs: deepseek-llm.
+    DeepseekLlm,
     /// llama.cpp's `default` list (also used when `tokenizer.ggml.pre` is missing).
     Default,
 }
@@ -51,6 +73,10 @@ pub(super) fn pre_kind(pre: &str) -> Option<PreKind> {
         },
         "qwen2" | "deepseek-r1-qwen" | "kormo" | "f2llmv2" | "stablelm2" | "hunyuan"
         | "solar-open" | "megrez" => PreKind::Qwen2,
+        "qwen35" => PreKind::Qwen35,
+        "falcon" => PreKind::Falcon,
+        "deepseek-coder" => PreKind::DeepseekCoder,
+        "deepseek-llm" => PreKind::DeepseekLlm,
         "default" => PreKind::Default,
         _ => return None,
     })
@@ -73,6 +99,30 @@ pub(super) fn pre_tokenizer(kind: PreKind) -> Result<PreTokenizerWrapper> {
         PreKind::Gpt2 => vec![byte_level(true)],
         PreKind::Llama3 { .. } => vec![split(LLAMA3_RE)?, byte_level(false)],
         PreKind::Qwen2 => vec![split(QWEN2_RE)?, byte_level(false)],
+        PreKind::Qwen35 => vec![split(QWEN35_RE)?, byte_level(false)],
+        PreKind::Falcon => vec![
+            split(r"[\p{P}\$\+<=>\^~\|`]+")?,
+            split(GPT2_RE)?,
+            split(r"[0-9][0-9][0-9]")?,
+            byte_level(false),
+        ],
+        PreKind::DeepseekCoder => vec![
+            split(r"[\r\n]")?,
+            split(r"\s?\p{L}+")?,
+            split(r"\s?\p{P}+")?,
+            split(DEEPSEEK_CJK_RE)?,
+            split(r"\p{N}")?,
+            byte_level(false),
+        ],
+        PreKind::DeepseekLlm => vec![
+            split(r"[\r\n]")?,
+            split(DEEPSEEK_LLM_LETTERS_RE)?,
+            split(DEEPSEEK_LLM_PUNCT_RE)?,
+            split(r"\s+$")?,
+            split(DEEPSEEK_CJK_RE)?,
+            split(r"\p{N}+")?,
+            byte_level(false),
+        ],
         PreKind::Default => vec![
             split(r"[\p{P}\$\+<=>\^~\|]+")?,
             split(GPT2_RE)?,
