@@ -12,6 +12,10 @@ use tokenizers::models::bpe::{BPE, Vocab};
 use super::pre::{PreKind, pre_kind, pre_tokenizer};
 use super::{Backend, EOG_TEXTS, Result, TokenKind, Tokenizer, TokenizerError, TokenizerSpec, spm};
 
+/// The text of the byte-level BPE model's unknown token (see `build_bpe`): a NUL, which a
+/// byte-level vocabulary spells `Ā`, so no real token is this.
+const NOT_A_TOKEN: &str = "\0[not a token]";
+
 /// The inverse of GPT-2's byte-to-unicode table (byte-level vocabulary character -> byte):
 /// printable Latin-1 bytes stand for themselves, the other 68 bytes for U+0100.. in byte order.
 fn char_to_byte() -> HashMap<char, u8> {
@@ -226,9 +230,22 @@ fn build_bpe(spec: &TokenizerSpec) -> Result<Tokenizer> {
         );
     }
 
-    let vocab: Vocab = ids.iter().map(|(t, &i)| (t.clone(), i)).collect();
+    // A character that is no token (Falcon's vocabulary has no 0x0B, 0x03, ...): llama.cpp keeps
+    // it as a symbol while merging, so no merge spans it, and drops it at the end. HF's BPE drops
+    // it before merging, letting its neighbours merge, unless there is an unknown token: so it
+    // gets one, an id past the vocabulary that `Tokenizer::encode` then drops.
+    let mut vocab: Vocab = ids.iter().map(|(t, &i)| (t.clone(), i)).collect();
+    if vocab
+        .insert(NOT_A_TOKEN.to_string(), texts.len() as u32)
+        .is_some()
+    {
+        return Err(TokenizerError::Build(format!(
+            "the vocabulary holds afinador's internal token {NOT_A_TOKEN:?}"
+        )));
+    }
     let bpe = BPE::builder()
         .vocab_and_merges(vocab, merges)
+        .unk_token(NOT_A_TOKEN.to_string())
         .ignore_merges(ignore_merges)
         .build()
         .map_err(|e| {

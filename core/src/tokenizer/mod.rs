@@ -271,7 +271,10 @@ impl Tokenizer {
                 let enc = hf
                     .encode_fast(text, false)
                     .map_err(|e| TokenizerError::Encode(e.to_string()))?;
-                out.extend_from_slice(enc.get_ids());
+                // ids past the vocabulary: characters that are no token, dropped as llama.cpp
+                // drops them (see `gguf_vocab::build_bpe`)
+                let n = self.texts.len();
+                out.extend(enc.get_ids().iter().filter(|&&id| (id as usize) < n));
             }
             Backend::Spm(spm) => spm.encode(text, &mut out),
             Backend::Json(hf) => {
@@ -345,7 +348,9 @@ impl Tokenizer {
     /// The id whose vocabulary text is exactly `text` (e.g. `"<|im_end|>"`).
     pub fn token_id(&self, text: &str) -> Option<u32> {
         match &self.backend {
-            Backend::Bpe(hf) | Backend::Json(hf) => hf.token_to_id(text),
+            Backend::Bpe(hf) | Backend::Json(hf) => hf
+                .token_to_id(text)
+                .filter(|&id| (id as usize) < self.texts.len()),
             Backend::Spm(spm) => spm.token_id(text),
         }
     }

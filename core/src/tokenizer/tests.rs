@@ -251,6 +251,21 @@ fn bpe_merges_and_pre_tokenizers() {
 }
 
 #[test]
+fn bpe_character_that_is_no_token() {
+    // A vocabulary without "x" (as Falcon's has no 0x0B): llama.cpp keeps the x as a symbol while
+    // merging, so h and e around it do not merge, and drops it at the end.
+    let mut spec = toy_bpe("smollm");
+    spec.tokens[byte_id(b'x') as usize] = "[no x]".into();
+    let tok = Tokenizer::from_spec(&spec).expect("toy");
+    assert_eq!(tok.encode("he", false).expect("encode"), vec![260]);
+    assert_eq!(
+        tok.encode("hxe", false).expect("encode"),
+        vec![byte_id(b'h'), byte_id(b'e')]
+    );
+    assert_eq!(tok.token_id("\0[not a token]"), None);
+}
+
+#[test]
 fn bpe_special_tokens_and_bos() {
     let tok = Tokenizer::from_spec(&toy_bpe("smollm")).expect("toy");
     let mut want = vec![1];
