@@ -1,10 +1,8 @@
 //! The tokenizer described by a GGUF file's `tokenizer.*` metadata.
 
+use super::pre::adds_bos_by_default;
 use super::{Result, Tokenizer, TokenizerError, TokenizerSpec};
 use crate::formats::Gguf;
-
-/// Pre-tokenizer names for which llama.cpp adds BOS when `add_bos_token` is absent (Llama 3).
-const BOS_BY_DEFAULT_PRE: [&str; 2] = ["llama3", "llama-bpe"];
 
 impl TokenizerSpec {
     /// Read the tokenizer description from GGUF metadata.
@@ -22,10 +20,7 @@ impl TokenizerSpec {
             .to_vec();
         let optional_id = |key: &str| meta.get(key).and_then(|_| meta.get_u32(key).ok());
         let pre = meta.get_str("tokenizer.ggml.pre").ok().map(str::to_string);
-        let default_bos = model == "llama"
-            || pre
-                .as_deref()
-                .is_some_and(|p| BOS_BY_DEFAULT_PRE.contains(&p));
+        let default_bos = model == "llama" || pre.as_deref().is_some_and(adds_bos_by_default);
         Ok(TokenizerSpec {
             pre,
             tokens,

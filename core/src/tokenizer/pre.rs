@@ -57,6 +57,18 @@ pub(super) enum PreKind {
     Default,
 }
 
+/// Whether llama.cpp adds BOS for pre-tokenizer `pre` when `tokenizer.ggml.add_bos_token` is
+/// absent: its Llama 3 group (the names of `PreKind::Llama3 { ignore_merges: true }`), tekken and
+/// chameleon.
+pub(super) fn adds_bos_by_default(pre: &str) -> bool {
+    matches!(
+        pre_kind(pre),
+        Some(PreKind::Llama3 {
+            ignore_merges: true
+        })
+    ) || matches!(pre, "tekken" | "chameleon")
+}
+
 pub(super) fn pre_kind(pre: &str) -> Option<PreKind> {
     Some(match pre {
         "starcoder" | "refact" | "command-r" | "smollm" | "codeshell" | "exaone" | "minerva-7b"

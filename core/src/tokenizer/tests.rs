@@ -400,6 +400,44 @@ fn bpe_errors_are_actionable() {
     ));
 }
 
+/// The spec of a GGUF holding only `meta` and a two-token gpt2 vocabulary.
+fn spec_of_gguf(meta: &[(&str, crate::formats::MetaValue)]) -> TokenizerSpec {
+    use crate::formats::{Gguf, GgufWriter};
+    let mut w = GgufWriter::new();
+    w.add_metadata("tokenizer.ggml.model", "gpt2").unwrap();
+    w.add_metadata("tokenizer.ggml.tokens", vec!["a", "b"])
+        .unwrap();
+    for (k, v) in meta {
+        w.add_metadata(*k, v.clone()).unwrap();
+    }
+    TokenizerSpec::from_gguf(&Gguf::parse(&w.to_bytes()).unwrap()).unwrap()
+}
+
+#[test]
+fn gguf_defaults_as_llama_cpp() {
+    // add_bos_token absent: llama.cpp adds BOS for its Llama 3 group of pre-tokenizers (not
+    // dbrx/smaug, which share the regex), tekken and chameleon; an explicit flag wins.
+    for (pre, bos) in [
+        ("llama-bpe", true),
+        ("llama3", true),
+        ("falcon3", true),
+        ("pixtral", true),
+        ("lfm2", true),
+        ("tekken", true),
+        ("dbrx", false),
+        ("qwen2", false),
+        ("gpt-2", false),
+    ] {
+        let spec = spec_of_gguf(&[("tokenizer.ggml.pre", pre.into())]);
+        assert_eq!(spec.add_bos, bos, "{pre}");
+    }
+    let spec = spec_of_gguf(&[
+        ("tokenizer.ggml.pre", "llama-bpe".into()),
+        ("tokenizer.ggml.add_bos_token", false.into()),
+    ]);
+    assert!(!spec.add_bos);
+}
+
 // ---------------------------------------------------------------------------------------------
 // hand-built SentencePiece vocabulary
 
