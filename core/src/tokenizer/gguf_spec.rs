@@ -4,6 +4,9 @@ use super::pre::adds_bos_by_default;
 use super::{Result, Tokenizer, TokenizerError, TokenizerSpec};
 use crate::formats::Gguf;
 
+/// `general.name` parts for which llama.cpp drops the whitespace after special tokens (Phi-3).
+const PHI3_NAMES: [&str; 2] = ["phi-3", "phi3"];
+
 impl TokenizerSpec {
     /// Read the tokenizer description from GGUF metadata.
     pub fn from_gguf(gguf: &Gguf) -> Result<TokenizerSpec> {
@@ -53,6 +56,9 @@ impl TokenizerSpec {
                 .get_str("tokenizer.chat_template")
                 .ok()
                 .map(str::to_string),
+            rstrip_special: meta
+                .get_str("general.name")
+                .is_ok_and(|n| PHI3_NAMES.iter().any(|p| n.to_lowercase().contains(p))),
             model,
         })
     }

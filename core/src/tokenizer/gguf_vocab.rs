@@ -75,6 +75,12 @@ fn kinds_of(spec: &TokenizerSpec, warnings: &mut Vec<String>) -> Result<Vec<Toke
     Ok(kinds)
 }
 
+/// Whether the whitespace after special token `text` is dropped: llama.cpp's Phi-3 rule
+/// ([`TokenizerSpec::rstrip_special`]), every special token but `<unk>`, `<s>`, `<|endoftext|>`.
+fn rstrips(spec: &TokenizerSpec, text: &str) -> bool {
+    spec.rstrip_special && !matches!(text, "<unk>" | "<s>" | "<|endoftext|>")
+}
+
 fn warn(warnings: &mut Vec<String>, msg: String) {
     log::warn!("tokenizer: {msg}");
     warnings.push(msg);
@@ -259,10 +265,11 @@ fn build_bpe(spec: &TokenizerSpec) -> Result<Tokenizer> {
         .zip(&kinds)
         .filter(|(_, k)| k.is_special())
         .map(|(t, _)| {
+            // (HF's rstrip takes Unicode whitespace along; llama.cpp only ASCII.)
             AddedToken::from(t.clone(), true)
                 .normalized(false)
                 .lstrip(false)
-                .rstrip(false)
+                .rstrip(rstrips(spec, t))
                 .single_word(false)
         })
         .collect();
@@ -330,7 +337,18 @@ fn build_spm(spec: &TokenizerSpec) -> Result<Tokenizer> {
             _ => Vec::new(),
         })
         .collect();
-    let model = spm::Spm::new(ids, &texts, &kinds, scores, unk, spec.add_space_prefix);
+    let specials = texts
+        .iter()
+        .zip(&kinds)
+        .enumerate()
+        .filter(|(_, (_, k))| k.is_special())
+        .map(|(i, (t, _))| spm::Special {
+            text: t.clone(),
+            id: i as u32,
+            rstrip: rstrips(spec, t),
+        })
+        .collect();
+    let model = spm::Spm::new(ids, specials, scores, unk, spec.add_space_prefix);
     finish(
         spec,
         Backend::Spm(Box::new(model)),

@@ -7,8 +7,8 @@
 //!   BPE model built from `tokens` + `merges`, the pre-tokenizer that `tokenizer.ggml.pre` names
 //!   (the same regex list llama.cpp uses for that name, see `pre.rs`), and every control,
 //!   user-defined and unknown token (types 3, 4, 2) registered as a special `AddedToken`
-//!   (`normalized = false`, no lstrip/rstrip), so that such tokens written in the text become
-//!   their ids.
+//!   (`normalized = false`, no lstrip, rstrip only by [`TokenizerSpec::rstrip_special`]), so
+//!   that such tokens written in the text become their ids.
 //! * **llama** (`tokenizer.ggml.model = "llama"`): llama.cpp's SentencePiece tokenizer
 //!   (`llm_tokenizer_spm`: merges by score priority, `▁` for spaces, `<0xXX>` byte fallback),
 //!   implemented in `spm.rs`.
@@ -63,6 +63,11 @@ pub struct TokenizerSpec {
     pub add_space_prefix: bool,
     /// `tokenizer.chat_template` (Jinja).
     pub chat_template: Option<String>,
+    /// The whitespace right after a special token (but `<unk>`, `<s>`, `<|endoftext|>`) is
+    /// dropped, as llama.cpp does for models whose `general.name` contains `phi-3` or `phi3`
+    /// (`<|user|>\nHi` is `<|user|>` `▁Hi`).
+    #[serde(default)]
+    pub rstrip_special: bool,
 }
 
 /// Errors of the tokenizer layer. Every message says which metadata key or input is at fault.

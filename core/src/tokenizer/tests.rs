@@ -436,6 +436,17 @@ fn gguf_defaults_as_llama_cpp() {
         ("tokenizer.ggml.add_bos_token", false.into()),
     ]);
     assert!(!spec.add_bos);
+    // the whitespace after special tokens is dropped when general.name names Phi-3
+    for (name, rstrip) in [
+        ("Phi3", true),
+        ("Phi-3-mini-4k-instruct", true),
+        ("Phi 3 Mini", false),
+        ("Llama", false),
+    ] {
+        let spec = spec_of_gguf(&[("general.name", name.into())]);
+        assert_eq!(spec.rstrip_special, rstrip, "{name}");
+    }
+    assert!(!spec_of_gguf(&[]).rstrip_special);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -549,8 +560,13 @@ fn spm_without_a_space_prefix_as_gemma() {
 
 #[test]
 fn spm_partition_prefers_longest_special() {
-    use super::spm::{Fragment, partition};
-    let specials = vec![("<|ab|>".to_string(), 7), ("<|a".to_string(), 8)];
+    use super::spm::{Fragment, Special, partition};
+    let special = |text: &str, id, rstrip| Special {
+        text: text.into(),
+        id,
+        rstrip,
+    };
+    let specials = vec![special("<|ab|>", 7, false), special("<|a", 8, false)];
     assert_eq!(
         partition("x<|ab|>y<|a", &specials),
         vec![
@@ -561,6 +577,37 @@ fn spm_partition_prefers_longest_special() {
         ]
     );
     assert!(partition("", &specials).is_empty());
+    // rstrip: C's isspace characters after the token go (\x0b too), others (U+3000) stay
+    let specials = vec![special("<|ab|>", 7, true)];
+    assert_eq!(
+        partition("<|ab|> \t\n\x0b\x0c\ry<|ab|>\u{3000}z<|ab|>  ", &specials),
+        vec![
+            Fragment::Token(7),
+            Fragment::Text("y"),
+            Fragment::Token(7),
+            Fragment::Text("\u{3000}z"),
+            Fragment::Token(7)
+        ]
+    );
+}
+
+#[test]
+fn spm_rstrip_special_as_phi3() {
+    // llama.cpp, general.name "Phi3": whitespace after a special token is dropped (the text
+    // after it then gets the space prefix), except after <unk>, <s> and <|endoftext|>.
+    let tok = Tokenizer::from_spec(&TokenizerSpec {
+        rstrip_special: true,
+        ..toy_spm()
+    })
+    .expect("toy spm");
+    assert_eq!(
+        tok.encode("h</s>\n h", false).expect("encode"),
+        vec![SPM_SPACE_H, 2, SPM_SPACE_H]
+    );
+    assert_eq!(
+        tok.encode("h<s> h", false).expect("encode"),
+        vec![SPM_SPACE_H, 1, SPM_SPACE, SPM_SPACE_H]
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
