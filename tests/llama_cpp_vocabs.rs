@@ -11,7 +11,13 @@
 //! `.out` holds case `i`'s ids, and each case is tokenized with `add_special = false` (no BOS)
 //! and `parse_special = false`. Our [`Tokenizer::encode`] always parses special tokens, which is
 //! the same thing as long as no case holds the text of a control or unknown token (user-defined
-//! tokens are split out in both modes); [`cases`] checks that.
+//! tokens are split out in both modes); [`all_cases_match`] checks that.
+//!
+//! `tests/data/llama_cpp_vocab_cases.json` (`scripts/reference/llama_cpp_vocab_cases.py`) adds,
+//! per vocabulary, 80 texts tokenized by llama.cpp with `parse_special = true`: texts aimed at
+//! where we once differed (Unicode whitespace in deepseek's literal ranges, characters that are
+//! no token of Falcon's vocabulary, whitespace after Phi-3's special tokens, combining marks) and
+//! seeded random strings mixing characters, words and the vocabulary's special tokens.
 //!
 //! Left out, and why:
 //! - `gemma-4`: its `tokenizer.ggml.model` is `gemma4` (llama.cpp's SentencePiece-style BPE:
@@ -30,7 +36,7 @@ use std::path::PathBuf;
 
 use afinador_core::formats::Gguf;
 use afinador_core::tokenizer::{TokenKind, Tokenizer};
-use common::{afinador, ok, repo};
+use common::{afinador, data, ids, ok, repo};
 
 /// `models/llama-cpp-vocabs/ggml-vocab-NAME.gguf<ext>`, or a failure naming the fetch command.
 fn vocab_file(name: &str, ext: &str) -> PathBuf {
@@ -89,9 +95,32 @@ fn cases(name: &str) -> Vec<(String, Vec<u32>)> {
     texts.into_iter().zip(ids).collect()
 }
 
+/// The (text, llama.cpp ids) cases of `NAME` in `tests/data/llama_cpp_vocab_cases.json`, made
+/// on the vocabulary file we have (same sha256).
+fn more_cases(name: &str) -> Vec<(String, Vec<u32>)> {
+    use sha2::Digest;
+    let all = data("llama_cpp_vocab_cases.json");
+    let family = &all["families"][name];
+    let path = vocab_file(name, "");
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(
+        format!("{:x}", sha2::Sha256::digest(&bytes)),
+        family["vocab_sha256"].as_str().expect("vocab_sha256"),
+        "{name}: llama_cpp_vocab_cases.json was made on another vocabulary file"
+    );
+    let cases = family["cases"]
+        .as_array()
+        .unwrap_or_else(|| panic!("llama_cpp_vocab_cases.json has no family {name}"));
+    cases
+        .iter()
+        .map(|c| (c[0].as_str().expect("text").to_string(), ids(&c[1])))
+        .collect()
+}
+
 /// Every case of `NAME`: our ids (no BOS) equal llama.cpp's; all mismatches are printed.
-/// `pre` is the pre-tokenizer we must be using (no fallback). Returns the number of cases.
-fn all_cases_match(name: &str, pre: &str) -> usize {
+/// `pre` is the pre-tokenizer we must be using (no fallback). Returns the number of cases of
+/// llama.cpp's test vectors and of `llama_cpp_vocab_cases.json`.
+fn all_cases_match(name: &str, pre: &str) -> (usize, usize) {
     let tok = load(name).unwrap_or_else(|e| panic!("{name}: {e}"));
     assert_eq!(tok.pre_tokenizer(), pre, "{name}: {:?}", tok.warnings());
     let cases = cases(name);
@@ -112,15 +141,18 @@ fn all_cases_match(name: &str, pre: &str) -> usize {
             .map(|&i| format!("{i} {:?}", tok.token_str(i).unwrap_or_default()))
             .collect()
     };
+    let more = more_cases(name);
     let mut failures = Vec::new();
-    for (i, (text, want)) in cases.iter().enumerate() {
-        let got = tok.encode(text, false).unwrap();
-        if &got != want {
-            failures.push(format!(
-                "case {i} {text:?}\n  llama.cpp: {:?}\n  afinador:  {:?}",
-                show(want),
-                show(&got)
-            ));
+    for (what, cases) in [(".inp", &cases), ("json", &more)] {
+        for (i, (text, want)) in cases.iter().enumerate() {
+            let got = tok.encode(text, false).unwrap();
+            if &got != want {
+                failures.push(format!(
+                    "{what} case {i} {text:?}\n  llama.cpp: {:?}\n  afinador:  {:?}",
+                    show(want),
+                    show(&got)
+                ));
+            }
         }
     }
     assert!(
@@ -128,10 +160,10 @@ fn all_cases_match(name: &str, pre: &str) -> usize {
         "{name} ({}): {} of {} cases differ from llama.cpp:\n{}",
         tok.pre_tokenizer(),
         failures.len(),
-        cases.len(),
+        cases.len() + more.len(),
         failures.join("\n")
     );
-    cases.len()
+    (cases.len(), more.len())
 }
 
 /// Gemma 4's tokenizer is refused with an error that names it.
@@ -164,65 +196,71 @@ fn cli_tokenizes_with_a_vocabulary_only_gguf() {
 
 #[test]
 fn llama_bpe_llama3() {
-    assert_eq!(all_cases_match("llama-bpe", "llama-bpe"), 46);
+    assert_eq!(all_cases_match("llama-bpe", "llama-bpe"), (46, 80));
 }
 
 #[test]
 fn qwen2() {
-    assert_eq!(all_cases_match("qwen2", "qwen2"), 46);
+    assert_eq!(all_cases_match("qwen2", "qwen2"), (46, 80));
 }
 
 #[test]
 fn llama_spm_llama2_mistral() {
-    assert_eq!(all_cases_match("llama-spm", "llama (SentencePiece)"), 46);
+    assert_eq!(
+        all_cases_match("llama-spm", "llama (SentencePiece)"),
+        (46, 80)
+    );
 }
 
 #[test]
 fn phi3_spm() {
-    assert_eq!(all_cases_match("phi-3", "llama (SentencePiece)"), 46);
+    assert_eq!(all_cases_match("phi-3", "llama (SentencePiece)"), (46, 80));
 }
 
 #[test]
 fn gpt2() {
-    assert_eq!(all_cases_match("gpt-2", "gpt-2"), 46);
+    assert_eq!(all_cases_match("gpt-2", "gpt-2"), (46, 80));
 }
 
 #[test]
 fn starcoder() {
-    assert_eq!(all_cases_match("starcoder", "starcoder"), 46);
+    assert_eq!(all_cases_match("starcoder", "starcoder"), (46, 80));
 }
 
 #[test]
 fn refact() {
-    assert_eq!(all_cases_match("refact", "refact"), 46);
+    assert_eq!(all_cases_match("refact", "refact"), (46, 80));
 }
 
 #[test]
 fn command_r() {
-    assert_eq!(all_cases_match("command-r", "command-r"), 46);
+    assert_eq!(all_cases_match("command-r", "command-r"), (46, 80));
 }
 
 #[test]
 fn mpt() {
-    assert_eq!(all_cases_match("mpt", "mpt"), 46);
+    assert_eq!(all_cases_match("mpt", "mpt"), (46, 80));
 }
 
 #[test]
 fn falcon() {
-    assert_eq!(all_cases_match("falcon", "falcon"), 46);
+    assert_eq!(all_cases_match("falcon", "falcon"), (46, 80));
 }
 
 #[test]
 fn deepseek_coder() {
-    assert_eq!(all_cases_match("deepseek-coder", "deepseek-coder"), 46);
+    assert_eq!(
+        all_cases_match("deepseek-coder", "deepseek-coder"),
+        (46, 80)
+    );
 }
 
 #[test]
 fn deepseek_llm() {
-    assert_eq!(all_cases_match("deepseek-llm", "deepseek-llm"), 46);
+    assert_eq!(all_cases_match("deepseek-llm", "deepseek-llm"), (46, 80));
 }
 
 #[test]
 fn qwen35() {
-    assert_eq!(all_cases_match("qwen35", "qwen35"), 50);
+    assert_eq!(all_cases_match("qwen35", "qwen35"), (50, 80));
 }
