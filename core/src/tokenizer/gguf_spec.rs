@@ -1,10 +1,11 @@
 //! The tokenizer described by a GGUF file's `tokenizer.*` metadata.
 
+use super::pre::adds_bos_by_default;
 use super::{Result, Tokenizer, TokenizerError, TokenizerSpec};
 use crate::formats::Gguf;
 
-/// Pre-tokenizer names for which llama.cpp adds BOS when `add_bos_token` is absent (Llama 3).
-const BOS_BY_DEFAULT_PRE: [&str; 2] = ["llama3", "llama-bpe"];
+/// `general.name` parts for which llama.cpp drops the whitespace after special tokens (Phi-3).
+const PHI3_NAMES: [&str; 2] = ["phi-3", "phi3"];
 
 impl TokenizerSpec {
     /// Read the tokenizer description from GGUF metadata.
@@ -22,10 +23,7 @@ impl TokenizerSpec {
             .to_vec();
         let optional_id = |key: &str| meta.get(key).and_then(|_| meta.get_u32(key).ok());
         let pre = meta.get_str("tokenizer.ggml.pre").ok().map(str::to_string);
-        let default_bos = model == "llama"
-            || pre
-                .as_deref()
-                .is_some_and(|p| BOS_BY_DEFAULT_PRE.contains(&p));
+        let default_bos = model == "llama" || pre.as_deref().is_some_and(adds_bos_by_default);
         Ok(TokenizerSpec {
             pre,
             tokens,
@@ -58,6 +56,9 @@ impl TokenizerSpec {
                 .get_str("tokenizer.chat_template")
                 .ok()
                 .map(str::to_string),
+            rstrip_special: meta
+                .get_str("general.name")
+                .is_ok_and(|n| PHI3_NAMES.iter().any(|p| n.to_lowercase().contains(p))),
             model,
         })
     }

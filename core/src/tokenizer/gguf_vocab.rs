@@ -1,94 +1,20 @@
 //! Building a [`Tokenizer`] from GGUF metadata ([`TokenizerSpec`]) or a HF `tokenizer.json`.
 //!
-//! gpt2 vocabularies: the pre-tokenizer regexes per `tokenizer.ggml.pre` are llama.cpp's
-//! (`src/llama-vocab.cpp`, `llm_tokenizer_bpe`), applied in order, each splitting every piece
-//! the previous one produced and keeping both matches and the text between them (HF `Split`
-//! with `Isolated`), then the GPT-2 byte-to-unicode mapping (HF `ByteLevel`, `use_regex = false`).
+//! gpt2 vocabularies: a HF byte-level BPE model from `tokens` + `merges`, with the pre-tokenizer
+//! `tokenizer.ggml.pre` names (`pre.rs`).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
+use tokenizers::AddedToken;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::{BPE, Vocab};
-use tokenizers::pre_tokenizers::PreTokenizerWrapper;
-use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-use tokenizers::pre_tokenizers::digits::Digits;
-use tokenizers::pre_tokenizers::sequence::Sequence;
-use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
-use tokenizers::{AddedToken, SplitDelimiterBehavior};
 
+use super::pre::{PreKind, pre_kind, pre_tokenizer};
 use super::{Backend, EOG_TEXTS, Result, TokenKind, Tokenizer, TokenizerError, TokenizerSpec, spm};
 
-/// GPT-2's regex as llama.cpp writes it (HF `ByteLevel` adds a trailing `|\s+`, which makes no
-/// difference under `Isolated` splitting).
-const GPT2_RE: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
-/// Llama 3: llama.cpp's case-insensitive-contraction adaptation of the tokenizer.json regex.
-const LLAMA3_RE: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-/// Qwen2: as Llama 3 but single digits.
-const QWEN2_RE: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-
-/// The pre-tokenizer families llama.cpp knows that we implement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PreKind {
-    /// `\p{N}` (each digit alone), then GPT-2: starcoder, refact, command-r, smollm, codeshell, ...
-    Starcoder,
-    /// GPT-2 regex alone: gpt-2, phi-2, mpt, olmo, jais, ...
-    Gpt2,
-    /// Llama 3 regex, `ignore_merges`: llama3, llama-bpe, falcon3, ...
-    Llama3 { ignore_merges: bool },
-    /// Qwen2 regex: qwen2, stablelm2, deepseek-r1-qwen, ...
-    Qwen2,
-    /// llama.cpp's `default` list (also used when `tokenizer.ggml.pre` is missing).
-    Default,
-}
-
-fn pre_kind(pre: &str) -> Option<PreKind> {
-    Some(match pre {
-        "starcoder" | "refact" | "command-r" | "smollm" | "codeshell" | "exaone" | "minerva-7b"
-        | "mellum2" => PreKind::Starcoder,
-        "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es" | "jina-v2-de"
-        | "a.x-4.0" | "mellum" | "modern-bert" | "jina-v1-en" | "jina-v2-code" | "roberta-bpe"
-        | "exaone4" | "mpt" | "olmo" | "jais" | "trillion" | "granite-docling" => PreKind::Gpt2,
-        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0"
-        | "lfm2" | "jina-v5-nano" => PreKind::Llama3 {
-            ignore_merges: true,
-        },
-        "dbrx" | "smaug-bpe" => PreKind::Llama3 {
-            ignore_merges: false,
-        },
-        "qwen2" | "deepseek-r1-qwen" | "kormo" | "f2llmv2" | "stablelm2" | "hunyuan"
-        | "solar-open" | "megrez" => PreKind::Qwen2,
-        "default" => PreKind::Default,
-        _ => return None,
-    })
-}
-
-fn split(re: &str) -> Result<PreTokenizerWrapper> {
-    let s = Split::new(
-        SplitPattern::Regex(re.to_string()),
-        SplitDelimiterBehavior::Isolated,
-        false,
-    )
-    .map_err(|e| TokenizerError::Build(format!("pre-tokenizer regex {re:?}: {e}")))?;
-    Ok(s.into())
-}
-
-fn pre_tokenizer(kind: PreKind) -> Result<PreTokenizerWrapper> {
-    let byte_level = |use_regex| PreTokenizerWrapper::from(ByteLevel::new(false, false, use_regex));
-    let steps = match kind {
-        PreKind::Starcoder => vec![Digits::new(true).into(), byte_level(true)],
-        PreKind::Gpt2 => vec![byte_level(true)],
-        PreKind::Llama3 { .. } => vec![split(LLAMA3_RE)?, byte_level(false)],
-        PreKind::Qwen2 => vec![split(QWEN2_RE)?, byte_level(false)],
-        PreKind::Default => vec![
-            split(r"[\p{P}\$\+<=>\^~\|]+")?,
-            split(GPT2_RE)?,
-            split(r"\p{N}+")?,
-            split(r"[0-9][0-9][0-9]")?,
-            byte_level(false),
-        ],
-    };
-    Ok(Sequence::new(steps).into())
-}
+/// The text of the byte-level BPE model's unknown token (see `build_bpe`): a NUL, which a
+/// byte-level vocabulary spells `Ā`, so no real token is this.
+const NOT_A_TOKEN: &str = "\0[not a token]";
 
 /// The inverse of GPT-2's byte-to-unicode table (byte-level vocabulary character -> byte):
 /// printable Latin-1 bytes stand for themselves, the other 68 bytes for U+0100.. in byte order.
@@ -147,6 +73,12 @@ fn kinds_of(spec: &TokenizerSpec, warnings: &mut Vec<String>) -> Result<Vec<Toke
         }
     }
     Ok(kinds)
+}
+
+/// Whether the whitespace after special token `text` is dropped: llama.cpp's Phi-3 rule
+/// ([`TokenizerSpec::rstrip_special`]), every special token but `<unk>`, `<s>`, `<|endoftext|>`.
+fn rstrips(spec: &TokenizerSpec, text: &str) -> bool {
+    spec.rstrip_special && !matches!(text, "<unk>" | "<s>" | "<|endoftext|>")
 }
 
 fn warn(warnings: &mut Vec<String>, msg: String) {
@@ -304,9 +236,22 @@ fn build_bpe(spec: &TokenizerSpec) -> Result<Tokenizer> {
         );
     }
 
-    let vocab: Vocab = ids.iter().map(|(t, &i)| (t.clone(), i)).collect();
+    // A character that is no token (Falcon's vocabulary has no 0x0B, 0x03, ...): llama.cpp keeps
+    // it as a symbol while merging, so no merge spans it, and drops it at the end. HF's BPE drops
+    // it before merging, letting its neighbours merge, unless there is an unknown token: so it
+    // gets one, an id past the vocabulary that `Tokenizer::encode` then drops.
+    let mut vocab: Vocab = ids.iter().map(|(t, &i)| (t.clone(), i)).collect();
+    if vocab
+        .insert(NOT_A_TOKEN.to_string(), texts.len() as u32)
+        .is_some()
+    {
+        return Err(TokenizerError::Build(format!(
+            "the vocabulary holds afinador's internal token {NOT_A_TOKEN:?}"
+        )));
+    }
     let bpe = BPE::builder()
         .vocab_and_merges(vocab, merges)
+        .unk_token(NOT_A_TOKEN.to_string())
         .ignore_merges(ignore_merges)
         .build()
         .map_err(|e| {
@@ -320,10 +265,11 @@ fn build_bpe(spec: &TokenizerSpec) -> Result<Tokenizer> {
         .zip(&kinds)
         .filter(|(_, k)| k.is_special())
         .map(|(t, _)| {
+            // (HF's rstrip takes Unicode whitespace along; llama.cpp only ASCII.)
             AddedToken::from(t.clone(), true)
                 .normalized(false)
                 .lstrip(false)
-                .rstrip(false)
+                .rstrip(rstrips(spec, t))
                 .single_word(false)
         })
         .collect();
@@ -391,7 +337,18 @@ fn build_spm(spec: &TokenizerSpec) -> Result<Tokenizer> {
             _ => Vec::new(),
         })
         .collect();
-    let model = spm::Spm::new(ids, &texts, &kinds, scores, unk, spec.add_space_prefix);
+    let specials = texts
+        .iter()
+        .zip(&kinds)
+        .enumerate()
+        .filter(|(_, (_, k))| k.is_special())
+        .map(|(i, (t, _))| spm::Special {
+            text: t.clone(),
+            id: i as u32,
+            rstrip: rstrips(spec, t),
+        })
+        .collect();
+    let model = spm::Spm::new(ids, specials, scores, unk, spec.add_space_prefix);
     finish(
         spec,
         Backend::Spm(Box::new(model)),

@@ -5,10 +5,10 @@
 //!
 //! * **gpt2** (`tokenizer.ggml.model = "gpt2"`): a [`tokenizers::Tokenizer`] with a byte-level
 //!   BPE model built from `tokens` + `merges`, the pre-tokenizer that `tokenizer.ggml.pre` names
-//!   (the same regex list llama.cpp uses for that name, see `gguf_vocab.rs`), and every control,
+//!   (the same regex list llama.cpp uses for that name, see `pre.rs`), and every control,
 //!   user-defined and unknown token (types 3, 4, 2) registered as a special `AddedToken`
-//!   (`normalized = false`, no lstrip/rstrip), so that such tokens written in the text become
-//!   their ids.
+//!   (`normalized = false`, no lstrip, rstrip only by [`TokenizerSpec::rstrip_special`]), so
+//!   that such tokens written in the text become their ids.
 //! * **llama** (`tokenizer.ggml.model = "llama"`): llama.cpp's SentencePiece tokenizer
 //!   (`llm_tokenizer_spm`: merges by score priority, `▁` for spaces, `<0xXX>` byte fallback),
 //!   implemented in `spm.rs`.
@@ -25,6 +25,7 @@
 pub mod chat;
 mod gguf_spec;
 mod gguf_vocab;
+mod pre;
 mod spm;
 #[cfg(test)]
 mod tests;
@@ -62,6 +63,11 @@ pub struct TokenizerSpec {
     pub add_space_prefix: bool,
     /// `tokenizer.chat_template` (Jinja).
     pub chat_template: Option<String>,
+    /// The whitespace right after a special token (but `<unk>`, `<s>`, `<|endoftext|>`) is
+    /// dropped, as llama.cpp does for models whose `general.name` contains `phi-3` or `phi3`
+    /// (`<|user|>\nHi` is `<|user|>` `▁Hi`).
+    #[serde(default)]
+    pub rstrip_special: bool,
 }
 
 /// Errors of the tokenizer layer. Every message says which metadata key or input is at fault.
@@ -270,7 +276,10 @@ impl Tokenizer {
                 let enc = hf
                     .encode_fast(text, false)
                     .map_err(|e| TokenizerError::Encode(e.to_string()))?;
-                out.extend_from_slice(enc.get_ids());
+                // ids past the vocabulary: characters that are no token, dropped as llama.cpp
+                // drops them (see `gguf_vocab::build_bpe`)
+                let n = self.texts.len();
+                out.extend(enc.get_ids().iter().filter(|&&id| (id as usize) < n));
             }
             Backend::Spm(spm) => spm.encode(text, &mut out),
             Backend::Json(hf) => {
@@ -344,7 +353,9 @@ impl Tokenizer {
     /// The id whose vocabulary text is exactly `text` (e.g. `"<|im_end|>"`).
     pub fn token_id(&self, text: &str) -> Option<u32> {
         match &self.backend {
-            Backend::Bpe(hf) | Backend::Json(hf) => hf.token_to_id(text),
+            Backend::Bpe(hf) | Backend::Json(hf) => hf
+                .token_to_id(text)
+                .filter(|&id| (id as usize) < self.texts.len()),
             Backend::Spm(spm) => spm.token_id(text),
         }
     }

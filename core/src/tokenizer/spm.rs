@@ -2,7 +2,8 @@
 //!
 //! Steps, as in `llama_vocab::impl::tokenize` with `parse_special = true`:
 //! 1. split the text on special tokens (control, user-defined, unknown), longest text first,
-//!    every occurrence, left to right (`tokenizer_st_partition`);
+//!    every occurrence, left to right, dropping the whitespace after those marked `rstrip`
+//!    (`tokenizer_st_partition`);
 //! 2. each text fragment gets a leading space when it starts the text or follows a special token
 //!    and the model says `add_space_prefix` (Gemma's files do not), then spaces become `▁`;
 //! 3. start from one symbol per character and repeatedly merge the adjacent pair whose
@@ -12,13 +13,19 @@
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
 
-use super::TokenKind;
+/// A token matched literally in the text before tokenization (control, user-defined, unknown).
+pub(super) struct Special {
+    pub(super) text: String,
+    pub(super) id: u32,
+    /// ASCII whitespace right after it is dropped (llama.cpp's `LLAMA_TOKEN_ATTR_RSTRIP`).
+    pub(super) rstrip: bool,
+}
 
 pub(super) struct Spm {
     ids: HashMap<String, u32>,
     scores: Vec<f32>,
-    /// Special tokens (text, id), longest first.
-    specials: Vec<(String, u32)>,
+    /// Longest first.
+    specials: Vec<Special>,
     byte_ids: [Option<u32>; 256],
     unk: Option<u32>,
     add_space_prefix: bool,
@@ -67,16 +74,18 @@ pub(super) enum Fragment<'a> {
 }
 
 /// llama.cpp's `tokenizer_st_partition`: for each special token (longest first), split every
-/// remaining text fragment at each of its occurrences.
-pub(super) fn partition<'a>(text: &'a str, specials: &[(String, u32)]) -> Vec<Fragment<'a>> {
+/// remaining text fragment at each of its occurrences; after an `rstrip` token the text resumes
+/// past C's `isspace` characters.
+pub(super) fn partition<'a>(text: &'a str, specials: &[Special]) -> Vec<Fragment<'a>> {
     let mut frags = Vec::new();
     if !text.is_empty() {
         frags.push(Fragment::Text(text));
     }
-    for (special, id) in specials {
+    for special in specials {
+        let text = special.text.as_str();
         if !frags
             .iter()
-            .any(|f| matches!(f, Fragment::Text(t) if t.contains(special.as_str())))
+            .any(|f| matches!(f, Fragment::Text(t) if t.contains(text)))
         {
             continue;
         }
@@ -85,12 +94,15 @@ pub(super) fn partition<'a>(text: &'a str, specials: &[(String, u32)]) -> Vec<Fr
             match f {
                 Fragment::Token(_) => next.push(f),
                 Fragment::Text(mut rest) => {
-                    while let Some(pos) = rest.find(special.as_str()) {
+                    while let Some(pos) = rest.find(text) {
                         if pos > 0 {
                             next.push(Fragment::Text(&rest[..pos]));
                         }
-                        next.push(Fragment::Token(*id));
-                        rest = &rest[pos + special.len()..];
+                        next.push(Fragment::Token(special.id));
+                        rest = &rest[pos + text.len()..];
+                        if special.rstrip {
+                            rest = rest.trim_start_matches([' ', '\t', '\n', '\x0b', '\x0c', '\r']);
+                        }
                     }
                     if !rest.is_empty() {
                         next.push(Fragment::Text(rest));
@@ -106,20 +118,12 @@ pub(super) fn partition<'a>(text: &'a str, specials: &[(String, u32)]) -> Vec<Fr
 impl Spm {
     pub(super) fn new(
         ids: HashMap<String, u32>,
-        texts: &[String],
-        kinds: &[TokenKind],
+        mut specials: Vec<Special>,
         scores: Vec<f32>,
         unk: Option<u32>,
         add_space_prefix: bool,
     ) -> Self {
-        let mut specials: Vec<(String, u32)> = texts
-            .iter()
-            .zip(kinds)
-            .enumerate()
-            .filter(|(_, (_, k))| k.is_special())
-            .map(|(i, (t, _))| (t.clone(), i as u32))
-            .collect();
-        specials.sort_by_key(|(t, _)| std::cmp::Reverse(t.len()));
+        specials.sort_by_key(|s| std::cmp::Reverse(s.text.len()));
         let mut byte_ids = [None; 256];
         for (b, slot) in byte_ids.iter_mut().enumerate() {
             let hex = format!("<0x{b:02X}>");

@@ -251,6 +251,21 @@ fn bpe_merges_and_pre_tokenizers() {
 }
 
 #[test]
+fn bpe_character_that_is_no_token() {
+    // A vocabulary without "x" (as Falcon's has no 0x0B): llama.cpp keeps the x as a symbol while
+    // merging, so h and e around it do not merge, and drops it at the end.
+    let mut spec = toy_bpe("smollm");
+    spec.tokens[byte_id(b'x') as usize] = "[no x]".into();
+    let tok = Tokenizer::from_spec(&spec).expect("toy");
+    assert_eq!(tok.encode("he", false).expect("encode"), vec![260]);
+    assert_eq!(
+        tok.encode("hxe", false).expect("encode"),
+        vec![byte_id(b'h'), byte_id(b'e')]
+    );
+    assert_eq!(tok.token_id("\0[not a token]"), None);
+}
+
+#[test]
 fn bpe_special_tokens_and_bos() {
     let tok = Tokenizer::from_spec(&toy_bpe("smollm")).expect("toy");
     let mut want = vec![1];
@@ -385,6 +400,55 @@ fn bpe_errors_are_actionable() {
     ));
 }
 
+/// The spec of a GGUF holding only `meta` and a two-token gpt2 vocabulary.
+fn spec_of_gguf(meta: &[(&str, crate::formats::MetaValue)]) -> TokenizerSpec {
+    use crate::formats::{Gguf, GgufWriter};
+    let mut w = GgufWriter::new();
+    w.add_metadata("tokenizer.ggml.model", "gpt2").unwrap();
+    w.add_metadata("tokenizer.ggml.tokens", vec!["a", "b"])
+        .unwrap();
+    for (k, v) in meta {
+        w.add_metadata(*k, v.clone()).unwrap();
+    }
+    TokenizerSpec::from_gguf(&Gguf::parse(&w.to_bytes()).unwrap()).unwrap()
+}
+
+#[test]
+fn gguf_defaults_as_llama_cpp() {
+    // add_bos_token absent: llama.cpp adds BOS for its Llama 3 group of pre-tokenizers (not
+    // dbrx/smaug, which share the regex), tekken and chameleon; an explicit flag wins.
+    for (pre, bos) in [
+        ("llama-bpe", true),
+        ("llama3", true),
+        ("falcon3", true),
+        ("pixtral", true),
+        ("lfm2", true),
+        ("tekken", true),
+        ("dbrx", false),
+        ("qwen2", false),
+        ("gpt-2", false),
+    ] {
+        let spec = spec_of_gguf(&[("tokenizer.ggml.pre", pre.into())]);
+        assert_eq!(spec.add_bos, bos, "{pre}");
+    }
+    let spec = spec_of_gguf(&[
+        ("tokenizer.ggml.pre", "llama-bpe".into()),
+        ("tokenizer.ggml.add_bos_token", false.into()),
+    ]);
+    assert!(!spec.add_bos);
+    // the whitespace after special tokens is dropped when general.name names Phi-3
+    for (name, rstrip) in [
+        ("Phi3", true),
+        ("Phi-3-mini-4k-instruct", true),
+        ("Phi 3 Mini", false),
+        ("Llama", false),
+    ] {
+        let spec = spec_of_gguf(&[("general.name", name.into())]);
+        assert_eq!(spec.rstrip_special, rstrip, "{name}");
+    }
+    assert!(!spec_of_gguf(&[]).rstrip_special);
+}
+
 // ---------------------------------------------------------------------------------------------
 // hand-built SentencePiece vocabulary
 
@@ -496,8 +560,13 @@ fn spm_without_a_space_prefix_as_gemma() {
 
 #[test]
 fn spm_partition_prefers_longest_special() {
-    use super::spm::{Fragment, partition};
-    let specials = vec![("<|ab|>".to_string(), 7), ("<|a".to_string(), 8)];
+    use super::spm::{Fragment, Special, partition};
+    let special = |text: &str, id, rstrip| Special {
+        text: text.into(),
+        id,
+        rstrip,
+    };
+    let specials = vec![special("<|ab|>", 7, false), special("<|a", 8, false)];
     assert_eq!(
         partition("x<|ab|>y<|a", &specials),
         vec![
@@ -508,6 +577,37 @@ fn spm_partition_prefers_longest_special() {
         ]
     );
     assert!(partition("", &specials).is_empty());
+    // rstrip: C's isspace characters after the token go (\x0b too), others (U+3000) stay
+    let specials = vec![special("<|ab|>", 7, true)];
+    assert_eq!(
+        partition("<|ab|> \t\n\x0b\x0c\ry<|ab|>\u{3000}z<|ab|>  ", &specials),
+        vec![
+            Fragment::Token(7),
+            Fragment::Text("y"),
+            Fragment::Token(7),
+            Fragment::Text("\u{3000}z"),
+            Fragment::Token(7)
+        ]
+    );
+}
+
+#[test]
+fn spm_rstrip_special_as_phi3() {
+    // llama.cpp, general.name "Phi3": whitespace after a special token is dropped (the text
+    // after it then gets the space prefix), except after <unk>, <s> and <|endoftext|>.
+    let tok = Tokenizer::from_spec(&TokenizerSpec {
+        rstrip_special: true,
+        ..toy_spm()
+    })
+    .expect("toy spm");
+    assert_eq!(
+        tok.encode("h</s>\n h", false).expect("encode"),
+        vec![SPM_SPACE_H, 2, SPM_SPACE_H]
+    );
+    assert_eq!(
+        tok.encode("h<s> h", false).expect("encode"),
+        vec![SPM_SPACE_H, 1, SPM_SPACE, SPM_SPACE_H]
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
