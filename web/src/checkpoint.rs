@@ -37,9 +37,7 @@ impl Afinador {
     pub async fn save_checkpoint(&mut self) -> Result<Checkpoint, JsError> {
         let Afinador { gpu, run, .. } = self;
         let run = run.as_mut().ok_or_else(crate::training::no_run)?;
-        let elapsed_s = run.busy_ms / 1000.0;
         let session = run.session.as_mut().ok_or_else(crate::training::no_run)?;
-        session.state.elapsed_s = elapsed_s;
         let (files, _) = checkpoint::save(gpu, &session.trainer.lora, &session.state)
             .await
             .map_err(err)?;
@@ -80,7 +78,6 @@ impl Afinador {
             ));
         }
         session.resume(gpu, &files).map_err(err)?;
-        run.busy_ms = session.state.elapsed_s * 1000.0;
         run.metrics = metrics_jsonl
             .lines()
             .filter(|l| !l.trim().is_empty())

@@ -15,8 +15,8 @@ use std::collections::VecDeque;
 
 use afinador_core::lora::{LoraAdapter, to_gguf_lora, to_peft};
 use afinador_core::train::data::{DataPipeline, DataStats, Sequence};
-use afinador_core::train::session::{self, add_eval_metrics};
-use afinador_core::train::{LoraStart, Plan, Session, StepStats, TrainConfig};
+use afinador_core::train::session;
+use afinador_core::train::{Evaluation, FirstPass, LoraStart, Session, TrainConfig};
 use wasm_bindgen::prelude::*;
 
 use crate::engine::Afinador;
@@ -46,14 +46,11 @@ pub(crate) struct Run {
     /// Sequences of the current pass not yet offered (`true`: validation).
     queue: VecDeque<(Sequence, bool)>,
     /// The first pass: validation sequences and the count of training ones.
-    val: Vec<Sequence>,
-    per_epoch: usize,
+    first: FirstPass,
     /// The last finished pass's counters.
     stats: Option<DataStats>,
     format: Option<String>,
     pub(crate) metrics: Vec<serde_json::Value>,
-    /// Milliseconds spent in steps and evaluations (pauses excluded).
-    pub(crate) busy_ms: f64,
     best: Option<LoraAdapter>,
     summary: Option<serde_json::Value>,
 }
@@ -117,12 +114,10 @@ impl Afinador {
             session: None,
             pipeline: None,
             queue: VecDeque::new(),
-            val: Vec::new(),
-            per_epoch: 0,
+            first: FirstPass::default(),
             stats: None,
             format: None,
             metrics: Vec::new(),
-            busy_ms: 0.0,
             best: None,
             summary: None,
         });
@@ -177,11 +172,11 @@ impl Afinador {
         if run.session.is_some() {
             return to_js(&serde_json::json!({ "data": stats }));
         }
-        let per_epoch = run.per_epoch;
-        let plan = Plan::new(&self.config, per_epoch, &stats).map_err(err)?;
+        let first = std::mem::take(&mut run.first);
+        let plan = first.plan(&self.config, &stats).map_err(err)?;
+        let val = first.val;
         let loaded = self.loaded()?;
         let name = loaded.model.config.name.clone();
-        let val = std::mem::take(&mut self.run.as_mut().expect("checked above").val);
         let session = Session::start(
             &self.gpu,
             &loaded.model,
@@ -237,27 +232,21 @@ impl Afinador {
                 break;
             }
         }
-        let start = now_ms();
-        let report = session.step(gpu).await.map_err(err)?;
-        let step_ms = now_ms() - start;
-        run.busy_ms += step_ms;
-        if report.stats.skipped {
+        let done = session.train_step(gpu, &clock).await.map_err(err)?;
+        let total_steps = session.plan.total_steps;
+        if let Some(eval) = &done.eval {
+            keep_best(run, gpu, eval).await?;
+        }
+        let Some(mut line) = done.line else {
             return to_js(&serde_json::json!({
-                "step": report.step,
+                "step": done.report.step,
                 "skipped": true,
-                "grad_norm": report.stats.grad_norm,
-                "total_steps": session.plan.total_steps,
+                "grad_norm": done.report.stats.grad_norm,
+                "total_steps": total_steps,
             }));
-        }
-        let tokens_per_s = report.tokens as f64 / (step_ms / 1000.0).max(1e-9);
-        let mut line = report.metrics(tokens_per_s, run.busy_ms / 1000.0);
-        if session.eval_due(&report) {
-            let eval = evaluate(run, gpu).await?;
-            add_eval_metrics(&mut line, &eval);
-        }
+        };
         run.metrics.push(line.clone());
-        let session = run.session.as_ref().expect("checked above");
-        line["total_steps"] = session.plan.total_steps.into();
+        line["total_steps"] = total_steps.into();
         line["skipped"] = false.into();
         to_js(&line)
     }
@@ -277,16 +266,9 @@ impl Afinador {
         let Afinador { gpu, run, .. } = self;
         let run = run.as_mut().ok_or_else(no_run)?;
         let session = run.session.as_mut().ok_or_else(no_run)?;
-        if session.stop_reason().is_some() {
-            return to_js(&serde_json::json!({ "continue": false, "eval": null }));
-        }
-        let mut eval_line = serde_json::Value::Null;
-        if session.epoch_eval_due() {
-            eval_line = evaluate_line(run, gpu).await?;
-        }
-        let session = run.session.as_mut().expect("checked above");
-        let go_on = session.next_epoch();
-        to_js(&serde_json::json!({ "continue": go_on, "eval": eval_line }))
+        let end = session.end_pass(gpu, &clock).await.map_err(err)?;
+        let eval = record(run, gpu, end.eval).await?;
+        to_js(&serde_json::json!({ "continue": end.stop.is_none(), "eval": eval }))
     }
 
     /// End the run (`interrupted`: the user stopped it): the final evaluation when it completed,
@@ -298,15 +280,13 @@ impl Afinador {
             return to_js(summary);
         }
         let session = run.session.as_mut().ok_or_else(no_run)?;
-        let reason = session.end_reason(interrupted);
-        let mut eval_line = serde_json::Value::Null;
-        if session.final_eval_due(reason) {
-            eval_line = evaluate_line(run, gpu).await?;
-        }
-        let session = run.session.as_ref().expect("checked above");
-        let mut summary = session.summary(reason, run.busy_ms / 1000.0);
+        let finish = session
+            .finish(gpu, &clock, interrupted)
+            .await
+            .map_err(err)?;
+        let mut summary = finish.summary;
         summary["device"] = crate::engine::adapter_name(gpu).into();
-        summary["final_eval"] = eval_line;
+        summary["final_eval"] = record(run, gpu, finish.eval).await?;
         run.summary = Some(summary.clone());
         to_js(&summary)
     }
@@ -418,35 +398,48 @@ impl Run {
             self.queue.extend(val.into_iter().map(|s| (s, true)));
             self.queue.extend(train.into_iter().map(|s| (s, false)));
         } else {
-            self.per_epoch += train.len();
-            self.val.extend(val);
+            for seq in val {
+                self.first.take(seq, true);
+            }
+            for seq in train {
+                self.first.take(seq, false);
+            }
         }
     }
 }
 
-/// Evaluate on the validation set, track the best loss and keep the best adapter in memory.
-async fn evaluate(run: &mut Run, gpu: &afinador_core::gpu::Gpu) -> Result<StepStats, JsError> {
-    let session = run.session.as_mut().ok_or_else(no_run)?;
-    let start = now_ms();
-    let eval = session.evaluate(gpu).await.map_err(err)?;
-    if session.record_eval(eval.loss) {
-        run.best = Some(session.trainer.lora.download(gpu).await.map_err(err)?);
-    }
-    run.busy_ms += now_ms() - start;
-    Ok(eval)
+/// The session's clock: seconds by the page's clock (between calls the session's clock does not
+/// run, so a paused tab's time is not the run's).
+fn clock() -> f64 {
+    now_ms() / 1000.0
 }
 
-/// An evaluation outside a step (epoch end, final): its metrics line, also kept in the run's
-/// metrics.
-async fn evaluate_line(
+/// After an evaluation: keep the adapter in memory when it is the best so far.
+async fn keep_best(
     run: &mut Run,
     gpu: &afinador_core::gpu::Gpu,
+    eval: &Evaluation,
+) -> Result<(), JsError> {
+    if eval.best {
+        let session = run.session.as_ref().ok_or_else(no_run)?;
+        run.best = Some(session.trainer.lora.download(gpu).await.map_err(err)?);
+    }
+    Ok(())
+}
+
+/// An evaluation outside a step (epoch end, final): the best adapter kept, its metrics line
+/// added to the run's and returned (null when there was none).
+async fn record(
+    run: &mut Run,
+    gpu: &afinador_core::gpu::Gpu,
+    eval: Option<Evaluation>,
 ) -> Result<serde_json::Value, JsError> {
-    let eval = evaluate(run, gpu).await?;
-    let session = run.session.as_ref().ok_or_else(no_run)?;
-    let line = session.eval_line(&eval);
-    run.metrics.push(line.clone());
-    Ok(line)
+    let Some(eval) = eval else {
+        return Ok(serde_json::Value::Null);
+    };
+    keep_best(run, gpu, &eval).await?;
+    run.metrics.push(eval.line.clone());
+    Ok(eval.line)
 }
 
 pub(crate) fn no_run() -> JsError {

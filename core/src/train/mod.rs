@@ -8,6 +8,7 @@ pub mod data;
 mod encoder;
 pub mod lora_gpu;
 pub mod memory;
+pub mod run;
 pub mod session;
 pub mod step;
 
@@ -15,6 +16,7 @@ pub use config::{AutoSwitch, LrSchedule, TrainConfig};
 pub use encoder::ModelTextEncoder;
 pub use lora_gpu::GpuLora;
 pub use memory::{MemoryPlan, MemorySavings, RunShape};
+pub use run::{Clock, Evaluation, Finish, FirstPass, PassEnd, StepOutcome};
 pub use session::{LoraStart, Plan, Session, StepReport, StopReason};
 pub use step::{MicroBatch, StepOptions, StepStats, Trainer};
 

@@ -3,10 +3,12 @@
 //!
 //! The caller owns the data source, the clock and the outputs. Per pass over the data it runs a
 //! [`DataPipeline`](super::data::DataPipeline) built from [`data_config`] and offers every
-//! sequence to [`Session::offer`]; when that returns `true` it calls [`Session::step`]. The
-//! first pass (before any step) only counts the training sequences and collects the validation
-//! set, which [`Plan::new`] turns into the number of steps. Because both front ends go through
-//! this one loop, the same model, data and seed give the same per-step losses everywhere.
+//! sequence to [`Session::offer`]; when that returns `true` it calls
+//! [`Session::train_step`](super::run). The first pass (before any step) only counts the
+//! training sequences and collects the validation set
+//! ([`FirstPass`](super::run::FirstPass)), which [`Plan::new`] turns into the number of
+//! steps. Because both front ends go through this one loop (and [`super::run`]'s driver), the
+//! same model, data and seed give the same per-step losses everywhere.
 
 use super::checkpoint::TrainerState;
 use super::data::{DataConfig, DataError, DataStats, PackMode, RecordFormat, Sequence};
@@ -321,16 +323,16 @@ impl<'m> Session<'m> {
 
     /// The metrics line of an evaluation outside a step (at an epoch's end, or the final one):
     /// `step`, `epoch` and the eval keys.
-    pub fn eval_line(&self, eval: &StepStats) -> serde_json::Value {
+    pub(super) fn eval_line(&self, eval: &StepStats) -> serde_json::Value {
         let mut line = serde_json::json!({ "step": self.state.step, "epoch": self.state.epoch });
         add_eval_metrics(&mut line, eval);
         line
     }
 
-    /// Why the run ends once the front end stops calling [`step`](Self::step): non-finite
+    /// Why the run ends once the front end stops calling [`train_step`](Self::train_step): non-finite
     /// gradients win, then the user's interruption, then the session's own reason, else
     /// completion.
-    pub fn end_reason(&self, interrupted: bool) -> StopReason {
+    pub(super) fn end_reason(&self, interrupted: bool) -> StopReason {
         match self.stop_reason() {
             Some(StopReason::NonFinite) => StopReason::NonFinite,
             _ if interrupted => StopReason::Interrupted,
@@ -339,10 +341,12 @@ impl<'m> Session<'m> {
     }
 
     /// The run's summary (`training_summary.json`): the stop reason, steps, epochs, tokens,
-    /// time and throughput over `elapsed_s` seconds of training, the best evaluation and the
-    /// LoRA parameter count; the front ends add what only they know (files, device, memory).
-    pub fn summary(&self, reason: StopReason, elapsed_s: f64) -> serde_json::Value {
+    /// time and throughput over the seconds spent in steps and evaluations, the best
+    /// evaluation and the LoRA parameter count; the front ends add what only they know (files,
+    /// device, memory).
+    pub(super) fn summary(&self, reason: StopReason) -> serde_json::Value {
         let s = &self.state;
+        let elapsed_s = s.elapsed_s;
         serde_json::json!({
             "stop_reason": reason.as_str(),
             "steps": s.step,
@@ -362,7 +366,8 @@ impl<'m> Session<'m> {
         self.pending.clear();
     }
 
-    /// Offer the pass's next sequence; `true` when a step's worth is ready for [`step`](Self::step).
+    /// Offer the pass's next sequence; `true` when a step's worth is ready for
+    /// [`train_step`](Self::train_step).
     /// Validation sequences are ignored (they were collected by the first pass), and so are the
     /// training sequences a resumed run already trained on in this epoch.
     pub fn offer(&mut self, seq: Sequence, is_val: bool) -> bool {
@@ -378,7 +383,7 @@ impl<'m> Session<'m> {
     }
 
     /// One optimizer step over the sequences offered since the last one.
-    pub async fn step(&mut self, gpu: &Gpu) -> Result<StepReport> {
+    pub(super) async fn step(&mut self, gpu: &Gpu) -> Result<StepReport> {
         let c = &self.config;
         let seqs = std::mem::take(&mut self.pending);
         let lr = c.lr_at(self.state.step, self.plan.total_steps);
@@ -429,7 +434,7 @@ impl<'m> Session<'m> {
     }
 
     /// Whether the step just taken (not skipped) is followed by an evaluation (`eval_every`).
-    pub fn eval_due(&self, report: &StepReport) -> bool {
+    pub(super) fn eval_due(&self, report: &StepReport) -> bool {
         let every = self.config.eval_every;
         !report.stats.skipped
             && every > 0
@@ -439,14 +444,14 @@ impl<'m> Session<'m> {
 
     /// Whether a pass that ended without a stop is followed by an end-of-epoch evaluation (no
     /// `eval_every`). Call before [`next_epoch`](Self::next_epoch).
-    pub fn epoch_eval_due(&self) -> bool {
+    pub(super) fn epoch_eval_due(&self) -> bool {
         self.state.step < self.plan.total_steps
             && self.config.eval_every == 0
             && !self.val.is_empty()
     }
 
     /// Whether the next epoch starts (the run is not over): advances the epoch counters.
-    pub fn next_epoch(&mut self) -> bool {
+    pub(super) fn next_epoch(&mut self) -> bool {
         if self.state.step >= self.plan.total_steps {
             return false;
         }
@@ -457,7 +462,7 @@ impl<'m> Session<'m> {
     }
 
     /// Whether a run that ended with `reason` gets a last evaluation.
-    pub fn final_eval_due(&self, reason: StopReason) -> bool {
+    pub(super) fn final_eval_due(&self, reason: StopReason) -> bool {
         reason == StopReason::Completed
             && !self.val.is_empty()
             && (self.config.eval_every == 0
@@ -467,7 +472,7 @@ impl<'m> Session<'m> {
     /// Mean loss and accuracy over every validation sequence (weighted by trained tokens; a
     /// last batch smaller than the batch size is filled with sequences that have no targets,
     /// so nothing is left out and the step's buffers keep their shape).
-    pub async fn evaluate(&mut self, gpu: &Gpu) -> Result<StepStats> {
+    pub(super) async fn evaluate(&mut self, gpu: &Gpu) -> Result<StepStats> {
         let b = self.config.batch_size;
         let (mut loss, mut acc, mut tokens) = (0.0, 0.0, 0usize);
         for chunk in self.val.chunks(b) {
@@ -503,7 +508,7 @@ impl<'m> Session<'m> {
 
     /// Track the best evaluation loss (early stopping); `true` when `loss` is a new best (the
     /// caller then keeps the adapter).
-    pub fn record_eval(&mut self, loss: f64) -> bool {
+    pub(super) fn record_eval(&mut self, loss: f64) -> bool {
         let improved = self
             .state
             .best_eval_loss

@@ -13,10 +13,9 @@ use std::time::Instant;
 use afinador_core::gpu::Gpu;
 use afinador_core::model::Model;
 use afinador_core::train::checkpoint::{self, TrainerState};
-use afinador_core::train::data::Sequence;
 use afinador_core::train::session::{self, MAX_SKIPPED_IN_A_ROW};
 use afinador_core::train::{
-    LoraStart, ModelTextEncoder, Plan, Session, StepStats, StopReason, Trainer,
+    Evaluation, FirstPass, LoraStart, ModelTextEncoder, Session, StopReason, Trainer,
 };
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -82,19 +81,14 @@ pub fn run(args: Args) -> Result<()> {
 
     // One pass to count the sequences (for the schedule) and collect the validation set.
     let first_pass = session::data_config(&config, config.val_ratio)?;
-    let mut val: Vec<Sequence> = Vec::new();
-    let mut per_epoch = 0usize;
+    let mut first = FirstPass::default();
     let stats = data::stream(
         Path::new(&config.data),
         &first_pass,
         0,
         &encoder,
         |s, is_val| {
-            if is_val {
-                val.push(s)
-            } else {
-                per_epoch += 1
-            }
+            first.take(s, is_val);
             Ok(true)
         },
     )?;
@@ -102,24 +96,24 @@ pub fn run(args: Args) -> Result<()> {
         eprintln!("data: {stats}");
     }
     if let Some(eval_path) = &config.eval_data {
-        val.clear();
+        first.val.clear();
         let eval_config = session::data_config(&config, 0.0)?;
         let eval_stats = data::stream(Path::new(eval_path), &eval_config, 0, &encoder, |s, _| {
-            val.push(s);
+            first.val.push(s);
             Ok(true)
         })?;
         if !args.json {
             eprintln!("eval data: {eval_stats}");
         }
     }
-    let plan = Plan::new(&config, per_epoch, &stats)?;
+    let plan = first.plan(&config, &stats)?;
     let total_steps = plan.total_steps;
     let lora = match init_adapter {
         Some(adapter) => LoraStart::Adapter(adapter),
         None => LoraStart::Fresh,
     };
     let base = base_model_name(&file.gguf, &config.model);
-    let mut session = Session::start(&gpu, &model, config.clone(), plan, val, lora, base)?;
+    let mut session = Session::start(&gpu, &model, config, plan, first.val, lora, base)?;
     if let (Some(files), Some(dir)) = (&resumed, &resume_dir) {
         session.resume(&gpu, files)?;
         eprintln!(
@@ -152,18 +146,19 @@ pub fn run(args: Args) -> Result<()> {
         model: &model,
         quiet: args.json,
         started: Instant::now(),
-        elapsed_before: session.state.elapsed_s,
         first_step: session.state.step,
     };
-    let stop_reason = loop {
-        if session.state.step >= session.plan.total_steps {
-            break StopReason::Completed;
+    let interrupted_now = || interrupted.load(Ordering::SeqCst);
+    let data_path = PathBuf::from(&session.config.data);
+    let pass = session::data_config(&session.config, session.config.val_ratio)?;
+    let stopped = loop {
+        if let Some(reason) = session.stop_reason() {
+            break reason;
         }
         session.begin_pass();
         let mut error: Option<anyhow::Error> = None;
-        let pass = session::data_config(&config, config.val_ratio)?;
         data::stream(
-            Path::new(&config.data),
+            &data_path,
             &pass,
             session.state.epoch as u64,
             &encoder,
@@ -175,46 +170,42 @@ pub fn run(args: Args) -> Result<()> {
                     error = Some(e);
                     return Ok(false);
                 }
-                Ok(session.stop_reason().is_none() && !interrupted.load(Ordering::SeqCst))
+                Ok(session.stop_reason().is_none() && !interrupted_now())
             },
         )?;
         if let Some(e) = error {
             return Err(e);
         }
-        let reason = session.stop_reason();
-        if reason == Some(StopReason::NonFinite) {
-            break StopReason::NonFinite;
-        }
-        if interrupted.load(Ordering::SeqCst) {
+        if interrupted_now() {
             break StopReason::Interrupted;
         }
-        if let Some(reason) = reason {
+        let end = pollster::block_on(session.end_pass(&gpu, &ctx.clock()))?;
+        if let Some(eval) = &end.eval {
+            metrics.write(&eval.line)?;
+            keep_best(&ctx, &session, eval, &bar)?;
+        }
+        if let Some(reason) = end.stop {
             break reason;
-        }
-        // End of an epoch: evaluate when no step interval is set, then start the next one.
-        if session.epoch_eval_due() {
-            evaluate_and_keep_best(&ctx, &mut session, &mut metrics)?;
-        }
-        if !session.next_epoch() {
-            break StopReason::Completed;
         }
     };
     bar.finish_and_clear();
-    session.state.elapsed_s = ctx.elapsed_before + ctx.started.elapsed().as_secs_f64();
 
     // Final evaluation, checkpoint and adapter.
-    if session.final_eval_due(stop_reason) {
-        evaluate_and_keep_best(&ctx, &mut session, &mut metrics)?;
+    let interrupted = stopped == StopReason::Interrupted;
+    let finish = pollster::block_on(session.finish(&gpu, &ctx.clock(), interrupted))?;
+    if let Some(eval) = &finish.eval {
+        metrics.write(&eval.line)?;
+        keep_best(&ctx, &session, eval, &ProgressBar::hidden())?;
     }
     let (trainer, state) = (&session.trainer, &session.state);
     let adapter = save_checkpoint(&ctx, trainer, state)?;
     AdapterFiles::new(&adapter, &model.config)?.write_dir(&out.join("adapter"))?;
-    let mut summary = session.summary(stop_reason, state.elapsed_s);
+    let mut summary = finish.summary;
     // Every storage buffer the run held at its peak: weights, LoRA state, activations.
     summary["gpu_memory_bytes"] = gpu.memory.peak().into();
     summary["adapter"] = json!(out.join("adapter"));
     summary["device"] = gpu.adapter.name.clone().into();
-    let stop_reason = stop_reason.as_str();
+    let stop_reason = finish.reason.as_str();
     std::fs::write(
         out.join("training_summary.json"),
         serde_json::to_string_pretty(&summary)?,
@@ -315,10 +306,15 @@ struct RunCtx<'a> {
     /// `--json`: nothing but the summary on stdout, no step lines on stderr.
     quiet: bool,
     started: Instant,
-    /// Seconds trained before this process (a resumed run).
-    elapsed_before: f64,
     /// The step this process started from (0, or where a resumed run continues).
     first_step: usize,
+}
+
+impl RunCtx<'_> {
+    /// The session's clock: seconds since this process started training.
+    fn clock(&self) -> impl Fn() -> f64 + '_ {
+        || self.started.elapsed().as_secs_f64()
+    }
 }
 
 /// One optimizer step with the sequences the session holds: metrics, progress, evaluation,
@@ -329,24 +325,22 @@ fn train_one(
     metrics: &mut JsonLines,
     bar: &ProgressBar,
 ) -> Result<()> {
-    let step_start = Instant::now();
-    let report = pollster::block_on(session.step(ctx.gpu))?;
-    let step_s = step_start.elapsed().as_secs_f64();
-    if report.stats.skipped {
+    let done = pollster::block_on(session.train_step(ctx.gpu, &ctx.clock()))?;
+    let report = &done.report;
+    let Some(line) = &done.line else {
         bar.println(format!(
             "step {}: gradient norm is {}, step skipped",
             report.step + 1,
             report.stats.grad_norm
         ));
         return Ok(());
-    }
-    let elapsed = ctx.elapsed_before + ctx.started.elapsed().as_secs_f64();
-    let tokens_per_s = report.tokens as f64 / step_s.max(1e-9);
-    let mut line = report.metrics(tokens_per_s, elapsed);
+    };
     bar.set_position(report.step as u64);
     let message = format!(
         "loss {:.4} acc {:.3} {:.0} tok/s",
-        report.stats.loss, report.stats.token_accuracy, tokens_per_s
+        report.stats.loss,
+        report.stats.token_accuracy,
+        report.tokens as f64 / done.seconds.max(1e-9)
     );
     if bar.is_hidden() && !ctx.quiet {
         // No terminal (a log or CI): one line per step instead of the bar, with its times.
@@ -357,59 +351,20 @@ fn train_one(
         eprintln!(
             "step {}/{total}: {message}, {} elapsed, eta {}",
             report.step,
-            clock(elapsed),
+            clock(session.state.elapsed_s),
             clock(eta)
         );
     }
     bar.set_message(message);
-    if session.eval_due(&report) {
-        let eval = pollster::block_on(session.evaluate(ctx.gpu))?;
-        session::add_eval_metrics(&mut line, &eval);
-        let best = keep_best(ctx, session, eval.loss)?;
-        print_eval(ctx, bar, report.step, &eval, best);
+    if let Some(eval) = &done.eval {
+        keep_best(ctx, session, eval, bar)?;
     }
-    metrics.write(&line)?;
+    metrics.write(line)?;
     let save_every = session.config.save_every;
     if save_every > 0 && report.step.is_multiple_of(save_every) {
-        session.state.elapsed_s = elapsed;
         save_checkpoint(ctx, &session.trainer, &session.state)?;
     }
     Ok(())
-}
-
-fn evaluate_and_keep_best(
-    ctx: &RunCtx<'_>,
-    session: &mut Session<'_>,
-    metrics: &mut JsonLines,
-) -> Result<()> {
-    let eval = pollster::block_on(session.evaluate(ctx.gpu))?;
-    metrics.write(&session.eval_line(&eval))?;
-    let best = keep_best(ctx, session, eval.loss)?;
-    print_eval(ctx, &ProgressBar::hidden(), session.state.step, &eval, best);
-    Ok(())
-}
-
-/// One line per evaluation on stderr (above the bar when there is one).
-fn print_eval(ctx: &RunCtx<'_>, bar: &ProgressBar, step: usize, eval: &StepStats, best: bool) {
-    if ctx.quiet {
-        return;
-    }
-    let line = format!(
-        "eval at step {step}: loss {:.4} (ppl {:.2}), token accuracy {:.3}{}",
-        eval.loss,
-        eval.loss.exp(),
-        eval.token_accuracy,
-        if best {
-            ", the best so far: saved to best/"
-        } else {
-            ""
-        }
-    );
-    if bar.is_hidden() {
-        eprintln!("{line}");
-    } else {
-        bar.println(line);
-    }
 }
 
 /// `1:05` (minutes:seconds) or `2:03:10`.
@@ -422,15 +377,40 @@ fn clock(secs: f64) -> String {
     }
 }
 
-/// Track the best evaluation loss; write the adapter to `best/` when it improves. Returns
-/// whether it did.
-fn keep_best(ctx: &RunCtx<'_>, session: &mut Session<'_>, loss: f64) -> Result<bool> {
-    if !session.record_eval(loss) {
-        return Ok(false);
+/// After an evaluation: write the adapter to `best/` when it is the best so far, and say so
+/// on stderr (above the bar when there is one).
+fn keep_best(
+    ctx: &RunCtx<'_>,
+    session: &Session<'_>,
+    eval: &Evaluation,
+    bar: &ProgressBar,
+) -> Result<()> {
+    if eval.best {
+        let adapter = pollster::block_on(session.trainer.lora.download(ctx.gpu))?;
+        AdapterFiles::new(&adapter, &ctx.model.config)?.write_dir(&ctx.out.join("best"))?;
     }
-    let adapter = pollster::block_on(session.trainer.lora.download(ctx.gpu))?;
-    AdapterFiles::new(&adapter, &ctx.model.config)?.write_dir(&ctx.out.join("best"))?;
-    Ok(true)
+    if ctx.quiet {
+        return Ok(());
+    }
+    let e = &eval.stats;
+    let line = format!(
+        "eval at step {}: loss {:.4} (ppl {:.2}), token accuracy {:.3}{}",
+        eval.step,
+        e.loss,
+        e.loss.exp(),
+        e.token_accuracy,
+        if eval.best {
+            ", the best so far: saved to best/"
+        } else {
+            ""
+        }
+    );
+    if bar.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        bar.println(line);
+    }
+    Ok(())
 }
 
 fn base_model_name(gguf: &afinador_core::formats::Gguf, path: &str) -> String {
