@@ -5,7 +5,8 @@
 // rows row0 .. row0 + rows (a table larger than one binding is split by rows, one dispatch per
 // part) and writes only the tokens whose rows it holds. Ids past V read row V − 1.
 // Bindings: 0 params (uniform), 1 ids (read, u32), 2 w_q (read), 3 w_s (read), 4 out (read_write).
-// Each thread writes 4 channels. Dispatch: (ceil(C / 256), T, 1).
+// Each thread writes 4 channels. Dispatch: (ceil(C / 256), min(T, 32768), ceil(T / 32768)):
+// token t = wg.y + wg.z · nwg.y, so a batch of more than 65535 tokens fits the grid.
 
 struct Params {
     C: u32, T: u32, V: u32, out_off: u32,
@@ -21,8 +22,12 @@ struct Params {
 #include "weights.wgsl"
 
 @compute @workgroup_size(64)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let t = wg.y;
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let t = wg.y + wg.z * nwg.y;
     let c = (wg.x * 64u + lid) * 4u;
     if (t >= p.T || c >= p.C) {
         return;

@@ -2,7 +2,7 @@
 //! into one compute pass with one uniform buffer and submitted together.
 
 use super::pipeline::CachedPipeline;
-use super::{Gpu, GpuBuffer, KernelLayout, Result};
+use super::{Gpu, GpuBuffer, GpuError, KernelLayout, Result};
 use crate::kernels::matmul::MatmulVariant;
 
 /// A buffer argument of a dispatch, in binding order after the params (binding 0).
@@ -113,6 +113,16 @@ impl<'g> Recorder<'g> {
             "{:?}",
             layout.shader
         );
+        let max = self.gpu.limits.max_compute_workgroups_per_dimension;
+        if groups.iter().any(|&g| g > max) {
+            return Err(GpuError::Validation {
+                context: format!("{:?} {defines:?}", layout.shader),
+                message: format!(
+                    "a grid of {groups:?} workgroups is more than the {max} per dimension this \
+                     device allows (a kernel's grid does not split this shape; please report it)"
+                ),
+            });
+        }
         let pipeline = self.gpu.pipeline(layout, defines, constants).await?;
         let align = self.gpu.limits.min_uniform_buffer_offset_alignment as usize;
         let offset = self.params.len().next_multiple_of(align.max(16));

@@ -42,7 +42,13 @@ pub async fn embedding(
     scale: f32,
 ) -> Result<()> {
     let c = table.cols as u32;
-    let groups = [c.div_ceil(256), t, 1];
+    // Tokens over y and z: a batch may hold more than the 65535 workgroups of one dimension.
+    const TOKENS_PER_Z: u32 = 32768;
+    let groups = [
+        c.div_ceil(256),
+        t.min(TOKENS_PER_Z),
+        t.div_ceil(TOKENS_PER_Z).max(1),
+    ];
     // Each part writes the tokens whose rows it holds.
     for part in &table.parts {
         let params = EmbeddingParams {
@@ -92,5 +98,77 @@ mod tests {
             });
             assert_eq!(read(&out), want, "{format:?}");
         }
+    }
+
+    #[test]
+    fn embedding_gathers_more_tokens_than_one_grid_dimension_holds() {
+        // 16 × 4096 tokens and more: past the 65535 workgroups of one dispatch dimension.
+        let (v, c, t) = (11, 32, 70_001);
+        let format = WeightFormat::ALL[0];
+        let mut rng = Rng::new(5);
+        let raw = random_blocks(format, v * c, &mut rng);
+        let table = dequant(format, &raw, v * c);
+        let ids: Vec<u32> = (0..t as u32).map(|i| (i * 7 + i / 3) % v as u32).collect();
+        let gw = GpuWeight::upload(gpu(), "table", format, &raw, v, c).unwrap();
+        let gids = GpuBuffer::from_slice(gpu(), "ids", &ids).unwrap();
+        let out = GpuBuffer::zeroed(gpu(), "out", (t * c * 4) as u64).unwrap();
+        crate::kernels::testing::run(async |rec| {
+            embedding(rec, &gids, t as u32, &gw, (&out, 0), 1.0)
+                .await
+                .unwrap()
+        });
+        let got = read(&out);
+        for (k, &i) in ids
+            .iter()
+            .enumerate()
+            .step_by(997)
+            .chain([(t - 1, &ids[t - 1])])
+        {
+            let i = i as usize;
+            assert_eq!(
+                got[k * c..(k + 1) * c],
+                table[i * c..(i + 1) * c],
+                "token {k}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_grid_past_the_device_limit_is_refused_naming_the_kernel() {
+        let format = WeightFormat::ALL[0];
+        let raw = random_blocks(format, 32, &mut Rng::new(6));
+        let gw = GpuWeight::upload(gpu(), "table", format, &raw, 1, 32).unwrap();
+        let gids = GpuBuffer::from_slice(gpu(), "ids", &[0u32]).unwrap();
+        let out = GpuBuffer::zeroed(gpu(), "out", 128).unwrap();
+        let params = EmbeddingParams {
+            c: 32,
+            t: 1,
+            v: 1,
+            out_off: 0,
+            row0: 0,
+            rows: 1,
+            scale: 1.0,
+            _pad: 0,
+        };
+        let part = &gw.parts[0];
+        let buffers = [&gids, &part.q, &part.s, &out];
+        let too_many = gpu().limits.max_compute_workgroups_per_dimension + 1;
+        crate::kernels::testing::run(async |rec| {
+            let e = rec
+                .dispatch(
+                    &LAYOUT,
+                    &[format.define()],
+                    &params,
+                    &buffers,
+                    [1, too_many, 1],
+                )
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("Embedding") && e.contains("per dimension"),
+                "{e}"
+            );
+        });
     }
 }
