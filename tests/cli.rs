@@ -542,6 +542,61 @@ fn training_memory_is_linear_in_the_sequence_length_and_planned_exactly() {
 }
 
 #[test]
+fn long_training_steps_take_the_memory_planned() {
+    // Real steps (not only their allocation) on one sequence of 2048 and of 4096 tokens: a
+    // narrow one-layer model with a wide feed-forward (T × FF = 9.4M values at 4096, past one
+    // grid row of elementwise workgroups). Every step's peak of GPU buffers is the plan, and
+    // the bytes a token adds are the same from 1024 to 2048 as from 2048 to 4096 (memory linear
+    // in T, as planned). The numerics
+    // at these lengths: core's long_sequences_train_like_the_cpu_reference.
+    let dir = scratch("long-steps");
+    let model = dir.join("narrow.gguf");
+    let model = model.to_str().unwrap();
+    let shape = [
+        "--embd", "64", "--ff", "2304", "--layers", "1", "--vocab", "512",
+    ];
+    ok(afinador(
+        &[&["make-tiny-model", "--output", model][..], &shape[..]].concat(),
+    ));
+    let v = json(&afinador(&[
+        "bench",
+        "train",
+        "--model",
+        model,
+        "--shapes",
+        "1x1024,1x2048,1x4096",
+        "--targets",
+        "all-linear",
+        "--steps",
+        "1",
+        "--json",
+    ]));
+    let rows: Vec<(f64, f64, f64)> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let f = |k: &str| r[k].as_f64().unwrap();
+            assert!(f("step_s") > 0.0 && f("tokens_per_s").is_finite(), "{r}");
+            (f("seq_len"), f("plan_bytes"), f("gpu_memory_bytes"))
+        })
+        .collect();
+    assert_eq!(rows.len(), 3, "{v}");
+    for (t, plan, measured) in &rows {
+        assert!(
+            (plan - measured).abs() <= 0.01 * measured,
+            "T {t}: plan {plan} vs peak {measured}"
+        );
+    }
+    let slope = |a: &(f64, f64, f64), b: &(f64, f64, f64)| (b.2 - a.2) / (b.0 - a.0);
+    let (short, long) = (slope(&rows[0], &rows[1]), slope(&rows[1], &rows[2]));
+    assert!(
+        (short - long).abs() <= 1e-3 * long,
+        "bytes per token: {short} from 1024 to 2048, {long} from 2048 to 4096: {rows:?}"
+    );
+}
+
+#[test]
 fn inspect_says_whether_a_model_is_supported_and_what_is_missing() {
     let v = json(&afinador(&["inspect", "--json"]));
     assert_eq!(v["supported"], true, "{}", v["problems"]);

@@ -376,8 +376,17 @@ fn a_merged_adapter_scores_what_the_trainer_measured() {
 }
 
 /// `steps` losses of the GPU trainer and of the CPU reference (dequantized weights, the kernels'
-/// CPU references, AdamW on the host) on the tiny model of `spec`, side by side.
+/// CPU references, AdamW on the host) on the tiny model of `spec`, side by side (2×8 batches).
 fn gpu_and_cpu_loss_curves(spec: &TinySpec, steps: u32) -> Vec<(f64, f64)> {
+    gpu_and_cpu_loss_curves_of(spec, steps, (2, 8))
+}
+
+/// [`gpu_and_cpu_loss_curves`] on batches of `b` sequences of `t` tokens.
+fn gpu_and_cpu_loss_curves_of(
+    spec: &TinySpec,
+    steps: u32,
+    (b, t): (usize, usize),
+) -> Vec<(f64, f64)> {
     use super::reference::{RefLora, RefModel, step};
     let gpu = gpu();
     let bytes = make_tiny_gguf(spec, None).unwrap();
@@ -389,7 +398,7 @@ fn gpu_and_cpu_loss_curves(spec: &TinySpec, steps: u32) -> Vec<(f64, f64)> {
     let mut ref_lora = RefLora::from_adapter(&pollster::block_on(lora.download(gpu)).unwrap());
     let mut trainer = Trainer::new(&model, lora);
     let mut rng = Rng::new(22);
-    let (ids, targets) = batch(&mut rng, 2, 8, 256);
+    let (ids, targets) = batch(&mut rng, b, t, spec.vocab_size as u32);
     let opt = AdamW {
         lr: 1e-2,
         weight_decay: 0.01,
@@ -407,12 +416,12 @@ fn gpu_and_cpu_loss_curves(spec: &TinySpec, steps: u32) -> Vec<(f64, f64)> {
                 ids: &ids,
                 targets: &targets,
             }],
-            2,
+            b,
             options,
         ))
         .unwrap()
         .loss;
-        let cpu_loss = step(&reference, &mut ref_lora, &ids, &targets, 2, opt, s, 1.0);
+        let cpu_loss = step(&reference, &mut ref_lora, &ids, &targets, b, opt, s, 1.0);
         curve.push((gpu_loss, cpu_loss));
     }
     for (i, (g, c)) in curve.iter().enumerate() {
@@ -437,6 +446,31 @@ fn a_ten_step_loss_curve_equals_the_cpu_reference_trainer() {
     };
     let curve = gpu_and_cpu_loss_curves(&spec, 10);
     assert!(curve[9].1 < curve[0].1, "the loss fell: {curve:?}");
+}
+
+#[test]
+fn long_sequences_train_like_the_cpu_reference() {
+    // One sequence of 2048 and of 4096 tokens (the long sequences people train on): the flash
+    // attention's key chunks, its backward and every saved tensor at that length, two steps of
+    // a one-layer tiny Llama and of Gemma 3's block (local and global layers, its window far
+    // shorter than the sequence) against the CPU reference. (Their memory: tests/cli.rs.)
+    let gemma = TinySpec::block_variants()
+        .into_iter()
+        .find(|s| s.arch.name == "gemma3")
+        .unwrap();
+    for (spec, t) in [
+        (TinySpec::default(), 2048),
+        (TinySpec::default(), 4096),
+        (gemma, 2048),
+    ] {
+        let spec = TinySpec {
+            n_layer: spec.n_layer.min(2),
+            context_length: t,
+            ..spec
+        };
+        let curve = gpu_and_cpu_loss_curves_of(&spec, 2, (1, t));
+        assert!(curve[1].0 < curve[0].0, "T {t}: {curve:?}");
+    }
 }
 
 #[test]
