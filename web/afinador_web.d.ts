@@ -30,7 +30,8 @@ export class Afinador {
     free(): void;
     [Symbol.dispose](): void;
     /**
-     * The adapter: name, vendor, backend, features and limits.
+     * The adapter: name, vendor, backend, features, limits, and `fallback` (a software
+     * adapter the browser fell back to).
      */
     adapterInfo(): any;
     /**
@@ -96,6 +97,12 @@ export class Afinador {
      * then a summary like the CLI's `training_summary.json`.
      */
     finish(interrupted: boolean): Promise<any>;
+    /**
+     * [`generate`](Self::generate) after a conversation, `[{ role, content }, …]` (a system
+     * message, then the user's, as a chat data set's records hold them), in the model's chat
+     * template with the assistant's turn opened.
+     */
+    generateMessages(messages: any, max_new_tokens: number, with_adapter: boolean, temperature: number, seed: bigint): Promise<any>;
     /**
      * Generate after `prompt` (greedy when `temperature` is 0). With `with_adapter`, the LoRA
      * adapter trained so far is merged into a second copy of the model for this call. With
@@ -186,6 +193,12 @@ export class ModelDownload {
      */
     finish(): string;
     /**
+     * Also refuse the model, as soon as its header has arrived, when a tensor cannot fit this
+     * device's limits (`adapterInfo()`'s `max_storage_buffer_binding_size` and
+     * `max_buffer_size`): one row of a matrix, or a vector, larger than one binding.
+     */
+    limitTo(max_storage_buffer_binding_size: number, max_buffer_size: number): void;
+    /**
      * A download of `expected_bytes` (the `Content-Length`), or of an unknown length.
      */
     constructor(expected_bytes?: number | null);
@@ -241,6 +254,7 @@ export interface InitOutput {
     readonly afinador_exportZip: (a: number, b: number) => any;
     readonly afinador_finish: (a: number, b: number) => any;
     readonly afinador_generate: (a: number, b: number, c: number, d: number, e: number, f: number, g: number, h: bigint) => any;
+    readonly afinador_generateMessages: (a: number, b: any, c: number, d: number, e: number, f: bigint) => any;
     readonly afinador_loadModel: (a: number, b: number, c: number) => [number, number, number];
     readonly afinador_loadModelFile: (a: number, b: any) => [number, number, number];
     readonly afinador_metricsCsv: (a: number) => [number, number];
@@ -256,13 +270,14 @@ export interface InitOutput {
     readonly defaultConfig: () => [number, number, number];
     readonly inspectGguf: (a: number, b: number) => [number, number, number, number];
     readonly modeldownload_finish: (a: number) => [number, number, number, number];
+    readonly modeldownload_limitTo: (a: number, b: number, c: number) => void;
     readonly modeldownload_new: (a: number, b: number) => number;
     readonly modeldownload_push: (a: number, b: number, c: number) => [number, number, number];
     readonly modeldownload_received: (a: number) => number;
     readonly version: () => [number, number];
     readonly wasm_bindgen__convert__closures_____invoke__h18ce28caf726df32: (a: number, b: number, c: any) => [number, number];
-    readonly wasm_bindgen__convert__closures_____invoke__h18ce28caf726df32_39: (a: number, b: number, c: any) => [number, number];
-    readonly wasm_bindgen__convert__closures_____invoke__h18ce28caf726df32_40: (a: number, b: number, c: any) => [number, number];
+    readonly wasm_bindgen__convert__closures_____invoke__h18ce28caf726df32_41: (a: number, b: number, c: any) => [number, number];
+    readonly wasm_bindgen__convert__closures_____invoke__h18ce28caf726df32_42: (a: number, b: number, c: any) => [number, number];
     readonly wasm_bindgen__convert__closures_____invoke__h63b598d0c5b6b0f2: (a: number, b: number, c: any, d: any) => void;
     readonly wasm_bindgen__convert__closures_____invoke__hebe8512b4d3e9e42: (a: number, b: number, c: any) => [number, number];
     readonly __wbindgen_malloc: (a: number, b: number) => number;

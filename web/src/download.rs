@@ -6,7 +6,7 @@
 //! the server's `Content-Length`.
 
 use afinador_core::formats::{Gguf, GgufError};
-use afinador_core::model::Support;
+use afinador_core::model::{DeviceLimits, Support};
 use afinador_core::tokenizer::Tokenizer;
 use sha2::{Digest, Sha256};
 use wasm_bindgen::prelude::*;
@@ -28,6 +28,8 @@ pub struct ModelDownload {
     next_parse: usize,
     header_checked: bool,
     sha: Sha256,
+    /// The device's limits the header is also checked against ([`Support::fit`]), once given.
+    limits: Option<DeviceLimits>,
 }
 
 #[wasm_bindgen]
@@ -42,7 +44,19 @@ impl ModelDownload {
             next_parse: FIRST_HEAD_BYTES,
             header_checked: false,
             sha: Sha256::new(),
+            limits: None,
         }
+    }
+
+    /// Also refuse the model, as soon as its header has arrived, when a tensor cannot fit this
+    /// device's limits (`adapterInfo()`'s `max_storage_buffer_binding_size` and
+    /// `max_buffer_size`): one row of a matrix, or a vector, larger than one binding.
+    #[wasm_bindgen(js_name = limitTo)]
+    pub fn limit_to(&mut self, max_storage_buffer_binding_size: f64, max_buffer_size: f64) {
+        self.limits = Some(DeviceLimits {
+            max_storage_buffer_binding_size: max_storage_buffer_binding_size as u64,
+            max_buffer_size: max_buffer_size as u64,
+        });
     }
 
     /// Take the next chunk. Fails when the file is not GGUF, when its header is malformed, or
@@ -109,6 +123,9 @@ impl ModelDownload {
             Ok(gguf) => {
                 let mut support = Support::of(&gguf);
                 support.tokenizer(Tokenizer::from_gguf(&gguf));
+                if let Some(limits) = &self.limits {
+                    support.fit(&gguf, limits);
+                }
                 if !support.is_supported() {
                     return Err(support.message(4));
                 }
@@ -201,6 +218,21 @@ mod tests {
             .unwrap_err();
         assert!(
             m.starts_with("afinador cannot run this model: tokenizer: "),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn a_tensor_wider_than_the_devices_binding_is_refused_at_the_header() {
+        let bytes = make_tiny_gguf(&TinySpec::default(), None).unwrap();
+        let mut d = ModelDownload::new(Some(bytes.len() as f64));
+        d.limit_to(64.0, 1e9);
+        let m = push_all(&mut d, &bytes, 4099)
+            .and_then(|()| d.end())
+            .unwrap_err();
+        assert!(
+            m.contains("wider than this GPU can bind (maxStorageBufferBindingSize: 64 bytes): '")
+                && m.contains("Weights are split by rows"),
             "{m}"
         );
     }

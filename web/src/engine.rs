@@ -4,7 +4,7 @@ use std::borrow::Cow;
 
 use afinador_core::formats::{Gguf, GgufError, TensorInfo, TensorSource};
 use afinador_core::gpu::{Backend, Gpu, GpuOptions};
-use afinador_core::model::{Generation, Model, SamplingConfig, Support};
+use afinador_core::model::{DeviceLimits, Generation, Model, SamplingConfig, Support};
 use afinador_core::tokenizer::{ChatMessage, ChatTemplate, Tokenizer};
 use afinador_core::train::{ModelTextEncoder, TrainConfig};
 use wasm_bindgen::prelude::*;
@@ -60,6 +60,8 @@ pub struct Afinador {
     pub(crate) run: Option<Run>,
     /// The kernel benchmark in progress (`bench.html`).
     pub(crate) bench: Option<afinador_core::bench::KernelBench>,
+    /// The browser reports a fallback (software) adapter, as SwiftShader is.
+    pub(crate) fallback: bool,
 }
 
 #[wasm_bindgen]
@@ -80,8 +82,10 @@ impl Afinador {
             ))
         })?;
         // wgpu's WebGPU backend reports no name; the browser describes its adapter itself.
+        let mut fallback = false;
         if let Some(info) = BrowserAdapter::ask().await {
             gpu.adapter.name = info.name();
+            fallback = info.fallback;
             if let Some(vendor) = info.vendor {
                 gpu.adapter.vendor = vendor;
             }
@@ -93,14 +97,17 @@ impl Afinador {
             config: TrainConfig::default(),
             run: None,
             bench: None,
+            fallback,
         })
     }
 
-    /// The adapter: name, vendor, backend, features and limits.
+    /// The adapter: name, vendor, backend, features, limits, and `fallback` (a software
+    /// adapter the browser fell back to).
     #[wasm_bindgen(js_name = adapterInfo)]
     pub fn adapter_info(&self) -> Result<JsValue, JsError> {
         let mut info = serde_json::to_value(&self.gpu.adapter).map_err(err)?;
         info["name"] = adapter_name(&self.gpu).into();
+        info["fallback"] = self.fallback.into();
         to_js(&info)
     }
 
@@ -131,8 +138,10 @@ impl Afinador {
             ));
         }
         // The core's support check (`afinador inspect`'s) before anything is uploaded: every
-        // problem at once rather than the first tensor the loader trips on.
+        // problem at once rather than the first tensor the loader trips on; and the tensors
+        // against this device's limits.
         let mut support = Support::of(&gguf);
+        support.fit(&gguf, &DeviceLimits::of(&self.gpu));
         let tokenizer = support.tokenizer(Tokenizer::from_gguf(&gguf));
         let tokenizer = match tokenizer {
             Some(t) if support.is_supported() => t,
@@ -192,16 +201,69 @@ impl Afinador {
         temperature: f32,
         seed: u64,
     ) -> Result<JsValue, JsError> {
-        let l = self.loaded()?;
-        let text = if chat {
-            let template =
-                ChatTemplate::for_model(l.template.as_deref(), &l.tokenizer).map_err(err)?;
-            template
-                .render(&[ChatMessage::user(prompt)], true)
-                .map_err(err)?
-        } else {
-            prompt
+        let text = match chat {
+            true => self.render_chat(&[ChatMessage::user(prompt)])?,
+            false => prompt,
         };
+        self.generate_text(text, max_new_tokens, with_adapter, temperature, seed)
+            .await
+    }
+
+    /// [`generate`](Self::generate) after a conversation, `[{ role, content }, …]` (a system
+    /// message, then the user's, as a chat data set's records hold them), in the model's chat
+    /// template with the assistant's turn opened.
+    #[wasm_bindgen(js_name = generateMessages)]
+    pub async fn generate_messages(
+        &self,
+        messages: JsValue,
+        max_new_tokens: usize,
+        with_adapter: bool,
+        temperature: f32,
+        seed: u64,
+    ) -> Result<JsValue, JsError> {
+        let json: String = js_sys::JSON::stringify(&messages)
+            .map_err(|_| JsError::new("messages must be [{ role, content }, …]"))?
+            .into();
+        let messages: Vec<serde_json::Value> = serde_json::from_str(&json)
+            .map_err(|e| err(format!("messages must be [{{ role, content }}, …]: {e}")))?;
+        let text_of = |m: &serde_json::Value, key: &str| {
+            m.get(key)
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_string)
+                .ok_or_else(|| err(format!("every message needs a string '{key}': {m}")))
+        };
+        let messages = messages
+            .iter()
+            .map(|m| {
+                Ok(ChatMessage::new(
+                    text_of(m, "role")?,
+                    text_of(m, "content")?,
+                ))
+            })
+            .collect::<Result<Vec<_>, JsError>>()?;
+        let text = self.render_chat(&messages)?;
+        self.generate_text(text, max_new_tokens, with_adapter, temperature, seed)
+            .await
+    }
+}
+
+impl Afinador {
+    /// `messages` in the model's chat template (ChatML without one), the assistant's turn open.
+    fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, JsError> {
+        let l = self.loaded()?;
+        let template = ChatTemplate::for_model(l.template.as_deref(), &l.tokenizer).map_err(err)?;
+        template.render(messages, true).map_err(err)
+    }
+
+    async fn generate_text(
+        &self,
+        text: String,
+        max_new_tokens: usize,
+        with_adapter: bool,
+        temperature: f32,
+        seed: u64,
+    ) -> Result<JsValue, JsError> {
+        let l = self.loaded()?;
         let ids = l.tokenizer.encode(&text, true).map_err(err)?;
         if ids.is_empty() {
             return Err(JsError::new("the prompt is empty"));
@@ -235,6 +297,7 @@ impl Afinador {
         to_js(&serde_json::json!({
             "text": l.tokenizer.decode(&new_ids),
             "tokens": new_ids.len(),
+            "prompt_tokens": ids.len(),
             "tokens_per_s": (ids.len() + new_ids.len()) as f64 / seconds.max(1e-9),
             "adapter": with_adapter,
         }))

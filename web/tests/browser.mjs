@@ -1,7 +1,7 @@
 // Browser tests of the trainer page in real headless Chromium (WebGPU on SwiftShader).
 // Usage: node web/tests/browser.mjs --url URL [--afinador-web URL] --model tiny.gguf --data train.jsonl
 //          --malformed bad.jsonl --native metrics.jsonl --config '{"max_steps":…}' --out DIR
-//          [--only mime,cache,bench,train,malformed]
+//          [--only mime,cache,bench,train,malformed,demo]
 //        node web/tests/browser.mjs --bench --url URL --model M.gguf --data D.jsonl --config '{…}' --out DIR
 //          [--new-tokens N] (manual benchmark: train, report tokens/s, then generate N tokens
 //          with the base model; no comparison)
@@ -295,6 +295,16 @@ async function startModelServer(model) {
   const arch = model.indexOf('llama', model.indexOf('general.architecture'));
   const unsupported = Buffer.from(model);
   unsupported[arch + 4] = '#'.charCodeAt(0); // 'llam#'
+  // A header claiming a token embedding whose rows are 2^31 values (2.0 GiB of Q8_0 each, packed): no
+  // browser binds that much, and a row is never split. The rest of the file is the tiny model's;
+  // the server announces the length the header implies and sends twice the file's length, so
+  // the refusal must come from the header, before the tensors.
+  const wide = Buffer.from(model);
+  const name = Buffer.from('token_embd.weight');
+  const at = wide.indexOf(name, wide.indexOf('general.architecture')) + name.length;
+  check(wide.readUInt32LE(at) === 2, 'the test model\'s token_embd.weight is a matrix');
+  wide.writeBigUInt64LE(2n ** 31n, at + 4);
+  wide.writeBigUInt64LE(1n, at + 12);
   const requests = {};
   const server = createServer((req, res) => {
     const path = new URL(req.url, 'http://x').pathname;
@@ -307,6 +317,11 @@ async function startModelServer(model) {
     if (path === '/tiny.gguf') return send(200, model);
     if (path === '/unsupported.gguf') return send(200, unsupported);
     if (path === '/page.gguf') return send(200, Buffer.from('<!doctype html><title>a model page</title>'), 'text/html');
+    if (path === '/wide.gguf') {
+      // Past the header's end, so that the download's header parse (at each doubling) completes.
+      res.writeHead(200, headers('application/octet-stream', 2 ** 32));
+      return res.write(Buffer.concat([wide, Buffer.alloc(wide.length)]));
+    }
     if (path === '/cut.gguf') {
       res.writeHead(200, headers('application/octet-stream', model.length));
       return res.write(model.subarray(0, Math.floor(model.length * 0.6)), () => res.destroy());
@@ -342,6 +357,8 @@ async function modelCacheTest() {
       ['/page.gguf', /not a GGUF model file: it starts with "<!do"/, 'an HTML page is refused as not GGUF'],
       ['/unsupported.gguf', /afinador cannot run this model: unsupported architecture 'llam#'/,
         'an unsupported architecture is refused by the core\'s check'],
+      ['/wide.gguf', /a tensor is wider than this GPU can bind \(maxStorageBufferBindingSize: 1\.0 GiB\): 'token_embd\.weight' \(rows of 2147483648 values, 2\.0 GiB each, Q8_0\)\. Weights are split by rows across bindings, but never within a row/,
+        'a model whose rows exceed the adapter\'s binding limit is refused from its header'],
       ['/cut.gguf', new RegExp(`cut short: \\d+ of ${model.length} bytes arrived.*nothing was cached`),
         'a truncated download is refused'],
     ]) {
@@ -350,7 +367,8 @@ async function modelCacheTest() {
       check(expected.test(msg), what);
       check(!(await page.isVisible('#cache-box')), `${path} was not cached`);
     }
-    check(host.requests['/unsupported.gguf'] === 1 && host.requests['/cut.gguf'] === 1, 'one request each');
+    check(host.requests['/unsupported.gguf'] === 1 && host.requests['/cut.gguf'] === 1
+      && host.requests['/wide.gguf'] === 1, 'one request each');
 
     // The model by URL: progress events, the sha256, one cached entry.
     check(!(await loadUrl('/tiny.gguf')), 'the model loaded from its URL');
@@ -399,6 +417,76 @@ async function modelCacheTest() {
     check(!(await page.isVisible('#cache-box')), 'Delete empties the cache list');
     await page.close();
   } finally {
+    host.server.closeAllConnections();
+    host.server.close();
+  }
+}
+
+// The one-click demo as a first visitor sees it: `?model=` points the demo at the test model on
+// the model server (as demo.json's default URL points a visitor at Hugging Face). One click
+// downloads the model (a second visit: from the cache, with no request), trains the run
+// sized for this adapter (SwiftShader is a fallback adapter: a few short steps) on the ENEM data
+// shipped in web/dist, and shows the base and adapted answers to a validation question side
+// by side. Screenshots: the trainer mid-run and the two answers.
+async function demoTest() {
+  const model = readFileSync(opt.model);
+  const host = await startModelServer(model);
+  const question = JSON.parse(readFileSync('examples/enem/validation.jsonl', 'utf8').split('\n')[0]).messages;
+  const consoleErrors = [];
+  try {
+    const page = await context.newPage();
+    page.on('console', (m) => {
+      console.log(`  [page ${m.type()}] ${m.text()}`);
+      if (m.type() === 'error') consoleErrors.push(m.text());
+    });
+    page.on('pageerror', (e) => { pageErrors.push(e.message); console.log(`  [page error] ${e.message}`); });
+    const modelUrl = host.url('/tiny.gguf');
+    for (const visit of ['first', 'second']) {
+      await page.goto(`${opt.url}?model=${encodeURIComponent(modelUrl)}`);
+      await waitReady(page);
+      await page.waitForSelector('#demo-start:not([disabled])', { timeout: 30_000 });
+      check((await page.textContent('#demo-source')).includes(modelUrl), `${visit} visit: the demo names the model of ?model=`);
+      const started = Date.now();
+      await page.click('#demo-start');
+      if (visit === 'second') {
+        // The model from the cache, with no request; then the run starts (it ran whole the first
+        // time, so the page is closed here).
+        await page.waitForFunction(() => /fine-tuning/.test(document.getElementById('demo-status').textContent)
+          || document.getElementById('messages').textContent, null, { timeout: TRAIN_TIMEOUT, polling: 100 });
+        check(!(await page.textContent('#messages')), 'second visit: the demo runs without an error message');
+        check((await page.textContent('#model-info')).includes('from this browser\'s cache'),
+          'second visit: the model came from the cache');
+        check(host.requests['/tiny.gguf'] === 1 && (await page.evaluate(() => window.afinador.downloads.length)) === 0,
+          'second visit: no download (the server saw one request for the model in all)');
+        break;
+      }
+      await page.waitForFunction(() => window.afinador.steps.length >= 2 || window.afinador.summary
+        || document.getElementById('messages').textContent, null, { timeout: TRAIN_TIMEOUT, polling: 100 });
+      await page.locator('#train-section').screenshot({ path: join(opt.out, 'web-training.png') });
+      await page.waitForFunction(() => window.afinador.demoDone || document.getElementById('messages').textContent,
+        null, { timeout: TRAIN_TIMEOUT, polling: 250 });
+      const seconds = (Date.now() - started) / 1000;
+      check(!(await page.textContent('#messages')), `first visit: the demo ran without an error message (${seconds.toFixed(1)} s)`);
+      check((await page.textContent('#model-info')).startsWith(`downloaded: ${modelUrl}`), 'first visit: the model came from its URL');
+      const { summary, steps, adapter, answers } = await page.evaluate(() => window.afinador);
+      const maxSteps = Number(await page.inputValue('#cfg-max_steps'));
+      check(adapter.fallback && maxSteps <= 8 && Number(await page.inputValue('#cfg-seq_len')) <= 256,
+        `a short run on this fallback adapter (${maxSteps} steps × ${await page.inputValue('#cfg-seq_len')} tokens)`);
+      check(summary.stop_reason === 'completed' && steps.length === maxSteps, `the run completed its ${maxSteps} steps`);
+      check((await page.textContent('#data-info')).includes('format: messages'), 'it trained on the shipped ENEM data (messages)');
+      check(await page.inputValue('#prompt') === question[1].content && await page.inputValue('#system') === question[0].content
+        && (await page.textContent('#reference')) === question[2].content, 'Try it holds the first validation question and its answer');
+      const base = await page.textContent('#out-base');
+      const adapted = await page.textContent('#out-adapter');
+      check(answers.base.tokens > 0 && !answers.base.adapter && answers.adapter.tokens > 0 && answers.adapter.adapter
+        && base.length > 0 && adapted.length > 0,
+        `both answers are there (base ${JSON.stringify(base)}, adapted ${JSON.stringify(adapted)})`);
+      await page.locator('#try-section').screenshot({ path: join(opt.out, 'web-demo.png') });
+    }
+    check(!consoleErrors.length, `no error in the console (${consoleErrors.join('; ')})`);
+    await page.close();
+  } finally {
+    host.server.closeAllConnections();
     host.server.close();
   }
 }
@@ -461,9 +549,9 @@ try {
   if (opt.bench) {
     await bench();
   } else {
-    // --only mime,cache,bench,train,malformed runs some of them (while working on one).
+    // --only mime,cache,bench,train,malformed,demo runs some of them (while working on one).
     const tests = { mime: mimeTest, cache: modelCacheTest, bench: benchPageTest, train: trainTest,
-      malformed: malformedTest };
+      malformed: malformedTest, demo: demoTest };
     for (const [name, test] of Object.entries(tests)) {
       if (!opt.only || opt.only.split(',').includes(name)) await test();
     }

@@ -3,7 +3,8 @@ import { drawChart } from './chart.js';
 
 const $ = (id) => document.getElementById(id);
 const state = { steps: [], evals: [], totalSteps: 0, startedAt: 0, pausedMs: 0, pausedAt: 0, running: false,
-  modelLoaded: false, trained: false, downloads: [], cache: null };
+  modelLoaded: false, trained: false, downloads: [], cache: null, adapter: null, demo: null,
+  answers: {} };
 // For tests and the console: every step and evaluation event, and the final summary.
 window.afinador = state;
 
@@ -270,6 +271,7 @@ async function start() {
   try {
     const ready = await request({ type: 'init' });
     const a = ready.adapter;
+    state.adapter = a;
     $('version').textContent = `v${ready.version}`;
     $('gpu-info').textContent = `${a.name} · ${a.vendor} · ${a.backend} · ${a.device_type}\n` +
       `features: ${a.features.join(', ') || 'none optional'}\n` +
@@ -278,6 +280,7 @@ async function start() {
       `${a.max_compute_invocations_per_workgroup} invocations per workgroup`;
     buildForm(ready.defaults);
     $('load-model').disabled = false;
+    await prepareDemo().catch(fail('Preparing the demo'));
     await refreshCache().catch(fail('Reading the model cache'));
     const { run } = await request({ type: 'savedRun' });
     if (run) {
@@ -292,18 +295,21 @@ async function start() {
   }
 }
 
-$('load-model').onclick = async () => {
+// Load the model picked as a file or given by URL; true when it loaded.
+async function loadModel() {
   const file = $('model-file').files[0];
   const url = $('model-url').value.trim();
-  if (!file && !url) return showMessage('Choose a GGUF file or give its URL.');
+  if (!file && !url) { showMessage('Choose a GGUF file or give its URL.'); return false; }
   $('messages').textContent = '';
   $('model-info').textContent = 'loading…';
   $('download-box').hidden = true;
   state.downloads = [];
   $('load-model').disabled = true;
+  let loaded = false;
   try {
     const { info } = await request({ type: 'loadModel', file, url: file ? undefined : url });
     renderModel(info);
+    loaded = true;
   } catch (e) {
     $('model-info').textContent = '';
     $('load-model').disabled = false;
@@ -311,7 +317,9 @@ $('load-model').onclick = async () => {
   }
   if (url && !file) await refreshCache().catch(fail('Reading the model cache'));
   setButtons();
-};
+  return loaded;
+}
+$('load-model').onclick = loadModel;
 
 $('data-file').onchange = setButtons;
 $('data-url').oninput = setButtons;
@@ -367,14 +375,125 @@ $('download-csv').onclick = async () =>
 async function generate(withAdapter) {
   const out = $(withAdapter ? 'out-adapter' : 'out-base');
   out.textContent = '…';
+  delete out.dataset.done;
+  const chat = $('chat').checked;
+  const system = $('system').value.trim();
+  const prompt = $('prompt').value;
   try {
-    const { result } = await request({ type: 'generate', prompt: $('prompt').value, withAdapter,
-      chat: $('chat').checked, maxNewTokens: Number($('max-new').value) });
-    out.textContent = result.text;
+    const { result } = await request({ type: 'generate', prompt, withAdapter, chat,
+      messages: chat && system ? [{ role: 'system', content: system }, { role: 'user', content: prompt }] : undefined,
+      maxNewTokens: Number($('max-new').value) });
+    // An answer of only newlines or spaces would look like no answer at all.
+    out.textContent = result.text.trim() ? result.text
+      : `(${result.tokens} tokens of whitespace only: ${JSON.stringify(result.text)})`;
+    state.answers[withAdapter ? 'adapter' : 'base'] = result;
     out.dataset.done = 'true';
-  } catch (e) { out.textContent = ''; fail('Generating')(e); }
+    return true;
+  } catch (e) { out.textContent = ''; fail('Generating')(e); return false; }
 }
 $('gen-base').onclick = () => generate(false);
 $('gen-adapter').onclick = () => generate(true);
+
+// --- the one-click demo ---------------------------------------------------------------------
+// demo.json (beside the page) names the model and the data: { name, model, train, validation },
+// URLs relative to it; `?model=URL` on the page's address replaces the model.
+async function prepareDemo() {
+  const resp = await fetch('demo.json');
+  if (!resp.ok) throw new Error(`demo.json: HTTP ${resp.status}`);
+  const demo = await resp.json();
+  const at = (u) => new URL(u, resp.url).href;
+  const model = new URLSearchParams(location.search).get('model');
+  state.demo = {
+    name: model ? model.split('/').pop() : demo.name,
+    model: model ? new URL(model, location.href).href : at(demo.model),
+    train: at(demo.train), validation: at(demo.validation), question: -1, questions: null,
+  };
+  $('demo-model').textContent = state.demo.name;
+  $('demo-source').textContent = `model: ${state.demo.model} (downloaded once, then kept in this browser)`;
+  $('demo-start').disabled = false;
+}
+
+// The run, sized for the adapter: on a software (fallback) adapter such as SwiftShader a few
+// short steps of one sequence, which still take minutes with a real model; on a GPU a short
+// real run. Returns the configuration (the form's keys) and the answer length.
+function demoSettings(adapter) {
+  const common = { epochs: 1, grad_accum: 1, lr_schedule: 'constant', warmup_ratio: 0, weight_decay: 0,
+    lora_dropout: 0, target_modules: 'q_proj,k_proj,v_proj,o_proj', seed: 42, format: 'messages',
+    train_on_prompt: false, strict: false };
+  const software = adapter.fallback || adapter.device_type === 'Cpu';
+  return software
+    ? { software, newTokens: 8, config: { ...common, max_steps: 4, batch_size: 1, seq_len: 256, lr: 2e-3,
+      lora_r: 8, lora_alpha: 16, val_ratio: 0, eval_every: 0 } }
+    : { software, newTokens: 48, config: { ...common, max_steps: 60, batch_size: 4, seq_len: 320, lr: 1e-3,
+      lora_r: 16, lora_alpha: 32, val_ratio: 0.05, eval_every: 20 } };
+}
+
+// Put validation question `i` (system and user messages, and the expected answer) into Try it.
+async function showQuestion(i) {
+  const d = state.demo;
+  if (!d.questions) {
+    const resp = await fetch(d.validation);
+    if (!resp.ok) throw new Error(`${d.validation}: HTTP ${resp.status}`);
+    d.questions = (await resp.text()).split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l).messages);
+  }
+  d.question = i % d.questions.length;
+  const m = d.questions[d.question];
+  const content = (role) => m.find((x) => x.role === role)?.content ?? '';
+  $('system').value = content('system');
+  $('prompt').value = content('user');
+  $('prompt').rows = Math.min(10, $('prompt').value.split('\n').length + 1);
+  $('chat').checked = true;
+  $('reference').textContent = content('assistant');
+  $('reference-box').hidden = false;
+}
+
+// Both models answer the question in Try it, one after the other.
+async function askBoth() {
+  $('try-section').scrollIntoView({ behavior: 'smooth', block: 'start' });
+  return (await generate(false)) && (await generate(true));
+}
+
+async function runDemo() {
+  const say = (t) => { $('demo-status').textContent = t; };
+  $('demo-start').disabled = true;
+  $('demo-next').disabled = true;
+  try {
+    const d = state.demo;
+    if (!state.modelLoaded) {
+      say('loading the model…');
+      $('model-file').value = '';
+      $('model-url').value = d.model;
+      if (!(await loadModel())) throw new Error('the model did not load');
+    }
+    const settings = demoSettings(state.adapter);
+    fillForm({ ...readForm(), ...settings.config });
+    $('data-file').value = '';
+    $('data-url').value = d.train;
+    say(`fine-tuning: ${settings.config.max_steps} steps of ${settings.config.batch_size} × ` +
+      `${settings.config.seq_len} tokens${settings.software ? ' (a software adapter: a short run)' : ''}…`);
+    await run({ type: 'train', config: readForm(), source: { url: d.train } });
+    if (!state.summary) throw new Error('the training run failed');
+    $('max-new').value = settings.newTokens;
+    await showQuestion(0);
+    say('asking the base model and the adapted one…');
+    if (!(await askBoth())) throw new Error('generation failed');
+    say(`done: ${state.summary.steps} steps; the answers are in “6. Try it”`);
+    state.demoDone = true;
+  } catch (e) {
+    say('');
+    showMessage(`The demo stopped: ${e.message} (see above).`);
+  }
+  $('demo-start').disabled = state.running;
+  $('demo-next').disabled = !state.demoDone;
+}
+$('demo-start').onclick = runDemo;
+$('demo-next').onclick = async () => {
+  $('demo-next').disabled = true;
+  try {
+    await showQuestion(state.demo.question + 1);
+    await askBoth();
+  } catch (e) { fail('The demo')(e); }
+  $('demo-next').disabled = false;
+};
 
 start();

@@ -91,10 +91,11 @@ export async function removeCached(url) {
 }
 
 /** Download `url`, checking it as it comes (ModelDownload: GGUF magic, the core's support check
- * on the header, sha256, length); `progress({ received, total, seconds })` as it goes. Returns
+ * on the header — with `limits` (adapterInfo()), also every tensor against the adapter's
+ * binding limits —, sha256, length); `progress({ received, total, seconds })` as it goes. Returns
  * { file, entry, cached }: the model as a File (from OPFS, or a Blob in memory when the browser
  * cannot cache). Nothing is kept when a check fails. */
-export async function download(url, progress) {
+export async function download(url, progress, limits) {
   let resp;
   try {
     resp = await fetch(url);
@@ -109,6 +110,7 @@ export async function download(url, progress) {
   const length = resp.headers.get('content-length');
   const total = length !== null && (!encoding || encoding === 'identity') ? Number(length) : null;
   const check = new ModelDownload(total ?? undefined);
+  if (limits) check.limitTo(limits.max_storage_buffer_binding_size, limits.max_buffer_size);
   const sink = hasOpfs() ? await OpfsSink.open(url) : new MemorySink();
   const reader = resp.body.getReader();
   const started = performance.now();

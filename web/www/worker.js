@@ -132,7 +132,8 @@ async function loadModel(source) {
   let got = await openCached(source.url);
   let from = 'cache';
   if (!got) {
-    got = await download(source.url, (p) => post({ type: 'download', url: source.url, ...p }));
+    // The header is also checked against this adapter's limits, before the tensors download.
+    got = await download(source.url, (p) => post({ type: 'download', url: source.url, ...p }), af.adapterInfo());
     from = got.cached ? 'download' : 'download, not cached (this browser has no Origin Private File System)';
   }
   const info = await serial(() => af.loadModelFile(got.file));
@@ -184,8 +185,10 @@ async function handle(msg) {
       resumeWaiters.splice(0).forEach((r) => r());
       return null;
     case 'generate': {
-      const r = await serial(() =>
-        af.generate(msg.prompt, msg.maxNewTokens, msg.withAdapter, msg.chat, 0, BigInt(0)));
+      // With `messages` ([{ role, content }]: a system prompt, then the user's), in the chat template.
+      const r = await serial(() => (msg.messages
+        ? af.generateMessages(msg.messages, msg.maxNewTokens, msg.withAdapter, 0, BigInt(0))
+        : af.generate(msg.prompt, msg.maxNewTokens, msg.withAdapter, msg.chat, 0, BigInt(0))));
       return { type: 'generated', withAdapter: msg.withAdapter, result: r };
     }
     case 'exportAdapter': {

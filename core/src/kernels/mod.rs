@@ -14,7 +14,9 @@ pub mod rmsnorm;
 pub mod rope;
 mod weights;
 
-pub use weights::{GpuWeight, WeightFormat, WeightPart, pack_weight, random_blocks};
+pub use weights::{
+    GpuWeight, WeightFormat, WeightPart, pack_weight, packed_words, packed_words_u64, random_blocks,
+};
 
 #[cfg(test)]
 pub(crate) mod testing;

@@ -96,10 +96,16 @@ pub fn pack_weight(format: WeightFormat, raw: &[u8]) -> (Vec<u32>, Vec<u32>) {
 
 /// The lengths in words of the two arrays [`pack_weight`] makes of `blocks` whole blocks.
 pub fn packed_words(format: WeightFormat, blocks: usize) -> (usize, usize) {
-    let quant_words = |skip: usize| blocks * (format.block_bytes() - skip) / 4;
+    let (q, s) = packed_words_u64(format, blocks as u64);
+    (q as usize, s as usize)
+}
+
+/// [`packed_words`] in u64, for sizes a header claims (which may not fit a wasm32 `usize`).
+pub fn packed_words_u64(format: WeightFormat, blocks: u64) -> (u64, u64) {
+    let quant_words = |skip: usize| blocks * (format.block_bytes() - skip) as u64 / 4;
     match format {
         WeightFormat::F32 | WeightFormat::F16 | WeightFormat::BF16 => {
-            (blocks * format.block_bytes() / 4, 1)
+            (blocks * format.block_bytes() as u64 / 4, 1)
         }
         WeightFormat::Q4_0 | WeightFormat::Q5_0 | WeightFormat::Q8_0 => {
             (quant_words(2), blocks.div_ceil(2))

@@ -18,7 +18,7 @@ pub use arch::{ARCHITECTURES, Activation, Architecture, RopeStyle};
 pub use config::{ModelConfig, RopeFactors};
 pub use forward::{Forward, ForwardOutput, KvCache, LogitsWanted};
 pub use sampling::{Sampler, SamplingConfig, argmax};
-pub use support::Support;
+pub use support::{DeviceLimits, Support, smallest_buffer};
 pub use weights::{LayerWeights, ModelWeights, PostNorms, QkNorm, QkvBias};
 
 use crate::formats::{Gguf, GgufError, TensorSource, WholeFile};
