@@ -181,8 +181,7 @@ pub fn run(args: Args) -> Result<()> {
         }
         let end = pollster::block_on(session.end_pass(&gpu, &ctx.clock()))?;
         if let Some(eval) = &end.eval {
-            metrics.write(&eval.line)?;
-            keep_best(&ctx, &session, eval, &bar)?;
+            record_eval(&ctx, &session, &mut metrics, eval, &bar)?;
         }
         if let Some(reason) = end.stop {
             break reason;
@@ -191,11 +190,10 @@ pub fn run(args: Args) -> Result<()> {
     bar.finish_and_clear();
 
     // Final evaluation, checkpoint and adapter.
-    let interrupted = stopped == StopReason::Interrupted;
-    let finish = pollster::block_on(session.finish(&gpu, &ctx.clock(), interrupted))?;
+    let was_interrupted = stopped == StopReason::Interrupted;
+    let finish = pollster::block_on(session.finish(&gpu, &ctx.clock(), was_interrupted))?;
     if let Some(eval) = &finish.eval {
-        metrics.write(&eval.line)?;
-        keep_best(&ctx, &session, eval, &ProgressBar::hidden())?;
+        record_eval(&ctx, &session, &mut metrics, eval, &ProgressBar::hidden())?;
     }
     let (trainer, state) = (&session.trainer, &session.state);
     let adapter = save_checkpoint(&ctx, trainer, state)?;
@@ -375,6 +373,19 @@ fn clock(secs: f64) -> String {
     } else {
         format!("{}:{:02}", s / 60, s % 60)
     }
+}
+
+/// An evaluation outside a step (an epoch's end, the final one): its own metrics line, then
+/// [`keep_best`].
+fn record_eval(
+    ctx: &RunCtx<'_>,
+    session: &Session<'_>,
+    metrics: &mut JsonLines,
+    eval: &Evaluation,
+    bar: &ProgressBar,
+) -> Result<()> {
+    metrics.write(&eval.line)?;
+    keep_best(ctx, session, eval, bar)
 }
 
 /// After an evaluation: write the adapter to `best/` when it is the best so far, and say so
